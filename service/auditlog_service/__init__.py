@@ -1,0 +1,1 @@
+"""auditlog service: records a tenant's audit trail in MongoDB and serves it over gRPC."""

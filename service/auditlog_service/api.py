@@ -1,0 +1,323 @@
+"""AuditLogService servicer: validates requests, calls the repository, maps errors to statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2, json_format
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from pymongo.errors import PyMongoError
+
+from auditlog.v1 import enums_pb2, service_pb2, service_pb2_grpc
+
+from . import convert, validation
+from .errors import AuditLogError, DatabaseUnavailable, EventNotFound, InvalidArgument
+from .event_types import REGISTRY
+from .ingest import EventWriter
+from .storage import EventRepository, ListQuery, Stored, database_errors
+from .tokens import TokenError, TokenSigner, query_fingerprint
+from .validation import FieldViolation, Limits
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "auditlog.v1"
+DEFAULT_PAGE_SIZE = 50
+PAGE_TOKEN_PURPOSE = "page"
+
+
+def to_status(error: AuditLogError) -> status_pb2.Status:
+    """The google.rpc.Status of a domain error: ErrorInfo always, BadRequest for bad fields."""
+    reason = enums_pb2.ErrorReason.Name(error.reason)  # type: ignore[arg-type]
+    details = [error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=error.metadata)]
+    if isinstance(error, InvalidArgument):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=packed)
+
+
+def to_event_error(error: AuditLogError) -> service_pb2.EventError:
+    """The per-event form of a domain error, for batch results and stream acks."""
+    violations = error.violations if isinstance(error, InvalidArgument) else []
+    return service_pb2.EventError(
+        code=error.code.value[0],
+        reason=error.reason,  # type: ignore[arg-type]
+        message=error.message,
+        field_violations=[
+            service_pb2.FieldViolation(field=v.field, description=v.description)
+            for v in violations
+        ],
+    )
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: AuditLogError) -> NoReturn:
+    await context.abort_with_status(rpc_status.to_status(to_status(error)))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def check(violations: list[FieldViolation], reason: int | None = None) -> None:
+    if violations:
+        raise InvalidArgument(violations, reason)
+
+
+class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
+    """The AuditLogService RPCs."""
+
+    def __init__(
+        self,
+        repository: EventRepository,
+        writer: EventWriter,
+        limits: Limits,
+        signer: TokenSigner,
+    ) -> None:
+        self._repository = repository
+        self._writer = writer
+        self._limits = limits
+        self._signer = signer
+
+    async def _run(self, context: grpc.aio.ServicerContext[Any, Any], call: Any) -> Any:
+        """Runs an RPC body; every failure ends as a status with details, never a bare crash."""
+        try:
+            return await call
+        except AuditLogError as error:
+            await abort(context, error)
+        except PyMongoError as exc:
+            # Failures the repository does not classify (e.g. an unexpected server error) are
+            # still the database's: reported as UNAVAILABLE, so clients retry idempotently.
+            log.warning("database error: %r", exc)
+            await abort(context, database_errors(exc) or DatabaseUnavailable(type(exc).__name__))
+
+    # ---- ingest ------------------------------------------------------------------------------
+
+    async def LogEvent(
+        self,
+        request: service_pb2.LogEventRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> service_pb2.LogEventResponse:
+        async def body() -> service_pb2.LogEventResponse:
+            if not request.HasField("event"):
+                check([FieldViolation("event", "required")])
+            check(validation.validate_event(request.event, "event", self._limits))
+            outcome = await self._writer.write(request.event)
+            if isinstance(outcome, AuditLogError):
+                raise outcome
+            return service_pb2.LogEventResponse(
+                event=convert.from_document(outcome.doc), already_stored=outcome.already_stored
+            )
+
+        result: service_pb2.LogEventResponse = await self._run(context, body())
+        return result
+
+    async def LogEvents(
+        self,
+        request: service_pb2.LogEventsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> service_pb2.LogEventsResponse:
+        async def body() -> service_pb2.LogEventsResponse:
+            check(
+                validation.validate_log_events_size(request, self._limits),
+                enums_pb2.ERROR_REASON_BATCH_TOO_LARGE,
+            )
+            results: list[service_pb2.LogEventResult | None] = [None] * len(request.events)
+            valid: list[int] = []
+            for index, event in enumerate(request.events):
+                violations = validation.validate_event(event, f"events[{index}]", self._limits)
+                if violations:
+                    results[index] = service_pb2.LogEventResult(
+                        error=to_event_error(InvalidArgument(violations))
+                    )
+                else:
+                    valid.append(index)
+            outcomes = await self._writer.write_many([request.events[i] for i in valid])
+            for index, outcome in zip(valid, outcomes, strict=True):
+                results[index] = self._result(outcome)
+            return service_pb2.LogEventsResponse(results=results)
+
+        result: service_pb2.LogEventsResponse = await self._run(context, body())
+        return result
+
+    @staticmethod
+    def _result(outcome: Stored | AuditLogError) -> service_pb2.LogEventResult:
+        if isinstance(outcome, AuditLogError):
+            return service_pb2.LogEventResult(error=to_event_error(outcome))
+        return service_pb2.LogEventResult(
+            event=convert.from_document(outcome.doc), already_stored=outcome.already_stored
+        )
+
+    async def StreamEvents(
+        self,
+        request_iterator: AsyncIterator[service_pb2.StreamEventsRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[service_pb2.StreamEventsResponse]:
+        # Writes are pipelined: many events are in flight at once, acks go out in request order.
+        in_flight: asyncio.Queue[tuple[int, asyncio.Future[Any] | service_pb2.EventError] | None]
+        in_flight = asyncio.Queue(maxsize=4 * self._limits.max_batch_events)
+
+        async def read_requests() -> None:
+            index = 0
+            try:
+                async for message in request_iterator:
+                    path = f"requests[{index}].event"
+                    if not message.HasField("event"):
+                        violations = [FieldViolation(path, "required")]
+                    else:
+                        violations = validation.validate_event(message.event, path, self._limits)
+                    if violations:
+                        await in_flight.put((index, to_event_error(InvalidArgument(violations))))
+                    else:
+                        await in_flight.put((index, self._writer.submit(message.event)))
+                    index += 1
+            finally:
+                await in_flight.put(None)
+
+        reader = asyncio.create_task(read_requests())
+        try:
+            while (item := await in_flight.get()) is not None:
+                index, pending = item
+                if isinstance(pending, service_pb2.EventError):
+                    yield service_pb2.StreamEventsResponse(request_index=index, error=pending)
+                    continue
+                outcome = await pending
+                if isinstance(outcome, AuditLogError):
+                    yield service_pb2.StreamEventsResponse(
+                        request_index=index, error=to_event_error(outcome)
+                    )
+                    continue
+                stored = convert.from_document(outcome.doc)
+                yield service_pb2.StreamEventsResponse(
+                    request_index=index,
+                    ack=service_pb2.EventAck(
+                        id=stored.id,
+                        sequence=stored.sequence,
+                        receive_time=stored.receive_time,
+                        already_stored=outcome.already_stored,
+                    ),
+                )
+            await reader  # surfaces a failure of the request stream
+        finally:
+            reader.cancel()
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    async def GetEvent(
+        self,
+        request: service_pb2.GetEventRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> service_pb2.GetEventResponse:
+        async def body() -> service_pb2.GetEventResponse:
+            check(validation.validate_get_request(request, self._limits))
+            doc = await self._repository.find_by_key(convert.event_key(request.tenant_id, request.id))
+            if doc is None:
+                raise EventNotFound(request.tenant_id, request.id)
+            return service_pb2.GetEventResponse(event=convert.from_document(doc))
+
+        result: service_pb2.GetEventResponse = await self._run(context, body())
+        return result
+
+    def _list_query(self, request: service_pb2.ListEventsRequest) -> tuple[ListQuery, str]:
+        filt = request.filter
+        equals: dict[str, Any] = {}
+        if filt.event_types:
+            names = sorted({REGISTRY.by_event_type(t).type_string for t in filt.event_types})
+            equals["type"] = names[0] if len(names) == 1 else {"$in": names}
+        for field, column in (
+            ("tenant_user_id", "tenant_user_id"),
+            ("customer_id", "customer_id"),
+            ("call_id", "call_id"),
+            ("cobrowse_session_id", "session_id"),
+        ):
+            value = getattr(filt, field)
+            if value:
+                equals[column] = value
+        if filt.actor != enums_pb2.ACTOR_UNSPECIFIED:
+            equals["cobrowse.actor"] = convert.ACTOR_NAMES[filt.actor]
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        query = ListQuery(
+            tenant_id=request.tenant_id,
+            newest_first=request.order != enums_pb2.SORT_ORDER_OLDEST_FIRST,
+            limit=min(page_size, self._limits.max_page_size),
+            start_time=(
+                convert.timestamp_to_datetime(filt.start_time)
+                if filt.HasField("start_time")
+                else None
+            ),
+            end_time=(
+                convert.timestamp_to_datetime(filt.end_time) if filt.HasField("end_time") else None
+            ),
+            equals=equals,
+        )
+        fingerprint = query_fingerprint(
+            [
+                request.tenant_id,
+                json_format.MessageToDict(filt, preserving_proto_field_name=True),
+                query.newest_first,
+            ]
+        )
+        return query, fingerprint
+
+    async def ListEvents(
+        self,
+        request: service_pb2.ListEventsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> service_pb2.ListEventsResponse:
+        async def body() -> service_pb2.ListEventsResponse:
+            check(validation.validate_list_request(request, self._limits))
+            query, fingerprint = self._list_query(request)
+            if request.page_token:
+                query.after = self._decode_page_token(request.page_token, fingerprint)
+            limit = query.limit
+            query.limit = limit + 1  # one more tells whether another page exists
+            docs = await self._repository.list(query)
+            response = service_pb2.ListEventsResponse(
+                events=[convert.from_document(doc) for doc in docs[:limit]]
+            )
+            if len(docs) > limit:
+                last = docs[limit - 1]
+                response.next_page_token = self._signer.encode(
+                    PAGE_TOKEN_PURPOSE,
+                    {
+                        "q": fingerprint,
+                        "t": convert.datetime_to_millis(last["occur_time"]),
+                        "i": last["_id"],
+                    },
+                )
+            return response
+
+        result: service_pb2.ListEventsResponse = await self._run(context, body())
+        return result
+
+    def _decode_page_token(self, token: str, fingerprint: str) -> tuple[dt.datetime, str]:
+        def invalid(why: str) -> InvalidArgument:
+            return InvalidArgument(
+                [FieldViolation("page_token", why)], enums_pb2.ERROR_REASON_INVALID_PAGE_TOKEN
+            )
+
+        try:
+            payload = self._signer.decode(PAGE_TOKEN_PURPOSE, token)
+        except TokenError as exc:
+            raise invalid(f"not a page token of this service ({exc})") from exc
+        if payload.get("q") != fingerprint:
+            raise invalid("the token belongs to a request with another tenant, filter or order")
+        millis, last_id = payload.get("t"), payload.get("i")
+        if not isinstance(millis, int) or not isinstance(last_id, str):
+            raise invalid("malformed")
+        last_time = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
+        return last_time, last_id

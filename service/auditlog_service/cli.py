@@ -1,0 +1,157 @@
+"""The `auditlog` command: serve, and log/get/list events against a running server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+
+from google.protobuf import json_format
+
+from auditlog import AuditLogClient, AuditLogError
+from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2
+
+from .config import add_settings_arguments, settings_from_args
+from .event_types import REGISTRY
+from .server import serve
+
+DEFAULT_ADDR = os.environ.get("AUDITLOG_ADDR", "127.0.0.1:50051")
+
+
+def _event_from_args(args: argparse.Namespace) -> audit_event_pb2.AuditEvent:
+    if args.json is not None:
+        text = sys.stdin.read() if args.json == "-" else args.json
+        return json_format.Parse(text, audit_event_pb2.AuditEvent())
+    if args.type is None or args.tenant is None:
+        raise SystemExit("log: give --json, or --tenant and --type (with --data for its payload)")
+    spec = REGISTRY.by_type_string(args.type.upper())
+    event = audit_event_pb2.AuditEvent(tenant_id=args.tenant, tenant_user_id=args.user or "")
+    if args.id:
+        event.id = args.id
+    if args.session:
+        event.cobrowse.session_id = args.session
+        event.cobrowse.actor = enums_pb2.Actor.Value(f"ACTOR_{args.actor.upper()}")  # type: ignore[assignment]
+    json_format.ParseDict(json.loads(args.data or "{}"), getattr(event, spec.payload_field))
+    getattr(event, spec.payload_field).SetInParent()
+    return event
+
+
+def _as_json(event: audit_event_pb2.AuditEvent) -> str:
+    return json.dumps(json_format.MessageToDict(event, preserving_proto_field_name=True))
+
+
+def _table_row(event: audit_event_pb2.AuditEvent) -> str:
+    spec = REGISTRY.by_event_type(event.event_type)
+    payload = json_format.MessageToDict(
+        getattr(event, spec.payload_field), preserving_proto_field_name=True
+    )
+    who = event.tenant_user_id or "-"
+    if event.HasField("cobrowse"):
+        actor = enums_pb2.Actor.Name(event.cobrowse.actor).removeprefix("ACTOR_").lower()
+        who = f"{actor}:{event.tenant_user_id or '-'} {event.cobrowse.session_id}#{event.sequence}"
+    when = event.occur_time.ToDatetime(dt.UTC).isoformat(timespec="milliseconds")
+    return f"{when}  {spec.display_name:<30} {who:<28} {json.dumps(payload)}"
+
+
+def _filter_from_args(args: argparse.Namespace) -> service_pb2.EventFilter:
+    filt = service_pb2.EventFilter(
+        tenant_user_id=args.user or "",
+        customer_id=args.customer or "",
+        call_id=args.call or "",
+        cobrowse_session_id=args.session or "",
+    )
+    for name in args.type or []:
+        filt.event_types.append(REGISTRY.by_type_string(name.upper()).event_type)  # type: ignore[arg-type]
+    if args.actor:
+        filt.actor = enums_pb2.Actor.Value(f"ACTOR_{args.actor.upper()}")  # type: ignore[assignment]
+    if args.since:
+        filt.start_time.FromDatetime(dt.datetime.fromisoformat(args.since))
+    if args.until:
+        filt.end_time.FromDatetime(dt.datetime.fromisoformat(args.until))
+    return filt
+
+
+async def _client_command(args: argparse.Namespace) -> int:
+    async with AuditLogClient(args.addr) as client:
+        try:
+            if args.command == "log":
+                response = await client.log_event(_event_from_args(args))
+                print(_as_json(response.event))
+            elif args.command == "get":
+                print(_as_json(await client.get_event(args.tenant, args.id)))
+            elif args.command == "list":
+                async for event in client.list_events(
+                    args.tenant,
+                    filter=_filter_from_args(args),
+                    oldest_first=args.oldest_first,
+                    limit=args.limit,
+                ):
+                    print(_as_json(event) if args.output == "jsonl" else _table_row(event))
+        except AuditLogError as error:
+            print(f"error: {error}", file=sys.stderr)
+            for field, why in error.field_violations:
+                print(f"  {field}: {why}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auditlog", description="auditlog service and client")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run the gRPC server")
+    add_settings_arguments(serve_parser)
+
+    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--addr", default=DEFAULT_ADDR, help="server host:port (AUDITLOG_ADDR)")
+        return sub
+
+    log_parser = client_parser("log", "log one event")
+    log_parser.add_argument("--json", help="the AuditEvent as proto JSON ('-' reads stdin)")
+    log_parser.add_argument("--tenant")
+    log_parser.add_argument("--user", help="acting tenant user id")
+    log_parser.add_argument("--type", help="seed type string, e.g. START_CALL or CLICK")
+    log_parser.add_argument("--data", help='payload as JSON, e.g. \'{"call_id": "c1"}\'')
+    log_parser.add_argument("--id", help="idempotency key (default: a new UUID)")
+    log_parser.add_argument("--session", help="co-browsing session id")
+    log_parser.add_argument("--actor", default="customer", choices=["agent", "customer"])
+
+    get_parser = client_parser("get", "show one event")
+    get_parser.add_argument("--tenant", required=True)
+    get_parser.add_argument("--id", required=True)
+
+    list_parser = client_parser("list", "list events, newest first")
+    list_parser.add_argument("--tenant", required=True)
+    list_parser.add_argument("--type", action="append", help="seed type string (repeatable)")
+    list_parser.add_argument("--user")
+    list_parser.add_argument("--customer")
+    list_parser.add_argument("--call")
+    list_parser.add_argument("--session")
+    list_parser.add_argument("--actor", choices=["agent", "customer"])
+    list_parser.add_argument("--since", help="ISO time, inclusive")
+    list_parser.add_argument("--until", help="ISO time, exclusive")
+    list_parser.add_argument("--oldest-first", action="store_true")
+    list_parser.add_argument("--limit", type=int, default=100)
+    list_parser.add_argument("--output", choices=["table", "jsonl"], default="table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("AUDITLOG_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        asyncio.run(serve(settings_from_args(args)))
+        return
+    sys.exit(asyncio.run(_client_command(args)))
+
+

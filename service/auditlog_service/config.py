@@ -1,0 +1,102 @@
+"""Service settings: one typed object, read from the environment and command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+
+from .validation import Limits
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017/"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be told; each field has an AUDITLOG_* environment variable."""
+
+    listen: str = DEFAULT_LISTEN
+    mongodb_uri: str = DEFAULT_MONGODB_URI
+    database: str = "auditlog"
+    # MongoDB write concern "w": 1, "majority", ... An event is acknowledged only after this.
+    write_concern: str = "majority"
+    # Server selection / socket timeouts: how long an RPC waits for an unreachable database
+    # before it fails with UNAVAILABLE.
+    mongodb_timeout_ms: int = 3000
+    # Group commit of concurrent LogEvent calls into one insert_many.
+    group_commit_max_events: int = 256
+    group_commit_max_delay_ms: float = 1.5
+    # Key that signs page tokens and cursors. Replicas behind one load balancer must share it.
+    token_secret: str = "auditlog-dev-token-secret"
+    shutdown_grace_s: float = 5.0
+    health_check_interval_s: float = 1.0
+    max_receive_message_bytes: int = 32 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def write_concern_w(self) -> int | str:
+        return int(self.write_concern) if self.write_concern.isdigit() else self.write_concern
+
+
+_ENV_PREFIX = "AUDITLOG_"
+# Environment names that users already know from other MongoDB tools.
+_ENV_ALIASES = {"mongodb_uri": "MONGODB_URI"}
+
+
+def _convert(value: str, like: object) -> object:
+    if isinstance(like, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    return value
+
+
+def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> Settings:
+    """Settings with every field overridden by its environment variable, when set."""
+    settings = base or Settings()
+    changes: dict[str, object] = {}
+    for f in fields(Settings):
+        if f.name == "limits":
+            continue
+        name = _ENV_ALIASES.get(f.name, _ENV_PREFIX + f.name.upper())
+        if name in env:
+            changes[f.name] = _convert(env[name], getattr(settings, f.name))
+    limit_changes: dict[str, object] = {}
+    for f in fields(Limits):
+        name = _ENV_PREFIX + f.name.upper()
+        if name in env:
+            limit_changes[f.name] = int(env[name])
+    if limit_changes:
+        changes["limits"] = replace(settings.limits, **limit_changes)  # type: ignore[arg-type]
+    return replace(settings, **changes)  # type: ignore[arg-type]
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags for the settings people change most; the rest come from the environment."""
+    parser.add_argument("--listen", help=f"host:port to serve on (default {DEFAULT_LISTEN})")
+    parser.add_argument("--mongodb-uri", help="MongoDB connection string (env MONGODB_URI)")
+    parser.add_argument("--database", help="database name (default auditlog)")
+    parser.add_argument("--write-concern", help='MongoDB write concern w: 1, "majority", ...')
+    parser.add_argument("--max-batch-events", type=int, help="LogEvents batch limit (1000)")
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    settings = settings_from_env(os.environ if env is None else env)
+    changes: dict[str, object] = {}
+    for name in ("listen", "mongodb_uri", "database", "write_concern"):
+        value = getattr(args, name, None)
+        if value is not None:
+            changes[name] = value
+    if getattr(args, "max_batch_events", None) is not None:
+        changes["limits"] = replace(settings.limits, max_batch_events=args.max_batch_events)
+    return replace(settings, **changes)  # type: ignore[arg-type]
+
+
+def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    return settings_from_args(parser.parse_args(list(argv)), env)

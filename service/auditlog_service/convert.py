@@ -1,0 +1,225 @@
+"""Conversion between AuditEvent messages and MongoDB documents (pure functions, no I/O).
+
+A document mirrors the proto: snake_case common fields, the seed type string, the co-browsing
+context, and the payload under its oneof field name with typed fields. Times are BSON dates, so
+they carry milliseconds; events are normalised to millisecond precision on the way in so that the
+event returned to the client equals what a later read returns. Free-form Struct/Value data is
+stored as canonical JSON text, because MongoDB-compatible servers differ in which keys ("$x",
+"a.b") they accept in sub-documents.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from google.protobuf import descriptor, json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from auditlog.v1 import audit_event_pb2, enums_pb2
+
+from .event_types import REGISTRY, EventTypeSpec
+
+Document = dict[str, Any]
+
+SEQUENCE_DIGITS = 12
+ACTOR_NAMES = {enums_pb2.ACTOR_AGENT: "AGENT", enums_pb2.ACTOR_CUSTOMER: "CUSTOMER"}
+ACTOR_VALUES = {name: value for value, name in ACTOR_NAMES.items()}
+INPUT_MASK = "********"
+
+_TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
+_FREE_FORM = {struct_pb2.Struct.DESCRIPTOR.full_name, struct_pb2.Value.DESCRIPTOR.full_name}
+_FD = descriptor.FieldDescriptor
+
+
+def event_key(tenant_id: str, event_id: str) -> str:
+    """The tenant-scoped idempotency key; also the `_id` of a general event."""
+    return f"{tenant_id}/{event_id}"
+
+
+def session_prefix(tenant_id: str, session_id: str) -> str:
+    return f"{tenant_id}/{session_id}/"
+
+
+def slot_id(tenant_id: str, session_id: str, sequence: int) -> str:
+    """The `_id` of a co-browsing event: its slot in the session, zero-padded so ids sort."""
+    return f"{tenant_id}/{session_id}/{sequence:0{SEQUENCE_DIGITS}d}"
+
+
+def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> dt.datetime:
+    millis = ts.seconds * 1000 + ts.nanos // 1_000_000
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
+
+
+def datetime_to_millis(value: dt.datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def datetime_to_timestamp(value: dt.datetime, out: timestamp_pb2.Timestamp) -> None:
+    out.seconds, rest = divmod(datetime_to_millis(value), 1000)
+    out.nanos = rest * 1_000_000
+
+
+def now_millis() -> dt.datetime:
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _message_to_doc(message: Message) -> Document:
+    doc: Document = {}
+    for field, value in message.ListFields():
+        if field.type == _FD.TYPE_MESSAGE:
+            name = field.message_type.full_name
+            if name == _TIMESTAMP:
+                doc[field.name] = timestamp_to_datetime(value)
+            elif name in _FREE_FORM:
+                doc[field.name] = json.dumps(
+                    json_format.MessageToDict(value), sort_keys=True, separators=(",", ":")
+                )
+            elif field.is_repeated:
+                doc[field.name] = [_message_to_doc(item) for item in value]
+            else:
+                doc[field.name] = _message_to_doc(value)
+        elif field.type == _FD.TYPE_ENUM:
+            doc[field.name] = field.enum_type.values_by_number[value].name
+        elif field.is_repeated:
+            doc[field.name] = list(value)
+        else:
+            doc[field.name] = value
+    return doc
+
+
+def _doc_to_message(doc: Document, message: Message) -> None:
+    fields = message.DESCRIPTOR.fields_by_name
+    for key, value in doc.items():
+        field = fields.get(key)
+        if field is None:
+            continue  # a field of a newer contract version; old readers skip it
+        if field.type == _FD.TYPE_MESSAGE:
+            name = field.message_type.full_name
+            target = getattr(message, key)
+            if name == _TIMESTAMP:
+                datetime_to_timestamp(value, target)
+            elif name in _FREE_FORM:
+                json_format.Parse(value, target)
+            elif field.is_repeated:
+                for item in value:
+                    _doc_to_message(item, target.add())
+            else:
+                target.SetInParent()
+                _doc_to_message(value, target)
+        elif field.type == _FD.TYPE_ENUM:
+            enum_value = field.enum_type.values_by_name.get(value)
+            if enum_value is not None:
+                setattr(message, key, enum_value.number)
+        elif field.is_repeated:
+            getattr(message, key).extend(value)
+        else:
+            setattr(message, key, value)
+
+
+def fingerprint(event: audit_event_pb2.AuditEvent) -> str:
+    """Content hash of what the client sent, used to tell an idempotent retry from an id clash.
+
+    Taken after masking (no hash of a secret is ever stored) and before server defaults, so a
+    retry without occur_time matches its first attempt.
+    """
+    copy = audit_event_pb2.AuditEvent()
+    copy.CopyFrom(event)
+    copy.ClearField("receive_time")
+    copy.ClearField("event_type")
+    copy.ClearField("sequence")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def prepare_incoming(event: audit_event_pb2.AuditEvent) -> audit_event_pb2.AuditEvent:
+    """A validated event with output-only fields cleared and sensitive input masked."""
+    copy = audit_event_pb2.AuditEvent()
+    copy.CopyFrom(event)
+    copy.ClearField("receive_time")
+    copy.ClearField("event_type")
+    copy.ClearField("sequence")
+    if copy.WhichOneof("payload") == "input":
+        copy.input.masked = False
+        if copy.input.sensitive:
+            copy.input.text = INPUT_MASK
+            copy.input.masked = True
+    return copy
+
+
+def to_document(
+    event: audit_event_pb2.AuditEvent,
+    *,
+    event_id: str,
+    receive_time: dt.datetime,
+    content_hash: str,
+) -> Document:
+    """The document of a prepared event; `_id` and `sequence` of co-browsing events come later."""
+    spec = REGISTRY.of_event(event)
+    if spec is None:
+        raise ValueError("event has no payload")
+    payload_field = spec.payload_field
+    payload = getattr(event, payload_field)
+    occur_time = (
+        timestamp_to_datetime(event.occur_time) if event.HasField("occur_time") else receive_time
+    )
+    doc: Document = {
+        "_id": event_key(event.tenant_id, event_id),
+        "key": event_key(event.tenant_id, event_id),
+        "id": event_id,
+        "tenant_id": event.tenant_id,
+        "type": spec.type_string,
+        "occur_time": occur_time,
+        "receive_time": receive_time,
+        "fingerprint": content_hash,
+        payload_field: _message_to_doc(payload),
+    }
+    if event.tenant_user_id:
+        doc["tenant_user_id"] = event.tenant_user_id
+    if spec.cobrowse:
+        doc["cobrowse"] = {
+            "session_id": event.cobrowse.session_id,
+            "actor": ACTOR_NAMES[event.cobrowse.actor],
+        }
+    # Fields that several payloads share, lifted to the top so one index serves each filter.
+    for name in ("customer_id", "call_id"):
+        value = getattr(payload, name, "")
+        if value:
+            doc[name] = value
+    session = event.cobrowse.session_id if spec.cobrowse else ""
+    if payload_field == "live_view":
+        session = event.live_view.cobrowse_session_id
+    if session:
+        doc["session_id"] = session
+    return doc
+
+
+def assign_slot(doc: Document, sequence: int) -> None:
+    """Place a co-browsing event's document in its session slot."""
+    doc["_id"] = slot_id(doc["tenant_id"], doc["cobrowse"]["session_id"], sequence)
+    doc["sequence"] = sequence
+
+
+def from_document(doc: Document) -> audit_event_pb2.AuditEvent:
+    spec: EventTypeSpec = REGISTRY.by_type_string(doc["type"])
+    event = audit_event_pb2.AuditEvent(
+        id=doc["id"],
+        tenant_id=doc["tenant_id"],
+        tenant_user_id=doc.get("tenant_user_id", ""),
+        event_type=spec.event_type,  # type: ignore[arg-type]
+        sequence=doc.get("sequence", 0),
+    )
+    datetime_to_timestamp(doc["occur_time"], event.occur_time)
+    datetime_to_timestamp(doc["receive_time"], event.receive_time)
+    if "cobrowse" in doc:
+        event.cobrowse.session_id = doc["cobrowse"]["session_id"]
+        event.cobrowse.actor = ACTOR_VALUES[doc["cobrowse"]["actor"]]  # type: ignore[assignment]
+    payload = getattr(event, spec.payload_field)
+    payload.SetInParent()
+    _doc_to_message(doc.get(spec.payload_field, {}), payload)
+    return event

@@ -1,0 +1,112 @@
+"""The dev/CI database: a FerretDB process on SQLite, started and stopped for make run, tests, bench."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FERRETDB_BIN = PROJECT_ROOT / ".tools" / "bin" / "ferretdb"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class FerretDB:
+    """One FerretDB process with its own data and state folders and port."""
+
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def command(self) -> list[str]:
+        return [
+            str(FERRETDB_BIN),
+            "--telemetry=disable",  # nothing may leave the machine
+            "--debug-addr=-",  # its default fixed port would collide with a second instance
+            f"--state-dir={self.data_dir / 'state'}",
+            f"--listen-addr=127.0.0.1:{self.port}",
+            "--handler=sqlite",
+            f"--sqlite-url=file:{self.data_dir / 'sqlite'}/",
+            "--log-level=warn",
+        ]
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        if not FERRETDB_BIN.exists():
+            raise FileNotFoundError(f"{FERRETDB_BIN} is missing: run `make setup` first")
+        (self.data_dir / "state").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "sqlite").mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "ferretdb.log").open("ab")
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.wait_until_listening(timeout_s)
+
+    def wait_until_listening(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"FerretDB exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)  # polling a port that is not open yet; no event to wait on
+        raise TimeoutError(f"FerretDB did not listen on {self.port} within {timeout_s}s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def remove_data(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m auditlog_service.devdb run --dir D --port P`: run FerretDB in the foreground."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("action", choices=["run", "command"])
+    parser.add_argument("--dir", default=str(PROJECT_ROOT / ".data" / "dev"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DEVDB_PORT", "27017")))
+    args = parser.parse_args(argv)
+    db = FerretDB(Path(args.dir), args.port)
+    if args.action == "command":
+        print(" ".join(db.command()))
+        return
+    # Block the stop signals before starting, so that sigwait receives them instead of the default
+    # handler killing us without stopping FerretDB.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    db.start()
+    print(f"FerretDB listening on {db.uri} (data in {args.dir})", flush=True)
+    try:
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    finally:
+        db.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Domain errors: what went wrong, in the service's terms; api.py maps each to a gRPC status."""
+
+from __future__ import annotations
+
+import grpc
+
+from auditlog.v1 import enums_pb2
+
+from .validation import FieldViolation
+
+
+class AuditLogError(Exception):
+    """Base of the errors the service reports to clients."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: int = enums_pb2.ERROR_REASON_UNSPECIFIED
+
+    def __init__(self, message: str, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        # Extra ErrorInfo metadata (ids, cursors) for clients that act on the error.
+        self.metadata = metadata or {}
+
+
+class InvalidArgument(AuditLogError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = enums_pb2.ERROR_REASON_INVALID_ARGUMENT
+
+    def __init__(self, violations: list[FieldViolation], reason: int | None = None) -> None:
+        fields = ", ".join(v.field for v in violations[:5])
+        more = f" and {len(violations) - 5} more" if len(violations) > 5 else ""
+        super().__init__(f"invalid request: {fields}{more}")
+        self.violations = violations
+        if reason is not None:
+            self.reason = reason
+
+
+class IdConflict(AuditLogError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = enums_pb2.ERROR_REASON_ID_CONFLICT
+
+    def __init__(self, tenant_id: str, event_id: str) -> None:
+        super().__init__(
+            f"event {event_id!r} already exists in tenant {tenant_id!r} with other content",
+            {"tenant_id": tenant_id, "id": event_id},
+        )
+
+
+class EventNotFound(AuditLogError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = enums_pb2.ERROR_REASON_EVENT_NOT_FOUND
+
+    def __init__(self, tenant_id: str, event_id: str) -> None:
+        super().__init__(
+            f"no event {event_id!r} in tenant {tenant_id!r}", {"tenant_id": tenant_id, "id": event_id}
+        )
+
+
+class DatabaseUnavailable(AuditLogError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = enums_pb2.ERROR_REASON_DATABASE_UNAVAILABLE
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the database is unavailable; retry with the same event ids ({detail})")
+
+
+class SequenceContention(AuditLogError):
+    code = grpc.StatusCode.ABORTED
+    reason = enums_pb2.ERROR_REASON_SEQUENCE_CONTENTION
+
+
+class ShuttingDown(AuditLogError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = enums_pb2.ERROR_REASON_SHUTTING_DOWN

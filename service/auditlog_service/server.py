@@ -1,0 +1,142 @@
+"""The one place that wires the service: settings, database, servicers, health, reflection, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pymongo import AsyncMongoClient
+
+from auditlog.v1 import service_pb2, service_pb2_grpc
+
+from .api import AuditLogServicer
+from .config import Settings
+from .convert import Document
+from .errors import AuditLogError
+from .ingest import EventWriter
+from .storage import EventRepository
+from .tokens import TokenSigner
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["AuditLogService"].full_name
+
+
+@dataclass
+class RunningServer:
+    """A started server and what it owns, for tests and the CLI."""
+
+    server: grpc.aio.Server
+    port: int
+    settings: Settings
+    client: AsyncMongoClient[Document]
+    repository: EventRepository
+    writer: EventWriter
+    health: health.aio.HealthServicer
+    _watchdog: asyncio.Task[None]
+    _stopping: bool = False
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING first, let calls finish, then close the database."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watchdog
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        await self.writer.drain()
+        await self.client.close()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def _watch_database(
+    repository: EventRepository, health_servicer: health.aio.HealthServicer, settings: Settings
+) -> None:
+    """Keeps the health status in step with the database; creates indexes once it is reachable."""
+    indexed = False
+    serving: bool | None = None
+    while True:
+        try:
+            await repository.ping()
+            if not indexed:
+                await repository.ensure_indexes()
+                indexed = True
+            ok = True
+        except AuditLogError as exc:
+            ok = False
+            if serving is not False:
+                log.warning("database unreachable: %s", exc.message)
+        status = health_pb2.HealthCheckResponse.SERVING if ok else (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if ok != serving:
+            for name in ("", SERVICE_NAME):
+                await health_servicer.set(name, status)
+            serving = ok
+            log.info("health: %s", "SERVING" if ok else "NOT_SERVING")
+        await asyncio.sleep(settings.health_check_interval_s)
+
+
+async def start_server(settings: Settings) -> RunningServer:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        settings.mongodb_uri,
+        tz_aware=True,
+        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+        connectTimeoutMS=settings.mongodb_timeout_ms,
+        socketTimeoutMS=max(10_000, settings.mongodb_timeout_ms * 4),
+        retryWrites=True,
+    )
+    repository = EventRepository(client, settings.database, settings.write_concern_w)
+    writer = EventWriter(
+        repository,
+        max_group=settings.group_commit_max_events,
+        max_delay_s=settings.group_commit_max_delay_ms / 1000,
+    )
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    servicer = AuditLogServicer(
+        repository, writer, settings.limits, TokenSigner(settings.token_secret)
+    )
+    service_pb2_grpc.add_AuditLogServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    await server.start()
+    watchdog = asyncio.create_task(_watch_database(repository, health_servicer, settings))
+    log.info("auditlog serving on port %d (database %s)", port, settings.database)
+    return RunningServer(
+        server, port, settings, client, repository, writer, health_servicer, watchdog
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    running = await start_server(settings)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await stop_requested.wait()
+    log.info("shutting down")
+    await running.stop()

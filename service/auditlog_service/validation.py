@@ -1,0 +1,384 @@
+"""Request validation: pure checks that return every field violation of a request, in order."""
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.descriptor import EnumDescriptor
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits of requests; the service builds one from its settings."""
+
+    max_id_length: int = 128
+    max_text_length: int = 65536
+    max_struct_bytes: int = 65536
+    max_list_items: int = 1000
+    max_event_bytes: int = 262144
+    max_batch_events: int = 1000
+    max_page_size: int = 1000
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: its path (e.g. "events[3].start_call.call_id") and why, for people."""
+
+    field: str
+    description: str
+
+
+# The payload fields of co-browsing events; every other payload is a general event.
+_COBROWSE_PAYLOADS = frozenset(
+    {"click", "scroll", "form", "input", "page_change", "selection", "custom_event"}
+)
+
+# Identifiers become parts of storage keys ("<tenant>/<session>/<seq>"), so "/" and anything else
+# that could make two keys collide or need escaping is kept out of them.
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
+_IDENTIFIER_RULE = "must start with a letter or digit and hold only letters, digits and . _ : @ -"
+
+# C0, DEL and C1: invisible in logs and tools, and a way to forge lines in exported text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+# google.protobuf.Timestamp's own valid range (RFC 3339 years 0001-9999), narrowed to start at the
+# epoch: audit events cannot predate it and BSON dates before it are handled unevenly by drivers.
+_MIN_SECONDS = 0
+_MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+_MAX_NANOS = 999_999_999
+_TIME_RANGE = "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z"
+
+_REQUIRED = "required"
+
+
+def is_cobrowse_payload(payload_field: str) -> bool:
+    """Whether an AuditEvent payload oneof field name is one of the seven co-browsing events."""
+    return payload_field in _COBROWSE_PAYLOADS
+
+
+class _Checker:
+    """Collects the violations of one request; built per call so that nothing is shared."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.violations: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def identifier(self, path: str, value: str, *, required: bool) -> None:
+        if not value:
+            if required:
+                self.add(path, _REQUIRED)
+            return
+        # Length first, so that an oversize value gets one clear violation and no regex scan.
+        if len(value) > self.limits.max_id_length:
+            self.add(path, f"must be at most {self.limits.max_id_length} characters")
+        elif _IDENTIFIER.fullmatch(value) is None:
+            self.add(path, _IDENTIFIER_RULE)
+
+    def plain_id(self, path: str, value: str, *, required: bool) -> None:
+        if not value:
+            if required:
+                self.add(path, _REQUIRED)
+            return
+        if len(value) > self.limits.max_id_length:
+            self.add(path, f"must be at most {self.limits.max_id_length} characters")
+        elif _CONTROL.search(value) is not None:
+            self.add(path, "must not contain control characters")
+
+    def short_string(self, path: str, value: str) -> None:
+        # Filter values are only compared with stored ids; an impossible value just matches nothing.
+        if len(value) > self.limits.max_id_length:
+            self.add(path, f"must be at most {self.limits.max_id_length} characters")
+
+    def text(self, path: str, value: str, *, required: bool) -> None:
+        if not value:
+            if required:
+                self.add(path, _REQUIRED)
+            return
+        if len(value) > self.limits.max_text_length:
+            self.add(path, f"must be at most {self.limits.max_text_length} characters")
+
+    def timestamp(self, path: str, ts: timestamp_pb2.Timestamp) -> bool:
+        if not 0 <= ts.nanos <= _MAX_NANOS:
+            self.add(path, f"nanos must be between 0 and {_MAX_NANOS}")
+            return False
+        if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
+            self.add(path, _TIME_RANGE)
+            return False
+        return True
+
+    def enum(self, path: str, number: int, descriptor: EnumDescriptor, *, zero_ok: bool) -> None:
+        # proto3 keeps numbers it does not know, so the descriptor is the only authority.
+        if number == 0:
+            if not zero_ok:
+                self.add(path, _REQUIRED)
+        elif number not in descriptor.values_by_number:
+            self.add(path, f"unknown enum value {number}")
+
+    def id_list(self, path: str, items: Sequence[str]) -> None:
+        if len(items) > self.limits.max_list_items:
+            # One violation instead of one per item keeps the answer small for a huge list.
+            self.add(path, f"must have at most {self.limits.max_list_items} items")
+            return
+        for i, item in enumerate(items):
+            self.plain_id(f"{path}[{i}]", item, required=True)
+
+    def event_types(self, path: str, items: Sequence[int]) -> None:
+        if len(items) > self.limits.max_list_items:
+            self.add(path, f"must have at most {self.limits.max_list_items} items")
+            return
+        for i, number in enumerate(items):
+            if number == enums_pb2.EVENT_TYPE_UNSPECIFIED:
+                self.add(f"{path}[{i}]", "must not be EVENT_TYPE_UNSPECIFIED")
+            else:
+                self.enum(f"{path}[{i}]", number, enums_pb2.EventType.DESCRIPTOR, zero_ok=False)
+
+    def free_form(self, path: str, message: struct_pb2.Struct | struct_pb2.Value) -> None:
+        size = message.ByteSize()
+        if size > self.limits.max_struct_bytes:
+            self.add(path, f"must be at most {self.limits.max_struct_bytes} bytes serialized")
+            return
+        # Free-form data is stored and shown as JSON, which has no NaN or infinity; an iterative
+        # walk because the nesting depth is chosen by the client.
+        stack: list[struct_pb2.Value] = []
+        if isinstance(message, struct_pb2.Struct):
+            stack.extend(message.fields.values())
+        else:
+            stack.append(message)
+        while stack:
+            value = stack.pop()
+            kind = value.WhichOneof("kind")
+            if kind == "number_value" and not math.isfinite(value.number_value):
+                self.add(path, "must not contain NaN or infinite numbers")
+                return
+            if kind == "struct_value":
+                stack.extend(value.struct_value.fields.values())
+            elif kind == "list_value":
+                stack.extend(value.list_value.values)
+
+    def element(self, path: str, element: payloads_pb2.Element) -> None:
+        if not element.name and not element.id:
+            self.add(path, "name or id required")
+            return
+        self.plain_id(f"{path}.name", element.name, required=False)
+        self.plain_id(f"{path}.id", element.id, required=False)
+
+    def required_element(self, path: str, present: bool, element: payloads_pb2.Element) -> None:
+        if not present:
+            self.add(path, _REQUIRED)
+        else:
+            self.element(path, element)
+
+
+def validate_event(
+    event: audit_event_pb2.AuditEvent, path: str, limits: Limits
+) -> list[FieldViolation]:
+    """All violations of one event to be stored; `path` prefixes every field path."""
+    c = _Checker(limits)
+    payload = event.WhichOneof("payload")
+    cobrowse: bool | None = None if payload is None else is_cobrowse_payload(payload)
+
+    # Output-only fields (receive_time, event_type, sequence, input.masked) are not checked:
+    # the server overwrites them, and clients may echo back an event they read.
+    c.identifier(f"{path}.id", event.id, required=False)
+    c.identifier(f"{path}.tenant_id", event.tenant_id, required=True)
+    # Only general events must name their actor; without a payload the kind is unknown.
+    c.identifier(f"{path}.tenant_user_id", event.tenant_user_id, required=cobrowse is False)
+    if event.HasField("occur_time"):
+        c.timestamp(f"{path}.occur_time", event.occur_time)
+
+    if cobrowse is False and event.HasField("cobrowse"):
+        c.add(f"{path}.cobrowse", "only co-browsing events carry a co-browsing context")
+    elif cobrowse is True and not event.HasField("cobrowse"):
+        c.add(f"{path}.cobrowse", _REQUIRED)
+    elif event.HasField("cobrowse"):
+        ctx = event.cobrowse
+        c.identifier(f"{path}.cobrowse.session_id", ctx.session_id, required=True)
+        c.enum(f"{path}.cobrowse.actor", ctx.actor, enums_pb2.Actor.DESCRIPTOR, zero_ok=False)
+
+    if payload is None:
+        c.add(f"{path}.payload", _REQUIRED)
+    else:
+        _check_payload(c, f"{path}.{payload}", event)
+
+    # Last, so that the field-level reasons of an oversize event come first.
+    size = event.ByteSize()
+    if size > limits.max_event_bytes:
+        c.add(path, f"must be at most {limits.max_event_bytes} bytes serialized (is {size})")
+    return c.violations
+
+
+def _check_payload(c: _Checker, p: str, event: audit_event_pb2.AuditEvent) -> None:
+    match event.WhichOneof("payload"):
+        case "start_call":
+            c.plain_id(f"{p}.call_id", event.start_call.call_id, required=True)
+            c.plain_id(f"{p}.customer_id", event.start_call.customer_id, required=True)
+        case "messenger_send":
+            c.plain_id(f"{p}.customer_id", event.messenger_send.customer_id, required=True)
+        case "live_view":
+            c.identifier(
+                f"{p}.cobrowse_session_id", event.live_view.cobrowse_session_id, required=True
+            )
+        case "logged_in" | "online_status_online" | "online_status_offline":
+            pass
+        case "status_change":
+            sc = event.status_change
+            c.plain_id(f"{p}.customer_id", sc.customer_id, required=True)
+            c.text(f"{p}.previous_status", sc.previous_status, required=False)
+            c.text(f"{p}.status", sc.status, required=True)
+            c.plain_id(f"{p}.message_id", sc.message_id, required=False)
+        case "role_change":
+            rc = event.role_change
+            c.plain_id(f"{p}.role_name", rc.role_name, required=True)
+            c.plain_id(f"{p}.affected_tenant_user_id", rc.affected_tenant_user_id, required=True)
+        case "permission_change":
+            pc = event.permission_change
+            c.plain_id(f"{p}.role_name", pc.role_name, required=True)
+            c.id_list(f"{p}.permissions", pc.permissions)
+        case "plugin_change":
+            c.plain_id(f"{p}.plugin", event.plugin_change.plugin, required=True)
+            if event.plugin_change.HasField("configuration"):
+                c.free_form(f"{p}.configuration", event.plugin_change.configuration)
+        case "settings_change":
+            c.plain_id(f"{p}.section", event.settings_change.section, required=True)
+            if event.settings_change.HasField("configuration"):
+                c.free_form(f"{p}.configuration", event.settings_change.configuration)
+        case "meeting_change":
+            _check_meeting_change(c, p, event.meeting_change)
+        case "conference_agent":
+            c.plain_id(f"{p}.call_id", event.conference_agent.call_id, required=True)
+            c.plain_id(f"{p}.customer_id", event.conference_agent.customer_id, required=True)
+        case "conference_recording":
+            cr = event.conference_recording
+            c.plain_id(f"{p}.call_id", cr.call_id, required=True)
+            c.plain_id(f"{p}.customer_id", cr.customer_id, required=True)
+            c.id_list(f"{p}.joined_agent_ids", cr.joined_agent_ids)
+            c.id_list(f"{p}.tags", cr.tags)
+        case "click":
+            click = event.click
+            c.required_element(f"{p}.element", click.HasField("element"), click.element)
+        case "scroll":
+            _check_scroll(c, p, event.scroll)
+        case "form":
+            form = event.form
+            c.required_element(f"{p}.form", form.HasField("form"), form.form)
+        case "input":
+            inp = event.input
+            c.text(f"{p}.text", inp.text, required=False)
+            c.required_element(f"{p}.element", inp.HasField("element"), inp.element)
+        case "page_change":
+            c.text(f"{p}.page_name", event.page_change.page_name, required=True)
+            c.text(f"{p}.url", event.page_change.url, required=False)
+        case "selection":
+            sel = event.selection
+            if not sel.selected_text and not sel.HasField("element"):
+                c.add(p, "selected_text or element required")
+            c.text(f"{p}.selected_text", sel.selected_text, required=False)
+            if sel.HasField("element"):
+                c.element(f"{p}.element", sel.element)
+        case "custom_event":
+            ce = event.custom_event
+            c.plain_id(f"{p}.event_type", ce.event_type, required=True)
+            if ce.HasField("value"):
+                c.free_form(f"{p}.value", ce.value)
+        case None:
+            pass
+
+
+def _check_meeting_change(c: _Checker, p: str, mc: payloads_pb2.MeetingChangeAttributes) -> None:
+    c.enum(f"{p}.action", mc.action, enums_pb2.MeetingAction.DESCRIPTOR, zero_ok=False)
+    if not mc.HasField("conference"):
+        c.add(f"{p}.conference", _REQUIRED)
+        return
+    conf = mc.conference
+    cp = f"{p}.conference"
+    c.plain_id(f"{cp}.id", conf.id, required=True)
+    c.text(f"{cp}.title", conf.title, required=False)
+    start_ok = conf.HasField("start_time") and c.timestamp(f"{cp}.start_time", conf.start_time)
+    end_ok = conf.HasField("end_time") and c.timestamp(f"{cp}.end_time", conf.end_time)
+    if start_ok and end_ok and _before(conf.end_time, conf.start_time):
+        c.add(f"{cp}.end_time", "must not be before start_time")
+    if conf.HasField("extra"):
+        c.free_form(f"{cp}.extra", conf.extra)
+
+
+def _check_scroll(c: _Checker, p: str, scroll: payloads_pb2.ScrollAttributes) -> None:
+    if not scroll.HasField("position"):
+        c.add(f"{p}.position", _REQUIRED)
+    else:
+        for name, number in (("top", scroll.position.top), ("left", scroll.position.left)):
+            if not math.isfinite(number):
+                c.add(f"{p}.position.{name}", "must be a finite number")
+    # No element means the whole page scrolled.
+    if scroll.HasField("element"):
+        c.element(f"{p}.element", scroll.element)
+
+
+def _before(a: timestamp_pb2.Timestamp, b: timestamp_pb2.Timestamp) -> bool:
+    return (a.seconds, a.nanos) < (b.seconds, b.nanos)
+
+
+def validate_log_events_size(
+    request: service_pb2.LogEventsRequest, limits: Limits
+) -> list[FieldViolation]:
+    """The batch-size check of LogEvents; each event is checked on its own with validate_event."""
+    # An empty batch is a valid no-op: producers flush on a timer and may have nothing to send.
+    if len(request.events) > limits.max_batch_events:
+        return [FieldViolation("events", f"at most {limits.max_batch_events} events per call")]
+    return []
+
+
+def validate_get_request(
+    request: service_pb2.GetEventRequest, limits: Limits
+) -> list[FieldViolation]:
+    """All violations of a GetEvent request."""
+    c = _Checker(limits)
+    c.identifier("tenant_id", request.tenant_id, required=True)
+    c.identifier("id", request.id, required=True)
+    return c.violations
+
+
+def validate_list_request(
+    request: service_pb2.ListEventsRequest, limits: Limits
+) -> list[FieldViolation]:
+    """All violations of a ListEvents request except its page token, which is decoded elsewhere."""
+    c = _Checker(limits)
+    c.identifier("tenant_id", request.tenant_id, required=True)
+
+    f = request.filter
+    start_ok = f.HasField("start_time") and c.timestamp("filter.start_time", f.start_time)
+    end_ok = f.HasField("end_time") and c.timestamp("filter.end_time", f.end_time)
+    # The range is half-open [start, end), so an equal end would select nothing by construction.
+    if start_ok and end_ok and not _before(f.start_time, f.end_time):
+        c.add("filter.end_time", "must be after start_time")
+    c.event_types("filter.event_types", f.event_types)
+    c.short_string("filter.tenant_user_id", f.tenant_user_id)
+    c.short_string("filter.customer_id", f.customer_id)
+    c.short_string("filter.call_id", f.call_id)
+    c.short_string("filter.cobrowse_session_id", f.cobrowse_session_id)
+    # ACTOR_UNSPECIFIED means "any actor" in a filter.
+    c.enum("filter.actor", f.actor, enums_pb2.Actor.DESCRIPTOR, zero_ok=True)
+
+    c.enum("order", request.order, enums_pb2.SortOrder.DESCRIPTOR, zero_ok=True)
+    # Sizes above the maximum are capped by the server rather than rejected (AIP-158).
+    if request.page_size < 0:
+        c.add("page_size", "must not be negative")
+    return c.violations
+
+
+def validate_tail_request(
+    request: service_pb2.TailSessionRequest, limits: Limits
+) -> list[FieldViolation]:
+    """All violations of a TailSession request except the cursor's content, decoded elsewhere."""
+    c = _Checker(limits)
+    c.identifier("tenant_id", request.tenant_id, required=True)
+    c.identifier("session_id", request.session_id, required=True)
+    if request.HasField("start_time"):
+        c.timestamp("start_time", request.start_time)
+    c.event_types("event_types", request.event_types)
+    return c.violations
