@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, json_format
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from pymongo.errors import PyMongoError
 
@@ -33,8 +33,10 @@ PAGE_TOKEN_PURPOSE = "page"
 
 def to_status(error: AuditLogError) -> status_pb2.Status:
     """The google.rpc.Status of a domain error: ErrorInfo always, BadRequest for bad fields."""
-    reason = enums_pb2.ErrorReason.Name(error.reason)  # type: ignore[arg-type]
-    details = [error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=error.metadata)]
+    reason = enums_pb2.ErrorReason.Name(error.reason)
+    details = [
+        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    ]
     if isinstance(error, InvalidArgument):
         details.append(
             error_details_pb2.BadRequest(
@@ -59,21 +61,23 @@ def to_event_error(error: AuditLogError) -> service_pb2.EventError:
     violations = error.violations if isinstance(error, InvalidArgument) else []
     return service_pb2.EventError(
         code=error.code.value[0],
-        reason=error.reason,  # type: ignore[arg-type]
+        reason=error.reason,
         message=error.message,
         field_violations=[
-            service_pb2.FieldViolation(field=v.field, description=v.description)
-            for v in violations
+            service_pb2.FieldViolation(field=v.field, description=v.description) for v in violations
         ],
     )
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: AuditLogError) -> NoReturn:
-    await context.abort_with_status(rpc_status.to_status(to_status(error)))
+    # abort_with_status exists on grpc.aio contexts; the grpc-stubs package predates it.
+    await context.abort_with_status(rpc_status.to_status(to_status(error)))  # type: ignore[attr-defined]
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
-def check(violations: list[FieldViolation], reason: int | None = None) -> None:
+def check(
+    violations: list[FieldViolation], reason: enums_pb2.ErrorReason.ValueType | None = None
+) -> None:
     if violations:
         raise InvalidArgument(violations, reason)
 
@@ -149,7 +153,7 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
             outcomes = await self._writer.write_many([request.events[i] for i in valid])
             for index, outcome in zip(valid, outcomes, strict=True):
                 results[index] = self._result(outcome)
-            return service_pb2.LogEventsResponse(results=results)
+            return service_pb2.LogEventsResponse(results=[r for r in results if r is not None])
 
         result: service_pb2.LogEventsResponse = await self._run(context, body())
         return result
@@ -215,6 +219,14 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
         finally:
             reader.cancel()
 
+    async def TailSession(
+        self,
+        request: service_pb2.TailSessionRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[service_pb2.TailSessionResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "TailSession is not implemented yet")
+        yield service_pb2.TailSessionResponse()  # pragma: no cover - makes this a generator
+
     # ---- queries -----------------------------------------------------------------------------
 
     async def GetEvent(
@@ -224,7 +236,9 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
     ) -> service_pb2.GetEventResponse:
         async def body() -> service_pb2.GetEventResponse:
             check(validation.validate_get_request(request, self._limits))
-            doc = await self._repository.find_by_key(convert.event_key(request.tenant_id, request.id))
+            doc = await self._repository.find_by_key(
+                convert.event_key(request.tenant_id, request.id)
+            )
             if doc is None:
                 raise EventNotFound(request.tenant_id, request.id)
             return service_pb2.GetEventResponse(event=convert.from_document(doc))
@@ -285,7 +299,7 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
                 query.after = self._decode_page_token(request.page_token, fingerprint)
             limit = query.limit
             query.limit = limit + 1  # one more tells whether another page exists
-            docs = await self._repository.list(query)
+            docs = await self._repository.list_events(query)
             response = service_pb2.ListEventsResponse(
                 events=[convert.from_document(doc) for doc in docs[:limit]]
             )

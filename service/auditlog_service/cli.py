@@ -11,7 +11,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-
 from google.protobuf import json_format
 
 from auditlog import AuditLogClient, AuditLogError
@@ -36,7 +35,7 @@ def _event_from_args(args: argparse.Namespace) -> audit_event_pb2.AuditEvent:
         event.id = args.id
     if args.session:
         event.cobrowse.session_id = args.session
-        event.cobrowse.actor = enums_pb2.Actor.Value(f"ACTOR_{args.actor.upper()}")  # type: ignore[assignment]
+        event.cobrowse.actor = enums_pb2.Actor.Value(f"ACTOR_{args.actor.upper()}")
     json_format.ParseDict(json.loads(args.data or "{}"), getattr(event, spec.payload_field))
     getattr(event, spec.payload_field).SetInParent()
     return event
@@ -69,7 +68,7 @@ def _filter_from_args(args: argparse.Namespace) -> service_pb2.EventFilter:
     for name in args.type or []:
         filt.event_types.append(REGISTRY.by_type_string(name.upper()).event_type)  # type: ignore[arg-type]
     if args.actor:
-        filt.actor = enums_pb2.Actor.Value(f"ACTOR_{args.actor.upper()}")  # type: ignore[assignment]
+        filt.actor = enums_pb2.Actor.Value(f"ACTOR_{args.actor.upper()}")
     if args.since:
         filt.start_time.FromDatetime(dt.datetime.fromisoformat(args.since))
     if args.until:
@@ -153,5 +152,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(serve(settings_from_args(args)))
         return
     sys.exit(asyncio.run(_client_command(args)))
-
-

@@ -70,11 +70,21 @@ def now_millis() -> dt.datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def _message_type(field: descriptor.FieldDescriptor) -> str:
+    assert field.message_type is not None
+    return str(field.message_type.full_name)
+
+
+def _enum_type(field: descriptor.FieldDescriptor) -> descriptor.EnumDescriptor:
+    assert field.enum_type is not None
+    return field.enum_type
+
+
 def _message_to_doc(message: Message) -> Document:
     doc: Document = {}
     for field, value in message.ListFields():
         if field.type == _FD.TYPE_MESSAGE:
-            name = field.message_type.full_name
+            name = _message_type(field)
             if name == _TIMESTAMP:
                 doc[field.name] = timestamp_to_datetime(value)
             elif name in _FREE_FORM:
@@ -86,7 +96,7 @@ def _message_to_doc(message: Message) -> Document:
             else:
                 doc[field.name] = _message_to_doc(value)
         elif field.type == _FD.TYPE_ENUM:
-            doc[field.name] = field.enum_type.values_by_number[value].name
+            doc[field.name] = _enum_type(field).values_by_number[value].name
         elif field.is_repeated:
             doc[field.name] = list(value)
         else:
@@ -95,13 +105,14 @@ def _message_to_doc(message: Message) -> Document:
 
 
 def _doc_to_message(doc: Document, message: Message) -> None:
-    fields = message.DESCRIPTOR.fields_by_name
+    # The upb descriptor types are the runtime twins of descriptor.FieldDescriptor.
+    fields: dict[str, descriptor.FieldDescriptor] = dict(message.DESCRIPTOR.fields_by_name)  # type: ignore[arg-type]
     for key, value in doc.items():
         field = fields.get(key)
         if field is None:
             continue  # a field of a newer contract version; old readers skip it
         if field.type == _FD.TYPE_MESSAGE:
-            name = field.message_type.full_name
+            name = _message_type(field)
             target = getattr(message, key)
             if name == _TIMESTAMP:
                 datetime_to_timestamp(value, target)
@@ -114,7 +125,7 @@ def _doc_to_message(doc: Document, message: Message) -> None:
                 target.SetInParent()
                 _doc_to_message(value, target)
         elif field.type == _FD.TYPE_ENUM:
-            enum_value = field.enum_type.values_by_name.get(value)
+            enum_value = _enum_type(field).values_by_name.get(value)
             if enum_value is not None:
                 setattr(message, key, enum_value.number)
         elif field.is_repeated:
@@ -218,7 +229,7 @@ def from_document(doc: Document) -> audit_event_pb2.AuditEvent:
     datetime_to_timestamp(doc["receive_time"], event.receive_time)
     if "cobrowse" in doc:
         event.cobrowse.session_id = doc["cobrowse"]["session_id"]
-        event.cobrowse.actor = ACTOR_VALUES[doc["cobrowse"]["actor"]]  # type: ignore[assignment]
+        event.cobrowse.actor = ACTOR_VALUES[doc["cobrowse"]["actor"]]
     payload = getattr(event, spec.payload_field)
     payload.SetInParent()
     _doc_to_message(doc.get(spec.payload_field, {}), payload)

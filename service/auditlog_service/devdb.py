@@ -1,4 +1,4 @@
-"""The dev/CI database: a FerretDB process on SQLite, started and stopped for make run, tests, bench."""
+"""The dev/CI database: a FerretDB process on SQLite, for make run, the tests and bench."""
 
 from __future__ import annotations
 
@@ -53,10 +53,10 @@ class FerretDB:
             raise FileNotFoundError(f"{FERRETDB_BIN} is missing: run `make setup` first")
         (self.data_dir / "state").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "sqlite").mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "ferretdb.log").open("ab")
-        self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with (self.data_dir / "ferretdb.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.wait_until_listening(timeout_s)
 
     def wait_until_listening(self, timeout_s: float) -> None:

@@ -13,7 +13,7 @@ class AuditLogError(Exception):
     """Base of the errors the service reports to clients."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    reason: int = enums_pb2.ERROR_REASON_UNSPECIFIED
+    reason: enums_pb2.ErrorReason.ValueType = enums_pb2.ERROR_REASON_UNSPECIFIED
 
     def __init__(self, message: str, metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -26,7 +26,11 @@ class InvalidArgument(AuditLogError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = enums_pb2.ERROR_REASON_INVALID_ARGUMENT
 
-    def __init__(self, violations: list[FieldViolation], reason: int | None = None) -> None:
+    def __init__(
+        self,
+        violations: list[FieldViolation],
+        reason: enums_pb2.ErrorReason.ValueType | None = None,
+    ) -> None:
         fields = ", ".join(v.field for v in violations[:5])
         more = f" and {len(violations) - 5} more" if len(violations) > 5 else ""
         super().__init__(f"invalid request: {fields}{more}")
@@ -52,7 +56,8 @@ class EventNotFound(AuditLogError):
 
     def __init__(self, tenant_id: str, event_id: str) -> None:
         super().__init__(
-            f"no event {event_id!r} in tenant {tenant_id!r}", {"tenant_id": tenant_id, "id": event_id}
+            f"no event {event_id!r} in tenant {tenant_id!r}",
+            {"tenant_id": tenant_id, "id": event_id},
         )
 
 

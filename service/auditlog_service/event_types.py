@@ -1,4 +1,4 @@
-"""The event-type registry: payload field <-> EventType <-> seed type string, read from the contract."""
+"""The event-type registry: payload field <-> EventType <-> seed type string, from the contract."""
 
 from __future__ import annotations
 

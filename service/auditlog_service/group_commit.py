@@ -69,8 +69,7 @@ class GroupCommitter(Generic[Item, Result]):
                     # Linger so that concurrent callers share one insert instead of one each.
                     await asyncio.sleep(self._max_delay_s)
                 group = [
-                    self._pending.popleft()
-                    for _ in range(min(self._max_items, len(self._pending)))
+                    self._pending.popleft() for _ in range(min(self._max_items, len(self._pending)))
                 ]
                 await self._flush(group)
         finally:

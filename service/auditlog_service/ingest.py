@@ -23,9 +23,7 @@ SessionKey = tuple[str, str]
 class EventWriter:
     """Writes events; every result comes back only after the database acknowledged it."""
 
-    def __init__(
-        self, repository: EventRepository, *, max_group: int, max_delay_s: float
-    ) -> None:
+    def __init__(self, repository: EventRepository, *, max_group: int, max_delay_s: float) -> None:
         self._repository = repository
         self._max_group = max_group
         self._max_delay_s = max_delay_s

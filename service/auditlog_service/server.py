@@ -1,4 +1,4 @@
-"""The one place that wires the service: settings, database, servicers, health, reflection, signals."""
+"""The one place that wires the service: settings, database, servicers, health, signals."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from pymongo import AsyncMongoClient
 
@@ -38,9 +39,14 @@ class RunningServer:
     client: AsyncMongoClient[Document]
     repository: EventRepository
     writer: EventWriter
-    health: health.aio.HealthServicer
+    health: HealthServicer
+    serving: asyncio.Event
     _watchdog: asyncio.Task[None]
     _stopping: bool = False
+
+    async def ready(self) -> None:
+        """Wait until the database answered and the indexes exist."""
+        await self.serving.wait()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING first, let calls finish, then close the database."""
@@ -60,7 +66,10 @@ class RunningServer:
 
 
 async def _watch_database(
-    repository: EventRepository, health_servicer: health.aio.HealthServicer, settings: Settings
+    repository: EventRepository,
+    health_servicer: HealthServicer,
+    settings: Settings,
+    serving_event: asyncio.Event,
 ) -> None:
     """Keeps the health status in step with the database; creates indexes once it is reachable."""
     indexed = False
@@ -76,13 +85,19 @@ async def _watch_database(
             ok = False
             if serving is not False:
                 log.warning("database unreachable: %s", exc.message)
-        status = health_pb2.HealthCheckResponse.SERVING if ok else (
-            health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
         )
         if ok != serving:
             for name in ("", SERVICE_NAME):
                 await health_servicer.set(name, status)
             serving = ok
+            if ok:
+                serving_event.set()
+            else:
+                serving_event.clear()
             log.info("health: %s", "SERVING" if ok else "NOT_SERVING")
         await asyncio.sleep(settings.health_check_interval_s)
 
@@ -112,7 +127,7 @@ async def start_server(settings: Settings) -> RunningServer:
         repository, writer, settings.limits, TokenSigner(settings.token_secret)
     )
     service_pb2_grpc.add_AuditLogServiceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -123,10 +138,11 @@ async def start_server(settings: Settings) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()
-    watchdog = asyncio.create_task(_watch_database(repository, health_servicer, settings))
+    serving = asyncio.Event()
+    watchdog = asyncio.create_task(_watch_database(repository, health_servicer, settings, serving))
     log.info("auditlog serving on port %d (database %s)", port, settings.database)
     return RunningServer(
-        server, port, settings, client, repository, writer, health_servicer, watchdog
+        server, port, settings, client, repository, writer, health_servicer, serving, watchdog
     )
 
 

@@ -84,9 +84,7 @@ class EventRepository:
         db = client.get_database(database)
         concern = WriteConcern(w=write_concern)
         self._client = client
-        self.events: AsyncCollection[Document] = db.get_collection(
-            "events", write_concern=concern
-        )
+        self.events: AsyncCollection[Document] = db.get_collection("events", write_concern=concern)
         self.keys: AsyncCollection[Document] = db.get_collection(
             "event_keys", write_concern=concern
         )
@@ -133,7 +131,7 @@ class EventRepository:
         doc = await self._guard(self.events.find_one({"key": key}))
         return doc
 
-    async def list(self, query: ListQuery) -> list[Document]:
+    async def list_events(self, query: ListQuery) -> list[Document]:
         filt: dict[str, Any] = {"tenant_id": query.tenant_id, **query.equals}
         time_range: dict[str, Any] = {}
         if query.start_time is not None:
@@ -323,7 +321,9 @@ class EventRepository:
         pointers = [
             {
                 "_id": doc["key"],
-                "slot": convert.slot_id(doc["tenant_id"], doc["cobrowse"]["session_id"], head + 1 + i),
+                "slot": convert.slot_id(
+                    doc["tenant_id"], doc["cobrowse"]["session_id"], head + 1 + i
+                ),
             }
             for i, doc in enumerate(docs)
         ]

@@ -5,9 +5,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import EnumDescriptor
+
+from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ _IDENTIFIER_RULE = "must start with a letter or digit and hold only letters, dig
 # C0, DEL and C1: invisible in logs and tools, and a way to forge lines in exported text.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-# google.protobuf.Timestamp's own valid range (RFC 3339 years 0001-9999), narrowed to start at the
-# epoch: audit events cannot predate it and BSON dates before it are handled unevenly by drivers.
+# google.protobuf.Timestamp's own range (years 0001-9999), narrowed to start at the epoch: a
+# pre-1970 time on an audit event is a client clock bug, and drivers differ on negative BSON dates.
 _MIN_SECONDS = 0
 _MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 _MAX_NANOS = 999_999_999

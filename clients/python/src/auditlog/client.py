@@ -107,7 +107,7 @@ class AuditLogClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     async def log_event(self, event: AuditEvent) -> service_pb2.LogEventResponse:
         """Store one event (an id is filled in when empty, so retries are idempotent)."""
@@ -144,7 +144,9 @@ class AuditLogClient:
             raise AuditLogError(error) from error
         return response.event
 
-    async def list_page(self, request: service_pb2.ListEventsRequest) -> service_pb2.ListEventsResponse:
+    async def list_page(
+        self, request: service_pb2.ListEventsRequest
+    ) -> service_pb2.ListEventsResponse:
         try:
             response: service_pb2.ListEventsResponse = await self.stub.ListEvents(
                 request, timeout=self._timeout_s
@@ -157,7 +159,7 @@ class AuditLogClient:
         self,
         tenant_id: str,
         *,
-        filter: service_pb2.EventFilter | None = None,  # noqa: A002 - the contract's name
+        filter: service_pb2.EventFilter | None = None,
         oldest_first: bool = False,
         page_size: int = 200,
         limit: int | None = None,
@@ -168,7 +170,9 @@ class AuditLogClient:
             filter=filter,
             page_size=page_size,
             order=(
-                enums_pb2.SORT_ORDER_OLDEST_FIRST if oldest_first else enums_pb2.SORT_ORDER_NEWEST_FIRST
+                enums_pb2.SORT_ORDER_OLDEST_FIRST
+                if oldest_first
+                else enums_pb2.SORT_ORDER_NEWEST_FIRST
             ),
         )
         yielded = 0

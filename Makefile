@@ -1,0 +1,69 @@
+# auditlog: `make run` sets everything up and starts the service; `make test` runs every check.
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+# Tool caches live inside the project's ignored folders, so reruns on one machine are fast.
+export PIP_CACHE_DIR := $(ROOT)/.tools/pip-cache
+export npm_config_cache := $(ROOT)/.tools/npm-cache
+export GOMODCACHE := $(ROOT)/.tools/gomodcache
+export GOCACHE := $(ROOT)/.tools/gocache
+export GOFLAGS := -modcacherw
+export PATH := $(ROOT)/.tools/bin:$(PATH)
+
+PY_SOURCES := service tests bench clients/python/src/auditlog/__init__.py clients/python/src/auditlog/client.py
+
+.PHONY: setup run test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
+
+setup: $(VENV)/.installed node_modules/.installed .tools/bin/ferretdb.stamp
+
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e clients/python -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+.tools/bin/ferretdb.stamp: tools/install-ferretdb tools/patches/ferretdb-sqlite-id-index.patch
+	tools/install-ferretdb
+
+run: setup
+	tools/run-dev
+
+generate: setup
+	$(BUF) generate
+
+# The committed generated code must be exactly what the contract produces.
+check-generated: generate
+	@git add -N clients >/dev/null 2>&1 || true
+	@if ! git diff --quiet --exit-code -- clients; then \
+	  git diff --stat -- clients; \
+	  echo "generated code drifted from proto/: run 'make generate' and commit the result"; exit 1; \
+	fi
+	@echo "generated code matches proto/"
+
+proto-lint: setup
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+proto-breaking: setup
+	tools/buf-breaking
+
+lint: setup
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+
+typecheck: setup
+	$(VENV)/bin/mypy -p auditlog_service -p auditlog
+
+pytest: setup
+	$(PY) -m pytest -q
+
+test: lint typecheck proto-lint proto-breaking check-generated pytest
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
