@@ -1,4 +1,4 @@
-"""LogEvent is idempotent on (tenant, id): retries store once; reusing an id for new content fails."""
+"""Idempotency on (tenant, id): a retry stores once; an id reused for other content fails."""
 
 from __future__ import annotations
 
