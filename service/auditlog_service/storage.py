@@ -131,7 +131,9 @@ class EventRepository:
         doc = await self._guard(self.events.find_one({"key": key}))
         return doc
 
-    async def list_events(self, query: ListQuery) -> list[Document]:
+    @staticmethod
+    def find_spec(query: ListQuery) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+        """The filter and sort of a ListEvents query (public so tests can explain() it)."""
         filt: dict[str, Any] = {"tenant_id": query.tenant_id, **query.equals}
         time_range: dict[str, Any] = {}
         if query.start_time is not None:
@@ -148,11 +150,11 @@ class EventRepository:
                 {"occur_time": last_time, "_id": {op: last_id}},
             ]
         direction = DESCENDING if query.newest_first else ASCENDING
-        cursor = (
-            self.events.find(filt)
-            .sort([("occur_time", direction), ("_id", direction)])
-            .limit(query.limit)
-        )
+        return filt, [("occur_time", direction), ("_id", direction)]
+
+    async def list_events(self, query: ListQuery) -> list[Document]:
+        filt, sort = self.find_spec(query)
+        cursor = self.events.find(filt).sort(sort).limit(query.limit)
         docs: list[Document] = await self._guard(cursor.to_list())
         return docs
 

@@ -84,3 +84,13 @@ async def test_get_of_an_unknown_id_is_not_found(client: AuditLogClient) -> None
         await client.get_event(TENANT, "no-such-event")
     assert failure.value.code == grpc.StatusCode.NOT_FOUND
     assert failure.value.reason == "ERROR_REASON_EVENT_NOT_FOUND"
+
+
+@pytest.mark.asyncio
+async def test_many_concurrent_log_event_calls_are_each_stored_once(
+    client: AuditLogClient, db: Any
+) -> None:
+    events = [valid_event_of_each_type(TENANT)["messenger_send"] for _ in range(300)]
+    responses = await asyncio.gather(*(client.log_event(e) for e in events))
+    assert [r.event.id for r in responses] == [e.id for e in events]
+    assert await db.events.count_documents({}) == 300

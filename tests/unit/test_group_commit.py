@@ -1,0 +1,95 @@
+"""GroupCommitter groups concurrent submissions and answers each with its own result."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from auditlog_service.errors import AuditLogError, DatabaseUnavailable
+from auditlog_service.group_commit import GroupCommitter
+
+
+class RecordingWriter:
+    """A fake database write that records the groups it was given."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def write(self, items: list[int]) -> list[int | AuditLogError]:
+        self.groups.append(list(items))
+        await self.release.wait()
+        return [item * 10 for item in items]
+
+
+@pytest.mark.asyncio
+async def test_concurrent_submissions_share_groups_and_get_their_own_results() -> None:
+    writer = RecordingWriter()
+    committer = GroupCommitter(writer.write, max_items=64, max_delay_s=0.001)
+    results = await asyncio.gather(*(committer.submit(i) for i in range(200)))
+    assert results == [i * 10 for i in range(200)]
+    assert sorted(i for group in writer.groups for i in group) == list(range(200))
+    assert max(len(g) for g in writer.groups) == 64
+    assert len(writer.groups) <= 4, "200 concurrent items fit in four groups of 64"
+
+
+@pytest.mark.asyncio
+async def test_items_arriving_during_a_write_form_the_next_group() -> None:
+    writer = RecordingWriter()
+    writer.release.clear()
+    committer = GroupCommitter(writer.write, max_items=100, max_delay_s=0)
+    first = asyncio.ensure_future(committer.submit(1))
+    while not writer.groups:  # the first write has started and is blocked
+        await asyncio.sleep(0)
+    later = [asyncio.ensure_future(committer.submit(i)) for i in range(2, 12)]
+    await asyncio.sleep(0)
+    writer.release.set()
+    assert await first == 10
+    assert [await f for f in later] == [i * 10 for i in range(2, 12)]
+    assert writer.groups == [[1], list(range(2, 12))]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_group_reports_the_error_to_each_member_and_the_next_group_runs() -> None:
+    calls = 0
+
+    async def flaky(items: list[int]) -> list[int | AuditLogError]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise DatabaseUnavailable("down")
+        return items
+
+    committer = GroupCommitter(flaky, max_items=10, max_delay_s=0)
+    first = await asyncio.gather(*(committer.submit(i) for i in range(3)))
+    assert all(isinstance(r, DatabaseUnavailable) for r in first)
+    assert await committer.submit(7) == 7
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_caller_does_not_cancel_the_shared_write() -> None:
+    writer = RecordingWriter()
+    writer.release.clear()
+    committer = GroupCommitter(writer.write, max_items=10, max_delay_s=0)
+    impatient = asyncio.ensure_future(committer.submit(1))
+    patient = asyncio.ensure_future(committer.submit(2))
+    while not writer.groups:
+        await asyncio.sleep(0)
+    impatient.cancel()
+    writer.release.set()
+    assert await patient == 20
+    await committer.drain()
+    assert writer.groups == [[1, 2]]
+    assert committer.idle
+
+
+@pytest.mark.asyncio
+async def test_a_bug_in_write_reaches_every_waiter() -> None:
+    async def broken(items: list[int]) -> list[int | AuditLogError]:
+        raise KeyError("bug")
+
+    committer = GroupCommitter(broken, max_items=10, max_delay_s=0)
+    with pytest.raises(KeyError):
+        await committer.submit(1)
