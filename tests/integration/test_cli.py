@@ -64,7 +64,8 @@ async def test_log_get_and_list_from_the_command_line(server: RunningServer) -> 
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 1
-    assert "Clicked on element" in lines[0] and "cob-1#1" in lines[0]
+    assert "Clicked on element" in lines[0]
+    assert "cob-1#1" in lines[0]
 
 
 @pytest.mark.asyncio

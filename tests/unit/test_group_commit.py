@@ -17,9 +17,11 @@ class RecordingWriter:
         self.groups: list[list[int]] = []
         self.release = asyncio.Event()
         self.release.set()
+        self.started = asyncio.Event()
 
     async def write(self, items: list[int]) -> list[int | AuditLogError]:
         self.groups.append(list(items))
+        self.started.set()
         await self.release.wait()
         return [item * 10 for item in items]
 
@@ -41,8 +43,7 @@ async def test_items_arriving_during_a_write_form_the_next_group() -> None:
     writer.release.clear()
     committer = GroupCommitter(writer.write, max_items=100, max_delay_s=0)
     first = asyncio.ensure_future(committer.submit(1))
-    while not writer.groups:  # the first write has started and is blocked
-        await asyncio.sleep(0)
+    await writer.started.wait()  # the first write has started and is blocked
     later = [asyncio.ensure_future(committer.submit(i)) for i in range(2, 12)]
     await asyncio.sleep(0)
     writer.release.set()
@@ -75,8 +76,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_write() -> None:
     committer = GroupCommitter(writer.write, max_items=10, max_delay_s=0)
     impatient = asyncio.ensure_future(committer.submit(1))
     patient = asyncio.ensure_future(committer.submit(2))
-    while not writer.groups:
-        await asyncio.sleep(0)
+    await writer.started.wait()
     impatient.cancel()
     writer.release.set()
     assert await patient == 20
