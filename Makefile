@@ -16,7 +16,7 @@ PY_SOURCES := service tests bench clients/python/src/auditlog/__init__.py client
 
 .PHONY: setup run test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
 
-setup: $(VENV)/.installed node_modules/.installed .tools/bin/ferretdb.stamp
+setup: $(VENV)/.installed node_modules/.installed .tools/bin/ferretdb.stamp .tools/bin/sdk-tools.stamp
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,10 @@ node_modules/.installed: package.json package-lock.json
 
 .tools/bin/ferretdb.stamp: tools/install-ferretdb tools/patches/ferretdb-sqlite-id-index.patch
 	tools/install-ferretdb
+
+.tools/bin/sdk-tools.stamp: tools/install-sdk-tools node_modules/.installed
+	tools/install-sdk-tools
+	touch $@
 
 run: setup
 	tools/run-dev
