@@ -1,0 +1,1 @@
+"""Benchmarks of the auditlog service; results are written to bench/results/."""
