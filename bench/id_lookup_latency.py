@@ -66,16 +66,18 @@ async def measure(client: AuditLogClient, offset: int) -> dict[str, dict[str, fl
 
 async def main(sizes: list[int]) -> None:
     with database() as (uri, backend):
-        async with running_server(uri, f"bench_{uuid.uuid4().hex[:8]}") as server:
-            async with AuditLogClient(f"127.0.0.1:{server.port}") as client:
-                rows = []
-                have = 0
-                for size in sizes:
-                    await fill(server, size - have, have + 10_000_000)
-                    have = size
-                    result = await measure(client, have + 20_000_000)
-                    have += SAMPLES
-                    rows.append({"events": size, **result})
+        async with (
+            running_server(uri, f"bench_{uuid.uuid4().hex[:8]}") as server,
+            AuditLogClient(f"127.0.0.1:{server.port}") as client,
+        ):
+            rows = []
+            have = 0
+            for size in sizes:
+                await fill(server, size - have, have + 10_000_000)
+                have = size
+                result = await measure(client, have + 20_000_000)
+                have += SAMPLES
+                rows.append({"events": size, **result})
     base = rows[0]
     for row in rows:
         for rpc in ("log_event", "get_event"):
