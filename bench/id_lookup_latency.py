@@ -15,6 +15,7 @@ import uuid
 from auditlog import AuditLogClient
 from auditlog.v1 import audit_event_pb2
 from auditlog_service import convert
+from auditlog_service.server import RunningServer
 from bench.common import database, running_server, summary_ms, write_result
 
 TENANT = "bench"
@@ -30,9 +31,9 @@ def general_event(index: int) -> audit_event_pb2.AuditEvent:
     )
 
 
-async def fill(server: object, count: int, start: int) -> None:
+async def fill(server: RunningServer, count: int, start: int) -> None:
     """Bulk-load documents straight into the collection (the service's own conversion)."""
-    repository = server.repository  # type: ignore[attr-defined]
+    repository = server.repository
     now = convert.now_millis()
     for first in range(start, start + count, 5000):
         docs = []
@@ -44,7 +45,7 @@ async def fill(server: object, count: int, start: int) -> None:
                     event_id=event.id,
                     receive_time=now,
                     content_hash=convert.fingerprint(event),
-                )  # fmt: skip
+                )
             )
         await repository.events.insert_many(docs, ordered=False)
 
