@@ -12,7 +12,7 @@ export GOCACHE := $(ROOT)/.tools/gocache
 export GOFLAGS := -modcacherw
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-PY_SOURCES := service tests bench clients/python/src/auditlog/__init__.py clients/python/src/auditlog/client.py
+PY_SOURCES := service tests bench clients/python/examples clients/python/src/auditlog/__init__.py clients/python/src/auditlog/client.py
 
 .PHONY: setup run test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
 
