@@ -1,4 +1,4 @@
-"""The README's five-minute tour with the Python SDK: log a START_CALL and a CLICK, then list them."""
+"""The README tour with the Python SDK: log a START_CALL and a CLICK, then list them."""
 
 import asyncio
 import os
