@@ -44,7 +44,7 @@ def database_name() -> str:
     return f"test_{uuid.uuid4().hex[:12]}"
 
 
-def test_settings(mongodb_uri: str, database_name: str, **changes: object) -> Settings:
+def settings_for_test(mongodb_uri: str, database_name: str, **changes: object) -> Settings:
     base = Settings(
         listen="127.0.0.1:0",
         mongodb_uri=mongodb_uri,
@@ -59,7 +59,7 @@ def test_settings(mongodb_uri: str, database_name: str, **changes: object) -> Se
 
 @pytest_asyncio.fixture
 async def server(mongodb_uri: str, database_name: str) -> AsyncIterator[RunningServer]:
-    running = await start_server(test_settings(mongodb_uri, database_name))
+    running = await start_server(settings_for_test(mongodb_uri, database_name))
     await running.ready()
     try:
         yield running

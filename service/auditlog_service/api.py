@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
@@ -17,16 +18,25 @@ from pymongo.errors import PyMongoError
 from auditlog.v1 import enums_pb2, service_pb2, service_pb2_grpc
 
 from . import convert, validation
-from .errors import AuditLogError, DatabaseUnavailable, EventNotFound, InvalidArgument
+from .errors import (
+    AuditLogError,
+    DatabaseUnavailable,
+    EventNotFound,
+    InvalidArgument,
+    SlowConsumer,
+)
 from .event_types import REGISTRY
 from .ingest import EventWriter
 from .storage import EventRepository, ListQuery, Stored, database_errors
+from .tail import TailHub
 from .tokens import TokenError, TokenSigner, query_fingerprint
 from .validation import FieldViolation, Limits
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "auditlog.v1"
+# Trailing metadata key of the cursor a tail resumes from, on every way a tail ends.
+CURSOR_TRAILER = "auditlog-cursor"
 DEFAULT_PAGE_SIZE = 50
 PAGE_TOKEN_PURPOSE = "page"
 
@@ -37,7 +47,7 @@ def to_status(error: AuditLogError) -> status_pb2.Status:
     details = [
         error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=error.metadata)
     ]
-    if isinstance(error, InvalidArgument):
+    if error.violations:
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
@@ -58,7 +68,7 @@ def to_status(error: AuditLogError) -> status_pb2.Status:
 
 def to_event_error(error: AuditLogError) -> service_pb2.EventError:
     """The per-event form of a domain error, for batch results and stream acks."""
-    violations = error.violations if isinstance(error, InvalidArgument) else []
+    violations = error.violations
     return service_pb2.EventError(
         code=error.code.value[0],
         reason=error.reason,
@@ -69,9 +79,29 @@ def to_event_error(error: AuditLogError) -> service_pb2.EventError:
     )
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], error: AuditLogError) -> NoReturn:
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    """A grpc.Status with extra trailing metadata (the tail's resume cursor)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], error: AuditLogError, cursor: str = ""
+) -> NoReturn:
+    """Ends the call with the error's status; a tail also gets its cursor in the trailers."""
+    if cursor:
+        error.metadata.setdefault("cursor", cursor)
+    status = rpc_status.to_status(to_status(error))
+    trailers = tuple(status.trailing_metadata)
+    if cursor:
+        trailers += ((CURSOR_TRAILER, cursor),)
     # abort_with_status exists on grpc.aio contexts; the grpc-stubs package predates it.
-    await context.abort_with_status(rpc_status.to_status(to_status(error)))  # type: ignore[attr-defined]
+    await context.abort_with_status(  # type: ignore[attr-defined]
+        _Status(status.code, status.details, trailers)
+    )
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
@@ -91,7 +121,9 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
         writer: EventWriter,
         limits: Limits,
         signer: TokenSigner,
+        hub: TailHub,
     ) -> None:
+        self._hub = hub
         self._repository = repository
         self._writer = writer
         self._limits = limits
@@ -219,13 +251,31 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
         finally:
             reader.cancel()
 
-    async def TailSession(
+    async def TailSession(  # type: ignore[override]  # writes with context.write, not yield
         self,
         request: service_pb2.TailSessionRequest,
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[service_pb2.TailSessionResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "TailSession is not implemented yet")
-        yield service_pb2.TailSessionResponse()  # pragma: no cover - makes this a generator
+    ) -> None:
+        # Written with context.write (not yield) so that a write that blocks on a client that
+        # does not read can be bounded in time.
+        cursor = ""
+        try:
+            check(validation.validate_tail_request(request, self._limits))
+            async for response, _ in self._hub.tail(request):
+                try:
+                    await asyncio.wait_for(
+                        context.write(response), self._hub.settings.slow_consumer_timeout_s
+                    )
+                except TimeoutError:
+                    raise SlowConsumer(
+                        "the client did not read for "
+                        f"{self._hub.settings.slow_consumer_timeout_s:g}s; resume from the cursor"
+                    ) from None
+                cursor = response.cursor
+        except AuditLogError as error:
+            await abort(context, error, cursor)
+        except PyMongoError as exc:
+            await abort(context, database_errors(exc) or DatabaseUnavailable(repr(exc)), cursor)
 
     # ---- queries -----------------------------------------------------------------------------
 

@@ -33,6 +33,11 @@ class Settings:
     shutdown_grace_s: float = 5.0
     health_check_interval_s: float = 1.0
     max_receive_message_bytes: int = 32 * 1024 * 1024
+    # Live tails (TailSession).
+    max_tails: int = 1000
+    tail_heartbeat_interval_s: float = 10.0
+    tail_slow_consumer_timeout_s: float = 10.0
+    tail_safety_probe_interval_s: float = 5.0
     limits: Limits = field(default_factory=Limits)
 
     @property

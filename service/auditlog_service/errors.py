@@ -15,11 +15,18 @@ class AuditLogError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: enums_pb2.ErrorReason.ValueType = enums_pb2.ERROR_REASON_UNSPECIFIED
 
-    def __init__(self, message: str, metadata: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        metadata: dict[str, str] | None = None,
+        violations: list[FieldViolation] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         # Extra ErrorInfo metadata (ids, cursors) for clients that act on the error.
         self.metadata = metadata or {}
+        # Offending request fields, sent as a google.rpc.BadRequest detail.
+        self.violations = violations or []
 
 
 class InvalidArgument(AuditLogError):
@@ -33,8 +40,7 @@ class InvalidArgument(AuditLogError):
     ) -> None:
         fields = ", ".join(v.field for v in violations[:5])
         more = f" and {len(violations) - 5} more" if len(violations) > 5 else ""
-        super().__init__(f"invalid request: {fields}{more}")
-        self.violations = violations
+        super().__init__(f"invalid request: {fields}{more}", violations=violations)
         if reason is not None:
             self.reason = reason
 
@@ -77,3 +83,26 @@ class SequenceContention(AuditLogError):
 class ShuttingDown(AuditLogError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = enums_pb2.ERROR_REASON_SHUTTING_DOWN
+
+
+class TooManyTails(AuditLogError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = enums_pb2.ERROR_REASON_TOO_MANY_TAILS
+
+
+class SlowConsumer(AuditLogError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = enums_pb2.ERROR_REASON_SLOW_CONSUMER
+
+
+class InvalidCursor(InvalidArgument):
+    def __init__(self, why: str) -> None:
+        super().__init__([FieldViolation("cursor", why)], enums_pb2.ERROR_REASON_INVALID_CURSOR)
+
+
+class CursorOutOfRange(AuditLogError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+    reason = enums_pb2.ERROR_REASON_CURSOR_OUT_OF_RANGE
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"cursor: {why}", violations=[FieldViolation("cursor", why)])

@@ -17,11 +17,13 @@ from pymongo import AsyncMongoClient
 from auditlog.v1 import service_pb2, service_pb2_grpc
 
 from .api import AuditLogServicer
+from .changefeed import TickReader, TickWriter
 from .config import Settings
 from .convert import Document
 from .errors import AuditLogError
 from .ingest import EventWriter
 from .storage import EventRepository
+from .tail import TailHub, TailSettings
 from .tokens import TokenSigner
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ class RunningServer:
     writer: EventWriter
     health: HealthServicer
     serving: asyncio.Event
+    hub: TailHub
+    tick_writer: TickWriter
+    tick_reader: TickReader
     _watchdog: asyncio.Task[None]
     _stopping: bool = False
 
@@ -57,8 +62,12 @@ class RunningServer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._watchdog
         await self.health.enter_graceful_shutdown()
+        # Tails never finish by themselves: end them first, each with UNAVAILABLE and a cursor.
+        await self.hub.close()
         await self.server.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
         await self.writer.drain()
+        await self.tick_reader.close()
+        await self.tick_writer.close()
         await self.client.close()
 
     async def wait(self) -> None:
@@ -79,6 +88,7 @@ async def _watch_database(
             await repository.ping()
             if not indexed:
                 await repository.ensure_indexes()
+                await repository.detect_backend()
                 indexed = True
             ok = True
         except AuditLogError as exc:
@@ -123,9 +133,27 @@ async def start_server(settings: Settings) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ]
     )
-    servicer = AuditLogServicer(
-        repository, writer, settings.limits, TokenSigner(settings.token_secret)
+    signer = TokenSigner(settings.token_secret)
+    hub = TailHub(
+        repository,
+        signer,
+        TailSettings(
+            max_tails=settings.max_tails,
+            heartbeat_interval_s=settings.tail_heartbeat_interval_s,
+            slow_consumer_timeout_s=settings.tail_slow_consumer_timeout_s,
+            safety_probe_interval_s=settings.tail_safety_probe_interval_s,
+        ),
     )
+    database = client.get_database(settings.database)
+    tick_writer = TickWriter(database)
+    tick_reader = TickReader(database, hub.advanced)
+
+    def session_advanced(tenant_id: str, session_id: str, head: int) -> None:
+        hub.advanced(tenant_id, session_id, head)
+        tick_writer.note(tenant_id, session_id, head)
+
+    repository.on_session_advanced = session_advanced
+    servicer = AuditLogServicer(repository, writer, settings.limits, signer, hub)
     service_pb2_grpc.add_AuditLogServiceServicer_to_server(servicer, server)
     health_servicer = HealthServicer()
     for name in ("", SERVICE_NAME):
@@ -138,11 +166,25 @@ async def start_server(settings: Settings) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()
+    hub.start()
+    tick_writer.start()
+    tick_reader.start()
     serving = asyncio.Event()
     watchdog = asyncio.create_task(_watch_database(repository, health_servicer, settings, serving))
     log.info("auditlog serving on port %d (database %s)", port, settings.database)
     return RunningServer(
-        server, port, settings, client, repository, writer, health_servicer, serving, watchdog
+        server,
+        port,
+        settings,
+        client,
+        repository,
+        writer,
+        health_servicer,
+        serving,
+        hub,
+        tick_writer,
+        tick_reader,
+        watchdog,
     )
 
 

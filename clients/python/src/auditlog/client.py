@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -155,6 +157,30 @@ class AuditLogClient:
             raise AuditLogError(error) from error
         return response
 
+    def tail_session(
+        self,
+        tenant_id: str,
+        session_id: str,
+        *,
+        cursor: str = "",
+        from_now: bool = False,
+        event_types: Sequence[int] = (),
+        max_retries: int = 10,
+    ) -> SessionTail:
+        """Follow a co-browsing session: replay from the start (or a cursor, or now), then live."""
+        request = service_pb2.TailSessionRequest(
+            tenant_id=tenant_id,
+            session_id=session_id,
+            event_types=event_types,  # type: ignore[arg-type]
+        )
+        if cursor:
+            request.cursor = cursor
+        elif from_now:
+            request.from_now = True
+        else:
+            request.from_beginning = True
+        return SessionTail(self, request, max_retries=max_retries)
+
     async def list_events(
         self,
         tenant_id: str,
@@ -186,3 +212,106 @@ class AuditLogClient:
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token
+
+
+# Trailing metadata key under which the server sends the cursor a tail resumes from.
+CURSOR_TRAILER = "auditlog-cursor"
+# Statuses after which a tail resumes by itself: the server went away, shut down, or dropped a
+# client that did not keep up. Anything else (a bad cursor, say) is the caller's to handle.
+_RESUMABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+def _trailer(error: grpc.aio.AioRpcError, key: str) -> str:
+    # grpc-stubs types metadata entries as an opaque class; at run time they are (key, value).
+    entries: Any = error.trailing_metadata() or ()
+    for name, value in entries:
+        if name == key and isinstance(value, str):
+            return value
+    return ""
+
+
+class SessionTail:
+    """An async iterator over a co-browsing session's events, replayed and then live.
+
+    It resumes by itself from the last cursor when the stream breaks (server restart, failover,
+    shutdown), with exponential backoff and at most `max_retries` failures in a row, and never
+    yields an event twice (it also skips any sequence at or below the last one yielded).
+
+    >>> tail = client.tail_session("acme", "cob-1")
+    >>> async for event in tail:
+    ...     print(event.sequence, tail.caught_up.is_set())
+    """
+
+    def __init__(
+        self,
+        client: AuditLogClient,
+        request: service_pb2.TailSessionRequest,
+        *,
+        max_retries: int = 10,
+        initial_backoff_s: float = 0.1,
+        max_backoff_s: float = 2.0,
+    ) -> None:
+        self._client = client
+        self._request = request
+        self.max_retries = max_retries
+        self._initial_backoff_s = initial_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self.cursor: str = request.cursor if request.WhichOneof("start") == "cursor" else ""
+        self.last_sequence = 0
+        self.head = 0
+        self.resumes = 0
+        self.caught_up = asyncio.Event()
+        self.heartbeats = 0
+
+    def __aiter__(self) -> AsyncIterator[AuditEvent]:
+        return self._events()
+
+    def _next_request(self) -> service_pb2.TailSessionRequest:
+        request = service_pb2.TailSessionRequest()
+        request.CopyFrom(self._request)
+        if self.cursor:
+            request.cursor = self.cursor
+        return request
+
+    async def _events(self) -> AsyncIterator[AuditEvent]:
+        failures = 0
+        backoff = self._initial_backoff_s
+        while True:
+            call = self._client.stub.TailSession(self._next_request())
+            try:
+                async for response in call:
+                    failures, backoff = 0, self._initial_backoff_s
+                    kind = response.WhichOneof("kind")
+                    if kind == "events":
+                        for event in response.events.events:
+                            if event.sequence > self.last_sequence:
+                                self.last_sequence = event.sequence
+                                self.head = max(self.head, event.sequence)
+                                yield event
+                    elif kind == "caught_up":
+                        self.head = response.caught_up.head_sequence
+                        self.caught_up.set()
+                    elif kind == "heartbeat":
+                        self.head = response.heartbeat.head_sequence
+                        self.heartbeats += 1
+                    self.cursor = response.cursor
+                return  # the server ended the stream normally
+            except grpc.aio.AioRpcError as error:
+                resume_from = _trailer(error, CURSOR_TRAILER)
+                if resume_from:
+                    self.cursor = resume_from
+                if error.code() not in _RESUMABLE or failures >= self.max_retries:
+                    raise AuditLogError(error) from error
+                failures += 1
+                self.resumes += 1
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+            finally:
+                call.cancel()

@@ -1,0 +1,214 @@
+"""Cross-process wake-ups for live tails: every process appends to its own stream of ticks.
+
+A tick says "these sessions now reach these heads". A process writes ticks only to its own stream
+(`<process id>/<n>`, n = 1, 2, 3, ... written by one task, so without holes or races), and every
+process reads every live process's next tick with one `_id` lookup per stream per poll: the idle
+cost of live tails is O(processes), not O(sessions). Ticks only wake pollers up; the session slots
+stay the truth, and a slow safety probe per session covers a tick lost with a crashed writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    PyMongoError,
+    WriteConcernError,
+)
+
+log = logging.getLogger(__name__)
+
+SessionKey = tuple[str, str]
+TICK_DIGITS = 12
+
+
+def tick_id(process_id: str, number: int) -> str:
+    return f"{process_id}/{number:0{TICK_DIGITS}d}"
+
+
+class TickWriter:
+    """Appends this process's session advances to its tick stream, merging those that queue up."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        *,
+        heartbeat_s: float = 5.0,
+        keep_ticks: int = 10_000,
+    ) -> None:
+        self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._ticks = db.get_collection("session_ticks")
+        self._processes = db.get_collection("tail_processes")
+        self._heartbeat_s = heartbeat_s
+        self._keep_ticks = keep_ticks
+        self._pending: dict[SessionKey, int] = {}
+        self._wake = asyncio.Event()
+        self._next = 1
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._write_loop()),
+            asyncio.create_task(self._heartbeat_loop()),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(PyMongoError):
+            await self._processes.delete_one({"_id": self.process_id})
+
+    def note(self, tenant_id: str, session_id: str, head: int) -> None:
+        key = (tenant_id, session_id)
+        if self._pending.get(key, 0) < head:
+            self._pending[key] = head
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            heads, self._pending = self._pending, {}
+            if not heads:
+                continue
+            doc = {
+                "p": self.process_id,
+                "n": self._next,
+                # Sub-documents, not nested arrays: FerretDB v1 rejects arrays inside arrays.
+                "heads": [
+                    {"t": tenant, "s": session, "h": head}
+                    for (tenant, session), head in heads.items()
+                ],
+            }
+            while True:
+                try:
+                    await self._ticks.insert_one(
+                        {"_id": tick_id(self.process_id, self._next), **doc}
+                    )
+                    self._next += 1
+                    backoff = 0.05
+                    break
+                except DuplicateKeyError:
+                    # An earlier attempt was stored but its answer lost: take the next number.
+                    self._next += 1
+                    doc["n"] = self._next
+                except (ConnectionFailure, ExecutionTimeout, WriteConcernError) as exc:
+                    log.warning("tick write failed, retrying: %r", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                except PyMongoError as exc:
+                    # Not transient: drop this wake-up; the tails' safety probe still finds the
+                    # events, and the next tick is tried afresh.
+                    log.error("tick write rejected, dropped: %r", exc)
+                    break
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                now = dt.datetime.now(dt.UTC)
+                await self._processes.replace_one(
+                    {"_id": self.process_id},
+                    {"_id": self.process_id, "seen_at": now, "next": self._next},
+                    upsert=True,
+                )
+                if self._next > self._keep_ticks:
+                    # Own old ticks only; the collection stays small, so this is cheap everywhere.
+                    await self._ticks.delete_many(
+                        {"p": self.process_id, "n": {"$lt": self._next - self._keep_ticks}}
+                    )
+            except PyMongoError as exc:
+                log.warning("tail heartbeat failed: %r", exc)
+            await asyncio.sleep(self._heartbeat_s)
+
+
+class TickReader:
+    """Follows every live process's tick stream and reports each advance to `deliver`."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        deliver: Callable[[str, str, int], None],
+        *,
+        min_interval_s: float = 0.005,
+        max_interval_s: float = 0.05,
+        refresh_s: float = 2.0,
+        stale_after_s: float = 30.0,
+    ) -> None:
+        self._ticks = db.get_collection("session_ticks")
+        self._processes = db.get_collection("tail_processes")
+        self._deliver = deliver
+        self._min_interval_s = min_interval_s
+        self._max_interval_s = max_interval_s
+        self._refresh_s = refresh_s
+        self._stale_after_s = stale_after_s
+        self._positions: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _refresh_processes(self) -> None:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self._stale_after_s)
+        live = {
+            doc["_id"]: doc["next"]
+            async for doc in self._processes.find({"seen_at": {"$gt": since}})
+        }
+        for process_id, next_number in live.items():
+            # A newly seen process is followed from its last heartbeat: history is not needed.
+            self._positions.setdefault(process_id, next_number)
+        for process_id in list(self._positions):
+            if process_id not in live:
+                del self._positions[process_id]
+
+    async def poll_once(self) -> bool:
+        """Reads every new tick; True when there was at least one."""
+        found = False
+        for process_id, number in list(self._positions.items()):
+            while True:
+                doc = await self._ticks.find_one({"_id": tick_id(process_id, number)})
+                if doc is None:
+                    break
+                found = True
+                number += 1
+                self._positions[process_id] = number
+                for advance in doc["heads"]:
+                    self._deliver(advance["t"], advance["s"], advance["h"])
+        return found
+
+    async def _loop(self) -> None:
+        interval = self._min_interval_s
+        loop = asyncio.get_running_loop()
+        refreshed_at = -1e9
+        while True:
+            try:
+                if loop.time() - refreshed_at > self._refresh_s:
+                    await self._refresh_processes()
+                    refreshed_at = loop.time()
+                found = await self.poll_once()
+            except PyMongoError as exc:
+                log.warning("tick poll failed: %r", exc)
+                found = False
+            # Adaptive: quick after activity, backing off to max_interval_s while idle.
+            interval = self._min_interval_s if found else min(interval * 1.5, self._max_interval_s)
+            await asyncio.sleep(interval)

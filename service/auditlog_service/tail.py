@@ -1,0 +1,237 @@
+"""Live tails of co-browsing sessions: one watch per session per process, shared by its tails.
+
+Replay and live are one read, "the events after my cursor, in sequence order", so there is no
+hand-over race. A watch knows its session's head: a write through this process advances it at
+once; a tick from another process (changefeed.py) advances it within a poll; a slow safety probe
+(one `_id` lookup of head+1) covers a tick lost with a crashed writer. Each tail reads from the
+database at its own pace, so a slow consumer costs no memory: the database is the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from auditlog.v1 import service_pb2
+
+from . import convert
+from .errors import (
+    AuditLogError,
+    CursorOutOfRange,
+    InvalidCursor,
+    ShuttingDown,
+    TooManyTails,
+)
+from .event_types import REGISTRY
+from .storage import EventRepository
+from .tokens import TokenError, TokenSigner
+
+log = logging.getLogger(__name__)
+
+CURSOR_PURPOSE = "cursor"
+SessionKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class TailSettings:
+    max_tails: int = 1000
+    heartbeat_interval_s: float = 10.0
+    # A write to a client that does not read for this long ends its tail (RESOURCE_EXHAUSTED).
+    slow_consumer_timeout_s: float = 10.0
+    # Each watch probes head+1 this often even without a wake-up (lost-tick safety net).
+    safety_probe_interval_s: float = 5.0
+    max_batch_events: int = 256
+    max_batch_bytes: int = 1024 * 1024
+
+
+class SessionWatch:
+    """The known head of one session, and the tails of this process that wait on it."""
+
+    def __init__(self, key: SessionKey, head: int) -> None:
+        self.key = key
+        self.head = head
+        self.tails = 0
+        self._changed = asyncio.Event()
+
+    def advance(self, head: int) -> None:
+        if head > self.head:
+            self.head = head
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def wake_all(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_beyond(self, sequence: int, timeout_s: float) -> bool:
+        """Waits until the head passes `sequence`; False on timeout."""
+        if self.head > sequence:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        return self.head > sequence
+
+
+class TailHub:
+    """All session watches of this process, the safety prober, and the tail cap."""
+
+    def __init__(self, repository: EventRepository, signer: TokenSigner, settings: TailSettings):
+        self._repository = repository
+        self._signer = signer
+        self.settings = settings
+        self._watches: dict[SessionKey, SessionWatch] = {}
+        self._tails = 0
+        self.closing = False
+        self._prober: asyncio.Task[None] | None = None
+
+    @property
+    def active_tails(self) -> int:
+        return self._tails
+
+    def start(self) -> None:
+        self._prober = asyncio.create_task(self._probe_loop())
+
+    async def close(self) -> None:
+        """Ends every tail with UNAVAILABLE (and its cursor) so clients move to another server."""
+        self.closing = True
+        for watch in list(self._watches.values()):
+            watch.wake_all()
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+
+    def advanced(self, tenant_id: str, session_id: str, head: int) -> None:
+        """A session reached `head` (a local write or another process's tick)."""
+        watch = self._watches.get((tenant_id, session_id))
+        if watch is not None:
+            watch.advance(head)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.safety_probe_interval_s)
+            for key, watch in list(self._watches.items()):
+                try:
+                    head = await self._repository.session_head(*key, known=watch.head)
+                except AuditLogError:
+                    continue  # the database is away; tails notice on their next read
+                watch.advance(head)
+
+    # ---- cursors -----------------------------------------------------------------------------
+
+    def encode_cursor(self, key: SessionKey, sequence: int) -> str:
+        return self._signer.encode(CURSOR_PURPOSE, {"t": key[0], "s": key[1], "q": sequence})
+
+    def decode_cursor(self, key: SessionKey, cursor: str) -> int:
+        try:
+            payload = self._signer.decode(CURSOR_PURPOSE, cursor)
+        except TokenError as exc:
+            raise InvalidCursor(f"not a cursor of this service ({exc})") from exc
+        sequence = payload.get("q")
+        if (payload.get("t"), payload.get("s")) != key or not isinstance(sequence, int):
+            raise InvalidCursor("belongs to another session")
+        return sequence
+
+    # ---- one tail ----------------------------------------------------------------------------
+
+    async def _start_sequence(self, request: service_pb2.TailSessionRequest, head: int) -> int:
+        start = request.WhichOneof("start")
+        key = (request.tenant_id, request.session_id)
+        if start == "cursor":
+            sequence = self.decode_cursor(key, request.cursor)
+            if sequence > head:
+                raise CursorOutOfRange(
+                    f"sequence {sequence} is beyond the session's last event ({head})"
+                )
+            return sequence
+        if start == "from_now":
+            return head
+        return 0  # from_beginning, start_time (filtered while reading), or nothing set
+
+    async def tail(
+        self, request: service_pb2.TailSessionRequest
+    ) -> AsyncIterator[tuple[service_pb2.TailSessionResponse, int]]:
+        """Yields (response, sequence its cursor points at); raises errors with `.metadata`."""
+        if self.closing:
+            raise ShuttingDown("the server is shutting down; tail another server")
+        if self._tails >= self.settings.max_tails:
+            raise TooManyTails(f"this server already serves {self._tails} tails; try another")
+        key = (request.tenant_id, request.session_id)
+        self._tails += 1
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = SessionWatch(key, await self._repository.cached_head(*key))
+            self._watches[key] = watch
+        watch.tails += 1
+        try:
+            sequence = await self._start_sequence(request, watch.head)
+            async for item in self._follow(request, watch, sequence):
+                yield item
+        finally:
+            self._tails -= 1
+            watch.tails -= 1
+            if watch.tails == 0 and self._watches.get(key) is watch:
+                del self._watches[key]
+
+    async def _follow(
+        self, request: service_pb2.TailSessionRequest, watch: SessionWatch, sequence: int
+    ) -> AsyncIterator[tuple[service_pb2.TailSessionResponse, int]]:
+        key = watch.key
+        wanted = {REGISTRY.by_event_type(t).type_string for t in request.event_types}
+        not_before = (
+            convert.timestamp_to_datetime(request.start_time)
+            if request.WhichOneof("start") == "start_time"
+            else None
+        )
+        caught_up = False
+        settings = self.settings
+        while True:
+            if self.closing:
+                raise ShuttingDown("the server is shutting down; resume on another server")
+            if sequence < watch.head:
+                upto = min(watch.head, sequence + settings.max_batch_events)
+                docs = await self._repository.read_session_range(*key, sequence + 1, upto)
+                batch = service_pb2.TailEventBatch()
+                size = 0
+                for doc in docs:
+                    if (not wanted or doc["type"] in wanted) and (
+                        not_before is None or doc["occur_time"] >= not_before
+                    ):
+                        event = convert.from_document(doc)
+                        size += event.ByteSize()
+                        batch.events.append(event)
+                    sequence = doc["sequence"]
+                    if size >= settings.max_batch_bytes:
+                        break
+                if batch.events:
+                    yield (
+                        service_pb2.TailSessionResponse(
+                            events=batch, cursor=self.encode_cursor(key, sequence)
+                        ),
+                        sequence,
+                    )
+                continue
+            if not caught_up:
+                caught_up = True
+                yield (
+                    service_pb2.TailSessionResponse(
+                        caught_up=service_pb2.TailCaughtUp(head_sequence=watch.head),
+                        cursor=self.encode_cursor(key, sequence),
+                    ),
+                    sequence,
+                )
+                continue
+            if not await watch.wait_beyond(sequence, settings.heartbeat_interval_s):
+                if self.closing:
+                    continue
+                heartbeat = service_pb2.TailHeartbeat(head_sequence=watch.head)
+                heartbeat.server_time.GetCurrentTime()
+                yield (
+                    service_pb2.TailSessionResponse(
+                        heartbeat=heartbeat, cursor=self.encode_cursor(key, sequence)
+                    ),
+                    sequence,
+                )
