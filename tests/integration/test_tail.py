@@ -73,6 +73,13 @@ async def fast_client(fast_server: RunningServer) -> AsyncIterator[AuditLogClien
         yield sdk
 
 
+async def read_to_end(stream: object, into: list[int] | None = None) -> None:
+    """Reads a tail until it ends, collecting event sequences; its error propagates."""
+    while (response := await stream.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]
+        if into is not None:
+            into.extend(e.sequence for e in response.events.events)
+
+
 def cursor_trailer(error: grpc.aio.AioRpcError) -> str:
     values = [v for k, v in (error.trailing_metadata() or ()) if k == "auditlog-cursor"]
     assert len(values) == 1, error.trailing_metadata()
@@ -260,11 +267,7 @@ async def test_a_client_that_stops_reading_is_ended_and_resumes_without_loss(
         total += 50
     received: list[int] = []
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        while True:
-            response = await stream.read()
-            if response is grpc.aio.EOF:
-                break
-            received.extend(e.sequence for e in response.events.events)
+        await read_to_end(stream, received)
     assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error_details(failure.value)[0] == "ERROR_REASON_SLOW_CONSUMER"
     assert len(received) < total, "the server stopped before sending everything"
@@ -306,8 +309,7 @@ async def test_shutdown_ends_every_tail_with_unavailable_and_a_cursor(
     await going.stop(grace_s=2.0)
     for stream in streams:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            while (await stream.read()) is not grpc.aio.EOF:
-                pass
+            await read_to_end(stream)
         assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
         assert error_details(failure.value)[0] == "ERROR_REASON_SHUTTING_DOWN"
         assert cursor_trailer(failure.value)
