@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, json_format
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from pymongo.errors import PyMongoError
@@ -212,7 +213,12 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
             try:
                 async for message in request_iterator:
                     path = f"requests[{index}].event"
-                    if not message.HasField("event"):
+                    if isinstance(message, UnparsableRequest):
+                        violations = _unparsable_error(message).violations
+                        violations = [
+                            FieldViolation(f"requests[{index}]", v.description) for v in violations
+                        ]
+                    elif not message.HasField("event"):
                         violations = [FieldViolation(path, "required")]
                     else:
                         violations = validation.validate_event(message.event, path, self._limits)
@@ -385,3 +391,77 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
             raise invalid("malformed")
         last_time = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
         return last_time, last_id
+
+
+@dataclass(frozen=True)
+class UnparsableRequest:
+    """Stands in for a request message that protobuf could not decode."""
+
+    message_type: str
+    error: str
+
+
+def _lenient_parser(message_class: Any) -> Any:
+    """A request deserializer that hands undecodable bytes to the servicer instead of failing.
+
+    gRPC answers a deserializer exception with a bare UNKNOWN; this way the servicer can answer
+    INVALID_ARGUMENT with details, like for any other bad input.
+    """
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return UnparsableRequest(message_class.DESCRIPTOR.full_name, str(exc))
+
+    return parse
+
+
+def _unparsable_error(request: UnparsableRequest) -> InvalidArgument:
+    return InvalidArgument(
+        [FieldViolation("request", f"not a valid {request.message_type}: {request.error}")]
+    )
+
+
+def service_handler(servicer: AuditLogServicer) -> grpc.GenericRpcHandler[Any, Any]:
+    """The AuditLogService method handlers, with lenient request parsing."""
+
+    def unary(method: Any) -> Any:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, UnparsableRequest):
+                await abort(context, _unparsable_error(request))
+            return await method(request, context)
+
+        return handle
+
+    async def tail(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if isinstance(request, UnparsableRequest):
+            await abort(context, _unparsable_error(request))
+        await servicer.TailSession(request, context)
+
+    rpc = service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
+    messages = {m.name: m for m in rpc.methods}
+
+    def types(name: str) -> tuple[Any, Any]:
+        method = messages[name]
+        request = getattr(service_pb2, method.input_type.name)
+        response = getattr(service_pb2, method.output_type.name)
+        return _lenient_parser(request), response.SerializeToString
+
+    handlers = {}
+    for name in ("LogEvent", "LogEvents", "GetEvent", "ListEvents"):
+        parse, serialize = types(name)
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            unary(getattr(servicer, name)),
+            request_deserializer=parse,
+            response_serializer=serialize,
+        )
+    parse, serialize = types("StreamEvents")
+    handlers["StreamEvents"] = grpc.stream_stream_rpc_method_handler(
+        servicer.StreamEvents, request_deserializer=parse, response_serializer=serialize
+    )
+    parse, serialize = types("TailSession")
+    handlers["TailSession"] = grpc.unary_stream_rpc_method_handler(
+        tail, request_deserializer=parse, response_serializer=serialize
+    )
+    return grpc.method_handlers_generic_handler(rpc.full_name, handlers)

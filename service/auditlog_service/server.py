@@ -14,9 +14,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from pymongo import AsyncMongoClient
 
-from auditlog.v1 import service_pb2, service_pb2_grpc
+from auditlog.v1 import service_pb2
 
-from .api import AuditLogServicer
+from .api import AuditLogServicer, service_handler
 from .changefeed import TickReader, TickWriter
 from .config import Settings
 from .convert import Document
@@ -154,7 +154,7 @@ async def start_server(settings: Settings) -> RunningServer:
 
     repository.on_session_advanced = session_advanced
     servicer = AuditLogServicer(repository, writer, settings.limits, signer, hub)
-    service_pb2_grpc.add_AuditLogServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((service_handler(servicer),))
     health_servicer = HealthServicer()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -96,7 +96,9 @@ class EventRepository:
 
     async def _guard(self, operation: Awaitable[Any]) -> Any:
         try:
-            return await operation
+            # Shielded: when an RPC is cancelled mid-query, PyMongo drops the connection without
+            # closing its socket; letting the (short) operation finish keeps the pool intact.
+            return await asyncio.shield(operation)
         except PyMongoError as exc:
             mapped = database_errors(exc)
             if mapped is None:

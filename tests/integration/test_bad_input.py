@@ -707,17 +707,7 @@ def truncated() -> bytes:
     return _varint(service_pb2.LogEventRequest.EVENT_FIELD_NUMBER << 3 | 2) + _varint(50) + b"ab"
 
 
-UNPARSABLE_REASON = (
-    "BUG: a LogEventRequest that protobuf cannot parse gets a bare UNKNOWN ('Unexpected "
-    "DecodeError') without google.rpc.Status, and the server logs an ERROR traceback: grpc.aio "
-    "deserializes the request before AuditLogServicer runs (server.py registers the generated "
-    "handlers), so validation never sees it. Expected INVALID_ARGUMENT with ErrorInfo and a "
-    "BadRequest on 'event'."
-)
-
-
 @pytest.mark.asyncio
-@pytest.mark.xfail(strict=True, reason=UNPARSABLE_REASON)
 @pytest.mark.parametrize(
     "encode", [too_deeply_nested, invalid_utf8_tenant, truncated], ids=lambda f: f.__name__
 )
@@ -735,7 +725,11 @@ async def test_unparsable_request_is_invalid_argument(
         failure.value.code(),
         failure.value.details(),
     )
-    assert rpc_status.from_call(failure.value) is not None  # type: ignore[arg-type]
+    status = rpc_status.from_call(failure.value)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(bad) for detail in status.details)
+    assert [v.field for v in bad.field_violations] == ["request"]
 
 
 @pytest.mark.asyncio
