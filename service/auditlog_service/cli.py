@@ -76,6 +76,27 @@ def _filter_from_args(args: argparse.Namespace) -> service_pb2.EventFilter:
     return filt
 
 
+async def _tail(client: AuditLogClient, args: argparse.Namespace) -> None:
+    types = [REGISTRY.by_type_string(name.upper()).event_type for name in args.type or []]
+    tail = client.tail_session(
+        args.tenant,
+        args.session,
+        cursor=args.cursor or "",
+        from_now=args.from_now,
+        event_types=types,
+        # Keep going across server restarts: a console watching a session should not give up.
+        max_retries=args.max_retries,
+    )
+    announced = False
+    async for event in tail:
+        if tail.caught_up.is_set() and not announced and not args.quiet:
+            print(f"-- live (head {tail.head}) --", file=sys.stderr, flush=True)
+            announced = True
+        print(_as_json(event) if args.output == "jsonl" else _table_row(event), flush=True)
+        if args.count and tail.last_sequence >= args.count:
+            break
+
+
 async def _client_command(args: argparse.Namespace) -> int:
     async with AuditLogClient(args.addr) as client:
         try:
@@ -84,6 +105,8 @@ async def _client_command(args: argparse.Namespace) -> int:
                 print(_as_json(response.event))
             elif args.command == "get":
                 print(_as_json(await client.get_event(args.tenant, args.id)))
+            elif args.command == "tail":
+                await _tail(client, args)
             elif args.command == "list":
                 async for event in client.list_events(
                     args.tenant,
@@ -125,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     get_parser = client_parser("get", "show one event")
     get_parser.add_argument("--tenant", required=True)
     get_parser.add_argument("--id", required=True)
+
+    tail_parser = client_parser("tail", "follow a co-browsing session live, one line per event")
+    tail_parser.add_argument("--tenant", required=True)
+    tail_parser.add_argument("--session", required=True)
+    tail_parser.add_argument("--from-now", action="store_true", help="skip the replay")
+    tail_parser.add_argument("--cursor", help="resume after this cursor")
+    tail_parser.add_argument("--type", action="append", help="seed type string (repeatable)")
+    tail_parser.add_argument("--output", choices=["table", "jsonl"], default="table")
+    tail_parser.add_argument(
+        "--count", type=int, default=0, help="stop after this sequence (0: never)"
+    )
+    tail_parser.add_argument(
+        "--max-retries", type=int, default=1_000_000, help="reconnects in a row before giving up"
+    )
+    tail_parser.add_argument("--quiet", action="store_true", help="no status lines on stderr")
 
     list_parser = client_parser("list", "list events, newest first")
     list_parser.add_argument("--tenant", required=True)

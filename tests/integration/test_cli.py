@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from auditlog_service.server import RunningServer
+from auditlog import AuditLogClient
+from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2
+from auditlog_service.devdb import free_port
+from auditlog_service.server import RunningServer, start_server
+from tests.conftest import settings_for_test
 
 AUDITLOG = str(Path(sys.executable).with_name("auditlog"))
 
@@ -77,3 +81,53 @@ async def test_bad_input_prints_the_field_and_fails(server: RunningServer) -> No
     assert out == ""
     assert "INVALID_ARGUMENT" in err
     assert "event.start_call.call_id: required" in err
+
+
+async def read_lines(stream: asyncio.StreamReader, count: int) -> list[str]:
+    lines = []
+    for _ in range(count):
+        line = await asyncio.wait_for(stream.readline(), 60)
+        assert line, "the tail command ended early"
+        lines.append(line.decode())
+    return lines
+
+
+@pytest.mark.asyncio
+async def test_tail_prints_events_live_and_keeps_going_across_a_server_restart(
+    mongodb_uri: str, database_name: str
+) -> None:
+    port = free_port()
+    settings = settings_for_test(mongodb_uri, database_name, listen=f"127.0.0.1:{port}")
+    first = await start_server(settings)
+    await first.ready()
+    async with AuditLogClient(f"127.0.0.1:{port}") as writer:
+        await writer.log_events([click(n) for n in range(3)])
+    process = await asyncio.create_subprocess_exec(
+        AUDITLOG, "tail", "--addr", f"127.0.0.1:{port}", "--tenant", "acme",
+        "--session", "cob-9", "--output", "jsonl", "--count", "6", "--quiet",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines = await read_lines(process.stdout, 3)
+    await first.stop(grace_s=1.0)
+    second = await start_server(settings)
+    await second.ready()
+    try:
+        async with AuditLogClient(f"127.0.0.1:{port}") as writer:
+            await writer.log_events([click(n) for n in range(3, 6)])
+        lines += await read_lines(process.stdout, 3)
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await second.stop(grace_s=1.0)
+    assert [json.loads(line)["sequence"] for line in lines] == ["1", "2", "3", "4", "5", "6"]
+
+
+def click(number: int) -> audit_event_pb2.AuditEvent:
+    return audit_event_pb2.AuditEvent(
+        tenant_id="acme",
+        cobrowse=audit_event_pb2.CobrowseContext(session_id="cob-9", actor=enums_pb2.ACTOR_AGENT),
+        click=payloads_pb2.ClickAttributes(element=payloads_pb2.Element(id=f"el-{number}")),
+    )
