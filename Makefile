@@ -14,7 +14,7 @@ export PATH := $(ROOT)/.tools/bin:$(PATH)
 
 PY_SOURCES := service tests bench clients/python/examples clients/python/src/auditlog/__init__.py clients/python/src/auditlog/client.py
 
-.PHONY: setup run test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
+.PHONY: setup run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
 
 setup: $(VENV)/.installed node_modules/.installed .tools/bin/ferretdb.stamp .tools/bin/sdk-tools.stamp
 
@@ -67,7 +67,11 @@ typecheck: setup
 pytest: setup
 	$(PY) -m pytest -q
 
-test: lint typecheck proto-lint proto-breaking check-generated pytest
+# The Go, TypeScript and Java SDK tests, against a live server and database of their own.
+sdk-test: setup
+	$(PY) -m auditlog_service.devdb with-server -- tools/test-sdks
+
+test: lint typecheck proto-lint proto-breaking check-generated pytest sdk-test
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +86,67 @@ class FerretDB:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+def wait_for_serving(address: str, timeout_s: float = 60.0) -> None:
+    """Blocks until the gRPC health service at `address` reports SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)  # polling the health service; it has no push for "now serving"
+    raise TimeoutError(f"auditlog at {address} did not become SERVING within {timeout_s}s")
+
+
+def with_server(command: list[str]) -> int:
+    """Runs `command` with AUDITLOG_ADDR pointing at a fresh server (and database) of its own."""
+    with tempfile.TemporaryDirectory(prefix="auditlog-live-") as tmp:
+        db = None
+        uri = os.environ.get("MONGODB_URI")
+        if not uri:
+            db = FerretDB(Path(tmp) / "db", free_port())
+            db.start()
+            uri = db.uri
+        address = f"127.0.0.1:{free_port()}"
+        env = {**os.environ, "MONGODB_URI": uri, "AUDITLOG_ADDR": address}
+        if db is not None:
+            env.setdefault("AUDITLOG_WRITE_CONCERN", "1")
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("auditlog")), "serve", "--listen", address,
+             "--database", f"live_{os.getpid()}"],
+            env={**env, "AUDITLOG_LOG_LEVEL": "WARNING"},
+        )  # fmt: skip
+        try:
+            wait_for_serving(address)
+            return subprocess.call(command, env=env)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            if db is not None:
+                db.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m auditlog_service.devdb run --dir D --port P`: run FerretDB in the foreground."""
+    """`run`: FerretDB in the foreground; `with-server -- CMD`: CMD against a live server."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("action", choices=["run", "command"])
+    parser.add_argument("action", choices=["run", "command", "with-server"])
     parser.add_argument("--dir", default=str(PROJECT_ROOT / ".data" / "dev"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEVDB_PORT", "27017")))
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.action == "with-server":
+        rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+        sys.exit(with_server(rest))
     db = FerretDB(Path(args.dir), args.port)
     if args.action == "command":
         print(" ".join(db.command()))
