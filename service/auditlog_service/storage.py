@@ -366,7 +366,7 @@ class EventRepository:
             for i, doc in enumerate(docs)
         ]
         hints = {pointer["_id"]: pointer["slot"] for pointer in pointers}
-        taken: list[int] = []
+        taken: set[int] = set()
         try:
             await self.keys.insert_many(pointers, ordered=False)
         except BulkWriteError as exc:
@@ -375,7 +375,7 @@ class EventRepository:
             for error in exc.details.get("writeErrors", []):
                 if error.get("code") != DUPLICATE_KEY:
                     raise
-                taken.append(error["index"])
+                taken.add(error["index"])
                 hints.pop(pointers[error["index"]]["_id"], None)  # someone else's hint
         todo = []
         for index, doc in enumerate(docs):
