@@ -55,6 +55,7 @@ class TickWriter:
         self._pending: dict[SessionKey, int] = {}
         self._wake = asyncio.Event()
         self._next = 1
+        self._cleaned_up_to = 1
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -126,10 +127,12 @@ class TickWriter:
                     {"_id": self.process_id, "seen_at": now, "next": self._next},
                     upsert=True,
                 )
-                if self._next > self._keep_ticks:
-                    # Own old ticks only; the collection stays small, so this is cheap everywhere.
+                if self._next - self._cleaned_up_to > 2 * self._keep_ticks:
+                    # Own old ticks only, and only once many have piled up: FerretDB serves this
+                    # by scanning the (small) collection, so an idle process never does it.
+                    self._cleaned_up_to = self._next - self._keep_ticks
                     await self._ticks.delete_many(
-                        {"p": self.process_id, "n": {"$lt": self._next - self._keep_ticks}}
+                        {"p": self.process_id, "n": {"$lt": self._cleaned_up_to}}
                     )
             except PyMongoError as exc:
                 log.warning("tail heartbeat failed: %r", exc)
