@@ -314,3 +314,37 @@ async def test_shutdown_ends_every_tail_with_unavailable_and_a_cursor(
         assert error_details(failure.value)[0] == "ERROR_REASON_SHUTTING_DOWN"
         assert cursor_trailer(failure.value)
     await channel.close()
+
+
+@pytest.mark.asyncio
+async def test_a_tail_on_one_server_sees_writes_through_another_by_ticks_alone(
+    mongodb_uri: str, database_name: str
+) -> None:
+    # The safety probe is pushed out of reach: only the other server's tick stream can wake B.
+    settings = settings_for_test(mongodb_uri, database_name, tail_safety_probe_interval_s=3600.0)
+    server_a, server_b = await start_server(settings), await start_server(settings)
+    try:
+        await server_a.ready()
+        await server_b.ready()
+        async with (
+            AuditLogClient(f"127.0.0.1:{server_a.port}") as writer,
+            AuditLogClient(f"127.0.0.1:{server_b.port}") as reader,
+        ):
+            tail = reader.tail_session(TENANT, SESSION, from_now=True)
+            seen: list[int] = []
+
+            async def follow() -> None:
+                async for event in tail:
+                    seen.append(event.sequence)
+                    if len(seen) == 30:
+                        return
+
+            follower = asyncio.ensure_future(follow())
+            await asyncio.wait_for(tail.caught_up.wait(), 30)
+            for _ in range(3):
+                await log_clicks(writer, 10)
+            await asyncio.wait_for(follower, 60)
+            assert seen == list(range(1, 31))
+    finally:
+        await server_a.stop(grace_s=0.5)
+        await server_b.stop(grace_s=0.5)
