@@ -113,6 +113,47 @@ def check(
         raise InvalidArgument(violations, reason)
 
 
+def list_query(request: service_pb2.ListEventsRequest, limits: Limits) -> tuple[ListQuery, str]:
+    """The repository query of a ListEvents request, and the fingerprint its page tokens carry."""
+    filt = request.filter
+    equals: dict[str, Any] = {}
+    if filt.event_types:
+        names = sorted({REGISTRY.by_event_type(t).type_string for t in filt.event_types})
+        equals["type"] = names[0] if len(names) == 1 else {"$in": names}
+    for field, column in (
+        ("tenant_user_id", "tenant_user_id"),
+        ("customer_id", "customer_id"),
+        ("call_id", "call_id"),
+        ("cobrowse_session_id", "session_id"),
+    ):
+        value = getattr(filt, field)
+        if value:
+            equals[column] = value
+    if filt.actor != enums_pb2.ACTOR_UNSPECIFIED:
+        equals["cobrowse.actor"] = convert.ACTOR_NAMES[filt.actor]
+    page_size = request.page_size or DEFAULT_PAGE_SIZE
+    query = ListQuery(
+        tenant_id=request.tenant_id,
+        newest_first=request.order != enums_pb2.SORT_ORDER_OLDEST_FIRST,
+        limit=min(page_size, limits.max_page_size),
+        start_time=(
+            convert.timestamp_to_datetime(filt.start_time) if filt.HasField("start_time") else None
+        ),
+        end_time=(
+            convert.timestamp_to_datetime(filt.end_time) if filt.HasField("end_time") else None
+        ),
+        equals=equals,
+    )
+    fingerprint = query_fingerprint(
+        [
+            request.tenant_id,
+            json_format.MessageToDict(filt, preserving_proto_field_name=True),
+            query.newest_first,
+        ]
+    )
+    return query, fingerprint
+
+
 class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
     """The AuditLogService RPCs."""
 
@@ -302,47 +343,6 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
         result: service_pb2.GetEventResponse = await self._run(context, body())
         return result
 
-    def _list_query(self, request: service_pb2.ListEventsRequest) -> tuple[ListQuery, str]:
-        filt = request.filter
-        equals: dict[str, Any] = {}
-        if filt.event_types:
-            names = sorted({REGISTRY.by_event_type(t).type_string for t in filt.event_types})
-            equals["type"] = names[0] if len(names) == 1 else {"$in": names}
-        for field, column in (
-            ("tenant_user_id", "tenant_user_id"),
-            ("customer_id", "customer_id"),
-            ("call_id", "call_id"),
-            ("cobrowse_session_id", "session_id"),
-        ):
-            value = getattr(filt, field)
-            if value:
-                equals[column] = value
-        if filt.actor != enums_pb2.ACTOR_UNSPECIFIED:
-            equals["cobrowse.actor"] = convert.ACTOR_NAMES[filt.actor]
-        page_size = request.page_size or DEFAULT_PAGE_SIZE
-        query = ListQuery(
-            tenant_id=request.tenant_id,
-            newest_first=request.order != enums_pb2.SORT_ORDER_OLDEST_FIRST,
-            limit=min(page_size, self._limits.max_page_size),
-            start_time=(
-                convert.timestamp_to_datetime(filt.start_time)
-                if filt.HasField("start_time")
-                else None
-            ),
-            end_time=(
-                convert.timestamp_to_datetime(filt.end_time) if filt.HasField("end_time") else None
-            ),
-            equals=equals,
-        )
-        fingerprint = query_fingerprint(
-            [
-                request.tenant_id,
-                json_format.MessageToDict(filt, preserving_proto_field_name=True),
-                query.newest_first,
-            ]
-        )
-        return query, fingerprint
-
     async def ListEvents(
         self,
         request: service_pb2.ListEventsRequest,
@@ -350,7 +350,7 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
     ) -> service_pb2.ListEventsResponse:
         async def body() -> service_pb2.ListEventsResponse:
             check(validation.validate_list_request(request, self._limits))
-            query, fingerprint = self._list_query(request)
+            query, fingerprint = list_query(request, self._limits)
             if request.page_token:
                 query.after = self._decode_page_token(request.page_token, fingerprint)
             limit = query.limit

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from auditlog.v1 import enums_pb2, service_pb2
-from auditlog_service.api import AuditLogServicer
+from auditlog_service.api import list_query
 from auditlog_service.server import RunningServer
 from auditlog_service.storage import EventRepository
 from tests.conftest import USING_FERRETDB
@@ -52,14 +52,8 @@ def stages(plan: Any) -> set[str]:
 async def test_list_filter_uses_an_index(
     server: RunningServer, name: str, with_token: bool
 ) -> None:
-    servicer: AuditLogServicer = AuditLogServicer(
-        server.repository,
-        server.writer,
-        server.settings.limits,
-        None,  # type: ignore[arg-type]
-    )
     request = service_pb2.ListEventsRequest(tenant_id="acme", filter=FILTERS[name])
-    query, _ = servicer._list_query(request)
+    query, _ = list_query(request, server.settings.limits)
     if with_token:
         query.after = (dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "acme/x")
     filt, sort = EventRepository.find_spec(query)
