@@ -92,3 +92,8 @@ async def db(mongodb_uri: str, database_name: str) -> AsyncIterator[object]:
         yield mongo.get_database(database_name)
     finally:
         await mongo.close()
+
+
+# Event documents only: the events collection also holds the id claims of co-browsing events.
+EVENTS = {"type": {"$exists": True}}
+ID_CLAIMS = {"slot": {"$exists": True}}

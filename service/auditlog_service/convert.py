@@ -216,6 +216,11 @@ def assign_slot(doc: Document, sequence: int) -> None:
     doc["sequence"] = sequence
 
 
+def id_claim(doc: Document) -> Document:
+    """The claim of a co-browsing event's id: taken before its slot, pointing at the slot."""
+    return {"_id": doc["key"], "slot": doc["_id"], "fingerprint": doc["fingerprint"]}
+
+
 def from_document(doc: Document) -> audit_event_pb2.AuditEvent:
     spec: EventTypeSpec = REGISTRY.by_type_string(doc["type"])
     event = audit_event_pb2.AuditEvent(

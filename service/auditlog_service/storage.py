@@ -1,12 +1,14 @@
 """EventRepository: the events in MongoDB, over PyMongo's asyncio API, within the portable subset.
 
-Collections:
-- `events`: one document per event (see convert.py). A general event's `_id` is
-  "<tenant>/<id>"; a co-browsing event's `_id` is its session slot "<tenant>/<session>/<seq>".
-  A unique index on `key` ("<tenant>/<id>") makes every event id unique within its tenant.
-- `event_keys`: for co-browsing events, "<tenant>/<id>" -> slot, written before the slot, so that
-  GetEvent and duplicate detection stay `_id` point lookups (the only lookups FerretDB serves
-  without a scan), and an absent pointer proves that an id was never stored.
+One collection, `events`, holds two kinds of documents:
+- an event (see convert.py): a general event at `_id` "<tenant>/<id>"; a co-browsing event at its
+  session slot "<tenant>/<session>/<zero-padded sequence>";
+- an id claim of a co-browsing event: `_id` "<tenant>/<id>", pointing at its slot.
+So "<tenant>/<id>" is taken exactly once per tenant, whatever the kind: that `_id` makes ids
+unique, makes GetEvent and duplicate detection `_id` point lookups (the only lookups FerretDB
+serves without a scan), and a co-browsing event's claim and slot go in the same ordered insert as
+everything else of its group: one database round trip (one transaction on FerretDB) per group.
+Claims carry no tenant_id, so no query of ListEvents ever matches them.
 """
 
 from __future__ import annotations
@@ -86,9 +88,6 @@ class EventRepository:
         concern = WriteConcern(w=write_concern)
         self._client = client
         self.events: AsyncCollection[Document] = db.get_collection("events", write_concern=concern)
-        self.keys: AsyncCollection[Document] = db.get_collection(
-            "event_keys", write_concern=concern
-        )
         self._heads: OrderedDict[str, int] = OrderedDict()
         self.range_reads = False  # set by detect_backend()
         # Called with (tenant_id, session_id, head) after events were added to a session.
@@ -109,7 +108,9 @@ class EventRepository:
         await self._guard(self._client.admin.command("ping"))
 
     async def ensure_indexes(self) -> None:
-        await self._guard(self.events.create_index("key", unique=True, name="key_unique"))
+        # Not unique: `_id` "<tenant>/<id>" makes ids unique; this serves the rare fallback lookup
+        # of a co-browsing event whose id claim is stale.
+        await self._guard(self.events.create_index("key", name="key"))
         base = [("occur_time", DESCENDING), ("_id", DESCENDING)]
         await self._guard(self.events.create_index([("tenant_id", ASCENDING), *base]))
         for name in FILTER_FIELDS:
@@ -120,20 +121,17 @@ class EventRepository:
     # ---- reads -------------------------------------------------------------------------------
 
     async def find_by_key(self, key: str) -> Document | None:
-        """The event stored under a tenant-scoped id, through `_id` lookups only (normally)."""
+        """The event stored under a tenant-scoped id, through `_id` lookups (normally)."""
         doc: Document | None = await self._guard(self.events.find_one({"_id": key}))
-        if doc is not None:
-            return doc
-        pointer = await self._guard(self.keys.find_one({"_id": key}))
-        if pointer is None:
-            return None  # pointers are written before slots: this id was never stored
-        doc = await self._guard(self.events.find_one({"_id": pointer["slot"]}))
-        if doc is not None and doc["key"] == key:
-            return doc
-        # The pointer's slot hint is stale (a writer died between losing a slot race and
-        # correcting it). Rare; the key index serves it on MongoDB, FerretDB scans.
-        doc = await self._guard(self.events.find_one({"key": key}))
-        return doc
+        if doc is None or "slot" not in doc:
+            return doc  # nothing under this id, or a general event
+        event: Document | None = await self._guard(self.events.find_one({"_id": doc["slot"]}))
+        if event is not None and event.get("key") == key:
+            return event
+        # The claim is stale (its writer died between losing a slot race and correcting it),
+        # or its event is not written yet. Rare; the key index serves it on MongoDB.
+        event = await self._guard(self.events.find_one({"key": key}))
+        return event
 
     @staticmethod
     def find_spec(query: ListQuery) -> tuple[dict[str, Any], list[tuple[str, int]]]:
@@ -256,142 +254,115 @@ class EventRepository:
             return Stored(existing, already_stored=True)
         return IdConflict(doc["tenant_id"], doc["id"])
 
-    async def insert_general(self, docs: list[Document]) -> list[Outcome]:
-        """Insert general events (unordered: one bad event does not stop the others)."""
-        outcomes: list[Outcome] = [Stored(doc) for doc in docs]
-        try:
-            await self.events.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            if exc.details.get("writeConcernErrors"):
-                return [DatabaseUnavailable("write concern not satisfied")] * len(docs)
-            for error in exc.details.get("writeErrors", []):
-                index = error["index"]
-                if error.get("code") == DUPLICATE_KEY:
-                    outcomes[index] = await self._resolve_duplicate(docs[index], None)
-                else:
-                    outcomes[index] = DatabaseUnavailable(f"write error {error.get('code')}")
-        except PyMongoError as exc:
-            mapped = database_errors(exc)
-            if mapped is None:
-                raise
-            return [mapped] * len(docs)
-        return outcomes
+    async def insert_events(self, docs: list[Document]) -> list[Outcome]:
+        """Store a group of events of any kinds, tenants and sessions; one outcome per event.
 
-    async def insert_session_events(
-        self, tenant_id: str, session_id: str, docs: list[Document]
-    ) -> list[Outcome]:
-        """Append co-browsing events to a session at head+1..head+k, in order, without holes.
-
-        The slot `_id` is the sequence allocator: a racing writer's insert fails on it, re-reads
-        the head and retries. The unique `key` index rejects an event id stored before, which is
-        then answered with the stored event (same content) or ALREADY_EXISTS.
+        Co-browsing events take the slots after their session's head, in group order, without
+        holes: the group is one ordered insert, so nothing after a failed document is written.
+        The failed document is then examined: its id was taken (an idempotent retry or a clash),
+        or its slot was taken by another writer (re-read the head, take the next slots). Then the
+        rest is written again. Every outcome comes after the database acknowledged the write.
         """
         try:
-            return await self._insert_session_events(tenant_id, session_id, docs)
+            return await self._insert_events(docs)
         except PyMongoError as exc:
             mapped = database_errors(exc)
             if mapped is None:
                 raise
             return [mapped] * len(docs)
 
-    async def _insert_session_events(
-        self, tenant_id: str, session_id: str, docs: list[Document]
-    ) -> list[Outcome]:
-        name = convert.session_prefix(tenant_id, session_id)
+    async def _insert_events(self, docs: list[Document]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(docs)
-        head = await self.cached_head(tenant_id, session_id)
-        todo, hints = await self._claim_keys(head, docs, outcomes)
+        claimed: set[int] = set()  # co-browsing events whose id claim is in place
+        stale_claims: dict[int, Document] = {}  # claims pointing at a slot the event did not get
+        advanced: dict[tuple[str, str], int] = {}
         races = 0
-        stored: list[Document] = []
-        while todo:
-            for offset, index in enumerate(todo):
-                convert.assign_slot(docs[index], head + 1 + offset)
-            batch = [docs[index] for index in todo]
+        pending = list(range(len(docs)))
+        while pending:
+            heads: dict[tuple[str, str], int] = {}
+            batch: list[tuple[int, str, Document]] = []  # (event index, role, document)
+            for index in pending:
+                doc = docs[index]
+                if "cobrowse" not in doc:
+                    batch.append((index, "event", doc))
+                    continue
+                session = (doc["tenant_id"], doc["cobrowse"]["session_id"])
+                if session not in heads:
+                    heads[session] = await self.cached_head(*session)
+                heads[session] += 1
+                convert.assign_slot(doc, heads[session])
+                if index not in claimed:
+                    batch.append((index, "claim", convert.id_claim(doc)))
+                batch.append((index, "event", doc))
             error: dict[str, Any] | None = None
             try:
-                await self.events.insert_many(batch, ordered=True)
+                await self.events.insert_many([item for _, _, item in batch], ordered=True)
                 inserted = len(batch)
             except BulkWriteError as exc:
                 if exc.details.get("writeConcernErrors"):
                     raise WriteConcernError("write concern not satisfied") from exc
                 inserted = exc.details.get("nInserted", 0)
                 error = exc.details["writeErrors"][0]
-            for index in todo[:inserted]:
-                outcomes[index] = Stored(docs[index])
-                stored.append(docs[index])
-            head += inserted
+            for index, role, item in batch[:inserted]:
+                if role == "claim":
+                    claimed.add(index)
+                    continue
+                outcomes[index] = Stored(item)
+                if "cobrowse" in item:
+                    session = (item["tenant_id"], item["cobrowse"]["session_id"])
+                    advanced[session] = item["sequence"]
+                    self._remember_head(convert.session_prefix(*session), item["sequence"])
             if error is None:
                 break
-            failed = todo[inserted]
+            index, role, item = batch[inserted]
             if error.get("code") != DUPLICATE_KEY:
-                for index in todo[inserted:]:
-                    outcomes[index] = DatabaseUnavailable(f"write error {error.get('code')}")
+                for rest in pending:
+                    if outcomes[rest] is None:
+                        outcomes[rest] = DatabaseUnavailable(f"write error {error.get('code')}")
                 break
-            occupant = await self.read_slot(tenant_id, session_id, head + 1)
-            if occupant is not None and occupant["key"] != docs[failed]["key"]:
-                # Lost the slot to another writer: find the new head and go on from there.
-                races += 1
-                if races > MAX_SLOT_RACES:
-                    for index in todo[inserted:]:
-                        outcomes[index] = SequenceContention(
-                            "too many concurrent writers on this session; retry"
-                        )
-                    break
-                head = await self.session_head(tenant_id, session_id, head + 1)
-                todo = todo[inserted:]
-            else:
-                outcomes[failed] = await self._resolve_duplicate(docs[failed], occupant)
-                todo = todo[inserted + 1 :]
-        self._remember_head(name, head)
-        await self._correct_pointers([doc for doc in stored if hints.get(doc["key"]) != doc["_id"]])
-        if stored and self.on_session_advanced is not None:
-            self.on_session_advanced(tenant_id, session_id, head)
-        return [o if o is not None else DatabaseUnavailable("not written") for o in outcomes]
-
-    async def _claim_keys(
-        self, head: int, docs: list[Document], outcomes: list[Outcome | None]
-    ) -> tuple[list[int], dict[str, str]]:
-        """Write the id pointers (with the intended slot as a hint) before any slot.
-
-        Returns the indexes still to be written, and the slot hint written for each key; ids
-        already stored get their outcome here.
-        """
-        pointers = [
-            {
-                "_id": doc["key"],
-                "slot": convert.slot_id(
-                    doc["tenant_id"], doc["cobrowse"]["session_id"], head + 1 + i
-                ),
-            }
-            for i, doc in enumerate(docs)
-        ]
-        hints = {pointer["_id"]: pointer["slot"] for pointer in pointers}
-        taken: set[int] = set()
-        try:
-            await self.keys.insert_many(pointers, ordered=False)
-        except BulkWriteError as exc:
-            if exc.details.get("writeConcernErrors"):
-                raise WriteConcernError("write concern not satisfied") from exc
-            for error in exc.details.get("writeErrors", []):
-                if error.get("code") != DUPLICATE_KEY:
-                    raise
-                taken.add(error["index"])
-                hints.pop(pointers[error["index"]]["_id"], None)  # someone else's hint
-        todo = []
-        for index, doc in enumerate(docs):
-            if index in taken:
+            doc = docs[index]
+            if role == "claim" or "cobrowse" not in doc:
+                # The id is taken: by this very event (a retry) or by another one (a clash).
                 existing = await self.find_by_key(doc["key"])
                 if existing is not None:
                     outcomes[index] = await self._resolve_duplicate(doc, existing)
-                    continue
-                # A pointer without its event: an earlier attempt died before its slot write.
-            todo.append(index)
-        return todo, hints
+                elif role == "claim":
+                    # A claim whose event was never written (its writer died in between):
+                    # write the event now and point the claim at where it lands.
+                    claimed.add(index)
+                    stale_claims[index] = doc
+                else:
+                    outcomes[index] = DatabaseUnavailable("duplicate id without a stored event")
+            else:
+                occupant = await self.events.find_one({"_id": doc["_id"]})
+                if occupant is not None and occupant.get("key") == doc["key"]:
+                    outcomes[index] = await self._resolve_duplicate(doc, occupant)
+                else:
+                    # Another writer took the slot: re-read the head; the claim now points at
+                    # the wrong slot until it is corrected below.
+                    races += 1
+                    stale_claims[index] = doc
+                    session = (doc["tenant_id"], doc["cobrowse"]["session_id"])
+                    head = await self.session_head(*session, known=doc["sequence"])
+                    self._remember_head(convert.session_prefix(*session), head)
+                    if races > MAX_SLOT_RACES:
+                        for rest in pending:
+                            if outcomes[rest] is None:
+                                outcomes[rest] = SequenceContention(
+                                    "too many concurrent writers on this session; retry"
+                                )
+                        break
+            pending = [i for i in pending if outcomes[i] is None]
+        await self._correct_claims(
+            [docs[i] for i in stale_claims if isinstance(outcomes[i], Stored)]
+        )
+        if self.on_session_advanced is not None:
+            for (tenant_id, session_id), head in advanced.items():
+                self.on_session_advanced(tenant_id, session_id, head)
+        return [o if o is not None else DatabaseUnavailable("not written") for o in outcomes]
 
-    async def _correct_pointers(self, stored: list[Document]) -> None:
-        """Point ids at the slots they finally got, where a lost race moved them off the hint."""
-        updates = []
-        for doc in stored:
-            updates.append(UpdateOne({"_id": doc["key"]}, {"$set": {"slot": doc["_id"]}}))
+    async def _correct_claims(self, stored: list[Document]) -> None:
+        """Point id claims at the slots their events finally got (after a lost slot race)."""
+        updates = [UpdateOne({"_id": doc["key"]}, {"$set": {"slot": doc["_id"]}}) for doc in stored]
         if updates:
-            await self.keys.bulk_write(updates, ordered=False)
+            await self.events.bulk_write(updates, ordered=False)

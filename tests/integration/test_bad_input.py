@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.server import RunningServer
 from auditlog_service.validation import Limits
+from tests.conftest import EVENTS, ID_CLAIMS
 from tests.event_samples import valid_event_of_each_type
 
 TENANT = "acme"
@@ -517,8 +518,8 @@ def assert_invalid_argument(error: grpc.aio.AioRpcError, field: str, reason: str
 
 
 async def assert_nothing_stored(db: Any) -> None:
-    assert await db.events.count_documents({}) == 0
-    assert await db.event_keys.count_documents({}) == 0
+    assert await db.events.count_documents(EVENTS) == 0
+    assert await db.events.count_documents(ID_CLAIMS) == 0
 
 
 def test_the_table_is_large_and_distinct() -> None:
@@ -595,9 +596,9 @@ async def test_stream_answers_a_bad_event_with_its_error_and_goes_on(stub: Stub,
     assert (third.request_index, third.WhichOneof("result")) == (2, "ack")
     assert third.ack.id == samples["start_call"].id
 
-    assert await db.events.count_documents({}) == 2
+    assert await db.events.count_documents(EVENTS) == 2
     assert await db.events.count_documents({"id": bad.id}) == 0
-    assert await db.event_keys.count_documents({"_id": f"{TENANT}/{bad.id}"}) == 0
+    assert await db.events.count_documents({"_id": f"{TENANT}/{bad.id}"}) == 0
 
 
 @pytest.mark.asyncio
@@ -628,10 +629,10 @@ async def test_stream_of_every_bad_event_between_good_ones(stub: Stub, db: Any) 
             assert response.WhichOneof("result") == "error", index
             assert response.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
             assert [v.field for v in response.error.field_violations] == [expected[index]]
-    assert await db.events.count_documents({}) == len(good_ids)
+    assert await db.events.count_documents(EVENTS) == len(good_ids)
     stored_ids = {doc["id"] async for doc in db.events.find({}, {"id": 1})}
     assert stored_ids == set(good_ids.values())
-    assert await db.event_keys.count_documents({}) == 0  # only co-browsing events have pointers
+    assert await db.events.count_documents(ID_CLAIMS) == 0  # only co-browsing events have claims
 
 
 @pytest.mark.asyncio
@@ -661,7 +662,7 @@ async def test_page_token_used_for_another_request_is_invalid(
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await stub.ListEvents(request, timeout=TIMEOUT_S)
     assert_invalid_argument(failure.value, "page_token", BAD_TOKEN)
-    assert await db.events.count_documents({}) == 3
+    assert await db.events.count_documents(EVENTS) == 3
 
 
 def _varint(value: int) -> bytes:

@@ -9,6 +9,7 @@ import pytest
 
 from auditlog import AuditLogClient, AuditLogError
 from auditlog.v1 import audit_event_pb2
+from tests.conftest import EVENTS
 from tests.event_samples import valid_event_of_each_type
 
 TENANT = "acme"
@@ -43,7 +44,7 @@ async def test_batch_of_1000_with_3_bad_events_stores_997(client: AuditLogClient
         else:
             assert result.WhichOneof("result") == "event", index
             assert result.event.id == events[index].id
-    assert await db.events.count_documents({}) == 997
+    assert await db.events.count_documents(EVENTS) == 997
     for index in bad:
         assert await db.events.count_documents({"id": events[index].id}) == 0
 
@@ -68,7 +69,7 @@ async def test_oversize_batch_is_rejected_whole(client: AuditLogClient, db: Any)
     assert failure.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert failure.value.reason == "ERROR_REASON_BATCH_TOO_LARGE"
     assert [f for f, _ in failure.value.field_violations] == ["events"]
-    assert await db.events.count_documents({}) == 0
+    assert await db.events.count_documents(EVENTS) == 0
 
 
 @pytest.mark.asyncio
@@ -78,4 +79,4 @@ async def test_retried_batch_reports_already_stored(client: AuditLogClient, db: 
     second = await client.log_events(events)
     assert [r.already_stored for r in second.results] == [True] * 42
     assert [r.event for r in second.results] == [r.event for r in first.results]
-    assert await db.events.count_documents({}) == 42
+    assert await db.events.count_documents(EVENTS) == 42
