@@ -45,7 +45,10 @@ class FerretDB:
             f"--state-dir={self.data_dir / 'state'}",
             f"--listen-addr=127.0.0.1:{self.port}",
             "--handler=sqlite",
-            f"--sqlite-url=file:{self.data_dir / 'sqlite'}/",
+            # WAL without an fsync per commit (SQLite's synchronous=NORMAL): a commit survives a
+            # crash of FerretDB, not of the machine. Fine for a dev/CI database, and it halves
+            # the cost of a write (1.2 -> 0.5 ms per insert here); production runs MongoDB.
+            f"--sqlite-url=file:{self.data_dir / 'sqlite'}/?_pragma=synchronous(normal)",
             "--log-level=warn",
         ]
 
