@@ -87,8 +87,8 @@ async def _watch_database(
         try:
             await repository.ping()
             if not indexed:
-                await repository.ensure_indexes()
                 await repository.detect_backend()
+                await repository.ensure_indexes()
                 indexed = True
             ok = True
         except AuditLogError as exc:
