@@ -37,7 +37,36 @@ def tick_id(process_id: str, number: int) -> str:
     return f"{process_id}/{number:0{TICK_DIGITS}d}"
 
 
-class TickWriter:
+class _StoppableLoops:
+    """Background loops that stop between database calls, never in the middle of one.
+
+    A query cancelled mid-flight makes PyMongo drop its connection without closing the socket,
+    so close() asks the loops to stop, and cancels only what does not stop within a bound.
+    """
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleeps, or returns early when asked to stop; True means stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()
+
+    async def _stop_loops(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(self._tasks, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class TickWriter(_StoppableLoops):
     """Appends this process's session advances to its tick stream, merging those that queue up."""
 
     def __init__(
@@ -47,6 +76,7 @@ class TickWriter:
         heartbeat_s: float = 5.0,
         keep_ticks: int = 10_000,
     ) -> None:
+        super().__init__()
         self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._ticks = db.get_collection("session_ticks")
         self._processes = db.get_collection("tail_processes")
@@ -56,7 +86,6 @@ class TickWriter:
         self._wake = asyncio.Event()
         self._next = 1
         self._cleaned_up_to = 1
-        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self._tasks = [
@@ -65,11 +94,8 @@ class TickWriter:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._wake.set()
+        await self._stop_loops()
         with contextlib.suppress(PyMongoError):
             await self._processes.delete_one({"_id": self.process_id})
 
@@ -81,7 +107,7 @@ class TickWriter:
 
     async def _write_loop(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stop.is_set():
             await self._wake.wait()
             self._wake.clear()
             heads, self._pending = self._pending, {}
@@ -110,7 +136,8 @@ class TickWriter:
                     doc["n"] = self._next
                 except (ConnectionFailure, ExecutionTimeout, WriteConcernError) as exc:
                     log.warning("tick write failed, retrying: %r", exc)
-                    await asyncio.sleep(backoff)
+                    if await self._pause(backoff):
+                        return
                     backoff = min(backoff * 2, 2.0)
                 except PyMongoError as exc:
                     # Not transient: drop this wake-up; the tails' safety probe still finds the
@@ -119,7 +146,7 @@ class TickWriter:
                     break
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 now = dt.datetime.now(dt.UTC)
                 await self._processes.replace_one(
@@ -136,10 +163,10 @@ class TickWriter:
                     )
             except PyMongoError as exc:
                 log.warning("tail heartbeat failed: %r", exc)
-            await asyncio.sleep(self._heartbeat_s)
+            await self._pause(self._heartbeat_s)
 
 
-class TickReader:
+class TickReader(_StoppableLoops):
     """Follows every live process's tick stream and reports each advance to `deliver`."""
 
     def __init__(
@@ -152,6 +179,7 @@ class TickReader:
         refresh_s: float = 2.0,
         stale_after_s: float = 30.0,
     ) -> None:
+        super().__init__()
         self._ticks = db.get_collection("session_ticks")
         self._processes = db.get_collection("tail_processes")
         self._deliver = deliver
@@ -160,16 +188,12 @@ class TickReader:
         self._refresh_s = refresh_s
         self._stale_after_s = stale_after_s
         self._positions: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self._tasks = [asyncio.create_task(self._loop())]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._stop_loops()
 
     async def _refresh_processes(self) -> None:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self._stale_after_s)
@@ -203,7 +227,7 @@ class TickReader:
         interval = self._min_interval_s
         loop = asyncio.get_running_loop()
         refreshed_at = -1e9
-        while True:
+        while not self._stop.is_set():
             try:
                 if loop.time() - refreshed_at > self._refresh_s:
                     await self._refresh_processes()
@@ -214,4 +238,4 @@ class TickReader:
                 found = False
             # Adaptive: quick after activity, backing off to max_interval_s while idle.
             interval = self._min_interval_s if found else min(interval * 1.5, self._max_interval_s)
-            await asyncio.sleep(interval)
+            await self._pause(interval)
