@@ -331,6 +331,10 @@ class EventRepository:
             doc = docs[index]
             if role == "claim" or "cobrowse" not in doc:
                 # The id is taken: by this very event (a retry) or by another one (a clash).
+                # Where one event of a group is a retry, usually all are (a client replaying a
+                # batch): look up every remaining id at once, so a replayed group costs a few
+                # round trips, not one per event.
+                await self._resolve_known_ids(docs, pending, claimed, outcomes, skip=index)
                 existing = await self.find_by_key(doc["key"])
                 if existing is not None:
                     outcomes[index] = await self._resolve_duplicate(doc, existing)
@@ -368,6 +372,21 @@ class EventRepository:
             for (tenant_id, session_id), head in advanced.items():
                 self.on_session_advanced(tenant_id, session_id, head)
         return [o if o is not None else DatabaseUnavailable("not written") for o in outcomes]
+
+    async def _resolve_known_ids(
+        self,
+        docs: list[Document],
+        pending: list[int],
+        claimed: set[int],
+        outcomes: list[Outcome | None],
+        skip: int,
+    ) -> None:
+        """Answers every not-yet-written event of the group whose id is already stored."""
+        candidates = [i for i in pending if outcomes[i] is None and i not in claimed and i != skip]
+        found = await asyncio.gather(*(self.find_by_key(docs[i]["key"]) for i in candidates))
+        for index, existing in zip(candidates, found, strict=True):
+            if existing is not None:
+                outcomes[index] = await self._resolve_duplicate(docs[index], existing)
 
     async def _correct_claims(self, stored: list[Document]) -> None:
         """Point id claims at the slots their events finally got (after a lost slot race)."""

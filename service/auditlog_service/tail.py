@@ -172,8 +172,11 @@ class TailHub:
         self._tails += 1
         watch = self._watches.get(key)
         if watch is None:
-            watch = SessionWatch(key, await self._repository.cached_head(*key))
-            self._watches[key] = watch
+            head = await self._repository.cached_head(*key)
+            # Another tail of this session may have created the watch during the await: share
+            # it, or this tail would wait on a watch that nothing ever advances.
+            watch = self._watches.setdefault(key, SessionWatch(key, head))
+            watch.advance(head)
         watch.tails += 1
         try:
             sequence = await self._start_sequence(request, watch.head)
