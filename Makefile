@@ -12,7 +12,7 @@ export GOCACHE := $(ROOT)/.tools/gocache
 export GOFLAGS := -modcacherw
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-PY_SOURCES := service tests bench clients/python/examples clients/python/src/auditlog/__init__.py clients/python/src/auditlog/client.py
+PY_SOURCES := service tests bench clients/python/examples $(filter-out clients/python/src/auditlog/v1,$(wildcard clients/python/src/auditlog/*.py))
 
 .PHONY: setup run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
 

@@ -37,6 +37,8 @@ from .convert import Document
 from .errors import AuditLogError, DatabaseUnavailable, IdConflict, SequenceContention
 
 DUPLICATE_KEY = 11000
+# FerretDB v1 keeps ordered-insert semantics only within a chunk of this many documents.
+FERRETDB_ORDERED_CHUNK = 100
 # Sequence allocation gives up after this many lost races in one call (then ABORTED: retry).
 MAX_SLOT_RACES = 64
 # Heads remembered per process; an evicted session is re-probed (O(log n) lookups) when it returns.
@@ -302,15 +304,7 @@ class EventRepository:
                 if index not in claimed:
                     batch.append((index, "claim", convert.id_claim(doc)))
                 batch.append((index, "event", doc))
-            error: dict[str, Any] | None = None
-            try:
-                await self.events.insert_many([item for _, _, item in batch], ordered=True)
-                inserted = len(batch)
-            except BulkWriteError as exc:
-                if exc.details.get("writeConcernErrors"):
-                    raise WriteConcernError("write concern not satisfied") from exc
-                inserted = exc.details.get("nInserted", 0)
-                error = exc.details["writeErrors"][0]
+            inserted, error = await self._insert_ordered([item for _, _, item in batch])
             for index, role, item in batch[:inserted]:
                 if role == "claim":
                     claimed.add(index)
@@ -372,6 +366,25 @@ class EventRepository:
             for (tenant_id, session_id), head in advanced.items():
                 self.on_session_advanced(tenant_id, session_id, head)
         return [o if o is not None else DatabaseUnavailable("not written") for o in outcomes]
+
+    async def _insert_ordered(self, items: list[Document]) -> tuple[int, dict[str, Any] | None]:
+        """Inserts in order, stopping at the first failure: (how many were inserted, the error).
+
+        FerretDB v1 runs an ordered insert in chunks of 100 documents and, after a failure in
+        one chunk, still inserts the later chunks, which would leave holes in a session. So on
+        FerretDB we send chunks of at most 100 ourselves and stop at the first failure.
+        """
+        chunk = len(items) if self.range_reads else FERRETDB_ORDERED_CHUNK
+        for start in range(0, len(items), max(chunk, 1)):
+            try:
+                await self.events.insert_many(items[start : start + chunk], ordered=True)
+            except BulkWriteError as exc:
+                if exc.details.get("writeConcernErrors"):
+                    raise WriteConcernError("write concern not satisfied") from exc
+                error: dict[str, Any] = exc.details["writeErrors"][0]
+                # The failed document's index, not nInserted: everything before it is written.
+                return start + error["index"], error
+        return len(items), None
 
     async def _resolve_known_ids(
         self,

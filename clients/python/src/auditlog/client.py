@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -21,7 +21,29 @@ from auditlog.v1 import (
     service_pb2_grpc,
 )
 
+from .events import (
+    ActorValue,
+    EventTypeValue,
+    TimeLike,
+    cobrowse_event,
+    event_filter,
+    general_event,
+)
+from .ids import new_event_id
+
+__all__ = [
+    "CURSOR_TRAILER",
+    "AuditLogClient",
+    "AuditLogError",
+    "SessionTail",
+    "TokenSource",
+    "event_type_info",
+    "new_event_id",
+]
+
 AuditEvent = audit_event_pb2.AuditEvent
+TokenSource = str | Callable[[], str]
+"""A bearer token, or a function returning the current one (called for every RPC)."""
 
 # Retries of UNAVAILABLE are safe for every method: writes carry a client-chosen id.
 _SERVICE_CONFIG = json.dumps(
@@ -43,18 +65,29 @@ _SERVICE_CONFIG = json.dumps(
 
 
 def event_type_info(event_type: int) -> options_pb2.EventTypeInfo:
-    """The seed type string, display name and category of an EventType value."""
+    """The seed type string, display name and category of an EventType value.
+
+    >>> event_type_info(enums_pb2.EVENT_TYPE_START_CALL).display_name
+    '[Call] Start'
+    """
     value = enums_pb2.EventType.DESCRIPTOR.values_by_number[event_type]
     return value.GetOptions().Extensions[options_pb2.event_type_info]
 
 
-def new_event_id() -> str:
-    """A fresh idempotency key; a retry of the same event must reuse it."""
-    return str(uuid.uuid4())
-
-
 class AuditLogError(Exception):
-    """An RPC failure with the service's stable reason and the offending fields, if any."""
+    """An RPC failure with the service's stable reason and the offending fields, if any.
+
+    `code` is the grpc.StatusCode, `reason` the ErrorReason name from the status's ErrorInfo
+    (e.g. "ERROR_REASON_DATABASE_UNAVAILABLE"; empty when the failure did not come from the
+    service, e.g. a connection refused), `field_violations` (field path, why) pairs from its
+    BadRequest, `metadata` the ErrorInfo's metadata.
+
+    >>> try:
+    ...     await client.get_event("acme", "no-such-id")
+    ... except AuditLogError as error:
+    ...     print(error.code, error.reason)
+    StatusCode.NOT_FOUND ERROR_REASON_EVENT_NOT_FOUND
+    """
 
     def __init__(self, error: grpc.aio.AioRpcError) -> None:
         self.code = error.code()
@@ -74,11 +107,123 @@ class AuditLogError(Exception):
         super().__init__(f"{self.code.name}: {self.message}")
 
 
+def _token_value(token: TokenSource) -> str:
+    return token() if callable(token) else token
+
+
+class _BearerCallCredentials(grpc.AuthMetadataPlugin):
+    """Adds "authorization: Bearer <token>" to every call of a TLS channel."""
+
+    def __init__(self, token: TokenSource) -> None:
+        self._token = token
+
+    def __call__(
+        self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback
+    ) -> None:
+        try:
+            value = _token_value(self._token)
+        except Exception as exc:  # the call fails with this error instead of hanging
+            callback((), exc)
+            return
+        callback((("authorization", f"Bearer {value}"),), None)
+
+
+if TYPE_CHECKING:  # generic only in grpc-stubs, not at run time
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor[Any, Any]
+    _StreamStream = grpc.aio.StreamStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
+    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor
+    _StreamStream = grpc.aio.StreamStreamClientInterceptor
+
+
+class _BearerMetadata:
+    """Adds the bearer token as plain call metadata, for insecure (dev) channels only.
+
+    gRPC refuses call credentials on a channel without TLS, so they cannot be used there.
+    """
+
+    def __init__(self, token: TokenSource) -> None:
+        self._token = token
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata["authorization"] = f"Bearer {_token_value(self._token)}"
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+
+# One class per kind of call: grpc.aio files each interceptor under the first kind it is.
+class _BearerUnaryUnary(_BearerMetadata, _UnaryUnary):
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+class _BearerUnaryStream(_BearerMetadata, _UnaryStream):
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+class _BearerStreamUnary(_BearerMetadata, _StreamUnary):
+    async def intercept_stream_unary(
+        self,
+        continuation: Any,
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+class _BearerStreamStream(_BearerMetadata, _StreamStream):
+    async def intercept_stream_stream(
+        self,
+        continuation: Any,
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+def _bearer_interceptors(token: TokenSource) -> list[_BearerMetadata]:
+    return [
+        _BearerUnaryUnary(token),
+        _BearerUnaryStream(token),
+        _BearerStreamUnary(token),
+        _BearerStreamStream(token),
+    ]
+
+
 class AuditLogClient:
     """Async client of AuditLogService.
 
+    Every method raises AuditLogError when the call fails. Each call has a deadline
+    (`timeout_s`, or the call's own `timeout_s`), and UNAVAILABLE is retried by gRPC
+    itself (service config: 5 attempts, exponential backoff), which is safe because every event
+    carries a client-generated UUIDv7 id that the service deduplicates on.
+
     >>> async with AuditLogClient("127.0.0.1:50051") as client:
-    ...     stored = await client.log_event(event)
+    ...     stored = await client.log_general(
+    ...         "acme", "agent-7", StartCallAttributes(call_id="call-1", customer_id="c-42"))
+    ...     async for event in client.list_events("acme", event_types=["START_CALL"]):
+    ...         print(event.id)
+
+    Security: `credentials` (e.g. ``grpc.ssl_channel_credentials(root_pem)``) makes a TLS
+    channel; `token` adds ``authorization: Bearer <token>`` to every call, as call credentials
+    over TLS or, on an insecure channel (local development), as plain metadata. `token` may be a
+    function returning the current token; it is called for every call (from a gRPC thread when
+    TLS is on), so make it cheap.
     """
 
     def __init__(
@@ -86,16 +231,31 @@ class AuditLogClient:
         target: str,
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        token: TokenSource | None = None,
         timeout_s: float = 10.0,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, options=options)
-            if credentials is not None
-            else grpc.aio.insecure_channel(target, options=options)
-        )
+        channel_options = [
+            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            *options,
+        ]
+        if credentials is not None:
+            if token is not None:
+                credentials = grpc.composite_channel_credentials(
+                    credentials, grpc.metadata_call_credentials(_BearerCallCredentials(token))
+                )
+            self._channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
+        else:
+            interceptors = _bearer_interceptors(token) if token is not None else None
+            self._channel = grpc.aio.insecure_channel(
+                target,
+                options=channel_options,
+                # grpc-stubs types interceptors as an opaque placeholder that asks for a cast.
+                interceptors=cast(Any, interceptors),
+            )
         self.stub = service_pb2_grpc.AuditLogServiceStub(self._channel)
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
 
     async def __aenter__(self) -> AuditLogClient:
         return self
@@ -109,53 +269,204 @@ class AuditLogClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the channel; calls still running are cancelled."""
         await self._channel.close(None)
 
-    async def log_event(self, event: AuditEvent) -> service_pb2.LogEventResponse:
-        """Store one event (an id is filled in when empty, so retries are idempotent)."""
+    def _timeout(self, timeout_s: float | None) -> float:
+        return self.timeout_s if timeout_s is None else timeout_s
+
+    # ---- logging -----------------------------------------------------------------------------
+
+    async def log_event(
+        self, event: AuditEvent, *, timeout_s: float | None = None
+    ) -> service_pb2.LogEventResponse:
+        """Store one event; returns it as stored (id, event_type, receive_time, sequence).
+
+        An empty `event.id` is filled in (in `event` itself) with a new UUIDv7, so that sending
+        the same message object again is an idempotent retry (`already_stored` is then true).
+
+        >>> response = await client.log_event(AuditEvent(
+        ...     tenant_id="acme", tenant_user_id="agent-7", logged_in=LoggedInAttributes()))
+        >>> response.event.event_type == EVENT_TYPE_LOGGED_IN
+        True
+        """
         if not event.id:
             event.id = new_event_id()
         try:
             response: service_pb2.LogEventResponse = await self.stub.LogEvent(
-                service_pb2.LogEventRequest(event=event), timeout=self._timeout_s
+                service_pb2.LogEventRequest(event=event), timeout=self._timeout(timeout_s)
             )
         except grpc.aio.AioRpcError as error:
             raise AuditLogError(error) from error
         return response
 
-    async def log_events(self, events: Sequence[AuditEvent]) -> service_pb2.LogEventsResponse:
-        """Store a batch; one result per event."""
+    async def log_events(
+        self, events: Sequence[AuditEvent], *, timeout_s: float | None = None
+    ) -> service_pb2.LogEventsResponse:
+        """Store a batch (at most the server's limit, 1,000 by default); one result per event.
+
+        Empty ids are filled in as in log_event. A bad event does not sink the batch: its result
+        carries the error (``result.WhichOneof("result") == "error"``) and the others are stored.
+        For many events from a busy service, BatchingLogger does the batching and retrying.
+        """
         for event in events:
             if not event.id:
                 event.id = new_event_id()
         try:
             response: service_pb2.LogEventsResponse = await self.stub.LogEvents(
-                service_pb2.LogEventsRequest(events=events), timeout=self._timeout_s
+                service_pb2.LogEventsRequest(events=events), timeout=self._timeout(timeout_s)
             )
         except grpc.aio.AioRpcError as error:
             raise AuditLogError(error) from error
         return response
 
-    async def get_event(self, tenant_id: str, event_id: str) -> AuditEvent:
+    async def log_general(
+        self,
+        tenant_id: str,
+        tenant_user_id: str,
+        payload_message: Message,
+        *,
+        occur_time: TimeLike | None = None,
+        id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> AuditEvent:
+        """Log a general platform event; the payload's type says which one. Returns it as stored.
+
+        >>> stored = await client.log_general(
+        ...     "acme", "agent-7", StartCallAttributes(call_id="call-1", customer_id="c-42"))
+        >>> stored.event_type == EVENT_TYPE_START_CALL
+        True
+
+        `occur_time` (an aware datetime or a Timestamp) defaults to the time the server receives
+        the event; `id` to a new UUIDv7. A co-browsing payload raises TypeError.
+        """
+        event = general_event(
+            tenant_id, tenant_user_id, payload_message, occur_time=occur_time, id=id
+        )
+        return (await self.log_event(event, timeout_s=timeout_s)).event
+
+    async def log_cobrowse(
+        self,
+        tenant_id: str,
+        session_id: str,
+        actor: ActorValue | str,
+        payload_message: Message,
+        *,
+        tenant_user_id: str = "",
+        occur_time: TimeLike | None = None,
+        id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> AuditEvent:
+        """Log a co-browsing event of a session; returns it as stored, with its `sequence`.
+
+        `actor` is "agent" or "customer" (or an Actor value); `tenant_user_id` is the agent's,
+        when known. A general payload raises TypeError.
+
+        >>> stored = await client.log_cobrowse(
+        ...     "acme", "cob-1", "customer", ClickAttributes(element=Element(id="buy")))
+        >>> stored.sequence
+        1
+        """
+        event = cobrowse_event(
+            tenant_id,
+            session_id,
+            actor,
+            payload_message,
+            tenant_user_id=tenant_user_id,
+            occur_time=occur_time,
+            id=id,
+        )
+        return (await self.log_event(event, timeout_s=timeout_s)).event
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    async def get_event(
+        self, tenant_id: str, event_id: str, *, timeout_s: float | None = None
+    ) -> AuditEvent:
+        """One event of a tenant by id (NOT_FOUND: AuditLogError with code NOT_FOUND)."""
         try:
             response: service_pb2.GetEventResponse = await self.stub.GetEvent(
                 service_pb2.GetEventRequest(tenant_id=tenant_id, id=event_id),
-                timeout=self._timeout_s,
+                timeout=self._timeout(timeout_s),
             )
         except grpc.aio.AioRpcError as error:
             raise AuditLogError(error) from error
         return response.event
 
     async def list_page(
-        self, request: service_pb2.ListEventsRequest
+        self, request: service_pb2.ListEventsRequest, *, timeout_s: float | None = None
     ) -> service_pb2.ListEventsResponse:
+        """One ListEvents page, for callers that keep the page token themselves."""
         try:
             response: service_pb2.ListEventsResponse = await self.stub.ListEvents(
-                request, timeout=self._timeout_s
+                request, timeout=self._timeout(timeout_s)
             )
         except grpc.aio.AioRpcError as error:
             raise AuditLogError(error) from error
         return response
+
+    async def list_events(
+        self,
+        tenant_id: str,
+        *,
+        filter: service_pb2.EventFilter | None = None,
+        event_types: Iterable[EventTypeValue | str] = (),
+        tenant_user_id: str = "",
+        customer_id: str = "",
+        call_id: str = "",
+        cobrowse_session_id: str = "",
+        actor: ActorValue | str | None = None,
+        start_time: TimeLike | None = None,
+        end_time: TimeLike | None = None,
+        oldest_first: bool = False,
+        page_size: int = 200,
+        limit: int | None = None,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[AuditEvent]:
+        """Every matching event, page after page (at most `limit`), newest first by default.
+
+        Filters are keywords: `event_types` (EventType values or seed strings like "CLICK"),
+        `tenant_user_id`, `customer_id`, `call_id`, `cobrowse_session_id`, `actor` ("agent",
+        "customer"), and `start_time` (inclusive) / `end_time` (exclusive) as aware datetimes.
+        Every given filter must match; an event of any of the `event_types` matches. They add to
+        `filter` (an EventFilter) when both are given; `timeout_s` applies to each page.
+
+        >>> async for event in client.list_events(
+        ...     "acme", event_types=["START_CALL", "CONFERENCE_AGENT"], customer_id="c-42",
+        ...     start_time=datetime(2026, 3, 1, tzinfo=UTC), limit=100):
+        ...     print(event.id)
+        """
+        request = service_pb2.ListEventsRequest(
+            tenant_id=tenant_id,
+            filter=event_filter(
+                filter,
+                event_types=event_types,
+                tenant_user_id=tenant_user_id,
+                customer_id=customer_id,
+                call_id=call_id,
+                cobrowse_session_id=cobrowse_session_id,
+                actor=actor,
+                start_time=start_time,
+                end_time=end_time,
+            ),
+            page_size=page_size if limit is None else max(1, min(page_size, limit)),
+            order=(
+                enums_pb2.SORT_ORDER_OLDEST_FIRST
+                if oldest_first
+                else enums_pb2.SORT_ORDER_NEWEST_FIRST
+            ),
+        )
+        yielded = 0
+        while True:
+            page = await self.list_page(request, timeout_s=timeout_s)
+            for event in page.events:
+                if limit is not None and yielded >= limit:
+                    return
+                yield event
+                yielded += 1
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
 
     def tail_session(
         self,
@@ -167,7 +478,13 @@ class AuditLogClient:
         event_types: Sequence[int] = (),
         max_retries: int = 10,
     ) -> SessionTail:
-        """Follow a co-browsing session: replay from the start (or a cursor, or now), then live."""
+        """Follow a co-browsing session: replay from the start (or a cursor, or now), then live.
+
+        >>> tail = client.tail_session("acme", "cob-1")
+        >>> async for event in tail:
+        ...     print(event.sequence, event.WhichOneof("payload"))
+        ...     save(tail.cursor)  # resume later with tail_session(..., cursor=saved)
+        """
         request = service_pb2.TailSessionRequest(
             tenant_id=tenant_id,
             session_id=session_id,
@@ -180,38 +497,6 @@ class AuditLogClient:
         else:
             request.from_beginning = True
         return SessionTail(self, request, max_retries=max_retries)
-
-    async def list_events(
-        self,
-        tenant_id: str,
-        *,
-        filter: service_pb2.EventFilter | None = None,
-        oldest_first: bool = False,
-        page_size: int = 200,
-        limit: int | None = None,
-    ) -> AsyncIterator[AuditEvent]:
-        """Every matching event, page after page (at most `limit`)."""
-        request = service_pb2.ListEventsRequest(
-            tenant_id=tenant_id,
-            filter=filter,
-            page_size=page_size,
-            order=(
-                enums_pb2.SORT_ORDER_OLDEST_FIRST
-                if oldest_first
-                else enums_pb2.SORT_ORDER_NEWEST_FIRST
-            ),
-        )
-        yielded = 0
-        while True:
-            page = await self.list_page(request)
-            for event in page.events:
-                if limit is not None and yielded >= limit:
-                    return
-                yield event
-                yielded += 1
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
 
 
 # Trailing metadata key under which the server sends the cursor a tail resumes from.
