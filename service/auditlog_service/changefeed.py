@@ -175,7 +175,7 @@ class TickReader(_StoppableLoops):
         deliver: Callable[[str, str, int], None],
         *,
         min_interval_s: float = 0.005,
-        max_interval_s: float = 0.05,
+        max_interval_s: float = 0.1,
         refresh_s: float = 2.0,
         stale_after_s: float = 30.0,
     ) -> None:

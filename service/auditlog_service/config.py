@@ -37,7 +37,7 @@ class Settings:
     max_tails: int = 1000
     tail_heartbeat_interval_s: float = 10.0
     tail_slow_consumer_timeout_s: float = 10.0
-    tail_safety_probe_interval_s: float = 30.0
+    tail_safety_probe_interval_s: float = 60.0
     limits: Limits = field(default_factory=Limits)
 
     @property
