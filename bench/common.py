@@ -6,12 +6,19 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditlog_service.config import Settings
 from auditlog_service.devdb import FerretDB, free_port
@@ -72,3 +79,152 @@ def write_result(name: str, data: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
     print(markdown)
+
+
+# ---- helpers for benchmarks that run the service as separate OS processes --------------------
+
+
+@contextlib.contextmanager
+def database_process() -> Any:
+    """Like database(), also yielding the FerretDB process id (None for MONGODB_URI)."""
+    uri = os.environ.get("MONGODB_URI")
+    if uri:
+        yield uri, "mongodb", None
+        return
+    with tempfile.TemporaryDirectory(prefix="auditlog-bench-") as tmp:
+        db = FerretDB(Path(tmp), free_port())
+        db.start()
+        try:
+            assert db.process is not None
+            yield db.uri, "ferretdb-sqlite", db.process.pid
+        finally:
+            db.stop()
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MB (VmRSS from /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise ValueError(f"no VmRSS for process {pid}")
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+class CpuMeter:
+    """CPU share of named processes over a window, in % of one core."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self._pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self._start: dict[str, float] = {}
+        self._started_at = 0.0
+
+    def start(self) -> None:
+        self._started_at = time.perf_counter()
+        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self._started_at
+        return {
+            name: round(100 * (cpu_seconds(pid) - self._start[name]) / elapsed, 2)
+            for name, pid in self._pids.items()
+        }
+
+
+class ServerProcess:
+    """`auditlog serve` as a child process on a free port, for cross-process measurements."""
+
+    def __init__(
+        self,
+        uri: str,
+        database_name: str,
+        log_path: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        command = [
+            str(Path(sys.executable).parent / "auditlog"),
+            "serve",
+            "--listen",
+            self.target,
+            "--mongodb-uri",
+            uri,
+            "--database",
+            database_name,
+            *extra,
+        ]
+        env = {
+            **os.environ,
+            "AUDITLOG_LOG_LEVEL": os.environ.get("AUDITLOG_LOG_LEVEL", "WARNING"),
+            **(env or {}),
+        }
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self.pid = self.process.pid
+
+    async def wait_serving(self, timeout_s: float = 120.0) -> None:
+        """Waits for the health status SERVING (the database answered, the indexes exist)."""
+        async with grpc.aio.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            call = stub.Watch(
+                health_pb2.HealthCheckRequest(service=""), wait_for_ready=True, timeout=timeout_s
+            )
+            async for response in call:
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    call.cancel()
+                    return
+                if self.process.poll() is not None:
+                    break
+        raise RuntimeError(f"server on {self.target} exited with {self.process.returncode}")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def cpu_pressure() -> dict[str, float] | None:
+    """The share of time some runnable task waited for a CPU (Linux PSI), in %, if available."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return None
+    values = dict(item.split("=") for item in line.split()[1:])
+    return {key: float(values[key]) for key in ("avg10", "avg60", "avg300")}
+
+
+def code_version() -> str:
+    """The commit of the code being measured (a COMMIT file stands in outside a git checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        marker = root / "COMMIT"
+        return marker.read_text().strip() if marker.exists() else "unknown"
