@@ -100,7 +100,7 @@ class ServiceProcess:
                         return
                 except grpc.aio.AioRpcError:
                     pass  # not listening yet
-                assert loop.time() < deadline, (
+                assert loop.time() < deadline, (  # bound-ok: a deadline on a wait, not a speed goal
                     f"not SERVING within {timeout_s}s:\n{self.log_tail()}"
                 )
                 await asyncio.sleep(0.05)  # poll interval of a bounded wait on the health status
