@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
+from auditlog.ids import new_event_id
 from auditlog.v1 import audit_event_pb2
 
-from . import convert, ids
+from . import convert
 from .group_commit import GroupCommitter
 from .storage import EventRepository, Outcome
 
@@ -30,7 +31,7 @@ class EventWriter:
         prepared = convert.prepare_incoming(event)
         return convert.to_document(
             prepared,
-            event_id=prepared.id or ids.new_event_id(),
+            event_id=prepared.id or new_event_id(),
             receive_time=convert.now_millis(),
             content_hash=convert.fingerprint(prepared),
         )

@@ -277,6 +277,13 @@ class AuditLogClient:
 
     # ---- logging -----------------------------------------------------------------------------
 
+    async def _unary(self, method: Any, request: Any, timeout_s: float | None) -> Any:
+        """One unary call with this client's deadline; failures become AuditLogError."""
+        try:
+            return await method(request, timeout=self._timeout(timeout_s))
+        except grpc.aio.AioRpcError as error:
+            raise AuditLogError(error) from error
+
     async def log_event(
         self, event: AuditEvent, *, timeout_s: float | None = None
     ) -> service_pb2.LogEventResponse:
@@ -292,12 +299,9 @@ class AuditLogClient:
         """
         if not event.id:
             event.id = new_event_id()
-        try:
-            response: service_pb2.LogEventResponse = await self.stub.LogEvent(
-                service_pb2.LogEventRequest(event=event), timeout=self._timeout(timeout_s)
-            )
-        except grpc.aio.AioRpcError as error:
-            raise AuditLogError(error) from error
+        response: service_pb2.LogEventResponse = await self._unary(
+            self.stub.LogEvent, service_pb2.LogEventRequest(event=event), timeout_s
+        )
         return response
 
     async def log_events(
@@ -312,12 +316,9 @@ class AuditLogClient:
         for event in events:
             if not event.id:
                 event.id = new_event_id()
-        try:
-            response: service_pb2.LogEventsResponse = await self.stub.LogEvents(
-                service_pb2.LogEventsRequest(events=events), timeout=self._timeout(timeout_s)
-            )
-        except grpc.aio.AioRpcError as error:
-            raise AuditLogError(error) from error
+        response: service_pb2.LogEventsResponse = await self._unary(
+            self.stub.LogEvents, service_pb2.LogEventsRequest(events=events), timeout_s
+        )
         return response
 
     async def log_general(
@@ -384,25 +385,20 @@ class AuditLogClient:
         self, tenant_id: str, event_id: str, *, timeout_s: float | None = None
     ) -> AuditEvent:
         """One event of a tenant by id (NOT_FOUND: AuditLogError with code NOT_FOUND)."""
-        try:
-            response: service_pb2.GetEventResponse = await self.stub.GetEvent(
-                service_pb2.GetEventRequest(tenant_id=tenant_id, id=event_id),
-                timeout=self._timeout(timeout_s),
-            )
-        except grpc.aio.AioRpcError as error:
-            raise AuditLogError(error) from error
+        response: service_pb2.GetEventResponse = await self._unary(
+            self.stub.GetEvent,
+            service_pb2.GetEventRequest(tenant_id=tenant_id, id=event_id),
+            timeout_s,
+        )
         return response.event
 
     async def list_page(
         self, request: service_pb2.ListEventsRequest, *, timeout_s: float | None = None
     ) -> service_pb2.ListEventsResponse:
         """One ListEvents page, for callers that keep the page token themselves."""
-        try:
-            response: service_pb2.ListEventsResponse = await self.stub.ListEvents(
-                request, timeout=self._timeout(timeout_s)
-            )
-        except grpc.aio.AioRpcError as error:
-            raise AuditLogError(error) from error
+        response: service_pb2.ListEventsResponse = await self._unary(
+            self.stub.ListEvents, request, timeout_s
+        )
         return response
 
     async def list_events(
