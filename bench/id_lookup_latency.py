@@ -31,6 +31,9 @@ def general_event(index: int) -> audit_event_pb2.AuditEvent:
     )
 
 
+PREPARER = convert.EventPreparer("bench")
+
+
 async def fill(server: RunningServer, count: int, start: int) -> None:
     """Bulk-load documents straight into the collection (the service's own conversion)."""
     repository = server.repository
@@ -38,15 +41,8 @@ async def fill(server: RunningServer, count: int, start: int) -> None:
     for first in range(start, start + count, 5000):
         docs = []
         for index in range(first, min(first + 5000, start + count)):
-            event = convert.prepare_incoming(general_event(index))
-            docs.append(
-                convert.to_document(
-                    event,
-                    event_id=event.id,
-                    receive_time=now,
-                    content_hash=convert.fingerprint(event),
-                )
-            )
+            prepared = PREPARER.prepare(general_event(index))
+            docs.append(convert.to_document(prepared, event_id=prepared.event.id, receive_time=now))
         await repository.events.insert_many(docs, ordered=False)
 
 

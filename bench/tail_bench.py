@@ -122,15 +122,13 @@ def general_event(tenant: str, index: int) -> Event:
     return event
 
 
+PREPARER = convert.EventPreparer("bench")
+
+
 def to_document(event: Event, receive_time: Any) -> Document:
     """The stored document of an event, by the service's own conversion (like bench fill())."""
-    prepared = convert.prepare_incoming(event)
-    return convert.to_document(
-        prepared,
-        event_id=prepared.id,
-        receive_time=receive_time,
-        content_hash=convert.fingerprint(prepared),
-    )
+    prepared = PREPARER.prepare(event)
+    return convert.to_document(prepared, event_id=prepared.event.id, receive_time=receive_time)
 
 
 def preload_documents(first: int, last: int) -> list[Document]:

@@ -7,9 +7,10 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 import grpc
+import pymongo
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
@@ -27,8 +28,8 @@ from .errors import (
     SlowConsumer,
 )
 from .event_types import REGISTRY
-from .ingest import EventWriter
-from .storage import EventRepository, ListQuery, Stored, database_errors
+from .ingest import EventWriter, PendingEvent
+from .storage import EventRepository, ListQuery, Outcome, Stored, database_errors
 from .tail import TailHub
 from .tokens import TokenError, TokenSigner, query_fingerprint
 from .validation import FieldViolation, Limits
@@ -40,6 +41,38 @@ ERROR_DOMAIN = "auditlog.v1"
 CURSOR_TRAILER = "auditlog-cursor"
 DEFAULT_PAGE_SIZE = 50
 PAGE_TOKEN_PURPOSE = "page"
+# Responses stay below the 4 MiB that gRPC clients accept by default, with room for the envelope.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+# The tag and length prefix of one repeated message field, at most.
+_FRAMING_BYTES = 6
+# The longest `_id` a page token may point at: "<tenant>/<session>/<sequence>".
+MAX_KEY_LENGTH = 2 * 128 + 2 + convert.SEQUENCE_DIGITS
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """An int decoded from JSON, and not a bool (which Python counts as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ack(outcome: Stored) -> service_pb2.EventAck:
+    doc = outcome.doc
+    ack = service_pb2.EventAck(
+        id=doc["id"], sequence=doc.get("sequence", 0), already_stored=outcome.already_stored
+    )
+    convert.datetime_to_timestamp(doc["receive_time"], ack.receive_time)
+    return ack
+
+
+def _batch_result(
+    pending: PendingEvent, outcome: Outcome, whole_event: bool
+) -> service_pb2.LogEventResult:
+    if isinstance(outcome, AuditLogError):
+        return service_pb2.LogEventResult(error=to_event_error(outcome))
+    if not whole_event:
+        return service_pb2.LogEventResult(ack=_ack(outcome), already_stored=outcome.already_stored)
+    return service_pb2.LogEventResult(
+        event=pending.stored_event(outcome), already_stored=outcome.already_stored
+    )
 
 
 def to_status(error: AuditLogError) -> status_pb2.Status:
@@ -164,24 +197,44 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
         limits: Limits,
         signer: TokenSigner,
         hub: TailHub,
+        *,
+        max_read_time_s: float = 10.0,
     ) -> None:
         self._hub = hub
+        self._max_read_time_s = max_read_time_s
         self._repository = repository
         self._writer = writer
         self._limits = limits
         self._signer = signer
 
-    async def _run(self, context: grpc.aio.ServicerContext[Any, Any], call: Any) -> Any:
-        """Runs an RPC body; every failure ends as a status with details, never a bare crash."""
+    async def _run(
+        self, context: grpc.aio.ServicerContext[Any, Any], call: Any, *, read: bool = False
+    ) -> Any:
+        """Runs an RPC body; every failure ends as a status with details, never a bare crash.
+
+        A read gets a deadline of its own, the call's capped by the server, so that a slow
+        query ends as DEADLINE_EXCEEDED instead of tying up a connection until the socket
+        timeout and being reported as an outage.
+        """
         try:
-            return await call
+            if not read:
+                return await call
+            remaining = context.time_remaining()
+            budget = self._max_read_time_s if remaining is None else remaining
+            with pymongo.timeout(max(0.001, min(budget, self._max_read_time_s))):
+                return await call
+        except DatabaseUnavailable as error:
+            await abort(context, error.for_read() if read else error)
         except AuditLogError as error:
             await abort(context, error)
         except PyMongoError as exc:
             # Failures the repository does not classify (e.g. an unexpected server error) are
             # still the database's: reported as UNAVAILABLE, so clients retry idempotently.
             log.warning("database error: %r", exc)
-            await abort(context, database_errors(exc) or DatabaseUnavailable(type(exc).__name__))
+            mapped = database_errors(exc) or DatabaseUnavailable(type(exc).__name__)
+            if read and isinstance(mapped, DatabaseUnavailable):
+                mapped = mapped.for_read()
+            await abort(context, mapped)
 
     # ---- ingest ------------------------------------------------------------------------------
 
@@ -194,11 +247,10 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
             if not request.HasField("event"):
                 check([FieldViolation("event", "required")])
             check(validation.validate_event(request.event, "event", self._limits))
-            outcome = await self._writer.write(request.event)
-            if isinstance(outcome, AuditLogError):
-                raise outcome
+            pending, outcome = await self._writer.write(request.event)
             return service_pb2.LogEventResponse(
-                event=convert.from_document(outcome.doc), already_stored=outcome.already_stored
+                event=pending.stored_event(outcome),
+                already_stored=isinstance(outcome, Stored) and outcome.already_stored,
             )
 
         result: service_pb2.LogEventResponse = await self._run(context, body())
@@ -224,21 +276,22 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
                     )
                 else:
                     valid.append(index)
-            outcomes = await self._writer.write_many([request.events[i] for i in valid])
-            for index, outcome in zip(valid, outcomes, strict=True):
-                results[index] = self._result(outcome)
-            return service_pb2.LogEventsResponse(results=[r for r in results if r is not None])
+            written = await self._writer.write_many([request.events[i] for i in valid])
+            whole_events = request.result_view != enums_pb2.RESULT_VIEW_ACK
+            size = 0
+            for index, (pending, outcome) in zip(valid, written, strict=True):
+                result = _batch_result(pending, outcome, whole_events)
+                results[index] = result
+                size += result.ByteSize() + _FRAMING_BYTES
+            response = service_pb2.LogEventsResponse(results=[r for r in results if r is not None])
+            if whole_events and size > MAX_RESPONSE_BYTES:
+                # Everything is stored; only the answer must shrink so that the client can read it.
+                for index, (pending, outcome) in zip(valid, written, strict=True):
+                    response.results[index].CopyFrom(_batch_result(pending, outcome, False))
+            return response
 
         result: service_pb2.LogEventsResponse = await self._run(context, body())
         return result
-
-    @staticmethod
-    def _result(outcome: Stored | AuditLogError) -> service_pb2.LogEventResult:
-        if isinstance(outcome, AuditLogError):
-            return service_pb2.LogEventResult(error=to_event_error(outcome))
-        return service_pb2.LogEventResult(
-            event=convert.from_document(outcome.doc), already_stored=outcome.already_stored
-        )
 
     async def StreamEvents(
         self,
@@ -246,7 +299,7 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[service_pb2.StreamEventsResponse]:
         # Writes are pipelined: many events are in flight at once, acks go out in request order.
-        in_flight: asyncio.Queue[tuple[int, asyncio.Future[Any] | service_pb2.EventError] | None]
+        in_flight: asyncio.Queue[tuple[int, PendingEvent | service_pb2.EventError] | None]
         in_flight = asyncio.Queue(maxsize=4 * self._limits.max_batch_events)
 
         async def read_requests() -> None:
@@ -278,22 +331,13 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
                 if isinstance(pending, service_pb2.EventError):
                     yield service_pb2.StreamEventsResponse(request_index=index, error=pending)
                     continue
-                outcome = await pending
+                outcome = await pending.outcome
                 if isinstance(outcome, AuditLogError):
                     yield service_pb2.StreamEventsResponse(
                         request_index=index, error=to_event_error(outcome)
                     )
                     continue
-                stored = convert.from_document(outcome.doc)
-                yield service_pb2.StreamEventsResponse(
-                    request_index=index,
-                    ack=service_pb2.EventAck(
-                        id=stored.id,
-                        sequence=stored.sequence,
-                        receive_time=stored.receive_time,
-                        already_stored=outcome.already_stored,
-                    ),
-                )
+                yield service_pb2.StreamEventsResponse(request_index=index, ack=_ack(outcome))
             await reader  # surfaces a failure of the request stream
         finally:
             reader.cancel()
@@ -319,10 +363,15 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
                         f"{self._hub.settings.slow_consumer_timeout_s:g}s; resume from the cursor"
                     ) from None
                 cursor = response.cursor
+        except DatabaseUnavailable as error:
+            await abort(context, error.for_read(), cursor)
         except AuditLogError as error:
             await abort(context, error, cursor)
         except PyMongoError as exc:
-            await abort(context, database_errors(exc) or DatabaseUnavailable(repr(exc)), cursor)
+            mapped = database_errors(exc) or DatabaseUnavailable(type(exc).__name__)
+            if isinstance(mapped, DatabaseUnavailable):
+                mapped = mapped.for_read()
+            await abort(context, mapped, cursor)
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -340,7 +389,7 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
                 raise EventNotFound(request.tenant_id, request.id)
             return service_pb2.GetEventResponse(event=convert.from_document(doc))
 
-        result: service_pb2.GetEventResponse = await self._run(context, body())
+        result: service_pb2.GetEventResponse = await self._run(context, body(), read=True)
         return result
 
     async def ListEvents(
@@ -352,15 +401,22 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
             check(validation.validate_list_request(request, self._limits))
             query, fingerprint = list_query(request, self._limits)
             if request.page_token:
-                query.after = self._decode_page_token(request.page_token, fingerprint)
+                query.after = self._decode_page_token(
+                    request.page_token, fingerprint, request.tenant_id
+                )
             limit = query.limit
             query.limit = limit + 1  # one more tells whether another page exists
             docs = await self._repository.list_events(query)
-            response = service_pb2.ListEventsResponse(
-                events=[convert.from_document(doc) for doc in docs[:limit]]
-            )
-            if len(docs) > limit:
-                last = docs[limit - 1]
+            response = service_pb2.ListEventsResponse()
+            size = 0
+            for doc in docs[:limit]:
+                event = convert.from_document(doc)
+                size += event.ByteSize() + _FRAMING_BYTES
+                if response.events and size > MAX_RESPONSE_BYTES:
+                    break  # a short page (AIP-158) that a default client can still read
+                response.events.append(event)
+            if len(docs) > len(response.events):
+                last = docs[len(response.events) - 1]
                 response.next_page_token = self._signer.encode(
                     PAGE_TOKEN_PURPOSE,
                     {
@@ -371,10 +427,12 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
                 )
             return response
 
-        result: service_pb2.ListEventsResponse = await self._run(context, body())
+        result: service_pb2.ListEventsResponse = await self._run(context, body(), read=True)
         return result
 
-    def _decode_page_token(self, token: str, fingerprint: str) -> tuple[dt.datetime, str]:
+    def _decode_page_token(
+        self, token: str, fingerprint: str, tenant_id: str
+    ) -> tuple[dt.datetime, str]:
         def invalid(why: str) -> InvalidArgument:
             return InvalidArgument(
                 [FieldViolation("page_token", why)], enums_pb2.ERROR_REASON_INVALID_PAGE_TOKEN
@@ -386,9 +444,17 @@ class AuditLogServicer(service_pb2_grpc.AuditLogServiceServicer):
             raise invalid(f"not a page token of this service ({exc})") from exc
         if payload.get("q") != fingerprint:
             raise invalid("the token belongs to a request with another tenant, filter or order")
+        # A valid signature says who made the token, not that its content is sane (a leaked or
+        # default key makes any content reachable), so every field is checked like input.
         millis, last_id = payload.get("t"), payload.get("i")
-        if not isinstance(millis, int) or not isinstance(last_id, str):
-            raise invalid("malformed")
+        if not is_int(millis) or not 0 <= millis <= validation.MAX_MILLIS:
+            raise invalid("malformed: position time out of range")
+        if (
+            not isinstance(last_id, str)
+            or len(last_id) > MAX_KEY_LENGTH
+            or not last_id.startswith(f"{tenant_id}/")
+        ):
+            raise invalid("malformed: position out of range")
         last_time = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
         return last_time, last_id
 

@@ -19,6 +19,7 @@ from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2
 from .config import add_settings_arguments, settings_from_args
 from .event_types import REGISTRY
 from .server import serve
+from .textsafety import terminal_safe
 
 DEFAULT_ADDR = os.environ.get("AUDITLOG_ADDR", "127.0.0.1:50051")
 
@@ -55,7 +56,8 @@ def _table_row(event: audit_event_pb2.AuditEvent) -> str:
         actor = enums_pb2.Actor.Name(event.cobrowse.actor).removeprefix("ACTOR_").lower()
         who = f"{actor}:{event.tenant_user_id or '-'} {event.cobrowse.session_id}#{event.sequence}"
     when = event.occur_time.ToDatetime(dt.UTC).isoformat(timespec="milliseconds")
-    return f"{when}  {spec.display_name:<30} {who:<28} {json.dumps(payload)}"
+    # Stored text reaches a terminal here: escapes in it must not drive the terminal.
+    return terminal_safe(f"{when}  {spec.display_name:<30} {who:<28} {json.dumps(payload)}")
 
 
 def _filter_from_args(args: argparse.Namespace) -> service_pb2.EventFilter:
@@ -78,6 +80,13 @@ def _filter_from_args(args: argparse.Namespace) -> service_pb2.EventFilter:
 
 async def _tail(client: AuditLogClient, args: argparse.Namespace) -> None:
     types = [REGISTRY.by_type_string(name.upper()).event_type for name in args.type or []]
+
+    def announce_live(head: int) -> None:
+        # Said when replay reaches the head, not when the next event arrives: on an idle
+        # session that may be never.
+        if not args.quiet:
+            print(f"-- live (head {head}) --", file=sys.stderr, flush=True)
+
     tail = client.tail_session(
         args.tenant,
         args.session,
@@ -86,12 +95,9 @@ async def _tail(client: AuditLogClient, args: argparse.Namespace) -> None:
         event_types=types,
         # Keep going across server restarts: a console watching a session should not give up.
         max_retries=args.max_retries,
+        on_caught_up=announce_live,
     )
-    announced = False
     async for event in tail:
-        if tail.caught_up.is_set() and not announced and not args.quiet:
-            print(f"-- live (head {tail.head}) --", file=sys.stderr, flush=True)
-            announced = True
         print(_as_json(event) if args.output == "jsonl" else _table_row(event), flush=True)
         if args.count and tail.last_sequence >= args.count:
             break

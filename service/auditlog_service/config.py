@@ -38,6 +38,9 @@ class Settings:
     tail_heartbeat_interval_s: float = 10.0
     tail_slow_consumer_timeout_s: float = 10.0
     tail_safety_probe_interval_s: float = 60.0
+    # A read (GetEvent, ListEvents) gets the call's deadline, capped at this: a query that runs
+    # longer ends as DEADLINE_EXCEEDED instead of holding a connection until the socket timeout.
+    max_read_time_s: float = 10.0
     limits: Limits = field(default_factory=Limits)
 
     @property

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import descriptor, json_format, struct_pb2, timestamp_pb2
@@ -88,9 +90,7 @@ def _message_to_doc(message: Message) -> Document:
             if name == _TIMESTAMP:
                 doc[field.name] = timestamp_to_datetime(value)
             elif name in _FREE_FORM:
-                doc[field.name] = json.dumps(
-                    json_format.MessageToDict(value), sort_keys=True, separators=(",", ":")
-                )
+                doc[field.name] = free_form_json(value)
             elif field.is_repeated:
                 doc[field.name] = [_message_to_doc(item) for item in value]
             else:
@@ -134,46 +134,165 @@ def _doc_to_message(doc: Document, message: Message) -> None:
             setattr(message, key, value)
 
 
-def fingerprint(event: audit_event_pb2.AuditEvent) -> str:
-    """Content hash of what the client sent, used to tell an idempotent retry from an id clash.
+_DOUBLE_TYPES = (_FD.TYPE_DOUBLE, _FD.TYPE_FLOAT)
+# What normalisation touches, per payload field: paths of (non-repeated) sub-messages ending in a
+# field of one of these kinds. Built once from the descriptors, so prepare() walks no descriptor.
+_Path = tuple[str, ...]
 
-    Taken after masking (no hash of a secret is ever stored) and before server defaults, so a
-    retry without occur_time matches its first attempt.
+
+def _normalisation_paths(
+    message: descriptor.Descriptor, prefix: _Path = ()
+) -> dict[str, list[_Path]]:
+    found: dict[str, list[_Path]] = {"timestamp": [], "double": [], "free_form": []}
+    for field in message.fields:
+        path = (*prefix, field.name)
+        if field.type in _DOUBLE_TYPES and not field.is_repeated:
+            found["double"].append(path)
+        elif field.type != _FD.TYPE_MESSAGE or field.is_repeated:
+            continue
+        elif _message_type(field) == _TIMESTAMP:
+            found["timestamp"].append(path)
+        elif _message_type(field) in _FREE_FORM:
+            found["free_form"].append(path)
+        else:
+            assert field.message_type is not None
+            for kind, paths in _normalisation_paths(field.message_type, path).items():
+                found[kind].extend(paths)
+    return found
+
+
+def _payload_type(payload_field: str) -> descriptor.Descriptor:
+    message_type = audit_event_pb2.AuditEvent.DESCRIPTOR.fields_by_name[payload_field].message_type
+    assert message_type is not None
+    return message_type
+
+
+_PAYLOAD_PATHS = {
+    spec.payload_field: _normalisation_paths(
+        _payload_type(spec.payload_field), (spec.payload_field,)
+    )
+    for spec in REGISTRY.all()
+}
+
+
+def _present(root: Message, path: _Path) -> Message | None:
+    """The message at `path` when every step of it is set, else None (nothing is created)."""
+    node = root
+    for name in path:
+        if not node.HasField(name):
+            return None
+        node = getattr(node, name)
+    return node
+
+
+def _truncate_to_millis(ts: timestamp_pb2.Timestamp) -> None:
+    ts.nanos -= ts.nanos % 1_000_000
+
+
+def free_form_json(value: Message) -> str:
+    """The canonical JSON text a Struct or Value is stored as."""
+    return json.dumps(json_format.MessageToDict(value), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """An incoming event exactly as it will be stored, and its idempotency fingerprint.
+
+    `event` has output-only fields cleared, unknown fields dropped, times truncated to
+    milliseconds, -0.0 as 0.0, free-form data as it reads back from its JSON, and sensitive
+    input masked. Its `occur_time` is set only when the client set it.
     """
-    copy = audit_event_pb2.AuditEvent()
-    copy.CopyFrom(event)
-    copy.ClearField("receive_time")
-    copy.ClearField("event_type")
-    copy.ClearField("sequence")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+    event: audit_event_pb2.AuditEvent
+    spec: EventTypeSpec
+    fingerprint: str
+
+    @property
+    def occur_time_given(self) -> bool:
+        return self.event.HasField("occur_time")
 
 
-def prepare_incoming(event: audit_event_pb2.AuditEvent) -> audit_event_pb2.AuditEvent:
-    """A validated event with output-only fields cleared and sensitive input masked."""
-    copy = audit_event_pb2.AuditEvent()
-    copy.CopyFrom(event)
-    copy.ClearField("receive_time")
-    copy.ClearField("event_type")
-    copy.ClearField("sequence")
-    if copy.WhichOneof("payload") == "input":
-        copy.input.masked = False
-        if copy.input.sensitive:
-            copy.input.text = INPUT_MASK
-            copy.input.masked = True
-    return copy
+class EventPreparer:
+    """Normalises incoming events to what is stored and fingerprints them (see AuditEvent.id).
+
+    The fingerprint is SHA-256 over the deterministic serialization of the event as stored with
+    id, occur_time and the output-only fields cleared, followed, for a masked INPUT, by
+    HMAC-SHA256(server key, original text): two different secrets under one id conflict, yet
+    nothing stored can be brute-forced back to the secret without the server's key. occur_time
+    is compared on its own: a retry without one matches any stored time.
+    """
+
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"auditlog input fingerprint\0" + secret.encode()).digest()
+
+    def prepare(self, incoming: audit_event_pb2.AuditEvent) -> PreparedEvent:
+        event = audit_event_pb2.AuditEvent()
+        event.CopyFrom(incoming)
+        # What the server does not know it cannot store, so it must not count either.
+        event.DiscardUnknownFields()
+        event.ClearField("receive_time")
+        event.ClearField("event_type")
+        event.ClearField("sequence")
+        spec = REGISTRY.of_event(event)
+        if spec is None:
+            raise ValueError("event has no payload")
+        if event.HasField("occur_time"):
+            _truncate_to_millis(event.occur_time)
+        paths = _PAYLOAD_PATHS[spec.payload_field]
+        for path in paths["timestamp"]:
+            ts = _present(event, path)
+            if ts is not None:
+                _truncate_to_millis(ts)  # type: ignore[arg-type]
+        for path in paths["double"]:
+            parent = _present(event, path[:-1])
+            # BSON keeps -0.0, but not every server does (FerretDB reads back 0.0).
+            if parent is not None and getattr(parent, path[-1]) == 0.0:
+                setattr(parent, path[-1], 0.0)
+        for path in paths["free_form"]:
+            value = _present(event, path)
+            if value is not None:
+                # A Value without a kind reads back as null_value, as in the JSON mapping.
+                json_format.Parse(free_form_json(value), value)
+        secret_digest = b""
+        if spec.payload_field == "input":
+            event.input.masked = event.input.sensitive
+            if event.input.sensitive:
+                secret_digest = hmac.new(
+                    self._key, event.input.text.encode(), hashlib.sha256
+                ).digest()
+                event.input.text = INPUT_MASK
+        return PreparedEvent(event, spec, self._fingerprint(event, secret_digest))
+
+    @staticmethod
+    def _fingerprint(event: audit_event_pb2.AuditEvent, secret_digest: bytes) -> str:
+        content = audit_event_pb2.AuditEvent()
+        content.CopyFrom(event)
+        content.ClearField("id")
+        content.ClearField("occur_time")
+        digest = hashlib.sha256(content.SerializeToString(deterministic=True))
+        digest.update(secret_digest)
+        return digest.hexdigest()
 
 
-def to_document(
-    event: audit_event_pb2.AuditEvent,
-    *,
-    event_id: str,
-    receive_time: dt.datetime,
-    content_hash: str,
-) -> Document:
+def stored_event(
+    prepared: PreparedEvent, *, event_id: str, receive_time: dt.datetime, sequence: int = 0
+) -> audit_event_pb2.AuditEvent:
+    """The event as a later read returns it, built from what is at hand, not from a document."""
+    event = audit_event_pb2.AuditEvent()
+    event.CopyFrom(prepared.event)
+    event.id = event_id
+    event.event_type = prepared.spec.event_type  # type: ignore[assignment]
+    datetime_to_timestamp(receive_time, event.receive_time)
+    if not event.HasField("occur_time"):
+        event.occur_time.CopyFrom(event.receive_time)
+    if sequence:
+        event.sequence = sequence
+    return event
+
+
+def to_document(prepared: PreparedEvent, *, event_id: str, receive_time: dt.datetime) -> Document:
     """The document of a prepared event; `_id` and `sequence` of co-browsing events come later."""
-    spec = REGISTRY.of_event(event)
-    if spec is None:
-        raise ValueError("event has no payload")
+    event, spec = prepared.event, prepared.spec
     payload_field = spec.payload_field
     payload = getattr(event, payload_field)
     occur_time = (
@@ -187,7 +306,7 @@ def to_document(
         "type": spec.type_string,
         "occur_time": occur_time,
         "receive_time": receive_time,
-        "fingerprint": content_hash,
+        "fingerprint": prepared.fingerprint,
         payload_field: _message_to_doc(payload),
     }
     if event.tenant_user_id:

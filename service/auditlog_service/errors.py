@@ -71,8 +71,29 @@ class DatabaseUnavailable(AuditLogError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = enums_pb2.ERROR_REASON_DATABASE_UNAVAILABLE
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"the database is unavailable; retry with the same event ids ({detail})")
+    def __init__(self, detail: str, *, writing: bool = True) -> None:
+        advice = "retry with the same event ids" if writing else "retry"
+        super().__init__(f"the database is unavailable; {advice} ({detail})")
+        self.detail = detail
+
+    def for_read(self) -> AuditLogError:
+        """The same failure as a read reports it: there are no event ids to retry with."""
+        return DatabaseUnavailable(self.detail, writing=False)
+
+
+class DatabaseTimeout(DatabaseUnavailable):
+    """The database did not answer in time: unknown outcome for a write, a slow query for a read."""
+
+    def for_read(self) -> AuditLogError:
+        return QueryTimeout(
+            "the query did not finish within its deadline; narrow the filter or time range, "
+            f"or retry with a longer deadline ({self.detail})"
+        )
+
+
+class QueryTimeout(AuditLogError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = enums_pb2.ERROR_REASON_QUERY_TIMEOUT
 
 
 class SequenceContention(AuditLogError):

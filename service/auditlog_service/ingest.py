@@ -9,43 +9,77 @@ Within a group, a session's events keep their arrival order and take consecutive
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from auditlog.ids import new_event_id
 from auditlog.v1 import audit_event_pb2
 
 from . import convert
+from .errors import AuditLogError
 from .group_commit import GroupCommitter
-from .storage import EventRepository, Outcome
+from .storage import EventRepository, EventWrite, Outcome
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    """An event on its way to the database; `outcome` resolves once the database answered."""
+
+    prepared: convert.PreparedEvent
+    write: EventWrite
+    outcome: asyncio.Future[Outcome]
+
+    def stored_event(self, outcome: Outcome) -> audit_event_pb2.AuditEvent:
+        """The event as stored: from what is at hand, or as read back for an earlier attempt."""
+        if isinstance(outcome, AuditLogError):
+            raise outcome
+        if outcome.already_stored:
+            return convert.from_document(outcome.doc)
+        doc = outcome.doc
+        return convert.stored_event(
+            self.prepared,
+            event_id=doc["id"],
+            receive_time=doc["receive_time"],
+            sequence=doc.get("sequence", 0),
+        )
 
 
 class EventWriter:
     """Writes events; every result comes back only after the database acknowledged it."""
 
-    def __init__(self, repository: EventRepository, *, max_group: int, max_delay_s: float) -> None:
-        self._committer: GroupCommitter[convert.Document, Outcome] = GroupCommitter(
+    def __init__(
+        self,
+        repository: EventRepository,
+        preparer: convert.EventPreparer,
+        *,
+        max_group: int,
+        max_delay_s: float,
+    ) -> None:
+        self._preparer = preparer
+        self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
             repository.insert_events, max_items=max_group, max_delay_s=max_delay_s
         )
 
-    @staticmethod
-    def _document(event: audit_event_pb2.AuditEvent) -> convert.Document:
-        prepared = convert.prepare_incoming(event)
-        return convert.to_document(
+    def submit(self, event: audit_event_pb2.AuditEvent) -> PendingEvent:
+        """Queue one validated event."""
+        prepared = self._preparer.prepare(event)
+        doc = convert.to_document(
             prepared,
-            event_id=prepared.id or new_event_id(),
+            event_id=prepared.event.id or new_event_id(),
             receive_time=convert.now_millis(),
-            content_hash=convert.fingerprint(prepared),
         )
+        write = EventWrite(doc, occur_time_given=prepared.occur_time_given)
+        return PendingEvent(prepared, write, self._committer.submit_nowait(write))
 
-    def submit(self, event: audit_event_pb2.AuditEvent) -> asyncio.Future[Outcome]:
-        """Queue one validated event; the future resolves with its Outcome."""
-        return self._committer.submit_nowait(self._document(event))
+    async def write(self, event: audit_event_pb2.AuditEvent) -> tuple[PendingEvent, Outcome]:
+        pending = self.submit(event)
+        return pending, await asyncio.shield(pending.outcome)
 
-    async def write(self, event: audit_event_pb2.AuditEvent) -> Outcome:
-        return await asyncio.shield(self.submit(event))
-
-    async def write_many(self, events: list[audit_event_pb2.AuditEvent]) -> list[Outcome]:
-        futures = [self.submit(event) for event in events]
-        return list(await asyncio.shield(asyncio.gather(*futures)))
+    async def write_many(
+        self, events: list[audit_event_pb2.AuditEvent]
+    ) -> list[tuple[PendingEvent, Outcome]]:
+        pending = [self.submit(event) for event in events]
+        outcomes = await asyncio.shield(asyncio.gather(*(p.outcome for p in pending)))
+        return list(zip(pending, outcomes, strict=True))
 
     async def drain(self) -> None:
         await self._committer.drain()

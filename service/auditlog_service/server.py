@@ -11,16 +11,18 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from auditlog.v1 import service_pb2
 
 from .api import AuditLogServicer, service_handler
 from .changefeed import TickReader, TickWriter
 from .config import Settings
-from .convert import Document
-from .errors import AuditLogError
+from .convert import Document, EventPreparer
+from .errors import AuditLogError, DatabaseUnavailable
 from .ingest import EventWriter
 from .storage import EventRepository
 from .tail import TailHub, TailSettings
@@ -46,6 +48,7 @@ class RunningServer:
     hub: TailHub
     tick_writer: TickWriter
     tick_reader: TickReader
+    health_client: AsyncMongoClient[Document]
     _watchdog: asyncio.Task[None]
     _stopping: bool = False
 
@@ -69,23 +72,53 @@ class RunningServer:
         await self.tick_reader.close()
         await self.tick_writer.close()
         await self.client.close()
+        await self.health_client.close()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(server: grpc.aio.Server, services: tuple[str, ...]) -> None:
+    """Server reflection under both names: grpc.reflection.v1 (what current tools ask first)
+    and v1alpha. grpcio-reflection implements only v1alpha, whose messages are the same on the
+    wire (same fields and numbers), so one servicer answers both.
+    """
+    names = (*services, reflection.SERVICE_NAME, REFLECTION_V1)
+    servicer = reflection_aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
+
+
 async def _watch_database(
     repository: EventRepository,
+    health_client: AsyncMongoClient[Document],
     health_servicer: HealthServicer,
     settings: Settings,
     serving_event: asyncio.Event,
 ) -> None:
-    """Keeps the health status in step with the database; creates indexes once it is reachable."""
+    """Keeps the health status in step with the database; creates indexes once it is reachable.
+
+    Health pings go through a client of their own: with every pooled connection of the service
+    busy with slow queries, a ping queued behind them would report a healthy database as down.
+    """
     indexed = False
     serving: bool | None = None
     while True:
         try:
-            await repository.ping()
+            try:
+                await health_client.admin.command("ping")
+            except PyMongoError as exc:
+                raise DatabaseUnavailable(type(exc).__name__) from exc
             if not indexed:
                 await repository.detect_backend()
                 await repository.ensure_indexes()
@@ -124,6 +157,7 @@ async def start_server(settings: Settings) -> RunningServer:
     repository = EventRepository(client, settings.database, settings.write_concern_w)
     writer = EventWriter(
         repository,
+        EventPreparer(settings.token_secret),
         max_group=settings.group_commit_max_events,
         max_delay_s=settings.group_commit_max_delay_ms / 1000,
     )
@@ -153,15 +187,15 @@ async def start_server(settings: Settings) -> RunningServer:
         tick_writer.note(tenant_id, session_id, head)
 
     repository.on_session_advanced = session_advanced
-    servicer = AuditLogServicer(repository, writer, settings.limits, signer, hub)
+    servicer = AuditLogServicer(
+        repository, writer, settings.limits, signer, hub, max_read_time_s=settings.max_read_time_s
+    )
     server.add_generic_rpc_handlers((service_handler(servicer),))
     health_servicer = HealthServicer()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
@@ -170,7 +204,16 @@ async def start_server(settings: Settings) -> RunningServer:
     tick_writer.start()
     tick_reader.start()
     serving = asyncio.Event()
-    watchdog = asyncio.create_task(_watch_database(repository, health_servicer, settings, serving))
+    health_client: AsyncMongoClient[Document] = AsyncMongoClient(
+        settings.mongodb_uri,
+        maxPoolSize=1,
+        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+        connectTimeoutMS=settings.mongodb_timeout_ms,
+        socketTimeoutMS=settings.mongodb_timeout_ms,
+    )
+    watchdog = asyncio.create_task(
+        _watch_database(repository, health_client, health_servicer, settings, serving)
+    )
     log.info("auditlog serving on port %d (database %s)", port, settings.database)
     return RunningServer(
         server,
@@ -184,6 +227,7 @@ async def start_server(settings: Settings) -> RunningServer:
         hub,
         tick_writer,
         tick_reader,
+        health_client,
         watchdog,
     )
 

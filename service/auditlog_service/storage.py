@@ -26,15 +26,23 @@ from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
     ExecutionTimeout,
+    NetworkTimeout,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
     WriteConcernError,
 )
 from pymongo.write_concern import WriteConcern
 
 from . import convert
 from .convert import Document
-from .errors import AuditLogError, DatabaseUnavailable, IdConflict, SequenceContention
+from .errors import (
+    AuditLogError,
+    DatabaseTimeout,
+    DatabaseUnavailable,
+    IdConflict,
+    SequenceContention,
+)
 
 DUPLICATE_KEY = 11000
 # FerretDB v1 keeps ordered-insert semantics only within a chunk of this many documents.
@@ -46,6 +54,21 @@ HEAD_CACHE_SIZE = 100_000
 
 # The filters of ListEvents; each has an index that starts with tenant_id and ends with the sort.
 FILTER_FIELDS = ("type", "tenant_user_id", "customer_id", "call_id", "session_id", "cobrowse.actor")
+
+
+@dataclass(slots=True)
+class EventWrite:
+    """One event to store: its document, and what tells a retry of it from an id clash."""
+
+    doc: Document
+    # A retry that leaves occur_time to the server matches whatever time the first attempt got.
+    occur_time_given: bool = True
+
+    def is_retry_of(self, existing: Document) -> bool:
+        """Whether `existing`, stored under this event's id, is this very event."""
+        if existing.get("fingerprint") != self.doc["fingerprint"]:
+            return False
+        return not self.occur_time_given or existing["occur_time"] == self.doc["occur_time"]
 
 
 @dataclass
@@ -72,7 +95,11 @@ class ListQuery:
 
 def database_errors(exc: PyMongoError) -> AuditLogError | None:
     """The service error for a database failure a client can retry, or None for other failures."""
-    if isinstance(exc, ConnectionFailure | ExecutionTimeout | WriteConcernError):
+    if isinstance(exc, ServerSelectionTimeoutError):
+        return DatabaseUnavailable(type(exc).__name__)  # no server answered at all
+    if isinstance(exc, NetworkTimeout | ExecutionTimeout) or getattr(exc, "timeout", False):
+        return DatabaseTimeout(type(exc).__name__)  # a server took too long to answer
+    if isinstance(exc, ConnectionFailure | WriteConcernError):
         return DatabaseUnavailable(type(exc).__name__)
     if isinstance(exc, OperationFailure) and exc.code in (91, 189, 10107, 11600, 11602, 13435):
         # ShutdownInProgress, PrimarySteppedDown, NotWritablePrimary, Interrupted..., NotPrimary...
@@ -254,17 +281,18 @@ class EventRepository:
 
     # ---- writes ------------------------------------------------------------------------------
 
-    async def _resolve_duplicate(self, doc: Document, existing: Document | None) -> Outcome:
+    async def _resolve_duplicate(self, write: EventWrite, existing: Document | None) -> Outcome:
+        doc = write.doc
         if existing is None:
             existing = await self.find_by_key(doc["key"])
         if existing is None:
             # The clash vanished (cannot happen unless events are deleted concurrently).
             return DatabaseUnavailable("duplicate key without a stored event; retry")
-        if existing["fingerprint"] == doc["fingerprint"]:
+        if write.is_retry_of(existing):
             return Stored(existing, already_stored=True)
         return IdConflict(doc["tenant_id"], doc["id"])
 
-    async def insert_events(self, docs: list[Document]) -> list[Outcome]:
+    async def insert_events(self, writes: list[EventWrite]) -> list[Outcome]:
         """Store a group of events of any kinds, tenants and sessions; one outcome per event.
 
         Co-browsing events take the slots after their session's head, in group order, without
@@ -274,14 +302,15 @@ class EventRepository:
         rest is written again. Every outcome comes after the database acknowledged the write.
         """
         try:
-            return await self._insert_events(docs)
+            return await self._insert_events(writes)
         except PyMongoError as exc:
             mapped = database_errors(exc)
             if mapped is None:
                 raise
-            return [mapped] * len(docs)
+            return [mapped] * len(writes)
 
-    async def _insert_events(self, docs: list[Document]) -> list[Outcome]:
+    async def _insert_events(self, writes: list[EventWrite]) -> list[Outcome]:
+        docs = [write.doc for write in writes]
         outcomes: list[Outcome | None] = [None] * len(docs)
         claimed: set[int] = set()  # co-browsing events whose id claim is in place
         stale_claims: dict[int, Document] = {}  # claims pointing at a slot the event did not get
@@ -328,10 +357,10 @@ class EventRepository:
                 # Where one event of a group is a retry, usually all are (a client replaying a
                 # batch): look up every remaining id at once, so a replayed group costs a few
                 # round trips, not one per event.
-                await self._resolve_known_ids(docs, pending, claimed, outcomes, skip=index)
+                await self._resolve_known_ids(writes, pending, claimed, outcomes, skip=index)
                 existing = await self.find_by_key(doc["key"])
                 if existing is not None:
-                    outcomes[index] = await self._resolve_duplicate(doc, existing)
+                    outcomes[index] = await self._resolve_duplicate(writes[index], existing)
                 elif role == "claim":
                     # A claim whose event was never written (its writer died in between):
                     # write the event now and point the claim at where it lands.
@@ -342,7 +371,7 @@ class EventRepository:
             else:
                 occupant = await self.events.find_one({"_id": doc["_id"]})
                 if occupant is not None and occupant.get("key") == doc["key"]:
-                    outcomes[index] = await self._resolve_duplicate(doc, occupant)
+                    outcomes[index] = await self._resolve_duplicate(writes[index], occupant)
                 else:
                     # Another writer took the slot: re-read the head; the claim now points at
                     # the wrong slot until it is corrected below.
@@ -388,7 +417,7 @@ class EventRepository:
 
     async def _resolve_known_ids(
         self,
-        docs: list[Document],
+        writes: list[EventWrite],
         pending: list[int],
         claimed: set[int],
         outcomes: list[Outcome | None],
@@ -396,10 +425,10 @@ class EventRepository:
     ) -> None:
         """Answers every not-yet-written event of the group whose id is already stored."""
         candidates = [i for i in pending if outcomes[i] is None and i not in claimed and i != skip]
-        found = await asyncio.gather(*(self.find_by_key(docs[i]["key"]) for i in candidates))
+        found = await asyncio.gather(*(self.find_by_key(writes[i].doc["key"]) for i in candidates))
         for index, existing in zip(candidates, found, strict=True):
             if existing is not None:
-                outcomes[index] = await self._resolve_duplicate(docs[index], existing)
+                outcomes[index] = await self._resolve_duplicate(writes[index], existing)
 
     async def _correct_claims(self, stored: list[Document]) -> None:
         """Point id claims at the slots their events finally got (after a lost slot race)."""

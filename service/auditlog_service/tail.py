@@ -32,6 +32,7 @@ from .tokens import TokenError, TokenSigner
 log = logging.getLogger(__name__)
 
 CURSOR_PURPOSE = "cursor"
+MAX_SEQUENCE = 10**convert.SEQUENCE_DIGITS - 1
 SessionKey = tuple[str, str]
 
 
@@ -140,8 +141,15 @@ class TailHub:
         except TokenError as exc:
             raise InvalidCursor(f"not a cursor of this service ({exc})") from exc
         sequence = payload.get("q")
-        if (payload.get("t"), payload.get("s")) != key or not isinstance(sequence, int):
+        if (payload.get("t"), payload.get("s")) != key:
             raise InvalidCursor("belongs to another session")
+        # A valid signature says who made the cursor, not that its content is sane.
+        if (
+            not isinstance(sequence, int)
+            or isinstance(sequence, bool)
+            or not 0 <= sequence <= MAX_SEQUENCE
+        ):
+            raise InvalidCursor("malformed: sequence out of range")
         return sequence
 
     # ---- one tail ----------------------------------------------------------------------------
@@ -209,9 +217,11 @@ class TailHub:
                 batch = service_pb2.TailEventBatch()
                 size = 0
                 for doc in docs:
-                    if (not wanted or doc["type"] in wanted) and (
-                        not_before is None or doc["occur_time"] >= not_before
-                    ):
+                    if not_before is not None and doc["occur_time"] >= not_before:
+                        # start_time says where the tail starts, not what it filters: a late
+                        # event (a producer's clock behind) after the start is delivered.
+                        not_before = None
+                    if not_before is None and (not wanted or doc["type"] in wanted):
                         event = convert.from_document(doc)
                         size += event.ByteSize()
                         batch.events.append(event)

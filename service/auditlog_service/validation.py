@@ -2,6 +2,7 @@
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,15 +45,44 @@ _IDENTIFIER_RULE = "must start with a letter or digit and hold only letters, dig
 
 # C0, DEL and C1: invisible in logs and tools, and a way to forge lines in exported text.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Free text may span lines (TAB, LF, CR), but no other control: NUL ends C strings in tools
+# downstream, ESC drives terminals, and none of them is typed by people.
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Unicode categories an id never needs and that make two ids look alike or reorder what a tool
+# prints: controls (Cc), format characters such as bidi overrides and zero-width joiners (Cf),
+# line and paragraph separators (Zl, Zp), and lone surrogates (Cs).
+_ID_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 # google.protobuf.Timestamp's own range (years 0001-9999), narrowed to start at the epoch: a
 # pre-1970 time on an audit event is a client clock bug, and drivers differ on negative BSON dates.
 _MIN_SECONDS = 0
 _MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 _MAX_NANOS = 999_999_999
+# The same range in milliseconds since the epoch, for times that tokens carry.
+MAX_MILLIS = _MAX_SECONDS * 1000 + 999
 _TIME_RANGE = "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z"
 
 _REQUIRED = "required"
+
+
+def id_character_problem(value: str) -> str | None:
+    """Why `value` cannot be an id-like field (a customer id, an element name), or None."""
+    if value.isascii():
+        # The common case needs no per-character lookup.
+        return None if _CONTROL.search(value) is None else "must not contain control characters"
+    for char in value:
+        if unicodedata.category(char) in _ID_FORBIDDEN_CATEGORIES:
+            return f"must not contain control, format or separator characters (U+{ord(char):04X})"
+    return None
+
+
+def text_character_problem(value: str) -> str | None:
+    """Why `value` cannot be free text (a status, a page name, typed input), or None."""
+    match = _TEXT_CONTROL.search(value)
+    if match is None:
+        return None
+    code = ord(match.group())
+    return f"must not contain control characters other than tab and line breaks (U+{code:04X})"
 
 
 def is_cobrowse_payload(payload_field: str) -> bool:
@@ -88,8 +118,8 @@ class _Checker:
             return
         if len(value) > self.limits.max_id_length:
             self.add(path, f"must be at most {self.limits.max_id_length} characters")
-        elif _CONTROL.search(value) is not None:
-            self.add(path, "must not contain control characters")
+        elif (problem := id_character_problem(value)) is not None:
+            self.add(path, problem)
 
     def short_string(self, path: str, value: str) -> None:
         # Filter values are only compared with stored ids; an impossible value just matches nothing.
@@ -103,6 +133,8 @@ class _Checker:
             return
         if len(value) > self.limits.max_text_length:
             self.add(path, f"must be at most {self.limits.max_text_length} characters")
+        elif (problem := text_character_problem(value)) is not None:
+            self.add(path, problem)
 
     def timestamp(self, path: str, ts: timestamp_pb2.Timestamp) -> bool:
         if not 0 <= ts.nanos <= _MAX_NANOS:
@@ -144,21 +176,33 @@ class _Checker:
         if size > self.limits.max_struct_bytes:
             self.add(path, f"must be at most {self.limits.max_struct_bytes} bytes serialized")
             return
-        # Free-form data is stored and shown as JSON, which has no NaN or infinity; an iterative
-        # walk because the nesting depth is chosen by the client.
+        # Free-form data is stored and shown as JSON, which has no NaN or infinity, and its
+        # keys and strings are free text; an iterative walk because the client chooses the depth.
         stack: list[struct_pb2.Value] = []
+        structs: list[struct_pb2.Struct] = []
         if isinstance(message, struct_pb2.Struct):
-            stack.extend(message.fields.values())
+            structs.append(message)
         else:
             stack.append(message)
-        while stack:
+        while stack or structs:
+            if structs:
+                struct = structs.pop()
+                for key, item in struct.fields.items():
+                    if (problem := text_character_problem(key)) is not None:
+                        self.add(path, f"keys {problem}")
+                        return
+                    stack.append(item)
+                continue
             value = stack.pop()
             kind = value.WhichOneof("kind")
             if kind == "number_value" and not math.isfinite(value.number_value):
                 self.add(path, "must not contain NaN or infinite numbers")
                 return
+            if kind == "string_value" and (problem := text_character_problem(value.string_value)):
+                self.add(path, f"strings {problem}")
+                return
             if kind == "struct_value":
-                stack.extend(value.struct_value.fields.values())
+                structs.append(value.struct_value)
             elif kind == "list_value":
                 stack.extend(value.list_value.values)
 

@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.server import RunningServer
+from auditlog_service.tokens import TokenSigner
 from auditlog_service.validation import Limits
 from tests.conftest import EVENTS, ID_CLAIMS
 from tests.event_samples import valid_event_of_each_type
@@ -663,6 +664,59 @@ async def test_page_token_used_for_another_request_is_invalid(
         await stub.ListEvents(request, timeout=TIMEOUT_S)
     assert_invalid_argument(failure.value, "page_token", BAD_TOKEN)
     assert await db.events.count_documents(EVENTS) == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("t", 10**20),
+        ("t", -1),
+        ("t", True),
+        ("t", 1.5),
+        ("i", 12),
+        ("i", "other-tenant/x"),
+        ("i", "acme/" + "x" * 400),
+    ],
+)
+async def test_a_signed_page_token_with_insane_content_is_invalid(
+    server: RunningServer, stub: Stub, field: str, value: object
+) -> None:
+    # A valid signature (the server's own key: leaked, or the dev default) says nothing about
+    # whether what the token holds is sane.
+    await stub.LogEvents(
+        service_pb2.LogEventsRequest(events=[sample("logged_in") for _ in range(2)]),
+        timeout=TIMEOUT_S,
+    )
+    first = await stub.ListEvents(
+        service_pb2.ListEventsRequest(tenant_id=TENANT, page_size=1), timeout=TIMEOUT_S
+    )
+    signer = TokenSigner(server.settings.token_secret)
+    payload = signer.decode("page", first.next_page_token)
+    payload[field] = value
+    request = service_pb2.ListEventsRequest(
+        tenant_id=TENANT, page_size=1, page_token=signer.encode("page", payload)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.ListEvents(request, timeout=TIMEOUT_S)
+    assert_invalid_argument(failure.value, "page_token", BAD_TOKEN)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("sequence", [-5, 10**13, True, 2.0, "3"])
+async def test_a_signed_cursor_with_insane_content_is_invalid(
+    server: RunningServer, stub: Stub, sequence: object
+) -> None:
+    signer = TokenSigner(server.settings.token_secret)
+    cursor = signer.encode("cursor", {"t": TENANT, "s": "cob-1", "q": sequence})
+    call = stub.TailSession(
+        service_pb2.TailSessionRequest(tenant_id=TENANT, session_id="cob-1", cursor=cursor),
+        timeout=TIMEOUT_S,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        async for _ in call:
+            pass
+    assert_invalid_argument(failure.value, "cursor", "ERROR_REASON_INVALID_CURSOR")
 
 
 def _varint(value: int) -> bytes:

@@ -125,6 +125,43 @@ async def test_tail_prints_events_live_and_keeps_going_across_a_server_restart(
     assert [json.loads(line)["sequence"] for line in lines] == ["1", "2", "3", "4", "5", "6"]
 
 
+@pytest.mark.asyncio
+async def test_tail_says_it_is_live_when_replay_ends_on_an_idle_session(
+    server: RunningServer,
+) -> None:
+    async with AuditLogClient(f"127.0.0.1:{server.port}") as writer:
+        await writer.log_events([click(n) for n in range(2)])
+    process = await asyncio.create_subprocess_exec(
+        AUDITLOG, "tail", "--addr", f"127.0.0.1:{server.port}", "--tenant", "acme",
+        "--session", "cob-9", "--output", "jsonl",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        lines = await read_lines(process.stdout, 2)
+        # Nothing else is written to the session: the marker must come from the end of replay.
+        marker = await read_lines(process.stderr, 1)
+    finally:
+        process.kill()
+        await process.wait()
+    assert [json.loads(line)["sequence"] for line in lines] == ["1", "2"]
+    assert marker == ["-- live (head 2) --\n"]
+
+
+@pytest.mark.asyncio
+async def test_the_table_shows_stored_text_without_terminal_escapes(server: RunningServer) -> None:
+    code, out, err = await run_cli(
+        server, "log", "--tenant", "acme", "--user", "agent-7", "--type", "STATUS_CHANGE",
+        "--data", '{"customer_id": "c-1", "status": "Done \u202egnp.exe"}',
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = await run_cli(server, "list", "--tenant", "acme")
+    assert code == 0, err
+    assert "\u202e" not in out
+    assert "\x1b" not in out
+
+
 def click(number: int) -> audit_event_pb2.AuditEvent:
     return audit_event_pb2.AuditEvent(
         tenant_id="acme",

@@ -9,13 +9,14 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from auditlog_service.server import RunningServer
 
 SERVICE = "auditlog.v1.AuditLogService"
 HEALTH = "grpc.health.v1.Health"
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 SERVICE_FILE = "auditlog/v1/service.proto"
 TIMEOUT_S = 10.0
 
@@ -68,10 +69,17 @@ async def test_health_watch_reports_not_serving_on_graceful_shutdown(
 
 
 async def reflect(
-    channel: grpc.aio.Channel, requests: Iterable[reflection_pb2.ServerReflectionRequest]
+    channel: grpc.aio.Channel,
+    requests: Iterable[reflection_pb2.ServerReflectionRequest],
+    *,
+    service: str = REFLECTION,
 ) -> list[reflection_pb2.ServerReflectionResponse]:
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    call = stub.ServerReflectionInfo(iter(list(requests)), timeout=TIMEOUT_S)
+    # v1 and v1alpha messages are the same on the wire, so one set of classes speaks both.
+    call = channel.stream_stream(
+        f"/{service}/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )(iter(list(requests)), timeout=TIMEOUT_S)
     responses = [response async for response in call]
     assert await call.code() == grpc.StatusCode.OK
     return responses
@@ -88,10 +96,13 @@ def file_descriptors(
 
 
 @pytest.mark.asyncio
-async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
-    (response,) = await reflect(channel, [reflection_pb2.ServerReflectionRequest(list_services="")])
+@pytest.mark.parametrize("version", [REFLECTION, REFLECTION_V1])
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel, version: str) -> None:
+    (response,) = await reflect(
+        channel, [reflection_pb2.ServerReflectionRequest(list_services="")], service=version
+    )
     names = {service.name for service in response.list_services_response.service}
-    assert {SERVICE, HEALTH, REFLECTION} <= names
+    assert {SERVICE, HEALTH, REFLECTION, REFLECTION_V1} <= names
 
 
 @pytest.mark.asyncio
@@ -126,7 +137,10 @@ async def test_reflection_returns_the_service_file_with_its_dependencies(
 
 
 @pytest.mark.asyncio
-async def test_reflection_finds_the_file_of_a_symbol(channel: grpc.aio.Channel) -> None:
+@pytest.mark.parametrize("version", [REFLECTION, REFLECTION_V1])
+async def test_reflection_finds_the_file_of_a_symbol(
+    channel: grpc.aio.Channel, version: str
+) -> None:
     by_service, by_message, unknown = await reflect(
         channel,
         [
@@ -136,6 +150,7 @@ async def test_reflection_finds_the_file_of_a_symbol(channel: grpc.aio.Channel) 
                 file_containing_symbol="auditlog.v1.NoSuchThing"
             ),
         ],
+        service=version,
     )
     service_file = file_descriptors(by_service)[0]
     assert service_file.name == SERVICE_FILE

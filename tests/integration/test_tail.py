@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import grpc
@@ -184,6 +185,69 @@ async def test_a_cursor_resumes_exactly_after_the_last_event(client: AuditLogCli
     # The cursor came with the batch that held 120, so the next tail starts after that batch.
     assert sequences == list(range(sequences[0], 351))
     assert sequences[0] <= 121
+
+
+@pytest.mark.asyncio
+async def test_start_time_is_where_the_tail_starts_not_a_filter(client: AuditLogClient) -> None:
+    t = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    # Event 3 comes from a producer whose clock is behind: it occurred "before" t, yet it was
+    # stored after event 2, which is where the tail starts.
+    offsets = [-60, 10, -5, 20]
+    events = []
+    for number, offset in enumerate(offsets):
+        event = click(number, session="cob-late")
+        event.occur_time.FromDatetime(t + dt.timedelta(seconds=offset))
+        events.append(event)
+    await client.log_events(events)
+    request = service_pb2.TailSessionRequest(tenant_id=TENANT, session_id="cob-late")
+    request.start_time.FromDatetime(t)
+    stream = client.stub.TailSession(request)
+    sequences: list[int] = []
+    async for response in stream:
+        sequences.extend(e.sequence for e in response.events.events)
+        if response.WhichOneof("kind") == "caught_up":
+            cursor = response.cursor
+            break
+    stream.cancel()
+    assert sequences == [2, 3, 4]
+    # Live events after the start follow whatever their occur time.
+    late = click(9, session="cob-late")
+    late.occur_time.FromDatetime(t - dt.timedelta(hours=1))
+    await client.log_event(late)
+    resumed = client.stub.TailSession(
+        service_pb2.TailSessionRequest(tenant_id=TENANT, session_id="cob-late", cursor=cursor)
+    )
+    async for response in resumed:
+        if response.WhichOneof("kind") == "events":
+            assert [e.sequence for e in response.events.events] == [5]
+            break
+    resumed.cancel()
+
+
+@pytest.mark.asyncio
+async def test_start_time_after_every_event_waits_for_the_first_one_at_or_after_it(
+    client: AuditLogClient,
+) -> None:
+    t = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    before = click(1, session="cob-wait")
+    before.occur_time.FromDatetime(t - dt.timedelta(seconds=1))
+    await client.log_event(before)
+    request = service_pb2.TailSessionRequest(tenant_id=TENANT, session_id="cob-wait")
+    request.start_time.FromDatetime(t)
+    stream = client.stub.TailSession(request)
+    seen: list[int] = []
+    async for response in stream:
+        kind = response.WhichOneof("kind")
+        if kind == "caught_up":
+            for offset in (-2, 3, -4):  # 2 is before t, 3 is the start, 4 follows it
+                event = click(offset, session="cob-wait")
+                event.occur_time.FromDatetime(t + dt.timedelta(seconds=offset))
+                await client.log_event(event)
+        seen.extend(e.sequence for e in response.events.events)
+        if len(seen) >= 2:
+            break
+    stream.cancel()
+    assert seen == [3, 4]
 
 
 @pytest.mark.asyncio

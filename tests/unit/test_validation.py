@@ -1047,3 +1047,62 @@ def test_results_are_immutable() -> None:
         DEFAULT.max_id_length = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         FieldViolation("a", "b").field = "c"  # type: ignore[misc]
+
+
+# ---- characters that tools will later print -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("char", "name"),
+    [
+        ("\u202e", "bidi override"),
+        ("\u2066", "bidi isolate"),
+        ("\u2028", "line separator"),
+        ("\u2029", "paragraph separator"),
+        ("\u200b", "zero-width space"),
+        ("\ufeff", "byte order mark"),
+        ("\x00", "NUL"),
+        ("\x1b", "ESC"),
+        ("\x85", "C1 next line"),
+    ],
+)
+def test_ids_reject_control_format_and_separator_characters(char: str, name: str) -> None:
+    event = sample("start_call")
+    event.start_call.customer_id = f"cust{char}42"
+    violations = validate_event(event, "event", DEFAULT)
+    assert fields(violations) == ["event.start_call.customer_id"], name
+
+
+def test_ids_accept_letters_of_any_script() -> None:
+    event = sample("start_call")
+    event.start_call.customer_id = "клиент-42 أحمد 顧客"
+    assert validate_event(event, "event", DEFAULT) == []
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\x07", "\x7f", "\x9b", "\x0b"])
+@pytest.mark.parametrize(
+    "where",
+    ["status_change.status", "page_change.page_name", "input.text", "selection.selected_text"],
+)
+def test_free_text_rejects_controls_other_than_tab_and_line_breaks(char: str, where: str) -> None:
+    event = sample(where.split(".")[0])
+    obj, name = _resolve(event, where)
+    setattr(obj, name, f"before{char}after")
+    assert fields(validate_event(event, "event", DEFAULT)) == [f"event.{where}"]
+
+
+def test_free_text_keeps_tabs_line_breaks_and_bidi_text() -> None:
+    event = sample("status_change")
+    event.status_change.status = "Done\tby bot\r\nשלום \u202bRTL\u202c"
+    assert validate_event(event, "event", DEFAULT) == []
+
+
+@pytest.mark.parametrize("as_key", [False, True])
+def test_struct_strings_and_keys_are_free_text(as_key: bool) -> None:
+    event = sample("plugin_change")
+    nested = event.plugin_change.configuration.fields["outer"].struct_value
+    if as_key:
+        nested.fields["bad\x00key"].string_value = "ok"
+    else:
+        nested.fields["key"].list_value.values.add().string_value = "bad\x1b[2J"
+    assert fields(validate_event(event, "event", DEFAULT)) == ["event.plugin_change.configuration"]

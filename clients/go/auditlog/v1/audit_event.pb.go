@@ -82,6 +82,16 @@ type AuditEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Idempotency key, unique within the tenant: a UUID chosen by the client (the SDKs fill it in) so
 	// that a retry stores nothing twice. Assigned by the server when empty.
+	//
+	// A second event with a stored id is a retry (already_stored, nothing written) when it stores
+	// the same content, else ALREADY_EXISTS. Content is compared as stored: after the server drops
+	// fields it does not know, clears output-only fields, truncates times to milliseconds, turns
+	// -0.0 into 0.0, reads free-form data back from its JSON and masks sensitive input. Precisely,
+	// the fingerprint is SHA-256 over the deterministic serialization of the event as stored without
+	// id, occur_time and output-only fields, followed for a masked input by HMAC-SHA256 of the
+	// original text under a server key (so two different secrets conflict, while nothing stored
+	// reveals the secret). occur_time is compared on its own: a retry without one matches any stored
+	// time, a retry with one must name the stored millisecond.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The tenant the event belongs to. Required.
 	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`

@@ -310,6 +310,61 @@ func (SortOrder) EnumDescriptor() ([]byte, []int) {
 	return file_auditlog_v1_enums_proto_rawDescGZIP(), []int{3}
 }
 
+// ResultView says how much of each stored event a LogEvents response carries.
+type ResultView int32
+
+const (
+	// The server's default: RESULT_VIEW_EVENT.
+	ResultView_RESULT_VIEW_UNSPECIFIED ResultView = 0
+	// The whole event as stored in each result, as long as the response stays within 4 MiB (the
+	// default receive limit of gRPC clients); a larger response carries acks instead, as with
+	// RESULT_VIEW_ACK, so that a default client can always read it.
+	ResultView_RESULT_VIEW_EVENT ResultView = 1
+	// An EventAck per stored event (id, sequence, receive time, already_stored): small and cheap.
+	ResultView_RESULT_VIEW_ACK ResultView = 2
+)
+
+// Enum value maps for ResultView.
+var (
+	ResultView_name = map[int32]string{
+		0: "RESULT_VIEW_UNSPECIFIED",
+		1: "RESULT_VIEW_EVENT",
+		2: "RESULT_VIEW_ACK",
+	}
+	ResultView_value = map[string]int32{
+		"RESULT_VIEW_UNSPECIFIED": 0,
+		"RESULT_VIEW_EVENT":       1,
+		"RESULT_VIEW_ACK":         2,
+	}
+)
+
+func (x ResultView) Enum() *ResultView {
+	p := new(ResultView)
+	*p = x
+	return p
+}
+
+func (x ResultView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResultView) Descriptor() protoreflect.EnumDescriptor {
+	return file_auditlog_v1_enums_proto_enumTypes[4].Descriptor()
+}
+
+func (ResultView) Type() protoreflect.EnumType {
+	return &file_auditlog_v1_enums_proto_enumTypes[4]
+}
+
+func (x ResultView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResultView.Descriptor instead.
+func (ResultView) EnumDescriptor() ([]byte, []int) {
+	return file_auditlog_v1_enums_proto_rawDescGZIP(), []int{4}
+}
+
 // ErrorReason is the stable machine-readable reason in the google.rpc.ErrorInfo detail of an error
 // (domain "auditlog.v1") and in per-event errors.
 type ErrorReason int32
@@ -341,6 +396,9 @@ const (
 	ErrorReason_ERROR_REASON_SHUTTING_DOWN ErrorReason = 11
 	// Too many writers raced for the same co-browsing session's next sequence; retry.
 	ErrorReason_ERROR_REASON_SEQUENCE_CONTENTION ErrorReason = 12
+	// A read took longer than its deadline (the call's, capped by the server); the database is up.
+	// Narrow the filter or the time range, or retry with a longer deadline.
+	ErrorReason_ERROR_REASON_QUERY_TIMEOUT ErrorReason = 13
 )
 
 // Enum value maps for ErrorReason.
@@ -359,6 +417,7 @@ var (
 		10: "ERROR_REASON_TOO_MANY_TAILS",
 		11: "ERROR_REASON_SHUTTING_DOWN",
 		12: "ERROR_REASON_SEQUENCE_CONTENTION",
+		13: "ERROR_REASON_QUERY_TIMEOUT",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -374,6 +433,7 @@ var (
 		"ERROR_REASON_TOO_MANY_TAILS":       10,
 		"ERROR_REASON_SHUTTING_DOWN":        11,
 		"ERROR_REASON_SEQUENCE_CONTENTION":  12,
+		"ERROR_REASON_QUERY_TIMEOUT":        13,
 	}
 )
 
@@ -388,11 +448,11 @@ func (x ErrorReason) String() string {
 }
 
 func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_auditlog_v1_enums_proto_enumTypes[4].Descriptor()
+	return file_auditlog_v1_enums_proto_enumTypes[5].Descriptor()
 }
 
 func (ErrorReason) Type() protoreflect.EnumType {
-	return &file_auditlog_v1_enums_proto_enumTypes[4]
+	return &file_auditlog_v1_enums_proto_enumTypes[5]
 }
 
 func (x ErrorReason) Number() protoreflect.EnumNumber {
@@ -401,7 +461,7 @@ func (x ErrorReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorReason.Descriptor instead.
 func (ErrorReason) EnumDescriptor() ([]byte, []int) {
-	return file_auditlog_v1_enums_proto_rawDescGZIP(), []int{4}
+	return file_auditlog_v1_enums_proto_rawDescGZIP(), []int{5}
 }
 
 var File_auditlog_v1_enums_proto protoreflect.FileDescriptor
@@ -467,7 +527,12 @@ const file_auditlog_v1_enums_proto_rawDesc = "" +
 	"\tSortOrder\x12\x1a\n" +
 	"\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17SORT_ORDER_NEWEST_FIRST\x10\x01\x12\x1b\n" +
-	"\x17SORT_ORDER_OLDEST_FIRST\x10\x02*\xca\x03\n" +
+	"\x17SORT_ORDER_OLDEST_FIRST\x10\x02*U\n" +
+	"\n" +
+	"ResultView\x12\x1b\n" +
+	"\x17RESULT_VIEW_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11RESULT_VIEW_EVENT\x10\x01\x12\x13\n" +
+	"\x0fRESULT_VIEW_ACK\x10\x02*\xea\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12\x1c\n" +
@@ -482,7 +547,8 @@ const file_auditlog_v1_enums_proto_rawDesc = "" +
 	"\x1bERROR_REASON_TOO_MANY_TAILS\x10\n" +
 	"\x12\x1e\n" +
 	"\x1aERROR_REASON_SHUTTING_DOWN\x10\v\x12$\n" +
-	" ERROR_REASON_SEQUENCE_CONTENTION\x10\fB^\n" +
+	" ERROR_REASON_SEQUENCE_CONTENTION\x10\f\x12\x1e\n" +
+	"\x1aERROR_REASON_QUERY_TIMEOUT\x10\rB^\n" +
 	"\x0eio.auditlog.v1B\n" +
 	"EnumsProtoP\x01Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1b\x06proto3"
 
@@ -498,13 +564,14 @@ func file_auditlog_v1_enums_proto_rawDescGZIP() []byte {
 	return file_auditlog_v1_enums_proto_rawDescData
 }
 
-var file_auditlog_v1_enums_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_auditlog_v1_enums_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_auditlog_v1_enums_proto_goTypes = []any{
 	(EventType)(0),     // 0: auditlog.v1.EventType
 	(Actor)(0),         // 1: auditlog.v1.Actor
 	(MeetingAction)(0), // 2: auditlog.v1.MeetingAction
 	(SortOrder)(0),     // 3: auditlog.v1.SortOrder
-	(ErrorReason)(0),   // 4: auditlog.v1.ErrorReason
+	(ResultView)(0),    // 4: auditlog.v1.ResultView
+	(ErrorReason)(0),   // 5: auditlog.v1.ErrorReason
 }
 var file_auditlog_v1_enums_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -525,7 +592,7 @@ func file_auditlog_v1_enums_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditlog_v1_enums_proto_rawDesc), len(file_auditlog_v1_enums_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   0,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -1284,7 +1284,8 @@ type CustomEventAttributes struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The producer-defined event type.
 	EventType string `protobuf:"bytes,1,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
-	// The producer-defined value (free-form).
+	// The producer-defined value (free-form). A Value without a kind is stored and returned as
+	// null_value, as the protobuf JSON mapping reads it.
 	Value         *structpb.Value `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -127,7 +127,9 @@ func (x *LogEventResponse) GetAlreadyStored() bool {
 type LogEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The events, at most the server's batch limit (1,000 by default).
-	Events        []*AuditEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Events []*AuditEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// How much of each stored event the results carry.
+	ResultView    ResultView `protobuf:"varint,2,opt,name=result_view,json=resultView,proto3,enum=auditlog.v1.ResultView" json:"result_view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -167,6 +169,13 @@ func (x *LogEventsRequest) GetEvents() []*AuditEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *LogEventsRequest) GetResultView() ResultView {
+	if x != nil {
+		return x.ResultView
+	}
+	return ResultView_RESULT_VIEW_UNSPECIFIED
 }
 
 // FieldViolation names one bad field of an event and why it is bad.
@@ -306,6 +315,7 @@ type LogEventResult struct {
 	//
 	//	*LogEventResult_Event
 	//	*LogEventResult_Error
+	//	*LogEventResult_Ack
 	Result isLogEventResult_Result `protobuf_oneof:"result"`
 	// True when an event with this id was already stored (an idempotent retry).
 	AlreadyStored bool `protobuf:"varint,3,opt,name=already_stored,json=alreadyStored,proto3" json:"already_stored,omitempty"`
@@ -368,6 +378,15 @@ func (x *LogEventResult) GetError() *EventError {
 	return nil
 }
 
+func (x *LogEventResult) GetAck() *EventAck {
+	if x != nil {
+		if x, ok := x.Result.(*LogEventResult_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
 func (x *LogEventResult) GetAlreadyStored() bool {
 	if x != nil {
 		return x.AlreadyStored
@@ -380,7 +399,7 @@ type isLogEventResult_Result interface {
 }
 
 type LogEventResult_Event struct {
-	// The event as stored.
+	// The event as stored (RESULT_VIEW_EVENT, while the response stays within 4 MiB).
 	Event *AuditEvent `protobuf:"bytes,1,opt,name=event,proto3,oneof"`
 }
 
@@ -389,9 +408,16 @@ type LogEventResult_Error struct {
 	Error *EventError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
 }
 
+type LogEventResult_Ack struct {
+	// The event was stored (RESULT_VIEW_ACK, or a response too large for whole events).
+	Ack *EventAck `protobuf:"bytes,4,opt,name=ack,proto3,oneof"`
+}
+
 func (*LogEventResult_Event) isLogEventResult_Result() {}
 
 func (*LogEventResult_Error) isLogEventResult_Result() {}
+
+func (*LogEventResult_Ack) isLogEventResult_Result() {}
 
 // LogEventsResponse has one result per event, in request order.
 type LogEventsResponse struct {
@@ -950,7 +976,8 @@ func (x *ListEventsRequest) GetPageToken() string {
 // ListEventsResponse is one page of events.
 type ListEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The events of this page, in the requested order.
+	// The events of this page, in the requested order. A page ends early, with a next page token,
+	// before its encoded size would pass 4 MiB (the default receive limit of gRPC clients).
 	Events []*AuditEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// The token of the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
@@ -1128,7 +1155,9 @@ type TailSessionRequest_Cursor struct {
 }
 
 type TailSessionRequest_StartTime struct {
-	// Start with the first event that occurred at or after this time.
+	// Start with the first event, in sequence order, that occurred at or after this time; from
+	// there on every event follows in sequence order, whatever its occur time (a producer whose
+	// clock is behind still has its events delivered, never skipped).
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3,oneof"`
 }
 
@@ -1419,9 +1448,11 @@ const file_auditlog_v1_service_proto_rawDesc = "" +
 	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventR\x05event\"h\n" +
 	"\x10LogEventResponse\x12-\n" +
 	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventR\x05event\x12%\n" +
-	"\x0ealready_stored\x18\x02 \x01(\bR\ralreadyStored\"C\n" +
+	"\x0ealready_stored\x18\x02 \x01(\bR\ralreadyStored\"}\n" +
 	"\x10LogEventsRequest\x12/\n" +
-	"\x06events\x18\x01 \x03(\v2\x17.auditlog.v1.AuditEventR\x06events\"H\n" +
+	"\x06events\x18\x01 \x03(\v2\x17.auditlog.v1.AuditEventR\x06events\x128\n" +
+	"\vresult_view\x18\x02 \x01(\x0e2\x17.auditlog.v1.ResultViewR\n" +
+	"resultView\"H\n" +
 	"\x0eFieldViolation\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\"\xb4\x01\n" +
@@ -1430,10 +1461,11 @@ const file_auditlog_v1_service_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x120\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x18.auditlog.v1.ErrorReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12F\n" +
-	"\x10field_violations\x18\x04 \x03(\v2\x1b.auditlog.v1.FieldViolationR\x0ffieldViolations\"\xa3\x01\n" +
+	"\x10field_violations\x18\x04 \x03(\v2\x1b.auditlog.v1.FieldViolationR\x0ffieldViolations\"\xce\x01\n" +
 	"\x0eLogEventResult\x12/\n" +
 	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventH\x00R\x05event\x12/\n" +
-	"\x05error\x18\x02 \x01(\v2\x17.auditlog.v1.EventErrorH\x00R\x05error\x12%\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.auditlog.v1.EventErrorH\x00R\x05error\x12)\n" +
+	"\x03ack\x18\x04 \x01(\v2\x15.auditlog.v1.EventAckH\x00R\x03ack\x12%\n" +
 	"\x0ealready_stored\x18\x03 \x01(\bR\ralreadyStoredB\b\n" +
 	"\x06result\"J\n" +
 	"\x11LogEventsResponse\x125\n" +
@@ -1549,57 +1581,60 @@ var file_auditlog_v1_service_proto_goTypes = []any{
 	(*TailHeartbeat)(nil),         // 18: auditlog.v1.TailHeartbeat
 	(*TailSessionResponse)(nil),   // 19: auditlog.v1.TailSessionResponse
 	(*AuditEvent)(nil),            // 20: auditlog.v1.AuditEvent
-	(ErrorReason)(0),              // 21: auditlog.v1.ErrorReason
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(EventType)(0),                // 23: auditlog.v1.EventType
-	(Actor)(0),                    // 24: auditlog.v1.Actor
-	(SortOrder)(0),                // 25: auditlog.v1.SortOrder
+	(ResultView)(0),               // 21: auditlog.v1.ResultView
+	(ErrorReason)(0),              // 22: auditlog.v1.ErrorReason
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(EventType)(0),                // 24: auditlog.v1.EventType
+	(Actor)(0),                    // 25: auditlog.v1.Actor
+	(SortOrder)(0),                // 26: auditlog.v1.SortOrder
 }
 var file_auditlog_v1_service_proto_depIdxs = []int32{
 	20, // 0: auditlog.v1.LogEventRequest.event:type_name -> auditlog.v1.AuditEvent
 	20, // 1: auditlog.v1.LogEventResponse.event:type_name -> auditlog.v1.AuditEvent
 	20, // 2: auditlog.v1.LogEventsRequest.events:type_name -> auditlog.v1.AuditEvent
-	21, // 3: auditlog.v1.EventError.reason:type_name -> auditlog.v1.ErrorReason
-	3,  // 4: auditlog.v1.EventError.field_violations:type_name -> auditlog.v1.FieldViolation
-	20, // 5: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
-	4,  // 6: auditlog.v1.LogEventResult.error:type_name -> auditlog.v1.EventError
-	5,  // 7: auditlog.v1.LogEventsResponse.results:type_name -> auditlog.v1.LogEventResult
-	20, // 8: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
-	22, // 9: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
-	8,  // 10: auditlog.v1.StreamEventsResponse.ack:type_name -> auditlog.v1.EventAck
-	4,  // 11: auditlog.v1.StreamEventsResponse.error:type_name -> auditlog.v1.EventError
-	20, // 12: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
-	22, // 13: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
-	22, // 14: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
-	23, // 15: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
-	24, // 16: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
-	12, // 17: auditlog.v1.ListEventsRequest.filter:type_name -> auditlog.v1.EventFilter
-	25, // 18: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
-	20, // 19: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
-	22, // 20: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
-	23, // 21: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
-	20, // 22: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
-	22, // 23: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
-	16, // 24: auditlog.v1.TailSessionResponse.events:type_name -> auditlog.v1.TailEventBatch
-	17, // 25: auditlog.v1.TailSessionResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
-	18, // 26: auditlog.v1.TailSessionResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
-	0,  // 27: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
-	2,  // 28: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
-	7,  // 29: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
-	10, // 30: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
-	13, // 31: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
-	15, // 32: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
-	1,  // 33: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
-	6,  // 34: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
-	9,  // 35: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
-	11, // 36: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
-	14, // 37: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
-	19, // 38: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
-	33, // [33:39] is the sub-list for method output_type
-	27, // [27:33] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	21, // 3: auditlog.v1.LogEventsRequest.result_view:type_name -> auditlog.v1.ResultView
+	22, // 4: auditlog.v1.EventError.reason:type_name -> auditlog.v1.ErrorReason
+	3,  // 5: auditlog.v1.EventError.field_violations:type_name -> auditlog.v1.FieldViolation
+	20, // 6: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
+	4,  // 7: auditlog.v1.LogEventResult.error:type_name -> auditlog.v1.EventError
+	8,  // 8: auditlog.v1.LogEventResult.ack:type_name -> auditlog.v1.EventAck
+	5,  // 9: auditlog.v1.LogEventsResponse.results:type_name -> auditlog.v1.LogEventResult
+	20, // 10: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
+	23, // 11: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
+	8,  // 12: auditlog.v1.StreamEventsResponse.ack:type_name -> auditlog.v1.EventAck
+	4,  // 13: auditlog.v1.StreamEventsResponse.error:type_name -> auditlog.v1.EventError
+	20, // 14: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
+	23, // 15: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
+	23, // 16: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
+	24, // 17: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
+	25, // 18: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
+	12, // 19: auditlog.v1.ListEventsRequest.filter:type_name -> auditlog.v1.EventFilter
+	26, // 20: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
+	20, // 21: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
+	23, // 22: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
+	24, // 23: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
+	20, // 24: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
+	23, // 25: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
+	16, // 26: auditlog.v1.TailSessionResponse.events:type_name -> auditlog.v1.TailEventBatch
+	17, // 27: auditlog.v1.TailSessionResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
+	18, // 28: auditlog.v1.TailSessionResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
+	0,  // 29: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
+	2,  // 30: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
+	7,  // 31: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
+	10, // 32: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
+	13, // 33: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
+	15, // 34: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
+	1,  // 35: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
+	6,  // 36: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
+	9,  // 37: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
+	11, // 38: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
+	14, // 39: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
+	19, // 40: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
+	35, // [35:41] is the sub-list for method output_type
+	29, // [29:35] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_auditlog_v1_service_proto_init() }
@@ -1612,6 +1647,7 @@ func file_auditlog_v1_service_proto_init() {
 	file_auditlog_v1_service_proto_msgTypes[5].OneofWrappers = []any{
 		(*LogEventResult_Event)(nil),
 		(*LogEventResult_Error)(nil),
+		(*LogEventResult_Ack)(nil),
 	}
 	file_auditlog_v1_service_proto_msgTypes[9].OneofWrappers = []any{
 		(*StreamEventsResponse_Ack)(nil),

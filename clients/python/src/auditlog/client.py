@@ -473,6 +473,7 @@ class AuditLogClient:
         from_now: bool = False,
         event_types: Sequence[int] = (),
         max_retries: int = 10,
+        on_caught_up: Callable[[int], None] | None = None,
     ) -> SessionTail:
         """Follow a co-browsing session: replay from the start (or a cursor, or now), then live.
 
@@ -480,6 +481,9 @@ class AuditLogClient:
         >>> async for event in tail:
         ...     print(event.sequence, event.WhichOneof("payload"))
         ...     save(tail.cursor)  # resume later with tail_session(..., cursor=saved)
+
+        `on_caught_up(head)` is called when replay reaches the session's head, at once, even
+        when no event follows (an idle session): that is the moment the tail is live.
         """
         request = service_pb2.TailSessionRequest(
             tenant_id=tenant_id,
@@ -492,7 +496,7 @@ class AuditLogClient:
             request.from_now = True
         else:
             request.from_beginning = True
-        return SessionTail(self, request, max_retries=max_retries)
+        return SessionTail(self, request, max_retries=max_retries, on_caught_up=on_caught_up)
 
 
 # Trailing metadata key under which the server sends the cursor a tail resumes from.
@@ -538,8 +542,10 @@ class SessionTail:
         max_retries: int = 10,
         initial_backoff_s: float = 0.1,
         max_backoff_s: float = 2.0,
+        on_caught_up: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
+        self._on_caught_up = on_caught_up
         self._request = request
         self.max_retries = max_retries
         self._initial_backoff_s = initial_backoff_s
@@ -578,6 +584,8 @@ class SessionTail:
                                 yield event
                     elif kind == "caught_up":
                         self.head = response.caught_up.head_sequence
+                        if not self.caught_up.is_set() and self._on_caught_up is not None:
+                            self._on_caught_up(self.head)
                         self.caught_up.set()
                     elif kind == "heartbeat":
                         self.head = response.heartbeat.head_sequence

@@ -190,6 +190,36 @@ SORT_ORDER_OLDEST_FIRST: SortOrder.ValueType  # 2
 """Oldest first (ascending occur time, then ascending id)."""
 Global___SortOrder: _TypeAlias = SortOrder  # noqa: Y015
 
+class _ResultView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResultViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESULT_VIEW_UNSPECIFIED: _ResultView.ValueType  # 0
+    """The server's default: RESULT_VIEW_EVENT."""
+    RESULT_VIEW_EVENT: _ResultView.ValueType  # 1
+    """The whole event as stored in each result, as long as the response stays within 4 MiB (the
+    default receive limit of gRPC clients); a larger response carries acks instead, as with
+    RESULT_VIEW_ACK, so that a default client can always read it.
+    """
+    RESULT_VIEW_ACK: _ResultView.ValueType  # 2
+    """An EventAck per stored event (id, sequence, receive time, already_stored): small and cheap."""
+
+class ResultView(_ResultView, metaclass=_ResultViewEnumTypeWrapper):
+    """ResultView says how much of each stored event a LogEvents response carries."""
+
+RESULT_VIEW_UNSPECIFIED: ResultView.ValueType  # 0
+"""The server's default: RESULT_VIEW_EVENT."""
+RESULT_VIEW_EVENT: ResultView.ValueType  # 1
+"""The whole event as stored in each result, as long as the response stays within 4 MiB (the
+default receive limit of gRPC clients); a larger response carries acks instead, as with
+RESULT_VIEW_ACK, so that a default client can always read it.
+"""
+RESULT_VIEW_ACK: ResultView.ValueType  # 2
+"""An EventAck per stored event (id, sequence, receive time, already_stored): small and cheap."""
+Global___ResultView: _TypeAlias = ResultView  # noqa: Y015
+
 class _ErrorReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -222,6 +252,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The server is shutting down; resume on another server from the cursor in the trailers."""
     ERROR_REASON_SEQUENCE_CONTENTION: _ErrorReason.ValueType  # 12
     """Too many writers raced for the same co-browsing session's next sequence; retry."""
+    ERROR_REASON_QUERY_TIMEOUT: _ErrorReason.ValueType  # 13
+    """A read took longer than its deadline (the call's, capped by the server); the database is up.
+    Narrow the filter or the time range, or retry with a longer deadline.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the stable machine-readable reason in the google.rpc.ErrorInfo detail of an error
@@ -254,4 +288,8 @@ ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 11
 """The server is shutting down; resume on another server from the cursor in the trailers."""
 ERROR_REASON_SEQUENCE_CONTENTION: ErrorReason.ValueType  # 12
 """Too many writers raced for the same co-browsing session's next sequence; retry."""
+ERROR_REASON_QUERY_TIMEOUT: ErrorReason.ValueType  # 13
+"""A read took longer than its deadline (the call's, capped by the server); the database is up.
+Narrow the filter or the time range, or retry with a longer deadline.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -654,7 +654,9 @@ class CustomEventAttributes(_message.Message):
     """The producer-defined event type."""
     @_builtins.property
     def value(self) -> _struct_pb2.Value:
-        """The producer-defined value (free-form)."""
+        """The producer-defined value (free-form). A Value without a kind is stored and returned as
+        null_value, as the protobuf JSON mapping reads it.
+        """
 
     def __init__(
         self,

@@ -80,6 +80,9 @@ class LogEventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    RESULT_VIEW_FIELD_NUMBER: _builtins.int
+    result_view: _enums_pb2.ResultView.ValueType
+    """How much of each stored event the results carry."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_audit_event_pb2.AuditEvent]:
         """The events, at most the server's batch limit (1,000 by default)."""
@@ -88,10 +91,11 @@ class LogEventsRequest(_message.Message):
         self,
         *,
         events: _abc.Iterable[_audit_event_pb2.AuditEvent] | None = ...,
+        result_view: _enums_pb2.ResultView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "result_view", b"result_view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -167,29 +171,35 @@ class LogEventResult(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ACK_FIELD_NUMBER: _builtins.int
     ALREADY_STORED_FIELD_NUMBER: _builtins.int
     already_stored: _builtins.bool
     """True when an event with this id was already stored (an idempotent retry)."""
     @_builtins.property
     def event(self) -> _audit_event_pb2.AuditEvent:
-        """The event as stored."""
+        """The event as stored (RESULT_VIEW_EVENT, while the response stays within 4 MiB)."""
 
     @_builtins.property
     def error(self) -> Global___EventError:
         """Why the event was not stored."""
+
+    @_builtins.property
+    def ack(self) -> Global___EventAck:
+        """The event was stored (RESULT_VIEW_ACK, or a response too large for whole events)."""
 
     def __init__(
         self,
         *,
         event: _audit_event_pb2.AuditEvent | None = ...,
         error: Global___EventError | None = ...,
+        ack: Global___EventAck | None = ...,
         already_stored: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "event", b"event", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_stored", b"already_stored", "error", b"error", "event", b"event", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "already_stored", b"already_stored", "error", b"error", "event", b"event", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["event", "error"]  # noqa: Y015
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["event", "error", "ack"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
@@ -475,7 +485,9 @@ class ListEventsResponse(_message.Message):
     """The token of the next page; empty on the last page."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_audit_event_pb2.AuditEvent]:
-        """The events of this page, in the requested order."""
+        """The events of this page, in the requested order. A page ends early, with a next page token,
+        before its encoded size would pass 4 MiB (the default receive limit of gRPC clients).
+        """
 
     def __init__(
         self,
@@ -516,7 +528,10 @@ class TailSessionRequest(_message.Message):
     """Only events stored after the call starts."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Start with the first event that occurred at or after this time."""
+        """Start with the first event, in sequence order, that occurred at or after this time; from
+        there on every event follows in sequence order, whatever its occur time (a producer whose
+        clock is behind still has its events delivered, never skipped).
+        """
 
     @_builtins.property
     def event_types(self) -> _containers.RepeatedScalarFieldContainer[_enums_pb2.EventType.ValueType]:

@@ -670,7 +670,8 @@ export type CustomEventAttributes = Message<"auditlog.v1.CustomEventAttributes">
   eventType: string;
 
   /**
-   * The producer-defined value (free-form).
+   * The producer-defined value (free-form). A Value without a kind is stored and returned as
+   * null_value, as the protobuf JSON mapping reads it.
    *
    * @generated from field: google.protobuf.Value value = 2;
    */
