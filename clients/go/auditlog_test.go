@@ -1,4 +1,5 @@
-// Tests of the Go SDK: descriptor options offline, and a live round trip against AUDITLOG_ADDR (skipped when unset).
+// Tests of the Go SDK: descriptor options offline, and a live round trip against AUDITLOG_ADDR (skipped when unset)
+// with AUDITLOG_TOKEN and AUDITLOG_TLS_* applied by NewConnFromEnv.
 package auditlog_test
 
 import (
@@ -12,8 +13,6 @@ import (
 
 	auditlog "github.com/auditlog/auditlog/clients/go"
 	auditlogv1 "github.com/auditlog/auditlog/clients/go/auditlog/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -51,11 +50,11 @@ func TestNewEventID(t *testing.T) {
 }
 
 func TestLiveRoundTrip(t *testing.T) {
-	addr := os.Getenv("AUDITLOG_ADDR")
-	if addr == "" {
+	if os.Getenv("AUDITLOG_ADDR") == "" {
 		t.Skip("AUDITLOG_ADDR is not set: no live auditlog server to test against")
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// AUDITLOG_TOKEN and AUDITLOG_TLS_* (when set) reach the server through the SDK's own helper.
+	conn, err := auditlog.NewConnFromEnv()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,6 +187,30 @@ func TestLiveRoundTrip(t *testing.T) {
 		t.Fatalf("tail replayed %d events, want 1", len(tailed))
 	}
 	assertSameEvent(t, tailed[0], c)
+
+	// The resuming tail helper sees the same replay.
+	helperCtx, stopHelper := context.WithTimeout(ctx, 15*time.Second)
+	defer stopHelper()
+	tail := auditlog.TailSession(helperCtx, client, &auditlogv1.TailSessionRequest{
+		TenantId: tenant, SessionId: session,
+		Start: &auditlogv1.TailSessionRequest_FromBeginning{FromBeginning: true},
+	}, auditlog.TailOptions{})
+	defer tail.Close()
+	var viaHelper []*auditlogv1.AuditEvent
+	for {
+		msg, err := tail.Recv()
+		if err != nil {
+			t.Fatalf("SessionTail.Recv: %v (after %d events)", err, len(viaHelper))
+		}
+		viaHelper = append(viaHelper, msg.GetEvents().GetEvents()...)
+		if msg.GetCaughtUp() != nil {
+			break
+		}
+	}
+	if len(viaHelper) != 1 || tail.Cursor() == "" {
+		t.Fatalf("SessionTail replayed %d events, cursor %q", len(viaHelper), tail.Cursor())
+	}
+	assertSameEvent(t, viaHelper[0], c)
 }
 
 // assertSameEvent compares the fields a client sets or reads; receive_time only for presence, so

@@ -1,6 +1,6 @@
 // Command e2e-go logs the general events of the cross-language end-to-end test (spec: ../README.md)
-// against AUDITLOG_ADDR: the first half one by one with LogEvent, the rest in one LogEvents batch.
-// It exits non-zero on any failure.
+// against AUDITLOG_ADDR (with AUDITLOG_TOKEN and AUDITLOG_TLS_* when set): the first half one by one
+// with LogEvent, the rest in one LogEvents batch. It exits non-zero on any failure.
 package main
 
 import (
@@ -10,9 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	auditlog "github.com/auditlog/auditlog/clients/go"
 	auditlogv1 "github.com/auditlog/auditlog/clients/go/auditlog/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -173,7 +172,8 @@ func run() error {
 	}
 	s := spec{tenant: tenant, session: session, baseMs: base}
 
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The SDK's helper reads AUDITLOG_ADDR, AUDITLOG_TOKEN and AUDITLOG_TLS_*, as every SDK does.
+	conn, err := auditlog.NewConnFromEnv()
 	if err != nil {
 		return err
 	}

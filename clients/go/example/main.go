@@ -3,6 +3,9 @@
 // Run with a server listening on AUDITLOG_ADDR (default 127.0.0.1:50051):
 //
 //	go run ./example
+//
+// AUDITLOG_TOKEN (a bearer token) and AUDITLOG_TLS_CA / AUDITLOG_TLS_CERT / AUDITLOG_TLS_KEY (TLS,
+// mTLS) apply when set.
 package main
 
 import (
@@ -13,24 +16,17 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"os"
 	"time"
 
 	auditlog "github.com/auditlog/auditlog/clients/go"
 	auditlogv1 "github.com/auditlog/auditlog/clients/go/auditlog/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 func main() {
-	addr := os.Getenv("AUDITLOG_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:50051"
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := auditlog.NewConnFromEnv()
 	if err != nil {
-		log.Fatalf("connect %s: %v", addr, err)
+		log.Fatalf("connect: %v", err)
 	}
 	defer conn.Close()
 	client := auditlogv1.NewAuditLogServiceClient(conn)
@@ -98,18 +94,19 @@ func main() {
 		req.PageToken = page.GetNextPageToken()
 	}
 
-	// Tail the session from its first event until replay has caught up with the live head.
+	// Tail the session from its first event until replay has caught up with the live head. The
+	// SDK's tail resumes by itself from the last cursor if the call breaks (server restart, rate
+	// limit, expired token), so a console can follow a session for hours.
 	tailCtx, stopTail := context.WithCancel(ctx)
 	defer stopTail()
-	stream, err := client.TailSession(tailCtx, &auditlogv1.TailSessionRequest{
+	tail := auditlog.TailSession(tailCtx, client, &auditlogv1.TailSessionRequest{
 		TenantId: tenant, SessionId: session,
 		Start: &auditlogv1.TailSessionRequest_FromBeginning{FromBeginning: true},
-	})
-	if err != nil {
-		log.Fatalf("TailSession: %v", err)
-	}
+	}, auditlog.TailOptions{OnRetry: func(err error, wait time.Duration) {
+		log.Printf("tail: resuming in %s after %v", wait, err)
+	}})
 	for caughtUp := false; !caughtUp; {
-		msg, err := stream.Recv()
+		msg, err := tail.Recv()
 		if errors.Is(err, io.EOF) {
 			log.Fatal("TailSession ended before caught_up")
 		} else if err != nil {
@@ -127,7 +124,7 @@ func main() {
 			fmt.Printf("tail: heartbeat at head %d\n", kind.Heartbeat.GetHeadSequence())
 		}
 	}
-	stopTail()
+	tail.Close()
 
 	// The seed type string and display name are options on the enum value, readable offline.
 	info := auditlog.TypeInfo(auditlogv1.EventType_EVENT_TYPE_START_CALL)

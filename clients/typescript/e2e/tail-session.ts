@@ -6,9 +6,11 @@
 // E2E_COBROWSE_EVENTS events in sequence order 1, 2, 3, ... (and caught_up); non-zero on any
 // failure or after E2E_TIMEOUT_MS (default 60 s).
 //
+// AUDITLOG_TOKEN and AUDITLOG_TLS_* apply when set.
+//
 //   AUDITLOG_ADDR=... E2E_TENANT=... E2E_SESSION=... E2E_COBROWSE_EVENTS=200 node --import tsx e2e/tail-session.ts
 import { toJson } from "@bufbuild/protobuf";
-import { AuditEventSchema, connectAuditLog } from "../src/index.js";
+import { AuditEventSchema, connectFromEnv } from "../src/index.js";
 
 function env(name: string): string {
   const value = process.env[name];
@@ -25,7 +27,9 @@ async function main(): Promise<void> {
   const sessionId = env("E2E_SESSION");
   const count = BigInt(env("E2E_COBROWSE_EVENTS"));
   const timeoutMs = Number(process.env["E2E_TIMEOUT_MS"] ?? "60000");
-  const { client, close } = connectAuditLog(env("AUDITLOG_ADDR"));
+  env("AUDITLOG_ADDR"); // required: the SDK's default address is never the test's server
+  // The SDK's helper reads AUDITLOG_ADDR, AUDITLOG_TOKEN and AUDITLOG_TLS_*, as every SDK does.
+  const { client, close } = connectFromEnv();
   let last = 0n;
   let caughtUp = false;
   try {

@@ -1,11 +1,12 @@
 // Example program for the TypeScript SDK: logs a general and a co-browsing event, reads them back, tails the session.
 //
 // Run with a server listening on AUDITLOG_ADDR (default 127.0.0.1:50051):  npm run example
+// AUDITLOG_TOKEN (a bearer token) and AUDITLOG_TLS_CA / AUDITLOG_TLS_CERT / AUDITLOG_TLS_KEY (TLS, mTLS) apply when set.
 import { randomBytes } from "node:crypto";
 import { timestampDate, timestampNow } from "@bufbuild/protobuf/wkt";
-import { Actor, EventType, SortOrder, connectAuditLog, eventTypeInfo, newEventId } from "../src/index.js";
+import { Actor, EventType, SortOrder, connectFromEnv, eventTypeInfo, newEventId, tailSession } from "../src/index.js";
 
-const { client, close } = connectAuditLog(process.env["AUDITLOG_ADDR"] || "127.0.0.1:50051");
+const { client, close } = connectFromEnv();
 const tenantId = `example-ts-${randomBytes(4).toString("hex")}`;
 const sessionId = `session-${randomBytes(4).toString("hex")}`;
 const signal = AbortSignal.timeout(30_000);
@@ -56,11 +57,13 @@ try {
     pageToken = page.nextPageToken;
   } while (pageToken !== "");
 
-  // Tail the session from its first event until replay has caught up with the live head;
-  // leaving the loop cancels the stream.
-  for await (const msg of client.tailSession(
+  // Tail the session from its first event until replay has caught up with the live head; leaving
+  // the loop cancels the stream. The SDK's tail resumes by itself from the last cursor if the call
+  // breaks (server restart, rate limit, expired token), so a console can follow a session for hours.
+  for await (const msg of tailSession(
+    client,
     { tenantId, sessionId, start: { case: "fromBeginning", value: true } },
-    { signal },
+    { signal, onRetry: (error, waitMs) => console.log(`tail: resuming in ${waitMs} ms after ${error.message}`) },
   )) {
     if (msg.kind.case === "events") {
       for (const e of msg.kind.value.events) {

@@ -1,4 +1,5 @@
-// Tests of the TypeScript SDK: descriptor options offline, and a live round trip against AUDITLOG_ADDR (skipped when unset).
+// Tests of the TypeScript SDK: descriptor options offline, and a live round trip against AUDITLOG_ADDR (skipped when unset)
+// with AUDITLOG_TOKEN and AUDITLOG_TLS_* applied by connectFromEnv.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { test } from "node:test";
@@ -12,9 +13,10 @@ import {
   EventType,
   EventTypeSchema,
   SortOrder,
-  connectAuditLog,
+  connectFromEnv,
   eventTypeInfo,
   newEventId,
+  tailSession,
 } from "../src/index.js";
 
 test("EventType values carry their seed type string and display name", () => {
@@ -41,7 +43,8 @@ test("newEventId returns distinct UUIDv7s", () => {
 const address = process.env["AUDITLOG_ADDR"];
 
 test("live round trip: log, get, list, tail", { skip: address ? false : "AUDITLOG_ADDR is not set" }, async () => {
-  const { client, close } = connectAuditLog(address);
+  // AUDITLOG_TOKEN and AUDITLOG_TLS_* (when set) reach the server through the SDK's own helper.
+  const { client, close } = connectFromEnv();
   const signal = AbortSignal.timeout(30_000);
   const tenantId = `sdk-ts-${randomBytes(6).toString("hex")}`;
   const sessionId = `session-${randomBytes(6).toString("hex")}`;
@@ -131,6 +134,21 @@ test("live round trip: log, get, list, tail", { skip: address ? false : "AUDITLO
     assert.equal(headSequence, 1n);
     assert.equal(tailed.length, 1);
     assertSameEvent(tailed[0], c);
+
+    // The resuming tail helper sees the same replay.
+    const viaHelper: AuditEvent[] = [];
+    const tail = tailSession(
+      client,
+      { tenantId, sessionId, start: { case: "fromBeginning", value: true } },
+      { signal: AbortSignal.timeout(15_000) },
+    );
+    for await (const msg of tail) {
+      if (msg.kind.case === "events") viaHelper.push(...msg.kind.value.events);
+      if (msg.kind.case === "caughtUp") break;
+    }
+    assert.equal(viaHelper.length, 1);
+    assert.notEqual(tail.cursor, "");
+    assertSameEvent(viaHelper[0], c);
   } finally {
     close();
   }

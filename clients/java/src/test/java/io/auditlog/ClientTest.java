@@ -1,4 +1,5 @@
-// Tests of the Java SDK: descriptor options offline, and a live round trip against AUDITLOG_ADDR (skipped when unset).
+// Tests of the Java SDK: descriptor options offline, and a live round trip against AUDITLOG_ADDR (skipped when unset)
+// with AUDITLOG_TOKEN and AUDITLOG_TLS_* applied by AuditLog.channelFromEnv().
 package io.auditlog;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -70,7 +71,8 @@ class ClientTest {
   void liveRoundTrip() throws Exception {
     String address = System.getenv("AUDITLOG_ADDR");
     assumeTrue(address != null && !address.isEmpty(), "AUDITLOG_ADDR is not set: no live auditlog server");
-    ManagedChannel channel = AuditLog.plaintextChannel(address);
+    // AUDITLOG_TOKEN and AUDITLOG_TLS_* (when set) reach the server through the SDK's own helper.
+    ManagedChannel channel = AuditLog.channelFromEnv();
     try {
       roundTrip(channel);
     } finally {
@@ -176,6 +178,23 @@ class ClientTest {
     assertEquals(1, head[0]);
     assertEquals(1, tailed.size());
     assertSameEvent(c, tailed.get(0));
+
+    // The resuming tail helper sees the same replay.
+    List<AuditEvent> viaHelper = new ArrayList<>();
+    try (SessionTail tail = new SessionTail(stub.withDeadlineAfter(15, TimeUnit.SECONDS),
+        TailSessionRequest.newBuilder().setTenantId(tenant).setSessionId(session).setFromBeginning(true).build(),
+        new SessionTail.Options())) {
+      while (tail.hasNext()) {
+        TailSessionResponse msg = tail.next();
+        viaHelper.addAll(msg.getEvents().getEventsList());
+        if (msg.hasCaughtUp()) {
+          break;
+        }
+      }
+      assertFalse(tail.cursor().isEmpty());
+    }
+    assertEquals(1, viaHelper.size());
+    assertSameEvent(c, viaHelper.get(0));
   }
 
   /** Compares two events; receive_time only for presence, whatever precision the server stores. */

@@ -38,7 +38,8 @@ import java.util.concurrent.TimeUnit;
  * {@code --wait-for-start} it first connects and waits for a line on stdin, so that a tail can catch
  * up before the first event. Any failure ends the program with exit status 1.
  *
- * <p>Needs AUDITLOG_ADDR, E2E_TENANT, E2E_SESSION, E2E_BASE_MS and E2E_COBROWSE_EVENTS. The pom pins
+ * <p>Needs AUDITLOG_ADDR, E2E_TENANT, E2E_SESSION, E2E_BASE_MS and E2E_COBROWSE_EVENTS; AUDITLOG_TOKEN
+ * and AUDITLOG_TLS_* apply when set. The pom pins
  * exec:java to the example, so run it on the runtime classpath, e.g. after
  * {@code mvn compile dependency:build-classpath -Dmdep.outputFile=cp.txt -Dmdep.includeScope=runtime}:
  * {@code java -cp target/classes:$(cat cp.txt) io.auditlog.e2e.CobrowseStreamer}.
@@ -138,7 +139,7 @@ public final class CobrowseStreamer {
   }
 
   private static void run(String[] args) throws Exception {
-    String address = env("AUDITLOG_ADDR");
+    env("AUDITLOG_ADDR"); // required: the SDK's default address is never the test's server
     Spec spec = new Spec(env("E2E_TENANT"), env("E2E_SESSION"), Long.parseLong(env("E2E_BASE_MS")));
     int count = Integer.parseInt(env("E2E_COBROWSE_EVENTS"));
     List<AuditEvent> events = new ArrayList<>(count);
@@ -146,7 +147,8 @@ public final class CobrowseStreamer {
       events.add(cobrowseEvent(spec, j));
     }
 
-    ManagedChannel channel = AuditLog.plaintextChannel(address);
+    // The SDK's helper reads AUDITLOG_ADDR, AUDITLOG_TOKEN and AUDITLOG_TLS_*, as every SDK does.
+    ManagedChannel channel = AuditLog.channelFromEnv();
     try {
       if (List.of(args).contains("--wait-for-start")) {
         // Connect while waiting, so that the gate is the only delay once it opens.

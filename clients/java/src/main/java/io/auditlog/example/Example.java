@@ -2,6 +2,7 @@
 package io.auditlog.example;
 
 import io.auditlog.AuditLog;
+import io.auditlog.SessionTail;
 import io.auditlog.v1.Actor;
 import io.auditlog.v1.AuditEvent;
 import io.auditlog.v1.AuditLogServiceGrpc;
@@ -19,23 +20,21 @@ import io.auditlog.v1.SortOrder;
 import io.auditlog.v1.StartCallAttributes;
 import io.auditlog.v1.TailSessionRequest;
 import io.auditlog.v1.TailSessionResponse;
-import io.grpc.Context;
 import io.grpc.ManagedChannel;
 import java.time.Instant;
-import java.util.Iterator;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 
 /**
  * Run with a server listening on AUDITLOG_ADDR (default 127.0.0.1:50051):
- * {@code mvn -q -Dmaven.repo.local=../../.tools/m2 compile exec:java}.
+ * {@code mvn -q -Dmaven.repo.local=../../.tools/m2 compile exec:java}. AUDITLOG_TOKEN (a bearer
+ * token) and AUDITLOG_TLS_CA / AUDITLOG_TLS_CERT / AUDITLOG_TLS_KEY (TLS, mTLS) apply when set.
  */
 public final class Example {
   private Example() {}
 
   public static void main(String[] args) throws Exception {
-    String address = AuditLog.addressFromEnv();
-    ManagedChannel channel = AuditLog.plaintextChannel(address);
+    ManagedChannel channel = AuditLog.channelFromEnv();
     try {
       run(channel);
     } finally {
@@ -92,27 +91,30 @@ public final class Example {
     } while (!list.getPageToken().isEmpty());
 
     // Tail the session from its first event until replay has caught up with the live head. The
-    // stream stays open for live events, so it runs in a cancellable context that closing cancels.
-    try (Context.CancellableContext tail = Context.current().withCancellation()) {
-      tail.run(() -> {
-        Iterator<TailSessionResponse> stream = stub.tailSession(TailSessionRequest.newBuilder()
-            .setTenantId(tenant).setSessionId(session).setFromBeginning(true).build());
-        while (stream.hasNext()) {
-          TailSessionResponse msg = stream.next();
-          switch (msg.getKindCase()) {
-            case EVENTS -> msg.getEvents().getEventsList().forEach(e -> System.out.printf(
-                "tail: #%d %s element=%s%n", e.getSequence(), e.getEventType(), e.getClick().getElement().getId()));
-            case CAUGHT_UP -> {
-              System.out.printf("tail: caught up at head %d (cursor %s)%n", msg.getCaughtUp().getHeadSequence(),
-                  msg.getCursor());
-              return;
-            }
-            case HEARTBEAT -> System.out.printf("tail: heartbeat at head %d%n", msg.getHeartbeat().getHeadSequence());
-            default -> { }
+    // SDK's tail resumes by itself from the last cursor if the call breaks (server restart, rate
+    // limit, expired token), so a console can follow a session for hours; closing it cancels the call.
+    var retries = new SessionTail.Options().onRetry((error, wait) ->
+        System.out.printf("tail: resuming in %s after %s%n", wait, error.getStatus()));
+    try (SessionTail tail = new SessionTail(stub, TailSessionRequest.newBuilder()
+        .setTenantId(tenant).setSessionId(session).setFromBeginning(true).build(), retries)) {
+      boolean caughtUp = false;
+      while (!caughtUp && tail.hasNext()) {
+        TailSessionResponse msg = tail.next();
+        switch (msg.getKindCase()) {
+          case EVENTS -> msg.getEvents().getEventsList().forEach(e -> System.out.printf(
+              "tail: #%d %s element=%s%n", e.getSequence(), e.getEventType(), e.getClick().getElement().getId()));
+          case CAUGHT_UP -> {
+            System.out.printf("tail: caught up at head %d (cursor %s)%n", msg.getCaughtUp().getHeadSequence(),
+                msg.getCursor());
+            caughtUp = true;
           }
+          case HEARTBEAT -> System.out.printf("tail: heartbeat at head %d%n", msg.getHeartbeat().getHeadSequence());
+          default -> { }
         }
+      }
+      if (!caughtUp) {
         throw new IllegalStateException("TailSession ended before caught_up");
-      });
+      }
     }
 
     // The seed type string and display name are options on the enum value, readable offline.
