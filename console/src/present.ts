@@ -1,6 +1,6 @@
 // How events read for people: times, actors, the ids of the table columns, one-line summaries, and
 // every field of an event (walked with reflection, so that each payload type is covered).
-import { type DescField, type DescMessage, toJson } from "@bufbuild/protobuf";
+import { type DescField, type DescMessage, isMessage, toJson } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import { displayName, typeString } from "./event-types.js";
 import { Actor, type AuditEvent, AuditEventSchema, type Element, EventTypeSchema, MeetingAction } from "./gen.js";
@@ -230,9 +230,15 @@ function messageRow(name: string, desc: DescMessage, value: unknown, timeZone?: 
     return { name, value: `${formatTime(date, timeZone)} (${date.toISOString()})`, kind: "time" };
   }
   if (JSON_TYPES.has(desc.typeName)) {
-    return { name, value: JSON.stringify(toJson(desc, value as never), null, 2), kind: "json" };
+    // protobuf-es keeps some of these as messages (Value) and hands others over as plain JSON (Struct).
+    const json = isMessage(value) ? toJson(desc, value as never) : value;
+    return { name, value: JSON.stringify(json, null, 2), kind: "json" };
   }
-  return { name, value: "", kind: "message", children: messageFields(desc, value as Record<string, unknown>, timeZone) };
+  if (!isMessage(value)) {
+    // A wrapper type (google.protobuf.StringValue, ...) that protobuf-es hands over unwrapped.
+    return { name, value: String(value), kind: "text" };
+  }
+  return { name, value: "", kind: "message", children: messageFields(desc, value as unknown as Record<string, unknown>, timeZone) };
 }
 
 /** Every field of a message, in contract order: set oneof members only, empty values marked empty. */
