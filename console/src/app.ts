@@ -48,6 +48,9 @@ export class ConsoleApp {
     if (link) {
       this.session.signIn(link.token, link.tenant);
       this.signInMessage = undefined;
+      // Another token may mean another tenant or scopes: start the views afresh.
+      this.view?.destroy();
+      this.view = undefined;
       history.replaceState(null, "", `${location.pathname}${location.search}#/events`);
     }
     if (this.session.token === undefined || (this.session.needsTenant && this.session.tenantId === "")) {
@@ -66,8 +69,12 @@ export class ConsoleApp {
       tenantId: this.session.tenantId,
       signedOut: (problem) => this.signedOut(problem),
     };
+    const first = this.view === undefined;
     this.view = route.view === "session" ? new SessionView(ctx, route.sessionId, route.follow) : new ActivityView(ctx, route.query);
     replaceChildren(this.main, this.view.element);
+    // A new view is a new page for screen readers and keyboards: start them at its top (not on the
+    // first load, where the browser does that already).
+    if (!first) this.main.focus({ preventScroll: false });
     document.title = route.view === "session" ? `Session ${route.sessionId || "review"} · Audit log` : "Activity Logs · Audit log";
   }
 
@@ -100,6 +107,7 @@ export class ConsoleApp {
     document.title = "Sign in · Audit log";
     const page = signInView({
       ...(this.signInMessage ? { message: this.signInMessage } : {}),
+      ...(this.session.token ? { token: this.session.token } : {}),
       onSignIn: (token, tenant) => {
         this.session.signIn(token, tenant);
         this.signInMessage = undefined;

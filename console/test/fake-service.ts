@@ -2,7 +2,7 @@
 // paging, and a scriptable TailSession, behind Connect's router transport.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createRouterTransport, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, createRouterTransport, type Transport } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../../clients/typescript/src/errors.js";
 import {
   Actor,
@@ -149,7 +149,13 @@ export interface FakeServer {
 /** A fake server holding `events`, answering ListEvents (offset tokens tied to the query) and scripted tails. */
 export function fakeServer(events: AuditEvent[] = sampleEvents()): FakeServer {
   const server: FakeServer = { transport: undefined as unknown as Transport, events, listRequests: [], tailRequests: [], tailScripts: [] };
-  server.transport = createRouterTransport(({ service }) => {
+  server.transport = createRouterTransport(fakeRoutes(server));
+  return server;
+}
+
+/** The fake AuditLogService's routes, for a router transport (or any Connect server adapter). */
+export function fakeRoutes(server: Omit<FakeServer, "transport">): (router: ConnectRouter) => void {
+  return ({ service }) => {
     service(AuditLogService, {
       listEvents(req) {
         server.listRequests.push(req);
@@ -180,6 +186,5 @@ export function fakeServer(events: AuditEvent[] = sampleEvents()): FakeServer {
         for await (const msg of script(req)) yield create(TailSessionResponseSchema, msg) as TailSessionResponse;
       },
     });
-  });
-  return server;
+  };
 }

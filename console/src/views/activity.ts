@@ -159,6 +159,21 @@ function writeQuery(c: FilterControls, query: EventQuery): void {
   c.size.value = String(query.pageSize);
 }
 
+/** "Filters", or "Filters (3 active)". */
+function filterSummaryText(query: EventQuery): string {
+  const active = [
+    query.eventTypes.length > 0,
+    query.tenantUserId !== "",
+    query.customerId !== "",
+    query.callId !== "",
+    query.sessionId !== "",
+    query.actor !== Actor.UNSPECIFIED,
+    query.from !== undefined,
+    query.to !== undefined,
+  ].filter(Boolean).length;
+  return active === 0 ? "Filters" : `Filters (${active} active)`;
+}
+
 export class ActivityView implements View {
   readonly element: HTMLElement;
   private query: EventQuery;
@@ -175,6 +190,8 @@ export class ActivityView implements View {
   private readonly cancelDownload: HTMLButtonElement;
   private readonly downloadStatus: HTMLElement;
   private readonly dialog = new EventDetailsDialog();
+  private readonly filterPanel: HTMLDetailsElement;
+  private readonly filterSummary: HTMLElement;
   private downloadAbort: AbortController | undefined;
   private loading = false;
 
@@ -189,6 +206,10 @@ export class ActivityView implements View {
       () => this.apply(emptyQuery()),
     );
     writeQuery(this.controls, query);
+    // Open on wide screens; on a phone the form would fill the first screen, so it starts closed.
+    const narrow = typeof matchMedia === "function" && matchMedia("(max-width: 720px)").matches;
+    this.filterSummary = h("summary", {}, filterSummaryText(query));
+    this.filterPanel = h("details", { class: "filter-panel", open: !narrow }, this.filterSummary, this.controls.form);
 
     // Explicit roles: narrow screens show the rows as cards (CSS display), which must not turn the
     // table into plain boxes for assistive technology.
@@ -215,7 +236,7 @@ export class ActivityView implements View {
       { class: "page activity", "aria-labelledby": "activity-title" },
       h("h1", { id: "activity-title" }, "Activity Logs"),
       h("p", { class: "subtitle" }, `Tenant ${ctx.tenantId} · times in ${browserTimeZone()}`),
-      h("details", { class: "filter-panel", open: true }, h("summary", {}, "Filters"), this.controls.form),
+      this.filterPanel,
       h(
         "div",
         { class: "toolbar" },
@@ -234,6 +255,7 @@ export class ActivityView implements View {
   update(route: Route): boolean {
     if (route.view !== "activity") return false;
     writeQuery(this.controls, route.query);
+    this.filterSummary.textContent = filterSummaryText(route.query);
     if (!sameQuery(route.query, this.query)) {
       this.query = route.query;
       this.pager.cancel();

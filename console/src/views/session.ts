@@ -214,12 +214,7 @@ export class SessionView implements View {
         { class: "tl-head" },
         h("span", { class: "tl-seq" }, `#${event.sequence}`),
         " ",
-        h(
-          "span",
-          { class: `actor actor-${side}` },
-          h("span", { "aria-hidden": "true" }, side === "agent" ? "🎧 " : side === "customer" ? "👤 " : "? "),
-          who,
-        ),
+        h("span", { class: `actor actor-${side}` }, who),
         event.tenantUserId && actor === Actor.AGENT ? h("span", { class: "tl-user" }, ` ${event.tenantUserId}`) : null,
         " ",
         date ? h("time", { datetime: date.toISOString() }, formatTime(date)) : null,

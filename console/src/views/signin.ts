@@ -5,6 +5,8 @@ import { h, uid } from "../dom.js";
 export interface SignInOptions {
   /** Why the person is here again (expired token, ...), shown as an alert. */
   message?: string;
+  /** A token already given (a `#token=` link of a token for every tenant): only the tenant is missing. */
+  token?: string;
   onSignIn(token: string, tenant: string | undefined): void;
 }
 
@@ -30,10 +32,15 @@ export function signInView(options: SignInOptions): HTMLElement {
     tenantInput,
     h("p", { class: "hint" }, "This token may act for every tenant (tenant “*”): name the tenant whose events to show."),
   );
-  tokenInput.addEventListener("input", () => {
+  const syncTenantField = (): void => {
     const claims = decodeClaims(normaliseToken(tokenInput.value));
     tenantField.hidden = !(claims && (claims.tenant === undefined || claims.tenant === "*"));
-  });
+  };
+  tokenInput.addEventListener("input", syncTenantField);
+  if (options.token) {
+    tokenInput.value = options.token;
+    syncTenantField();
+  }
 
   function fail(text: string, focus: HTMLElement): void {
     error.textContent = text;
@@ -75,6 +82,6 @@ export function signInView(options: SignInOptions): HTMLElement {
     options.message ? h("p", { class: "notice", role: "alert" }, options.message) : null,
     form,
   );
-  queueMicrotask(() => tokenInput.focus());
+  queueMicrotask(() => (tenantField.hidden ? tokenInput : tenantInput).focus());
   return page;
 }
