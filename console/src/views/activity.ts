@@ -316,7 +316,13 @@ export class ActivityView implements View {
       this.ctx.signedOut(problem);
       return;
     }
-    this.status.textContent = which === "first" ? "No events shown." : `Still showing page ${this.pager.page.pageNumber}.`;
+    if (which === "first") {
+      // Rows of an earlier query must not stand under this query's error.
+      replaceChildren(this.tbody);
+      this.status.textContent = "No events shown.";
+    } else {
+      this.status.textContent = `Still showing page ${this.pager.page.pageNumber}.`;
+    }
     const retry = h("button", { type: "button", onclick: () => void this.load(which) }, "Try again");
     const restart =
       problem.reason === "INVALID_PAGE_TOKEN"
