@@ -4,7 +4,6 @@ import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { FieldDescriptorProto_Label, FieldDescriptorProto_Type, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, retryDelayMs } from "../../clients/typescript/src/errors.js";
-import { ErrorReason, ErrorReasonSchema } from "./gen.js";
 
 /** google.rpc.BadRequest (only what the console reads of it). */
 export type BadRequest = Message<"google.rpc.BadRequest"> & {
@@ -167,7 +166,3 @@ export function describeError(cause: unknown, what: string, tenant?: string): Pr
   }
 }
 
-/** The enum name of an ErrorReason number, without prefix (for per-event errors). */
-export function reasonName(reason: ErrorReason): string {
-  return (ErrorReasonSchema.value[reason]?.name ?? String(reason)).replace(/^ERROR_REASON_/, "");
-}
