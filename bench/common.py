@@ -20,11 +20,45 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from auditlog import AuditLogClient, bearer_interceptors
 from auditlog_service.config import Settings
 from auditlog_service.devdb import FerretDB, free_port
+from auditlog_service.devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
 from auditlog_service.server import RunningServer, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+# Benchmarks run the service as in production, bearer tokens and all: one dev key per run.
+BENCH_KEYS = ensure_dev_keys(Path(tempfile.mkdtemp(prefix="auditlog-bench-keys-")))
+ALL_SCOPES = ["events:write", "events:read", "sessions:tail", "events:export", "tenant:admin"]
+
+
+def bench_token(tenant: str = "*") -> str:
+    return BENCH_KEYS.mint(tenant, ALL_SCOPES, ttl_s=24 * 3600, subject="bench")
+
+
+def bench_client(target: str, **options: Any) -> AuditLogClient:
+    """An SDK client with a platform token."""
+    return AuditLogClient(target, token=bench_token(), **options)
+
+
+def bench_channel(target: str) -> grpc.aio.Channel:
+    """A raw channel whose calls carry a platform token."""
+    return grpc.aio.insecure_channel(target, interceptors=bearer_interceptors(bench_token()))
+
+
+AUTH_SETTINGS = {
+    "token_secret": BENCH_KEYS.token_secret,
+    "jwks_file": str(BENCH_KEYS.jwks_file),
+    "jwt_issuer": DEV_ISSUER,
+    "jwt_audience": DEV_AUDIENCE,
+}
+AUTH_ENV = {
+    "AUDITLOG_TOKEN_SECRET": BENCH_KEYS.token_secret,
+    "AUDITLOG_JWKS_FILE": str(BENCH_KEYS.jwks_file),
+    "AUDITLOG_JWT_ISSUER": DEV_ISSUER,
+    "AUDITLOG_JWT_AUDIENCE": DEV_AUDIENCE,
+}
 
 
 @contextlib.contextmanager
@@ -49,7 +83,7 @@ async def running_server(
 ) -> AsyncIterator[RunningServer]:
     settings = replace(
         Settings(listen="127.0.0.1:0", mongodb_uri=uri, database=database_name, write_concern="1"),
-        **changes,
+        **{**AUTH_SETTINGS, **changes},
     )
     server = await start_server(settings)
     await server.ready()
@@ -154,8 +188,9 @@ class ServerProcess:
         log_path: Path,
         *extra: str,
         env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         command = [
             str(Path(sys.executable).parent / "auditlog"),
@@ -171,6 +206,7 @@ class ServerProcess:
         env = {
             **os.environ,
             "AUDITLOG_LOG_LEVEL": os.environ.get("AUDITLOG_LOG_LEVEL", "WARNING"),
+            **AUTH_ENV,
             **(env or {}),
         }
         with log_path.open("ab") as log:

@@ -16,7 +16,7 @@ from auditlog import AuditLogClient
 from auditlog.v1 import audit_event_pb2
 from auditlog_service import convert
 from auditlog_service.server import RunningServer
-from bench.common import database, running_server, summary_ms, write_result
+from bench.common import bench_client, database, running_server, summary_ms, write_result
 
 TENANT = "bench"
 SAMPLES = 300
@@ -65,7 +65,7 @@ async def main(sizes: list[int]) -> None:
     with database() as (uri, backend):
         async with (
             running_server(uri, f"bench_{uuid.uuid4().hex[:8]}") as server,
-            AuditLogClient(f"127.0.0.1:{server.port}") as client,
+            bench_client(f"127.0.0.1:{server.port}") as client,
         ):
             rows = []
             have = 0

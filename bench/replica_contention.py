@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import tempfile
@@ -30,6 +31,7 @@ from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, s
 from bench.common import (
     CpuMeter,
     ServerProcess,
+    bench_channel,
     code_version,
     database_process,
     load_average,
@@ -67,21 +69,35 @@ class Tally:
         }
 
 
-async def _call(stub: Any, event: audit_event_pb2.AuditEvent, tally: Tally) -> None:
+async def _call(stub: Any, events: list[audit_event_pb2.AuditEvent], tally: Tally) -> None:
+    """One LogEvent (one event) or LogEvents (several) call; latency per call."""
     started = time.perf_counter()
     try:
-        await stub.LogEvent(service_pb2.LogEventRequest(event=event), timeout=30)
-        tally.stored += 1
+        if len(events) == 1:
+            await stub.LogEvent(service_pb2.LogEventRequest(event=events[0]), timeout=30)
+            tally.stored += 1
+        else:
+            request = service_pb2.LogEventsRequest(
+                events=events, result_view=enums_pb2.RESULT_VIEW_ACK
+            )
+            response = await stub.LogEvents(request, timeout=30)
+            for result in response.results:
+                if result.WhichOneof("result") == "error":
+                    name = enums_pb2.ErrorReason.Name(result.error.reason)
+                    tally.codes[name] = tally.codes.get(name, 0) + 1
+                else:
+                    tally.stored += 1
         tally.latencies.append(time.perf_counter() - started)
     except grpc.aio.AioRpcError as error:
         name = error.code().name
-        tally.codes[name] = tally.codes.get(name, 0) + 1
+        tally.codes[name] = tally.codes.get(name, 0) + len(events)
 
 
 async def blast(
-    stubs: list[Any], sessions: list[str], route: str, writers: int, seconds: float
+    stubs: list[Any], sessions: list[str], route: str, writers: int, seconds: float, batch: int
 ) -> Tally:
-    """Writers as fast as they can; route "random" or "affinity" (session -> one stub)."""
+    """Writers as fast as they can, each call `batch` events of one session; route "random"
+    or "affinity" (session -> one stub)."""
     tally = Tally()
     deadline = time.perf_counter() + seconds
     rng = random.Random(7)
@@ -90,13 +106,10 @@ async def blast(
         number = 0
         while time.perf_counter() < deadline:
             index = rng.randrange(len(sessions))
-            stub = (
-                stubs[index % len(stubs)]
-                if route == "affinity"
-                else stubs[rng.randrange(len(stubs))]
-            )
-            number += 1
-            await _call(stub, click(sessions[index], number), tally)
+            pick = index % len(stubs) if route == "affinity" else rng.randrange(len(stubs))
+            number += batch
+            events = [click(sessions[index], number + n) for n in range(batch)]
+            await _call(stubs[pick], events, tally)
 
     await asyncio.gather(*(writer() for _ in range(writers)))
     return tally
@@ -114,7 +127,7 @@ async def paced(stubs: list[Any], sessions: int, rate_per_session: float, second
     while (now := time.perf_counter()) - start < seconds:
         number += 1
         event = click(names[rng.randrange(sessions)], number)
-        calls.append(asyncio.create_task(_call(stubs[rng.randrange(len(stubs))], event, tally)))
+        calls.append(asyncio.create_task(_call(stubs[rng.randrange(len(stubs))], [event], tally)))
         next_at = start + number * interval
         await asyncio.sleep(max(0.0, next_at - now))  # pacing, not synchronisation
     await asyncio.gather(*calls)
@@ -128,16 +141,21 @@ async def run(args: argparse.Namespace) -> None:
         try:
             for server in servers:
                 await server.wait_serving()
-            channels = [grpc.aio.insecure_channel(s.target) for s in servers]
+            channels = [bench_channel(s.target) for s in servers]
             stubs = [service_pb2_grpc.AuditLogServiceStub(c) for c in channels]
-            meter_pids = {"server0": servers[0].pid, "server1": servers[1].pid, "db": db_pid}
-            for mode in ("one", "affinity", "random", "one", "random"):
+            meter_pids = {
+                "server0": servers[0].pid,
+                "server1": servers[1].pid,
+                "db": db_pid,
+                "client": os.getpid(),
+            }
+            for mode in args.modes.split(","):
                 sessions = [f"{mode}-{uuid.uuid4().hex[:6]}-{n}" for n in range(args.sessions)]
                 use = stubs[:1] if mode == "one" else stubs
                 meter = CpuMeter(meter_pids)
                 meter.start()
                 route = "affinity" if mode == "affinity" else "random"
-                tally = await blast(use, sessions, route, args.writers, args.seconds)
+                tally = await blast(use, sessions, route, args.writers, args.seconds, args.batch)
                 summary = {**tally.summary(args.seconds), "cpu_percent": meter.stop()}
                 results.setdefault(mode, []).append(summary)
                 print(mode, summary, flush=True)
@@ -153,21 +171,22 @@ async def run(args: argparse.Namespace) -> None:
                 server.stop()
 
     def best(mode: str) -> dict[str, Any]:
-        return max(results[mode], key=lambda r: r["events_per_s"])
+        return max(results.get(mode, [{"events_per_s": 0.0}]), key=lambda r: r["events_per_s"])
 
     one, rand, aff = best("one"), best("random"), best("affinity")
-    ratio = round(rand["events_per_s"] / one["events_per_s"], 2)
+    ratio = round(rand["events_per_s"] / max(one["events_per_s"], 1.0), 2)
     lines = [
         "# Two replicas writing the same co-browsing sessions",
         "",
-        f"{backend}, {args.sessions} sessions, {args.writers} concurrent unary LogEvent writers, "
+        f"{backend}, {args.sessions} sessions, {args.writers} concurrent writers of "
+        f"{'unary LogEvent calls' if args.batch == 1 else f'LogEvents of {args.batch} events'}, "
         f"{args.seconds:g} s per run, code {code_version()[:12]}, load {load_average()}.",
         "",
         "| mode | events/s | errors | p50 ms | p99 ms | max ms |",
         "|---|---:|---|---:|---:|---:|",
     ]
     for mode in ("one", "affinity", "random", "paced"):
-        for r in results[mode]:
+        for r in results.get(mode, []):
             lines.append(
                 f"| {mode} | {r['events_per_s']:,} | {r['errors'] or 'none'} | "
                 f"{r['latency_p50_ms']} | {r['latency_p99_ms']} | {r['latency_max_ms']} |"
@@ -195,6 +214,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--writers", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=1, help="events a call (1: LogEvent)")
+    parser.add_argument("--modes", default="one,affinity,random,one,random")
     parser.add_argument("--paced-sessions", type=int, default=1000)
     parser.add_argument("--paced-rate", type=float, default=5.0)
     parser.add_argument("--name", default="replica_contention")

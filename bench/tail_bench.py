@@ -36,7 +36,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from auditlog import AuditLogClient
+from auditlog import AuditLogClient, bearer_interceptors
 from auditlog.client import _SERVICE_CONFIG, SessionTail
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
 from auditlog_service import convert
@@ -45,6 +45,8 @@ from auditlog_service.storage import EventRepository
 from bench.common import (
     CpuMeter,
     ServerProcess,
+    bench_client,
+    bench_token,
     code_version,
     cpu_pressure,
     database_process,
@@ -217,6 +219,7 @@ class OwnConnectionClient(AuditLogClient):
         self._unused = self._channel
         self._channel = grpc.aio.insecure_channel(
             target,
+            interceptors=bearer_interceptors(bench_token()),
             options=[
                 ("grpc.service_config", _SERVICE_CONFIG),
                 ("grpc.enable_retries", 1),
@@ -301,7 +304,7 @@ async def latency_case(
             everything_in.set()
 
     async with (
-        AuditLogClient(writer_server.target) as writer,
+        bench_client(writer_server.target) as writer,
         OwnConnectionClient(tail_server.target, 0) as reader,
     ):
         tails = [reader.tail_session(TENANT, session, from_now=True) for session in sessions]
@@ -409,7 +412,7 @@ async def part_idle(
     server_started = time.perf_counter()
     async with servers(uri, database_name, log_dir, "idle") as (server,):
         rss_started = rss_mb(server.pid)
-        async with AuditLogClient(server.target) as writer:
+        async with bench_client(server.target) as writer:
             events = [cobrowse_event(TENANT, s, k) for s in sessions for k in range(2)]
             for first in range(0, len(events), 500):
                 response = await writer.log_events(events[first : first + 500])
@@ -554,7 +557,7 @@ async def stream_ingest(target: str, kind: str, args: Any, pids: Any) -> dict[st
         for request in requests:
             yield request
 
-    async with AuditLogClient(target) as client:
+    async with bench_client(target) as client:
         meter = CpuMeter(pids)
         meter.start()
         started = time.perf_counter()

@@ -38,6 +38,7 @@ from auditlog_service.server import RunningServer
 from bench.common import (
     CpuMeter,
     ServerProcess,
+    bench_client,
     code_version,
     cpu_pressure,
     database_process,
@@ -194,7 +195,7 @@ async def write_scenario(
 ) -> dict[str, Any]:
     sessions = [f"diag-{uuid.uuid4().hex[:6]}-{i:03d}" for i in range(args.sessions)]
     async with contextlib.AsyncExitStack() as stack:
-        writer = await stack.enter_async_context(AuditLogClient(f"127.0.0.1:{writer_server.port}"))
+        writer = await stack.enter_async_context(bench_client(f"127.0.0.1:{writer_server.port}"))
         if tail_server is not None:
             await stack.enter_async_context(
                 tails_on(f"127.0.0.1:{tail_server.port}", sessions, 1, from_now=True)

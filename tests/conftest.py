@@ -6,23 +6,63 @@ MongoDB server. Each test gets its own database name, so tests never see each ot
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import io
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
 from pymongo import AsyncMongoClient
 
-from auditlog import AuditLogClient
+from auditlog import AuditLogClient, bearer_interceptors
 from auditlog.v1 import service_pb2_grpc
 from auditlog_service.config import Settings
 from auditlog_service.devdb import FerretDB, free_port
+from auditlog_service.devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
 from auditlog_service.server import RunningServer, start_server
 
 USING_FERRETDB = not os.environ.get("MONGODB_URI")
+
+# The keys of every test server: tokens below are signed with them, servers trust their JWKS.
+# One folder per test process, by name: pytest may import this module twice (as a plugin and
+# from test modules), and both must sign with the same key.
+_KEYS_DIR = Path(tempfile.gettempdir()) / f"auditlog-test-keys-{os.getpid()}"
+TEST_KEYS = ensure_dev_keys(_KEYS_DIR)
+atexit.register(shutil.rmtree, _KEYS_DIR, ignore_errors=True)
+ALL_SCOPES = ["events:write", "events:read", "sessions:tail", "events:export", "tenant:admin"]
+
+
+def token(tenant: str = "*", scopes: list[str] | None = None, **claims: Any) -> str:
+    """A token the test servers accept: a platform token with every scope by default."""
+    return TEST_KEYS.mint(tenant, ALL_SCOPES if scopes is None else scopes, **claims)
+
+
+def sdk(address: str, *, tenant: str = "*", **options: Any) -> AuditLogClient:
+    """An SDK client with a test token (a platform token by default)."""
+    return AuditLogClient(address, token=token(tenant), **options)
+
+
+def authed_channel(address: str, *, tenant: str = "*") -> grpc.aio.Channel:
+    """A raw channel whose calls carry a test token."""
+    return grpc.aio.insecure_channel(address, interceptors=bearer_interceptors(token(tenant)))
+
+
+def server_env() -> dict[str, str]:
+    """The environment that makes an `auditlog serve` process trust the test tokens."""
+    return {
+        "AUDITLOG_TOKEN_SECRET": TEST_KEYS.token_secret,
+        "AUDITLOG_JWKS_FILE": str(TEST_KEYS.jwks_file),
+        "AUDITLOG_JWT_ISSUER": DEV_ISSUER,
+        "AUDITLOG_JWT_AUDIENCE": DEV_AUDIENCE,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +93,24 @@ def settings_for_test(mongodb_uri: str, database_name: str, **changes: object) -
         mongodb_timeout_ms=1500,
         health_check_interval_s=0.2,
         shutdown_grace_s=1.0,
+        token_secret=TEST_KEYS.token_secret,
+        jwks_file=str(TEST_KEYS.jwks_file),
+        jwt_issuer=DEV_ISSUER,
+        jwt_audience=DEV_AUDIENCE,
+        reflection="on",
     )
     return Settings(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+
+
+async def stop_or_explain(running: RunningServer, grace_s: float = 0.5) -> None:
+    """Stops a server; a stop that hangs fails with the stack of every task still running."""
+    try:
+        await asyncio.wait_for(running.stop(grace_s=grace_s), 60)
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=stacks)
+        raise AssertionError(f"server stop hung; tasks:\n{stacks.getvalue()}") from None
 
 
 @pytest_asyncio.fixture
@@ -64,12 +120,12 @@ async def server(mongodb_uri: str, database_name: str) -> AsyncIterator[RunningS
     try:
         yield running
     finally:
-        await running.stop(grace_s=0.5)
+        await stop_or_explain(running)
 
 
 @pytest_asyncio.fixture
 async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+    async with authed_channel(f"127.0.0.1:{server.port}") as chan:
         yield chan
 
 
@@ -80,8 +136,8 @@ def stub(channel: grpc.aio.Channel) -> service_pb2_grpc.AuditLogServiceStub:
 
 @pytest_asyncio.fixture
 async def client(server: RunningServer) -> AsyncIterator[AuditLogClient]:
-    async with AuditLogClient(f"127.0.0.1:{server.port}") as sdk:
-        yield sdk
+    async with sdk(f"127.0.0.1:{server.port}") as client:
+        yield client
 
 
 @pytest_asyncio.fixture

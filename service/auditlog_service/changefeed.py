@@ -4,7 +4,9 @@ A tick says "these sessions now reach these heads". A process writes ticks only 
 (`<process id>/<n>`, n = 1, 2, 3, ... written by one task, so without holes or races), and every
 process reads every live process's next tick with one `_id` lookup per stream per poll: the idle
 cost of live tails is O(processes), not O(sessions). Ticks only wake pollers up; the session slots
-stay the truth, and a slow safety probe per session covers a tick lost with a crashed writer.
+stay the truth. Each process also beats (a counter in its `tail_processes` document, every
+second); when a process's beat stops for a few seconds, or it says goodbye, every reader probes
+the sessions it follows, which covers the ticks a crashed writer never wrote, within seconds.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class TickWriter(_StoppableLoops):
         self,
         db: AsyncDatabase[dict[str, Any]],
         *,
-        heartbeat_s: float = 5.0,
+        heartbeat_s: float = 1.0,
         keep_ticks: int = 10_000,
     ) -> None:
         super().__init__()
@@ -86,6 +88,7 @@ class TickWriter(_StoppableLoops):
         self._wake = asyncio.Event()
         self._next = 1
         self._cleaned_up_to = 1
+        self._beat = 0
 
     def start(self) -> None:
         self._tasks = [
@@ -149,9 +152,15 @@ class TickWriter(_StoppableLoops):
         while not self._stop.is_set():
             try:
                 now = dt.datetime.now(dt.UTC)
+                self._beat += 1
                 await self._processes.replace_one(
                     {"_id": self.process_id},
-                    {"_id": self.process_id, "seen_at": now, "next": self._next},
+                    {
+                        "_id": self.process_id,
+                        "seen_at": now,
+                        "next": self._next,
+                        "beat": self._beat,
+                    },
                     upsert=True,
                 )
                 if self._next - self._cleaned_up_to > 2 * self._keep_ticks:
@@ -167,27 +176,44 @@ class TickWriter(_StoppableLoops):
 
 
 class TickReader(_StoppableLoops):
-    """Follows every live process's tick stream and reports each advance to `deliver`."""
+    """Follows every live process's tick stream and reports each advance to `deliver`.
+
+    A process whose beat stops for `dead_after_s` (by this reader's clock: the beat is a counter,
+    so clocks need not agree), or whose document is gone, is reported to `process_gone`.
+    """
 
     def __init__(
         self,
         db: AsyncDatabase[dict[str, Any]],
         deliver: Callable[[str, str, int], None],
         *,
+        process_gone: Callable[[str], None] | None = None,
+        own_process_id: str = "",
+        listening: Callable[[], bool] | None = None,
         min_interval_s: float = 0.005,
         max_interval_s: float = 0.1,
-        refresh_s: float = 2.0,
-        stale_after_s: float = 30.0,
+        refresh_s: float = 1.0,
+        dead_after_s: float = 3.0,
+        forget_after_s: float = 3600.0,
     ) -> None:
         super().__init__()
         self._ticks = db.get_collection("session_ticks")
         self._processes = db.get_collection("tail_processes")
         self._deliver = deliver
+        self._process_gone = process_gone
+        self._own_process_id = own_process_id
+        # Whether anything here waits on ticks now (live tails): only then is polling quick.
+        self._listening = listening or (lambda: True)
         self._min_interval_s = min_interval_s
         self._max_interval_s = max_interval_s
         self._refresh_s = refresh_s
-        self._stale_after_s = stale_after_s
+        self._dead_after_s = dead_after_s
+        self._forget_after_s = forget_after_s
         self._positions: dict[str, int] = {}
+        # process id -> (last beat seen, when this reader saw it change)
+        self._beats: dict[str, tuple[int, float]] = {}
+        # Reading positions of processes taken for dead, in case they beat again.
+        self._parked: dict[str, int] = {}
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop())]
@@ -196,17 +222,47 @@ class TickReader(_StoppableLoops):
         await self._stop_loops()
 
     async def _refresh_processes(self) -> None:
-        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self._stale_after_s)
-        live = {
-            doc["_id"]: doc["next"]
-            async for doc in self._processes.find({"seen_at": {"$gt": since}})
-        }
+        now = asyncio.get_running_loop().time()
+        recent = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self._dead_after_s * 10)
+        forgotten = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self._forget_after_s)
+        live: dict[str, int] = {}
+        async for doc in self._processes.find({}):
+            process_id, beat = doc["_id"], doc.get("beat", 0)
+            if doc["seen_at"] < forgotten:
+                # Left by a process killed long ago; any reader may tidy it away.
+                await self._processes.delete_one({"_id": process_id, "beat": beat})
+                continue
+            last = self._beats.get(process_id)
+            if last is None:
+                if doc["seen_at"] < recent:
+                    continue  # dead before this reader started: nothing of it to follow
+                self._beats[process_id] = (beat, now)
+            elif last[0] != beat:
+                self._beats[process_id] = (beat, now)
+            elif now - last[1] > self._dead_after_s:
+                continue  # its beat stopped: dead, or cut off from the database
+            live[process_id] = doc["next"]
         for process_id, next_number in live.items():
+            # This process's own ticks reach its tails directly, so its stream is not read.
+            if process_id == self._own_process_id or process_id in self._positions:
+                continue
+            parked = self._parked.pop(process_id, None)
             # A newly seen process is followed from its last heartbeat: history is not needed.
-            self._positions.setdefault(process_id, next_number)
+            # One that was taken for dead and beats again is followed on from where its reading
+            # stopped, so no tick it wrote meanwhile is skipped.
+            self._positions[process_id] = parked if parked is not None else next_number
         for process_id in list(self._positions):
             if process_id not in live:
-                del self._positions[process_id]
+                self._parked[process_id] = self._positions.pop(process_id)
+                if self._process_gone is not None:
+                    log.info("process %s stopped beating; probing its sessions", process_id)
+                    self._process_gone(process_id)
+        for process_id in list(self._beats):
+            if process_id not in live and process_id not in self._positions:
+                beat_seen = self._beats[process_id][1]
+                if now - beat_seen > self._forget_after_s:
+                    del self._beats[process_id]
+                    self._parked.pop(process_id, None)
 
     async def poll_once(self) -> bool:
         """Reads every new tick; True when there was at least one."""
@@ -236,6 +292,8 @@ class TickReader(_StoppableLoops):
             except PyMongoError as exc:
                 log.warning("tick poll failed: %r", exc)
                 found = False
-            # Adaptive: quick after activity, backing off to max_interval_s while idle.
-            interval = self._min_interval_s if found else min(interval * 1.5, self._max_interval_s)
+            # Adaptive: quick after activity while tails wait here, else backing off to
+            # max_interval_s (ticks then only keep this process's idea of session heads fresh).
+            quick = found and self._listening()
+            interval = self._min_interval_s if quick else min(interval * 1.5, self._max_interval_s)
             await self._pause(interval)

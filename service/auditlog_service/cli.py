@@ -10,13 +10,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import grpc
 from google.protobuf import json_format
 
 from auditlog import AuditLogClient, AuditLogError
 from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2
 
-from .config import add_settings_arguments, settings_from_args
+from .config import SettingsError, add_settings_arguments, settings_from_args
+from .devdb import PROJECT_ROOT
+from .devkeys import DevKeys
 from .event_types import REGISTRY
 from .server import serve
 from .textsafety import terminal_safe
@@ -103,8 +107,65 @@ async def _tail(client: AuditLogClient, args: argparse.Namespace) -> None:
             break
 
 
+# The scope each client command needs, for a dev token minted on the fly.
+_COMMAND_SCOPES = {"log": "events:write", "get": "events:read", "list": "events:read",
+                   "tail": "sessions:tail"}  # fmt: skip
+
+
+def _dev_keys() -> DevKeys | None:
+    folder = Path(os.environ.get("AUDITLOG_DEV_DIR", PROJECT_ROOT / ".data" / "dev"))
+    keys = DevKeys(folder)
+    return keys if (folder / "jwt-signing-key.pem").exists() else None
+
+
+def _is_local(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _token_for(args: argparse.Namespace) -> str | None:
+    """AUDITLOG_TOKEN; else, against a server on this machine, a short-lived dev token from the
+    dev key of `make run` (so the tour needs no token); else none."""
+    given = os.environ.get("AUDITLOG_TOKEN")
+    if given:
+        return given
+    keys = _dev_keys()
+    if keys is None or not _is_local(args.addr):
+        return None
+    tenant = getattr(args, "tenant", None) or "*"
+    return keys.mint(tenant, [_COMMAND_SCOPES[args.command]], ttl_s=3600, subject="auditlog-cli")
+
+
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    ca = args.tls_ca or os.environ.get("AUDITLOG_TLS_CA")
+    if not ca:
+        return None
+    cert, key = os.environ.get("AUDITLOG_TLS_CERT"), os.environ.get("AUDITLOG_TLS_KEY")
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca).read_bytes(),
+        private_key=Path(key).read_bytes() if key else None,
+        certificate_chain=Path(cert).read_bytes() if cert else None,
+    )
+
+
+def _mint(args: argparse.Namespace) -> int:
+    keys = _dev_keys()
+    if keys is None:
+        print(
+            "error: no dev key (run `make run` once); production tokens come from the "
+            "platform's token issuer, not from this command",
+            file=sys.stderr,
+        )
+        return 1
+    scopes = args.scope or sorted(set(_COMMAND_SCOPES.values()))
+    print(keys.mint(args.tenant, scopes, ttl_s=args.ttl, subject=args.subject))
+    return 0
+
+
 async def _client_command(args: argparse.Namespace) -> int:
-    async with AuditLogClient(args.addr) as client:
+    async with AuditLogClient(
+        args.addr, token=_token_for(args), credentials=_credentials(args)
+    ) as client:
         try:
             if args.command == "log":
                 response = await client.log_event(_event_from_args(args))
@@ -139,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--addr", default=DEFAULT_ADDR, help="server host:port (AUDITLOG_ADDR)")
+        sub.add_argument("--tls-ca", help="CA (PEM) of a TLS server (AUDITLOG_TLS_CA)")
         return sub
 
     log_parser = client_parser("log", "log one event")
@@ -170,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail_parser.add_argument("--quiet", action="store_true", help="no status lines on stderr")
 
+    token_parser = commands.add_parser(
+        "token", help="mint a dev token from the dev key of `make run` (never for production)"
+    )
+    token_parser.add_argument("--tenant", required=True, help='tenant id, or "*" for all')
+    token_parser.add_argument(
+        "--scope", action="append", help="scope (repeatable; default: read, write and tail)"
+    )
+    token_parser.add_argument("--ttl", type=float, default=3600.0, help="seconds (3600)")
+    token_parser.add_argument("--subject", default="dev", help="the token's subject")
+
     list_parser = client_parser("list", "list events, newest first")
     list_parser.add_argument("--tenant", required=True)
     list_parser.add_argument("--type", action="append", help="seed type string (repeatable)")
@@ -193,6 +265,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "serve":
-        asyncio.run(serve(settings_from_args(args)))
+        try:
+            asyncio.run(serve(settings_from_args(args)))
+        except SettingsError as error:
+            sys.exit(f"auditlog serve: {error}")
         return
+    if args.command == "token":
+        sys.exit(_mint(args))
     sys.exit(asyncio.run(_client_command(args)))

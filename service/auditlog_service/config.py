@@ -28,8 +28,39 @@ class Settings:
     # Group commit of concurrent LogEvent calls into one insert_many.
     group_commit_max_events: int = 256
     group_commit_max_delay_ms: float = 1.5
+    # Groups written at once; a session's events are never in two of them.
+    group_commit_in_flight: int = 2
     # Key that signs page tokens and cursors. Replicas behind one load balancer must share it.
-    token_secret: str = "auditlog-dev-token-secret"
+    # Required outside dev mode.
+    token_secret: str = ""
+    # Dev mode (`make run`): secrets, a JWT signing key and its JWKS are made up in dev_dir, and
+    # reflection is on. Never for production.
+    dev: bool = False
+    dev_dir: str = ".data/dev"
+    # Bearer JWTs: verified against a JWKS file or URL (one is required), issuer and audience
+    # required, a small clock leeway.
+    jwks_file: str = ""
+    jwks_url: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = "auditlog"
+    jwt_leeway_s: float = 30.0
+    # TLS (PEM files). With a client CA, clients must present a certificate it signed (mTLS).
+    # Without TLS the server listens in plaintext only on a loopback address, unless insecure.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    insecure: bool = False
+    # Server reflection: "on", "off", or "" (on in dev mode only).
+    reflection: str = ""
+    # Per-tenant limits (0: none): RPCs and events a second (token buckets with bursts), and
+    # open tails per server process.
+    tenant_rpcs_per_s: float = 0.0
+    tenant_rpc_burst: float = 0.0
+    tenant_events_per_s: float = 0.0
+    tenant_event_burst: float = 0.0
+    tenant_max_tails: int = 0
+    # One JSON line per RPC on the "auditlog.access" logger.
+    access_log: bool = True
     shutdown_grace_s: float = 5.0
     health_check_interval_s: float = 1.0
     max_receive_message_bytes: int = 32 * 1024 * 1024
@@ -46,6 +77,55 @@ class Settings:
     @property
     def write_concern_w(self) -> int | str:
         return int(self.write_concern) if self.write_concern.isdigit() else self.write_concern
+
+    @property
+    def reflection_enabled(self) -> bool:
+        return self.reflection == "on" or (self.reflection == "" and self.dev)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert or self.tls_key)
+
+
+class SettingsError(ValueError):
+    """The settings cannot run a server (a missing secret, a half TLS setup, ...)."""
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuses what would be unsafe or cannot work, with what to do about it."""
+    if not settings.token_secret:
+        raise SettingsError(
+            "AUDITLOG_TOKEN_SECRET is required (it signs page tokens and cursors; every replica "
+            "must have the same); for local development run with --dev"
+        )
+    if not settings.jwks_file and not settings.jwks_url:
+        raise SettingsError(
+            "AUDITLOG_JWKS_FILE or AUDITLOG_JWKS_URL is required (the keys that verify bearer "
+            "tokens); for local development run with --dev"
+        )
+    if not settings.jwt_issuer:
+        raise SettingsError("AUDITLOG_JWT_ISSUER is required (the issuer tokens must name)")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError("TLS needs both --tls-cert and --tls-key")
+    if settings.tls_client_ca and not settings.tls:
+        raise SettingsError("--tls-client-ca needs --tls-cert and --tls-key")
+    host = settings.listen.rsplit(":", 1)[0].strip("[]")
+    if not settings.tls and not settings.insecure and not _is_loopback(host):
+        raise SettingsError(
+            f"refusing to serve plaintext on {settings.listen}: give --tls-cert/--tls-key, listen "
+            "on a loopback address, or pass --insecure"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _ENV_PREFIX = "AUDITLOG_"
@@ -86,6 +166,22 @@ def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> S
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags for the settings people change most; the rest come from the environment."""
     parser.add_argument("--listen", help=f"host:port to serve on (default {DEFAULT_LISTEN})")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        default=None,
+        help="dev mode: make up secrets and a JWT key in .data/dev (never in production)",
+    )
+    parser.add_argument("--tls-cert", help="PEM certificate (chain) to serve TLS with")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow plaintext on a non-loopback address (behind a TLS-terminating proxy only)",
+    )
+    parser.add_argument("--jwks-file", help="JWKS file of the keys that verify bearer tokens")
     parser.add_argument("--mongodb-uri", help="MongoDB connection string (env MONGODB_URI)")
     parser.add_argument("--database", help="database name (default auditlog)")
     parser.add_argument("--write-concern", help='MongoDB write concern w: 1, "majority", ...')
@@ -95,7 +191,18 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
     settings = settings_from_env(os.environ if env is None else env)
     changes: dict[str, object] = {}
-    for name in ("listen", "mongodb_uri", "database", "write_concern"):
+    for name in (
+        "listen",
+        "mongodb_uri",
+        "database",
+        "write_concern",
+        "dev",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "insecure",
+        "jwks_file",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value

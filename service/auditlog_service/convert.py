@@ -336,8 +336,25 @@ def assign_slot(doc: Document, sequence: int) -> None:
 
 
 def id_claim(doc: Document) -> Document:
-    """The claim of a co-browsing event's id: taken before its slot, pointing at the slot."""
-    return {"_id": doc["key"], "slot": doc["_id"], "fingerprint": doc["fingerprint"]}
+    """The claim of a co-browsing event's id: written just before its event, naming its slot.
+
+    Generation 0 of the id's placement records (see storage._GroupWrite).
+    """
+    return {"_id": doc["key"], "slot": doc["_id"], "fingerprint": doc["fingerprint"], "gen": 0}
+
+
+def placement_record_id(key: str, generation: int) -> str:
+    """`<tenant>/<id>#<n>`: ids never contain "#", so this never names an event or claim."""
+    return f"{key}#{generation}"
+
+
+def placement_record(doc: Document, generation: int) -> Document:
+    """Record n >= 1 of a co-browsing event's id: the slot it aims at after losing a race."""
+    return {
+        "_id": placement_record_id(doc["key"], generation),
+        "slot": doc["_id"],
+        "gen": generation,
+    }
 
 
 def from_document(doc: Document) -> audit_event_pb2.AuditEvent:

@@ -89,13 +89,18 @@ class FerretDB:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def wait_for_serving(address: str, timeout_s: float = 60.0) -> None:
+def wait_for_serving(address: str, timeout_s: float = 60.0, ca_file: Path | None = None) -> None:
     """Blocks until the gRPC health service at `address` reports SERVING."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.secure_channel(address, grpc.ssl_channel_credentials(ca_file.read_bytes()))
+        if ca_file
+        else grpc.insecure_channel(address)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -109,7 +114,11 @@ def wait_for_serving(address: str, timeout_s: float = 60.0) -> None:
 
 
 def with_server(command: list[str]) -> int:
-    """Runs `command` with AUDITLOG_ADDR pointing at a fresh server (and database) of its own."""
+    """Runs `command` against a fresh server (and database) of its own, with TLS and tokens on,
+    as in production: AUDITLOG_ADDR, AUDITLOG_TOKEN (a platform token with every scope) and
+    AUDITLOG_TLS_CA tell the command's SDK how to reach it."""
+    from .devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys, ensure_dev_tls
+
     with tempfile.TemporaryDirectory(prefix="auditlog-live-") as tmp:
         db = None
         uri = os.environ.get("MONGODB_URI")
@@ -117,17 +126,35 @@ def with_server(command: list[str]) -> int:
             db = FerretDB(Path(tmp) / "db", free_port())
             db.start()
             uri = db.uri
-        address = f"127.0.0.1:{free_port()}"
-        env = {**os.environ, "MONGODB_URI": uri, "AUDITLOG_ADDR": address}
+        keys = ensure_dev_keys(Path(tmp) / "keys")
+        tls = ensure_dev_tls(Path(tmp) / "tls")
+        address = f"localhost:{free_port()}"
+        scopes = ["events:write", "events:read", "sessions:tail", "events:export", "tenant:admin"]
+        env = {
+            **os.environ,
+            "MONGODB_URI": uri,
+            "AUDITLOG_ADDR": address,
+            "AUDITLOG_TOKEN": keys.mint("*", scopes, ttl_s=4 * 3600, subject="sdk-tests"),
+            "AUDITLOG_TLS_CA": str(tls.ca_file),
+        }
+        server_env = {
+            **env,
+            "AUDITLOG_LOG_LEVEL": "WARNING",
+            "AUDITLOG_TOKEN_SECRET": keys.token_secret,
+            "AUDITLOG_JWKS_FILE": str(keys.jwks_file),
+            "AUDITLOG_JWT_ISSUER": DEV_ISSUER,
+            "AUDITLOG_JWT_AUDIENCE": DEV_AUDIENCE,
+        }
         if db is not None:
-            env.setdefault("AUDITLOG_WRITE_CONCERN", "1")
+            server_env.setdefault("AUDITLOG_WRITE_CONCERN", "1")
         server = subprocess.Popen(
             [str(Path(sys.executable).with_name("auditlog")), "serve", "--listen", address,
-             "--database", f"live_{os.getpid()}"],
-            env={**env, "AUDITLOG_LOG_LEVEL": "WARNING"},
+             "--database", f"live_{os.getpid()}", "--tls-cert", str(tls.server_cert),
+             "--tls-key", str(tls.server_key)],
+            env=server_env,
         )  # fmt: skip
         try:
-            wait_for_serving(address)
+            wait_for_serving(address, ca_file=tls.ca_file)
             return subprocess.call(command, env=env)
         finally:
             server.send_signal(signal.SIGTERM)

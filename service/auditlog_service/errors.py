@@ -14,6 +14,8 @@ class AuditLogError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: enums_pb2.ErrorReason.ValueType = enums_pb2.ERROR_REASON_UNSPECIFIED
+    # When set, a google.rpc.RetryInfo tells the client how long to wait before retrying.
+    retry_after_s: float | None = None
 
     def __init__(
         self,
@@ -127,3 +129,36 @@ class CursorOutOfRange(AuditLogError):
 
     def __init__(self, why: str) -> None:
         super().__init__(f"cursor: {why}", violations=[FieldViolation("cursor", why)])
+
+
+class Unauthenticated(AuditLogError):
+    """No valid bearer token: missing, malformed, badly signed, expired, or for someone else."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+    def __init__(
+        self, message: str, reason: enums_pb2.ErrorReason.ValueType, **metadata: str
+    ) -> None:
+        super().__init__(message, dict(metadata))
+        self.reason = reason
+
+
+class PermissionDenied(AuditLogError):
+    """A valid token that does not allow this: a scope it lacks, a tenant it does not cover."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = enums_pb2.ERROR_REASON_TENANT_NOT_ALLOWED
+
+    def __init__(self, message: str, *, missing_scope: str = "") -> None:
+        super().__init__(message, {"scope": missing_scope} if missing_scope else None)
+        if missing_scope:
+            self.reason = enums_pb2.ERROR_REASON_MISSING_SCOPE
+
+
+class RateLimited(AuditLogError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = enums_pb2.ERROR_REASON_RATE_LIMITED
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(f"{message}; retry in {retry_after_s:.3g}s")
+        self.retry_after_s = retry_after_s

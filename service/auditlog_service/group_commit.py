@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from .errors import AuditLogError
@@ -19,10 +18,13 @@ log = logging.getLogger(__name__)
 class GroupCommitter(Generic[Item, Result]):
     """Queues items and hands them to `write` in groups of at most `max_items`.
 
-    A group is flushed when it is full, or `max_delay_s` after its first item arrived, or at once
-    while a write is in flight nothing is lost: items that arrive meanwhile form the next group.
-    Each submitter is answered only with its own item's result, after `write` returned, i.e.
-    after the database acknowledged the group.
+    A group is flushed when it is full, or `max_delay_s` after its first item arrived. Up to
+    `max_in_flight` groups are written at once, so that a slow group (a lost race for a
+    session's slots, say) does not hold up the others; but items with the same `key` (a
+    co-browsing session) are never in two groups in flight at once, so they reach the database
+    in the order they were submitted. Items without a key (None) go in any group. Each
+    submitter is answered only with its own item's result, after `write` returned, i.e. after
+    the database acknowledged the group.
     """
 
     def __init__(
@@ -31,22 +33,34 @@ class GroupCommitter(Generic[Item, Result]):
         *,
         max_items: int,
         max_delay_s: float,
+        max_in_flight: int = 1,
+        key: Callable[[Item], Hashable | None] | None = None,
     ) -> None:
         self._write = write
         self._max_items = max_items
         self._max_delay_s = max_delay_s
-        self._pending: deque[tuple[Item, asyncio.Future[Result | AuditLogError]]] = deque()
-        self._flusher: asyncio.Task[None] | None = None
+        self._max_in_flight = max(1, max_in_flight)
+        self._key = key or (lambda item: None)
+        self._pending: list[tuple[Item, asyncio.Future[Result | AuditLogError]]] = []
+        self._busy_keys: set[Hashable] = set()
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
 
     @property
     def idle(self) -> bool:
-        return self._flusher is None and not self._pending
+        return self._scheduler is None and not self._pending and not self._flushes
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flushes)
 
     def submit_nowait(self, item: Item) -> asyncio.Future[Result | AuditLogError]:
         future: asyncio.Future[Result | AuditLogError] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_all())
+        self._changed.set()
+        if self._scheduler is None:
+            self._scheduler = asyncio.create_task(self._schedule())
         return future
 
     async def submit(self, item: Item) -> Result | AuditLogError:
@@ -59,26 +73,61 @@ class GroupCommitter(Generic[Item, Result]):
 
     async def drain(self) -> None:
         """Wait until everything submitted so far has been written."""
-        while self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        while self._scheduler is not None or self._flushes:
+            if self._scheduler is not None:
+                await asyncio.shield(self._scheduler)
+            if self._flushes:
+                await asyncio.shield(asyncio.gather(*self._flushes, return_exceptions=True))
 
-    async def _flush_all(self) -> None:
+    def _take_group(self) -> list[tuple[Item, asyncio.Future[Result | AuditLogError]]]:
+        """The next group: pending items in order, skipping (with all later items of the same
+        key) those whose key is in a group in flight."""
+        group: list[tuple[Item, asyncio.Future[Result | AuditLogError]]] = []
+        rest: list[tuple[Item, asyncio.Future[Result | AuditLogError]]] = []
+        blocked: set[Hashable] = set()
+        for entry in self._pending:
+            key = self._key(entry[0])
+            if len(group) >= self._max_items or (
+                key is not None and (key in self._busy_keys or key in blocked)
+            ):
+                if key is not None:
+                    blocked.add(key)
+                rest.append(entry)
+            else:
+                group.append(entry)
+        self._pending = rest
+        return group
+
+    async def _schedule(self) -> None:
         try:
             while self._pending:
+                if len(self._flushes) >= self._max_in_flight:
+                    await self._wait_for_change()
+                    continue
                 if self._max_delay_s > 0 and len(self._pending) < self._max_items:
                     # Linger so that concurrent callers share one insert instead of one each.
                     await asyncio.sleep(self._max_delay_s)
-                group = [
-                    self._pending.popleft() for _ in range(min(self._max_items, len(self._pending)))
-                ]
-                await self._flush(group)
+                group = self._take_group()
+                if not group:
+                    await self._wait_for_change()  # every pending key is in flight
+                    continue
+                keys = {key for item, _ in group if (key := self._key(item)) is not None}
+                self._busy_keys |= keys
+                flush = asyncio.create_task(self._flush(group, keys))
+                self._flushes.add(flush)
         finally:
-            self._flusher = None
-            if self._pending:  # submitted while the last flush was finishing
-                self._flusher = asyncio.create_task(self._flush_all())
+            self._scheduler = None
+            if self._pending:  # submitted while the scheduler was finishing
+                self._scheduler = asyncio.create_task(self._schedule())
+
+    async def _wait_for_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
 
     async def _flush(
-        self, group: list[tuple[Item, asyncio.Future[Result | AuditLogError]]]
+        self,
+        group: list[tuple[Item, asyncio.Future[Result | AuditLogError]]],
+        keys: set[Hashable],
     ) -> None:
         results: list[Result | AuditLogError] | None = None
         failure: BaseException | None = None
@@ -89,6 +138,14 @@ class GroupCommitter(Generic[Item, Result]):
         except Exception as exc:  # a bug: report it to every waiter, keep serving
             log.exception("group write failed")
             failure = exc
+        finally:
+            self._busy_keys -= keys
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushes.discard(task)
+            self._changed.set()
+            if self._pending and self._scheduler is None:
+                self._scheduler = asyncio.create_task(self._schedule())
         for index, (_, future) in enumerate(group):
             if future.done():
                 continue

@@ -43,6 +43,12 @@ class PendingEvent:
         )
 
 
+def _session_of(write: EventWrite) -> tuple[str, str] | None:
+    """The key that keeps a session's events in submission order across groups in flight."""
+    cobrowse = write.doc.get("cobrowse")
+    return None if cobrowse is None else (write.doc["tenant_id"], cobrowse["session_id"])
+
+
 class EventWriter:
     """Writes events; every result comes back only after the database acknowledged it."""
 
@@ -53,10 +59,15 @@ class EventWriter:
         *,
         max_group: int,
         max_delay_s: float,
+        max_in_flight: int = 1,
     ) -> None:
         self._preparer = preparer
         self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
-            repository.insert_events, max_items=max_group, max_delay_s=max_delay_s
+            repository.insert_events,
+            max_items=max_group,
+            max_delay_s=max_delay_s,
+            max_in_flight=max_in_flight,
+            key=_session_of,
         )
 
     def submit(self, event: audit_event_pb2.AuditEvent) -> PendingEvent:

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,12 +19,16 @@ from pymongo.errors import PyMongoError
 
 from auditlog.v1 import service_pb2
 
-from .api import AuditLogServicer, service_handler
+from .access import CallGuard, TenantLimits
+from .auth import AuthSettings, TokenVerifier
 from .changefeed import TickReader, TickWriter
-from .config import Settings
+from .config import Settings, check_settings
 from .convert import Document, EventPreparer
+from .devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
 from .errors import AuditLogError, DatabaseUnavailable
+from .grpc_transport import GrpcTransport
 from .ingest import EventWriter
+from .rpcs import AuditLogRpcs
 from .storage import EventRepository
 from .tail import TailHub, TailSettings
 from .tokens import TokenSigner
@@ -48,6 +53,7 @@ class RunningServer:
     hub: TailHub
     tick_writer: TickWriter
     tick_reader: TickReader
+    rpcs: AuditLogRpcs
     health_client: AsyncMongoClient[Document]
     _watchdog: asyncio.Task[None]
     _stopping: bool = False
@@ -65,8 +71,11 @@ class RunningServer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._watchdog
         await self.health.enter_graceful_shutdown()
-        # Tails never finish by themselves: end them first, each with UNAVAILABLE and a cursor.
+        # Tails and ingest streams never finish by themselves: end them first, tails with
+        # UNAVAILABLE and a cursor, ingest streams UNAVAILABLE once what they read is answered.
         await self.hub.close()
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        self.rpcs.stop_ingest(drain_s=grace / 2)
         await self.server.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
         await self.writer.drain()
         await self.tick_reader.close()
@@ -145,7 +154,45 @@ async def _watch_database(
         await asyncio.sleep(settings.health_check_interval_s)
 
 
+def _listen(server: grpc.aio.Server, settings: Settings) -> int:
+    """Adds the listening port: TLS (mTLS with a client CA) or, where allowed, plaintext."""
+    if settings.tls:
+        client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+        credentials = grpc.ssl_server_credentials(
+            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+        port = server.add_secure_port(settings.listen, credentials)
+        mode = "TLS with client certificates (mTLS)" if client_ca else "TLS"
+    else:
+        port = server.add_insecure_port(settings.listen)
+        mode = "PLAINTEXT" + (" (--insecure)" if settings.insecure else " (loopback only)")
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    log.info("listening on %s, %s", settings.listen.rsplit(":", 1)[0] + f":{port}", mode)
+    return port
+
+
+def resolve_dev_mode(settings: Settings) -> Settings:
+    """In dev mode, the secrets and JWT key that are not given come from the dev folder."""
+    if not settings.dev:
+        return settings
+    keys = ensure_dev_keys(Path(settings.dev_dir))
+    log.warning("DEV MODE: secrets and the JWT key come from %s; never use this in production",
+                settings.dev_dir)  # fmt: skip
+    return replace(
+        settings,
+        token_secret=settings.token_secret or keys.token_secret,
+        jwks_file=settings.jwks_file or (str(keys.jwks_file) if not settings.jwks_url else ""),
+        jwt_issuer=settings.jwt_issuer or DEV_ISSUER,
+        jwt_audience=settings.jwt_audience or DEV_AUDIENCE,
+    )
+
+
 async def start_server(settings: Settings) -> RunningServer:
+    settings = resolve_dev_mode(settings)
+    check_settings(settings)
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         settings.mongodb_uri,
         tz_aware=True,
@@ -160,6 +207,7 @@ async def start_server(settings: Settings) -> RunningServer:
         EventPreparer(settings.token_secret),
         max_group=settings.group_commit_max_events,
         max_delay_s=settings.group_commit_max_delay_ms / 1000,
+        max_in_flight=settings.group_commit_in_flight,
     )
     server = grpc.aio.server(
         options=[
@@ -180,25 +228,63 @@ async def start_server(settings: Settings) -> RunningServer:
     )
     database = client.get_database(settings.database)
     tick_writer = TickWriter(database)
-    tick_reader = TickReader(database, hub.advanced)
+
+    def tick_seen(tenant_id: str, session_id: str, head: int) -> None:
+        hub.advanced(tenant_id, session_id, head)
+        # Another replica wrote this far: aim this replica's next write past it, not at it.
+        repository.remember_head(tenant_id, session_id, head)
+
+    tick_reader = TickReader(
+        database,
+        tick_seen,
+        process_gone=hub.process_gone,
+        own_process_id=tick_writer.process_id,
+        listening=hub.has_watches,
+    )
 
     def session_advanced(tenant_id: str, session_id: str, head: int) -> None:
         hub.advanced(tenant_id, session_id, head)
         tick_writer.note(tenant_id, session_id, head)
 
     repository.on_session_advanced = session_advanced
-    servicer = AuditLogServicer(
-        repository, writer, settings.limits, signer, hub, max_read_time_s=settings.max_read_time_s
+    guard = CallGuard(
+        TokenVerifier(
+            AuthSettings(
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                jwks_file=settings.jwks_file,
+                jwks_url=settings.jwks_url,
+                leeway_s=settings.jwt_leeway_s,
+            )
+        ),
+        TenantLimits(
+            rpcs_per_s=settings.tenant_rpcs_per_s,
+            rpc_burst=settings.tenant_rpc_burst,
+            events_per_s=settings.tenant_events_per_s,
+            event_burst=settings.tenant_event_burst,
+            max_tails=settings.tenant_max_tails,
+        ),
     )
-    server.add_generic_rpc_handlers((service_handler(servicer),))
+    rpcs = AuditLogRpcs(
+        repository=repository,
+        writer=writer,
+        limits=settings.limits,
+        signer=signer,
+        hub=hub,
+        guard=guard,
+        max_read_time_s=settings.max_read_time_s,
+    )
+    transport = GrpcTransport(
+        rpcs, guard, slow_consumer_timeout_s=settings.tail_slow_consumer_timeout_s
+    )
+    server.add_generic_rpc_handlers((transport.handler(),))
     health_servicer = HealthServicer()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
-    port = server.add_insecure_port(settings.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {settings.listen}")
+    if settings.reflection_enabled:
+        enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
+    port = _listen(server, settings)
     await server.start()
     hub.start()
     tick_writer.start()
@@ -227,6 +313,7 @@ async def start_server(settings: Settings) -> RunningServer:
         hub,
         tick_writer,
         tick_reader,
+        rpcs,
         health_client,
         watchdog,
     )

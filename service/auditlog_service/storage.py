@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ FERRETDB_ORDERED_CHUNK = 100
 MAX_SLOT_RACES = 64
 # Heads remembered per process; an evicted session is re-probed (O(log n) lookups) when it returns.
 HEAD_CACHE_SIZE = 100_000
+# How long a session counts as written by other processes after the last sign of it.
+CONTENDED_FOR_S = 2.0
 
 # The filters of ListEvents; each has an index that starts with tenant_id and ends with the sort.
 FILTER_FIELDS = ("type", "tenant_user_id", "customer_id", "call_id", "session_id", "cobrowse.actor")
@@ -69,6 +72,17 @@ class EventWrite:
         if existing.get("fingerprint") != self.doc["fingerprint"]:
             return False
         return not self.occur_time_given or existing["occur_time"] == self.doc["occur_time"]
+
+
+@dataclass(slots=True)
+class Located:
+    """What is stored under a tenant-scoped id: the claim or general event, and the event."""
+
+    claim: Document | None
+    event: Document | None = None
+    generation: int = 0  # of the id's latest placement record
+    slot: int = 0  # the sequence that record names, when the event is not there
+    slot_free: bool = False  # whether that slot is empty (else another event holds it)
 
 
 @dataclass
@@ -118,7 +132,10 @@ class EventRepository:
         self._client = client
         self.events: AsyncCollection[Document] = db.get_collection("events", write_concern=concern)
         self._heads: OrderedDict[str, int] = OrderedDict()
+        self._contended: dict[str, float] = {}
         self.range_reads = False  # set by detect_backend()
+        # Counts of write-path work, for metrics and benchmarks.
+        self.stats: dict[str, int] = {"groups": 0, "rounds": 0, "races": 0, "events": 0}
         # Called with (tenant_id, session_id, head) after events were added to a session.
         self.on_session_advanced: Callable[[str, str, int], None] | None = None
 
@@ -157,18 +174,47 @@ class EventRepository:
 
     # ---- reads -------------------------------------------------------------------------------
 
+    async def locate(self, key: str) -> Located:
+        """Where the event of a tenant-scoped id is, through `_id` lookups only.
+
+        A general event is its own `_id`. A co-browsing event is at the slot of its id's latest
+        placement record (the claim, or `<key>#n`, see _GroupWrite); the claim's slot is a hint
+        that a later record may have overtaken, and a hint found behind is repaired.
+        """
+        claim = await self._read(key)
+        if claim is None or "slot" not in claim:
+            return Located(claim=claim, event=claim)
+        generation, slot_key = claim.get("gen", 0), claim["slot"]
+        while True:
+            event = await self._read(slot_key)
+            if event is not None and event.get("key") == key:
+                if generation != claim.get("gen", 0) or slot_key != claim["slot"]:
+                    await self._guard(
+                        self.events.update_one(
+                            {"_id": key}, {"$set": {"slot": slot_key, "gen": generation}}
+                        )
+                    )
+                return Located(claim=claim, event=event, generation=generation)
+            record = await self._read(convert.placement_record_id(key, generation + 1))
+            if record is None:
+                break
+            generation, slot_key = generation + 1, record["slot"]
+        if "gen" not in claim and self.range_reads:
+            # A claim of the earlier layout, which moved claims in place and could leave one
+            # behind: the key index finds its event (MongoDB only; FerretDB would scan).
+            event = await self._guard(self.events.find_one({"key": key, "type": {"$exists": 1}}))
+            if event is not None:
+                return Located(claim=claim, event=event, generation=generation)
+        return Located(
+            claim=claim,
+            generation=generation,
+            slot=int(slot_key.rsplit("/", 1)[1]),
+            slot_free=event is None,
+        )
+
     async def find_by_key(self, key: str) -> Document | None:
-        """The event stored under a tenant-scoped id, through `_id` lookups (normally)."""
-        doc: Document | None = await self._guard(self.events.find_one({"_id": key}))
-        if doc is None or "slot" not in doc:
-            return doc  # nothing under this id, or a general event
-        event: Document | None = await self._guard(self.events.find_one({"_id": doc["slot"]}))
-        if event is not None and event.get("key") == key:
-            return event
-        # The claim is stale (its writer died between losing a slot race and correcting it),
-        # or its event is not written yet. Rare; the key index serves it on MongoDB.
-        event = await self._guard(self.events.find_one({"key": key}))
-        return event
+        """The event stored under a tenant-scoped id, or None."""
+        return (await self.locate(key)).event
 
     @staticmethod
     def find_spec(query: ListQuery) -> tuple[dict[str, Any], list[tuple[str, int]]]:
@@ -239,22 +285,55 @@ class EventRepository:
         )
         return doc is not None
 
+    async def _run_end(self, tenant_id: str, session_id: str, sequence: int) -> int | None:
+        """None when the slot is empty, else where its writer's run was planned to end."""
+        doc = await self._guard(
+            self.events.find_one(
+                {"_id": convert.slot_id(tenant_id, session_id, sequence)}, {"run_end": 1}
+            )
+        )
+        return None if doc is None else int(doc.get("run_end", sequence))
+
     async def read_slot(self, tenant_id: str, session_id: str, sequence: int) -> Document | None:
         doc: Document | None = await self._guard(
             self.events.find_one({"_id": convert.slot_id(tenant_id, session_id, sequence)})
         )
         return doc
 
-    async def session_head(self, tenant_id: str, session_id: str, known: int = 0) -> int:
+    async def session_head(
+        self, tenant_id: str, session_id: str, known: int = 0, guess: int = 0
+    ) -> int:
         """The highest sequence of a session, found by probing slots from a known-present one.
 
-        Exponential probe forward, then binary search: O(log n) `_id` lookups, never max().
-        Slots are filled without holes, so "slot n exists" is true exactly for n <= head.
+        Forward along the writers' runs, then binary search within a run cut short: a few `_id`
+        lookups, never max(). Slots are filled without holes, so "slot n exists" is true exactly
+        for n <= head; from 0 on a long session, its first writer's runs are walked one by one.
+        `known` must be a slot that exists (or 0); `guess` is only a hint where the head may be
+        (say, where another writer's run was planned to end, which it may not have reached).
         """
-        low, step = known, 1
-        while await self.slot_exists(tenant_id, session_id, low + step):
-            low, step = low + step, step * 2
-        high = low + step  # missing
+        low = known
+        high = 0  # the lowest slot known to be missing, once there is one
+        if guess > known:
+            if await self.slot_exists(tenant_id, session_id, guess):
+                low = guess
+            else:
+                high = guess
+        step = 1
+        while not high:
+            # Exponential probing, O(log n) lookups even from 0 on a long session; each event
+            # also records where its writer's run was to end, so a run of another writer is
+            # skipped in one jump instead of being probed slot by slot.
+            run_end = await self._run_end(tenant_id, session_id, low + step)
+            if run_end is None:
+                high = low + step
+                break
+            low += step
+            step *= 2
+            if run_end > low:
+                if await self.slot_exists(tenant_id, session_id, run_end):
+                    low = run_end
+                else:
+                    high = run_end  # that run was cut short: the head is below its end
         while high - low > 1:
             mid = (low + high) // 2
             if await self.slot_exists(tenant_id, session_id, mid):
@@ -271,6 +350,37 @@ class EventRepository:
         head = await self.session_head(tenant_id, session_id)
         self._remember_head(name, head)
         return head
+
+    async def fresh_head(self, tenant_id: str, session_id: str) -> int:
+        """The head as the database has it now, probed from the cached one (one lookup when
+        the cache is right)."""
+        name = convert.session_prefix(tenant_id, session_id)
+        head = await self.session_head(tenant_id, session_id, known=self._heads.get(name, 0))
+        self._remember_head(name, head)
+        return head
+
+    def remember_head(self, tenant_id: str, session_id: str, head: int) -> None:
+        """A head learnt elsewhere (another process's tick): later writes aim past it, and
+        for a while the session counts as written by others too (see contended())."""
+        name = convert.session_prefix(tenant_id, session_id)
+        if self._heads.get(name, -1) < head:
+            self._contended[name] = time.monotonic()
+        self._remember_head(name, head)
+
+    def mark_contended(self, tenant_id: str, session_id: str) -> None:
+        self._contended[convert.session_prefix(tenant_id, session_id)] = time.monotonic()
+
+    def contended(self, tenant_id: str, session_id: str) -> bool:
+        """Whether other writers wrote the session lately: then its cached head is likely
+        stale, and a write re-reads it first (one lookup) instead of racing for a taken slot."""
+        name = convert.session_prefix(tenant_id, session_id)
+        seen = self._contended.get(name)
+        if seen is None:
+            return False
+        if time.monotonic() - seen > CONTENDED_FOR_S:
+            del self._contended[name]
+            return False
+        return True
 
     def _remember_head(self, name: str, head: int) -> None:
         if self._heads.get(name, -1) < head:
@@ -297,104 +407,23 @@ class EventRepository:
 
         Co-browsing events take the slots after their session's head, in group order, without
         holes: the group is one ordered insert, so nothing after a failed document is written.
-        The failed document is then examined: its id was taken (an idempotent retry or a clash),
-        or its slot was taken by another writer (re-read the head, take the next slots). Then the
-        rest is written again. Every outcome comes after the database acknowledged the write.
+        The failed document is then examined (see _GroupWrite), and the rest written again.
+        Every outcome comes after the database acknowledged the write.
         """
+        self.stats["groups"] += 1
+        self.stats["events"] += len(writes)
         try:
-            return await self._insert_events(writes)
+            group = _GroupWrite(self, writes)
+            outcomes = await group.run()
         except PyMongoError as exc:
             mapped = database_errors(exc)
             if mapped is None:
                 raise
             return [mapped] * len(writes)
-
-    async def _insert_events(self, writes: list[EventWrite]) -> list[Outcome]:
-        docs = [write.doc for write in writes]
-        outcomes: list[Outcome | None] = [None] * len(docs)
-        claimed: set[int] = set()  # co-browsing events whose id claim is in place
-        stale_claims: dict[int, Document] = {}  # claims pointing at a slot the event did not get
-        advanced: dict[tuple[str, str], int] = {}
-        races = 0
-        pending = list(range(len(docs)))
-        while pending:
-            heads: dict[tuple[str, str], int] = {}
-            batch: list[tuple[int, str, Document]] = []  # (event index, role, document)
-            for index in pending:
-                doc = docs[index]
-                if "cobrowse" not in doc:
-                    batch.append((index, "event", doc))
-                    continue
-                session = (doc["tenant_id"], doc["cobrowse"]["session_id"])
-                if session not in heads:
-                    heads[session] = await self.cached_head(*session)
-                heads[session] += 1
-                convert.assign_slot(doc, heads[session])
-                if index not in claimed:
-                    batch.append((index, "claim", convert.id_claim(doc)))
-                batch.append((index, "event", doc))
-            inserted, error = await self._insert_ordered([item for _, _, item in batch])
-            for index, role, item in batch[:inserted]:
-                if role == "claim":
-                    claimed.add(index)
-                    continue
-                outcomes[index] = Stored(item)
-                if "cobrowse" in item:
-                    session = (item["tenant_id"], item["cobrowse"]["session_id"])
-                    advanced[session] = item["sequence"]
-                    self._remember_head(convert.session_prefix(*session), item["sequence"])
-            if error is None:
-                break
-            index, role, item = batch[inserted]
-            if error.get("code") != DUPLICATE_KEY:
-                for rest in pending:
-                    if outcomes[rest] is None:
-                        outcomes[rest] = DatabaseUnavailable(f"write error {error.get('code')}")
-                break
-            doc = docs[index]
-            if role == "claim" or "cobrowse" not in doc:
-                # The id is taken: by this very event (a retry) or by another one (a clash).
-                # Where one event of a group is a retry, usually all are (a client replaying a
-                # batch): look up every remaining id at once, so a replayed group costs a few
-                # round trips, not one per event.
-                await self._resolve_known_ids(writes, pending, claimed, outcomes, skip=index)
-                existing = await self.find_by_key(doc["key"])
-                if existing is not None:
-                    outcomes[index] = await self._resolve_duplicate(writes[index], existing)
-                elif role == "claim":
-                    # A claim whose event was never written (its writer died in between):
-                    # write the event now and point the claim at where it lands.
-                    claimed.add(index)
-                    stale_claims[index] = doc
-                else:
-                    outcomes[index] = DatabaseUnavailable("duplicate id without a stored event")
-            else:
-                occupant = await self.events.find_one({"_id": doc["_id"]})
-                if occupant is not None and occupant.get("key") == doc["key"]:
-                    outcomes[index] = await self._resolve_duplicate(writes[index], occupant)
-                else:
-                    # Another writer took the slot: re-read the head; the claim now points at
-                    # the wrong slot until it is corrected below.
-                    races += 1
-                    stale_claims[index] = doc
-                    session = (doc["tenant_id"], doc["cobrowse"]["session_id"])
-                    head = await self.session_head(*session, known=doc["sequence"])
-                    self._remember_head(convert.session_prefix(*session), head)
-                    if races > MAX_SLOT_RACES:
-                        for rest in pending:
-                            if outcomes[rest] is None:
-                                outcomes[rest] = SequenceContention(
-                                    "too many concurrent writers on this session; retry"
-                                )
-                        break
-            pending = [i for i in pending if outcomes[i] is None]
-        await self._correct_claims(
-            [docs[i] for i in stale_claims if isinstance(outcomes[i], Stored)]
-        )
         if self.on_session_advanced is not None:
-            for (tenant_id, session_id), head in advanced.items():
+            for (tenant_id, session_id), head in group.advanced.items():
                 self.on_session_advanced(tenant_id, session_id, head)
-        return [o if o is not None else DatabaseUnavailable("not written") for o in outcomes]
+        return outcomes
 
     async def _insert_ordered(self, items: list[Document]) -> tuple[int, dict[str, Any] | None]:
         """Inserts in order, stopping at the first failure: (how many were inserted, the error).
@@ -415,23 +444,271 @@ class EventRepository:
                 return start + error["index"], error
         return len(items), None
 
-    async def _resolve_known_ids(
-        self,
-        writes: list[EventWrite],
-        pending: list[int],
-        claimed: set[int],
-        outcomes: list[Outcome | None],
-        skip: int,
-    ) -> None:
-        """Answers every not-yet-written event of the group whose id is already stored."""
-        candidates = [i for i in pending if outcomes[i] is None and i not in claimed and i != skip]
-        found = await asyncio.gather(*(self.find_by_key(writes[i].doc["key"]) for i in candidates))
-        for index, existing in zip(candidates, found, strict=True):
-            if existing is not None:
-                outcomes[index] = await self._resolve_duplicate(writes[index], existing)
+    async def _read(self, _id: str) -> Document | None:
+        doc: Document | None = await self._guard(self.events.find_one({"_id": _id}))
+        return doc
 
-    async def _correct_claims(self, stored: list[Document]) -> None:
-        """Point id claims at the slots their events finally got (after a lost slot race)."""
-        updates = [UpdateOne({"_id": doc["key"]}, {"$set": {"slot": doc["_id"]}}) for doc in stored]
+
+@dataclass(slots=True)
+class _Placement:
+    """Where a co-browsing event of a group stands on its way to a slot.
+
+    `generation` is the last placement record of its id that is known to be written: -1 none,
+    0 the id claim, n >= 1 the record `<key>#n`. `adopted` is a slot an earlier attempt's record
+    names and that was seen empty: the event must go exactly there (see _GroupWrite).
+    """
+
+    generation: int = -1
+    adopted: int = 0
+
+
+class _GroupWrite:
+    """One group's ordered insert, repeated for what is left after each failure.
+
+    A co-browsing event's id is taken by its id claim (`<key>`, generation 0, naming the slot
+    its writer aims at), written just before the event in the same ordered insert. A writer that
+    loses its slot to another writer writes the next placement record `<key>#1`, `#2`, ...
+    (again just before the event, naming the new slot) instead of changing the claim. Records are
+    only ever inserted, so the unique `_id` decides every race, and a new record is written only
+    after its predecessor's slot was seen taken by another event. Hence an event is at the slot
+    of its id's latest record, or nowhere; a retry of an event whose writer died finds that slot
+    by `_id` lookups and, when it is empty, writes the event exactly there, where a writer still
+    in flight would write it too: the unique slot `_id` keeps it once.
+    """
+
+    def __init__(self, repository: EventRepository, writes: list[EventWrite]) -> None:
+        self.repository = repository
+        self.writes = writes
+        self.outcomes: list[Outcome | None] = [None] * len(writes)
+        self.placements = {i: _Placement() for i, w in enumerate(writes) if "cobrowse" in w.doc}
+        self.advanced: dict[tuple[str, str], int] = {}
+        self.moved: list[int] = []  # events stored at a generation >= 1: their claim's hint
+        self.races = 0
+
+    @staticmethod
+    def _session(doc: Document) -> tuple[str, str]:
+        return doc["tenant_id"], doc["cobrowse"]["session_id"]
+
+    def _stored(self, index: int, doc: Document) -> None:
+        self.outcomes[index] = Stored(doc)
+        if "cobrowse" in doc:
+            session = self._session(doc)
+            self.advanced[session] = max(self.advanced.get(session, 0), doc["sequence"])
+            self.repository._remember_head(convert.session_prefix(*session), doc["sequence"])
+            if self.placements[index].generation > 0:
+                self.moved.append(index)
+
+    def _pending(self) -> list[int]:
+        return [i for i, o in enumerate(self.outcomes) if o is None]
+
+    async def run(self) -> list[Outcome]:
+        pending = self._pending()
+        while pending:
+            await self._write_adopted([i for i in pending if self.placements.get(i, _NEW).adopted])
+            pending = self._pending()
+            if not pending:
+                break
+            if not await self._round(pending):
+                break
+            pending = self._pending()
+        await self._update_hints()
+        return [o if o is not None else DatabaseUnavailable("not written") for o in self.outcomes]
+
+    async def _round(self, pending: list[int]) -> bool:
+        """One round: everything pending, inserted in order; False when the rest cannot be
+        written.
+
+        Sessions that other processes write too go in inserts of their own, concurrently with
+        the rest: a lost race then stops only that session's run, and on FerretDB, which
+        answers a failed insert by inserting the batch again one document at a time, it costs
+        a short run instead of the whole group.
+        """
+        repository = self.repository
+        heads: dict[tuple[str, str], int] = {}
+        runs: dict[tuple[str, str], list[tuple[int, str, Document]]] = {}
+        main: list[tuple[int, str, Document]] = []  # (event index, role, document)
+        for index in pending:
+            doc = self.writes[index].doc
+            if "cobrowse" not in doc:
+                main.append((index, "event", doc))
+                continue
+            session = self._session(doc)
+            if session not in heads:
+                heads[session] = await repository.cached_head(*session)
+            heads[session] += 1
+            convert.assign_slot(doc, heads[session])
+            placement = self.placements[index]
+            record = (
+                convert.id_claim(doc)
+                if placement.generation < 0
+                else convert.placement_record(doc, placement.generation + 1)
+            )
+            run = runs.setdefault(session, [])
+            run.append((index, "record", record))
+            run.append((index, "event", doc))
+        risky: list[list[tuple[int, str, Document]]] = []
+        for session, run in runs.items():
+            for _, role, doc in run:
+                if role == "event":
+                    # Tells a writer that loses a race here where this writer's run ends, so
+                    # it can aim past it at once instead of probing its way there.
+                    doc["run_end"] = heads[session]
+            if repository.contended(*session):
+                risky.append(run)
+            else:
+                main.extend(run)
+        # Each session that other processes write too goes in an insert of its own, beside the
+        # rest: a lost race there stops only that session's run, and on FerretDB, which answers
+        # a failed insert by inserting the batch again one document at a time up to the failure,
+        # it costs a document or two instead of a group.
+        batches = [batch for batch in (main, *risky) if batch]
+        repository.stats["rounds"] += 1
+        results = await asyncio.gather(
+            *(repository._insert_ordered([item for _, _, item in batch]) for batch in batches)
+        )
+        for batch, (inserted, _) in zip(batches, results, strict=True):
+            for index, role, item in batch[:inserted]:
+                if role == "record":
+                    self.placements[index].generation = item.get("gen", 0)
+                else:
+                    self._stored(index, item)
+        for batch, (inserted, error) in zip(batches, results, strict=True):
+            if error is not None and not await self._failed(batch[inserted], error, pending):
+                return False
+        return True
+
+    async def _failed(
+        self, failed: tuple[int, str, Document], error: dict[str, Any], pending: list[int]
+    ) -> bool:
+        """What a failed document means; False when the rest cannot be written."""
+        repository = self.repository
+        index, role, item = failed
+        if error.get("code") != DUPLICATE_KEY:
+            for rest in pending:
+                if self.outcomes[rest] is None:
+                    self.outcomes[rest] = DatabaseUnavailable(f"write error {error.get('code')}")
+            return False
+        write = self.writes[index]
+        if role == "record":
+            if item.get("gen", 0) == 0:
+                # The id is taken: by this very event (a retry) or by another one (a clash).
+                # Where one event of a group is a retry, usually all are (a client replaying a
+                # batch): look up every remaining id at once, so a replayed group costs a few
+                # round trips, not one per event.
+                await self._resolve_known_ids(pending, skip=index)
+            await self._resolve_taken_id(index)
+        elif "cobrowse" not in write.doc:
+            await self._resolve_taken_id(index)
+        else:
+            occupant = await repository._read(write.doc["_id"])
+            if occupant is not None and occupant.get("key") == write.doc["key"]:
+                # A retry of this event, racing this attempt, put it there: one copy.
+                self.outcomes[index] = await repository._resolve_duplicate(write, occupant)
+            else:
+                return await self._lost_race(write.doc, occupant, pending)
+        return True
+
+    async def _lost_race(
+        self, doc: Document, occupant: Document | None, pending: list[int]
+    ) -> bool:
+        """Another writer took the slot: aim past its run; the event takes a new record."""
+        repository = self.repository
+        self.races += 1
+        repository.stats["races"] += 1
+        session = self._session(doc)
+        repository.mark_contended(*session)
+        known = doc["sequence"]
+        if occupant is not None:
+            known = max(known, occupant.get("run_end", known))
+        head = await repository.session_head(*session, known=doc["sequence"], guess=known)
+        repository._remember_head(convert.session_prefix(*session), head)
+        if self.races > MAX_SLOT_RACES:
+            for rest in pending:
+                if self.outcomes[rest] is None:
+                    self.outcomes[rest] = SequenceContention(
+                        "too many concurrent writers on this session; retry"
+                    )
+            return False
+        return True
+
+    async def _resolve_taken_id(self, index: int) -> None:
+        """The id (or the next placement record) of event `index` exists: whose, and where?"""
+        repository = self.repository
+        write = self.writes[index]
+        key = write.doc["key"]
+        located = await repository.locate(key)
+        if located.event is not None:
+            self.outcomes[index] = await repository._resolve_duplicate(write, located.event)
+            return
+        if located.claim is None or located.claim.get("fingerprint") != write.doc["fingerprint"]:
+            # Nothing stored under the id, or a claim for other content: a clash either way
+            # (an id is never reused for other content, even before its event is written).
+            self.outcomes[index] = (
+                IdConflict(write.doc["tenant_id"], write.doc["id"])
+                if located.claim is not None
+                else DatabaseUnavailable("duplicate id without a stored event; retry")
+            )
+            return
+        # This event's id is claimed, but the event is not at the slot of its latest record:
+        # an earlier attempt died (or is still in flight) before writing it.
+        placement = self.placements[index]
+        placement.generation = located.generation
+        if located.slot_free:
+            placement.adopted = located.slot
+        # else the latest record's slot holds another event: the next round writes a new one.
+
+    async def _write_adopted(self, indexes: list[int]) -> None:
+        """Events that must go to a slot an earlier attempt's record names: one by one."""
+        repository = self.repository
+        for index in indexes:
+            write, placement = self.writes[index], self.placements[index]
+            convert.assign_slot(write.doc, placement.adopted)
+            write.doc["run_end"] = placement.adopted
+            placement.adopted = 0
+            _, error = await repository._insert_ordered([write.doc])
+            if error is None:
+                self._stored(index, write.doc)
+                continue
+            if error.get("code") != DUPLICATE_KEY:
+                self.outcomes[index] = DatabaseUnavailable(f"write error {error.get('code')}")
+                continue
+            occupant = await repository._read(write.doc["_id"])
+            if occupant is not None and occupant.get("key") == write.doc["key"]:
+                self.outcomes[index] = await repository._resolve_duplicate(write, occupant)
+            else:
+                await self._lost_race(write.doc, occupant, [])
+
+    async def _resolve_known_ids(self, pending: list[int], skip: int) -> None:
+        """Answers every not-yet-written event of the group whose id is already stored."""
+        repository = self.repository
+        candidates = [
+            i
+            for i in pending
+            if self.outcomes[i] is None
+            and i != skip
+            and self.placements.get(i, _NEW).generation < 0
+        ]
+        found = await asyncio.gather(
+            *(repository.locate(self.writes[i].doc["key"]) for i in candidates)
+        )
+        for index, located in zip(candidates, found, strict=True):
+            if located.event is not None:
+                self.outcomes[index] = await repository._resolve_duplicate(
+                    self.writes[index], located.event
+                )
+
+    async def _update_hints(self) -> None:
+        """Point id claims at the slots their events finally got, so GetEvent reads two
+        documents. Only a hint: a reader that finds it behind follows the records."""
+        updates = [
+            UpdateOne(
+                {"_id": self.writes[i].doc["key"]},
+                {"$set": {"slot": self.writes[i].doc["_id"], "gen": self.placements[i].generation}},
+            )
+            for i in self.moved
+        ]
         if updates:
-            await self.events.bulk_write(updates, ordered=False)
+            await self.repository.events.bulk_write(updates, ordered=False)
+
+
+_NEW = _Placement()

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from auditlog.v1 import service_pb2
+from auditlog.v1 import enums_pb2, service_pb2
 
 from . import convert
 from .errors import (
@@ -24,6 +25,7 @@ from .errors import (
     InvalidCursor,
     ShuttingDown,
     TooManyTails,
+    Unauthenticated,
 )
 from .event_types import REGISTRY
 from .storage import EventRepository
@@ -88,10 +90,14 @@ class TailHub:
         self._tails = 0
         self.closing = False
         self._prober: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Task[None]] = set()
 
     @property
     def active_tails(self) -> int:
         return self._tails
+
+    def has_watches(self) -> bool:
+        return bool(self._watches)
 
     def start(self) -> None:
         self._prober = asyncio.create_task(self._probe_loop())
@@ -101,16 +107,39 @@ class TailHub:
         self.closing = True
         for watch in list(self._watches.values()):
             watch.wake_all()
-        if self._prober is not None:
-            self._prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+        for task in [self._prober, *self._probes]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def advanced(self, tenant_id: str, session_id: str, head: int) -> None:
         """A session reached `head` (a local write or another process's tick)."""
         watch = self._watches.get((tenant_id, session_id))
         if watch is not None:
             watch.advance(head)
+
+    def process_gone(self, process_id: str) -> None:
+        """A writer process stopped beating: its last writes may never have been ticked."""
+        if self._watches and not self.closing:
+            task = asyncio.create_task(self.probe_all())
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+
+    async def probe_all(self, concurrency: int = 32) -> None:
+        """Probes head+1 of every watched session now (one `_id` lookup each)."""
+        watches = list(self._watches.items())
+        for start in range(0, len(watches), concurrency):
+            await asyncio.gather(
+                *(self._probe(key, watch) for key, watch in watches[start : start + concurrency])
+            )
+
+    async def _probe(self, key: SessionKey, watch: SessionWatch) -> None:
+        try:
+            head = await self._repository.session_head(*key, known=watch.head)
+        except AuditLogError:
+            return  # the database is away; tails notice on their next read
+        watch.advance(head)
 
     async def _probe_loop(self) -> None:
         interval = self.settings.safety_probe_interval_s
@@ -122,13 +151,8 @@ class TailHub:
             for key, watch in watches:
                 # Spread over the interval, so a thousand idle sessions never probe in a burst.
                 await asyncio.sleep(interval / len(watches))
-                if self._watches.get(key) is not watch:
-                    continue
-                try:
-                    head = await self._repository.session_head(*key, known=watch.head)
-                except AuditLogError:
-                    continue  # the database is away; tails notice on their next read
-                watch.advance(head)
+                if self._watches.get(key) is watch:
+                    await self._probe(key, watch)
 
     # ---- cursors -----------------------------------------------------------------------------
 
@@ -160,6 +184,11 @@ class TailHub:
         if start == "cursor":
             sequence = self.decode_cursor(key, request.cursor)
             if sequence > head:
+                # The cursor may come from a replica that saw later writes than this one knows
+                # of: only the database can say whether it is really ahead.
+                head = await self._repository.fresh_head(*key)
+                self.advanced(*key, head)
+            if sequence > head:
                 raise CursorOutOfRange(
                     f"sequence {sequence} is beyond the session's last event ({head})"
                 )
@@ -169,9 +198,13 @@ class TailHub:
         return 0  # from_beginning, start_time (filtered while reading), or nothing set
 
     async def tail(
-        self, request: service_pb2.TailSessionRequest
+        self, request: service_pb2.TailSessionRequest, *, expires_at: float | None = None
     ) -> AsyncIterator[tuple[service_pb2.TailSessionResponse, int]]:
-        """Yields (response, sequence its cursor points at); raises errors with `.metadata`."""
+        """Yields (response, sequence its cursor points at); raises errors with `.metadata`.
+
+        At `expires_at` (the caller's token expiry, seconds since the epoch) the tail ends
+        UNAUTHENTICATED, so that its client resumes with a fresh token.
+        """
         if self.closing:
             raise ShuttingDown("the server is shutting down; tail another server")
         if self._tails >= self.settings.max_tails:
@@ -180,7 +213,8 @@ class TailHub:
         self._tails += 1
         watch = self._watches.get(key)
         if watch is None:
-            head = await self._repository.cached_head(*key)
+            # Not the cached head: this process may not have written the session for a while.
+            head = await self._repository.fresh_head(*key)
             # Another tail of this session may have created the watch during the await: share
             # it, or this tail would wait on a watch that nothing ever advances.
             watch = self._watches.setdefault(key, SessionWatch(key, head))
@@ -188,7 +222,7 @@ class TailHub:
         watch.tails += 1
         try:
             sequence = await self._start_sequence(request, watch.head)
-            async for item in self._follow(request, watch, sequence):
+            async for item in self._follow(request, watch, sequence, expires_at):
                 yield item
         finally:
             self._tails -= 1
@@ -197,7 +231,11 @@ class TailHub:
                 del self._watches[key]
 
     async def _follow(
-        self, request: service_pb2.TailSessionRequest, watch: SessionWatch, sequence: int
+        self,
+        request: service_pb2.TailSessionRequest,
+        watch: SessionWatch,
+        sequence: int,
+        expires_at: float | None,
     ) -> AsyncIterator[tuple[service_pb2.TailSessionResponse, int]]:
         key = watch.key
         wanted = {REGISTRY.by_event_type(t).type_string for t in request.event_types}
@@ -211,6 +249,11 @@ class TailHub:
         while True:
             if self.closing:
                 raise ShuttingDown("the server is shutting down; resume on another server")
+            if expires_at is not None and time.time() >= expires_at:
+                raise Unauthenticated(
+                    "the token has expired; resume from the cursor with a fresh token",
+                    enums_pb2.ERROR_REASON_TOKEN_EXPIRED,
+                )
             if sequence < watch.head:
                 upto = min(watch.head, sequence + settings.max_batch_events)
                 docs = await self._repository.read_session_range(*key, sequence + 1, upto)
@@ -246,8 +289,11 @@ class TailHub:
                     sequence,
                 )
                 continue
-            if not await watch.wait_beyond(sequence, settings.heartbeat_interval_s):
-                if self.closing:
+            wait_s = settings.heartbeat_interval_s
+            if expires_at is not None:
+                wait_s = max(0.0, min(wait_s, expires_at - time.time()))
+            if not await watch.wait_beyond(sequence, wait_s):
+                if self.closing or (expires_at is not None and time.time() >= expires_at):
                     continue
                 heartbeat = service_pb2.TailHeartbeat(head_sequence=watch.head)
                 heartbeat.server_time.GetCurrentTime()

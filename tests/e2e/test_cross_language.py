@@ -32,7 +32,8 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.devdb import PROJECT_ROOT, free_port, wait_for_serving
-from tests.conftest import USING_FERRETDB
+from auditlog_service.devkeys import DevTls, ensure_dev_tls
+from tests.conftest import USING_FERRETDB, server_env, token
 
 GENERAL_EVENTS = 28  # every general event type twice
 COBROWSE_EVENTS = 200
@@ -428,20 +429,27 @@ def builds(programs: list[Program], tmp_path: Path) -> Builds:
 
 
 @pytest.fixture
-def server_address(mongodb_uri: str, tmp_path: Path) -> Iterator[str]:
-    """One `auditlog serve` process on a database of its own; its log is server.log in tmp_path."""
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "AUDITLOG_LOG_LEVEL": "WARNING"}
+def tls(tmp_path: Path) -> DevTls:
+    return ensure_dev_tls(tmp_path / "tls")
+
+
+@pytest.fixture
+def server_address(mongodb_uri: str, tmp_path: Path, tls: DevTls) -> Iterator[str]:
+    """One `auditlog serve` process on a database of its own, with TLS and bearer tokens on as in
+    production; its log is server.log in tmp_path."""
+    address = f"localhost:{free_port()}"
+    env = {**os.environ, "AUDITLOG_LOG_LEVEL": "WARNING", **server_env()}
     if USING_FERRETDB:
         env["AUDITLOG_WRITE_CONCERN"] = "1"
     with (tmp_path / "server.log").open("wb") as log:
         server = subprocess.Popen(
             [AUDITLOG, "serve", "--listen", address, "--mongodb-uri", mongodb_uri,
-             "--database", f"e2e_{uuid.uuid4().hex[:12]}"],
+             "--database", f"e2e_{uuid.uuid4().hex[:12]}", "--tls-cert", str(tls.server_cert),
+             "--tls-key", str(tls.server_key)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        wait_for_serving(address, timeout_s=60)
+        wait_for_serving(address, timeout_s=60, ca_file=tls.ca_file)
         yield address
     finally:
         server.terminate()
@@ -457,7 +465,7 @@ def server_address(mongodb_uri: str, tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.timeout(900)  # a cold run fetches every toolchain's dependencies first
 def test_go_java_typescript_python(
-    builds: Builds, server_address: str, programs: list[Program], tmp_path: Path
+    builds: Builds, server_address: str, programs: list[Program], tmp_path: Path, tls: DevTls
 ) -> None:
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:10]
@@ -469,6 +477,8 @@ def test_go_java_typescript_python(
     env = toolchain_env(
         {
             "AUDITLOG_ADDR": server_address,
+            "AUDITLOG_TOKEN": token(),
+            "AUDITLOG_TLS_CA": str(tls.ca_file),
             "E2E_TENANT": spec.tenant,
             "E2E_SESSION": spec.session,
             "E2E_BASE_MS": str(spec.base_ms),
@@ -519,7 +529,11 @@ def test_go_java_typescript_python(
     general = {e.id: e for e in (general_event(spec, i) for i in range(1, GENERAL_EVENTS + 1))}
     cobrowse = [cobrowse_event(spec, j) for j in range(1, COBROWSE_EVENTS + 1)]
     check_tail(tail_lines.lines, cobrowse)
-    with grpc.insecure_channel(server_address) as channel:
+    credentials = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(tls.ca_file.read_bytes()),
+        grpc.access_token_call_credentials(token()),
+    )
+    with grpc.secure_channel(server_address, credentials) as channel:
         check_stored(service_pb2_grpc.AuditLogServiceStub(channel), spec, general, cobrowse)
     print(
         f"\ne2e: builds ({build_times}; waited {build_wait_s:.1f}s); "

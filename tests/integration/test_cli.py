@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from auditlog import AuditLogClient
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2
 from auditlog_service.devdb import free_port
 from auditlog_service.server import RunningServer, start_server
-from tests.conftest import settings_for_test
+from tests.conftest import sdk, settings_for_test, token
 
 AUDITLOG = str(Path(sys.executable).with_name("auditlog"))
+# The CLI reads its bearer token from AUDITLOG_TOKEN, as every SDK example does.
+CLI_ENV = {**os.environ, "AUDITLOG_TOKEN": token()}
 
 
 async def run_cli(server: RunningServer, *args: str, stdin: str = "") -> tuple[int, str, str]:
@@ -27,6 +29,7 @@ async def run_cli(server: RunningServer, *args: str, stdin: str = "") -> tuple[i
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=CLI_ENV,
     )
     out, err = await process.communicate(stdin.encode())
     assert process.returncode is not None
@@ -100,12 +103,12 @@ async def test_tail_prints_events_live_and_keeps_going_across_a_server_restart(
     settings = settings_for_test(mongodb_uri, database_name, listen=f"127.0.0.1:{port}")
     first = await start_server(settings)
     await first.ready()
-    async with AuditLogClient(f"127.0.0.1:{port}") as writer:
+    async with sdk(f"127.0.0.1:{port}") as writer:
         await writer.log_events([click(n) for n in range(3)])
     process = await asyncio.create_subprocess_exec(
         AUDITLOG, "tail", "--addr", f"127.0.0.1:{port}", "--tenant", "acme",
         "--session", "cob-9", "--output", "jsonl", "--count", "6", "--quiet",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=CLI_ENV,
     )  # fmt: skip
     assert process.stdout is not None
     lines = await read_lines(process.stdout, 3)
@@ -113,7 +116,7 @@ async def test_tail_prints_events_live_and_keeps_going_across_a_server_restart(
     second = await start_server(settings)
     await second.ready()
     try:
-        async with AuditLogClient(f"127.0.0.1:{port}") as writer:
+        async with sdk(f"127.0.0.1:{port}") as writer:
             await writer.log_events([click(n) for n in range(3, 6)])
         lines += await read_lines(process.stdout, 3)
         assert await asyncio.wait_for(process.wait(), 60) == 0
@@ -129,12 +132,12 @@ async def test_tail_prints_events_live_and_keeps_going_across_a_server_restart(
 async def test_tail_says_it_is_live_when_replay_ends_on_an_idle_session(
     server: RunningServer,
 ) -> None:
-    async with AuditLogClient(f"127.0.0.1:{server.port}") as writer:
+    async with sdk(f"127.0.0.1:{server.port}") as writer:
         await writer.log_events([click(n) for n in range(2)])
     process = await asyncio.create_subprocess_exec(
         AUDITLOG, "tail", "--addr", f"127.0.0.1:{server.port}", "--tenant", "acme",
         "--session", "cob-9", "--output", "jsonl",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=CLI_ENV,
     )  # fmt: skip
     assert process.stdout is not None
     assert process.stderr is not None

@@ -24,7 +24,7 @@ from pymongo import AsyncMongoClient
 from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.devdb import FerretDB, free_port
 from auditlog_service.server import RunningServer, start_server
-from tests.conftest import EVENTS, settings_for_test
+from tests.conftest import EVENTS, authed_channel, settings_for_test
 from tests.event_samples import valid_event_of_each_type
 
 pytestmark = pytest.mark.skipif(
@@ -67,7 +67,7 @@ async def running(ferretdb: FerretDB, database_name: str) -> AsyncIterator[Runni
 
 @pytest_asyncio.fixture
 async def channel(running: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as chan:
+    async with authed_channel(f"127.0.0.1:{running.port}") as chan:
         yield chan
 
 
@@ -210,7 +210,7 @@ async def test_database_dies_mid_run_and_returns(
     server = await start_server(settings_for_test(ferretdb.uri, database_name))
     try:
         await asyncio.wait_for(server.ready(), HEALTH_DEADLINE_S)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with authed_channel(f"127.0.0.1:{server.port}") as channel:
             await _mid_run_outage(ferretdb, database_name, channel)
     finally:
         await server.stop(grace_s=0.5)

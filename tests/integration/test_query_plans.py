@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from auditlog.v1 import enums_pb2, service_pb2
-from auditlog_service.api import list_query
+from auditlog_service.rpcs import list_query
 from auditlog_service.server import RunningServer
 from auditlog_service.storage import EventRepository
 from tests.conftest import USING_FERRETDB

@@ -39,7 +39,7 @@ from auditlog import (
 from auditlog.v1 import audit_event_pb2, payloads_pb2
 from auditlog_service.devdb import FerretDB, free_port
 from auditlog_service.server import RunningServer, start_server
-from tests.conftest import EVENTS, settings_for_test
+from tests.conftest import EVENTS, sdk, settings_for_test
 
 TENANT = "acme"
 Event = audit_event_pb2.AuditEvent
@@ -244,7 +244,7 @@ async def test_database_outage_loses_nothing_acknowledged_and_reports_the_rest(
     recovered = asyncio.Event()  # enough events delivered after the restart
     restarted_at: list[int] = []  # the delivered count when the database came back
 
-    async with AuditLogClient(f"127.0.0.1:{own_server.port}", timeout_s=10.0) as client:
+    async with sdk(f"127.0.0.1:{own_server.port}", timeout_s=10.0) as client:
         logger = ledger.logger(
             client,
             max_batch=200,
@@ -325,7 +325,7 @@ async def test_with_no_server_log_never_blocks_and_every_event_is_reported() -> 
     assert not inspect.iscoroutinefunction(BatchingLogger.log)
     ledger = Ledger()
     # A port nothing listens on (taken and released by free_port).
-    async with AuditLogClient(f"127.0.0.1:{free_port()}", timeout_s=2.0) as client:
+    async with sdk(f"127.0.0.1:{free_port()}", timeout_s=2.0) as client:
         logger = ledger.logger(
             client, max_batch=100, max_queue=200, retry_budget_s=0.5, initial_backoff_s=0.05
         )

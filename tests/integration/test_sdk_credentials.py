@@ -21,6 +21,7 @@ import pytest
 from auditlog import AuditLogClient
 from auditlog.v1 import audit_event_pb2, payloads_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.server import RunningServer
+from tests.conftest import token
 
 TENANT = "acme"
 
@@ -196,7 +197,7 @@ async def test_without_tls_the_token_goes_as_plain_metadata(recorder: RecordingS
 
 @pytest.mark.asyncio
 async def test_a_token_gets_in_the_way_of_no_call_to_the_service(server: RunningServer) -> None:
-    async with AuditLogClient(f"127.0.0.1:{server.port}", token="dev-token") as client:
+    async with AuditLogClient(f"127.0.0.1:{server.port}", token=token()) as client:
         stored = await client.log_cobrowse(
             TENANT,
             "cob-1",

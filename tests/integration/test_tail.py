@@ -16,7 +16,7 @@ from auditlog import AuditLogClient
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.server import RunningServer, start_server
 from auditlog_service.tokens import TokenSigner
-from tests.conftest import settings_for_test
+from tests.conftest import authed_channel, sdk, settings_for_test
 
 TENANT = "acme"
 SESSION = "cob-1"
@@ -70,8 +70,8 @@ async def fast_server(mongodb_uri: str, database_name: str) -> AsyncIterator[Run
 
 @pytest_asyncio.fixture
 async def fast_client(fast_server: RunningServer) -> AsyncIterator[AuditLogClient]:
-    async with AuditLogClient(f"127.0.0.1:{fast_server.port}") as sdk:
-        yield sdk
+    async with sdk(f"127.0.0.1:{fast_server.port}") as client:
+        yield client
 
 
 async def read_to_end(stream: object, into: list[int] | None = None) -> None:
@@ -355,9 +355,9 @@ async def test_shutdown_ends_every_tail_with_unavailable_and_a_cursor(
 ) -> None:
     going = await start_server(settings_for_test(mongodb_uri, database_name))
     await going.ready()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{going.port}")
+    channel = authed_channel(f"127.0.0.1:{going.port}")
     stub = service_pb2_grpc.AuditLogServiceStub(channel)
-    async with AuditLogClient(f"127.0.0.1:{going.port}") as writer:
+    async with sdk(f"127.0.0.1:{going.port}") as writer:
         await log_clicks(writer, 10)
     streams = [
         stub.TailSession(
@@ -391,8 +391,8 @@ async def test_a_tail_on_one_server_sees_writes_through_another_by_ticks_alone(
         await server_a.ready()
         await server_b.ready()
         async with (
-            AuditLogClient(f"127.0.0.1:{server_a.port}") as writer,
-            AuditLogClient(f"127.0.0.1:{server_b.port}") as reader,
+            sdk(f"127.0.0.1:{server_a.port}") as writer,
+            sdk(f"127.0.0.1:{server_b.port}") as reader,
         ):
             tail = reader.tail_session(TENANT, SESSION, from_now=True)
             seen: list[int] = []

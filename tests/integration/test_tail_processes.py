@@ -28,7 +28,14 @@ from auditlog.client import SessionTail
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.devdb import free_port
 from auditlog_service.server import start_server
-from tests.conftest import EVENTS, USING_FERRETDB, settings_for_test
+from tests.conftest import (
+    EVENTS,
+    USING_FERRETDB,
+    authed_channel,
+    sdk,
+    server_env,
+    settings_for_test,
+)
 
 AUDITLOG = str(Path(sys.executable).with_name("auditlog"))
 TENANT = "acme"
@@ -88,7 +95,7 @@ class ServiceProcess:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         request = health_pb2.HealthCheckRequest(service="")
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with authed_channel(self.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 assert self.process.returncode is None, (
@@ -141,6 +148,7 @@ async def start_service(
     env = dict(os.environ)
     if USING_FERRETDB:
         env["AUDITLOG_WRITE_CONCERN"] = "1"
+    env.update(server_env())
     env.setdefault("AUDITLOG_HEALTH_CHECK_INTERVAL_S", "0.2")
     env.setdefault("AUDITLOG_MONGODB_TIMEOUT_MS", "1500")
 
@@ -295,9 +303,9 @@ async def test_two_processes_two_writers_three_tails_one_cut_and_resumed(
     p1 = await start_service()
     p2 = await start_service()
     async with (
-        AuditLogClient(p1.address) as on_p1,
-        AuditLogClient(p2.address) as on_p2,
-        AuditLogClient(failover_target(p1.port, p2.port)) as p1_then_p2,
+        sdk(p1.address) as on_p1,
+        sdk(p2.address) as on_p2,
+        sdk(failover_target(p1.port, p2.port)) as p1_then_p2,
     ):
         # T2 first, caught up before anything is written: its range "from now" is 1..total.
         t2 = TailRecord(p1_then_p2.tail_session(TENANT, session, from_now=True))
@@ -374,10 +382,10 @@ async def test_sigterm_during_20_live_tails_they_resume_on_the_other_process(
     p1 = await start_service()
     p2 = await start_service()
     async with (
-        AuditLogClient(p2.address) as on_p2,
-        AuditLogClient(failover_target(p1.port, p2.port)) as p1_then_p2,
-        grpc.aio.insecure_channel(p1.address) as p1_channel,
-        grpc.aio.insecure_channel(p2.address) as p2_channel,
+        sdk(p2.address) as on_p2,
+        sdk(failover_target(p1.port, p2.port)) as p1_then_p2,
+        authed_channel(p1.address) as p1_channel,
+        authed_channel(p2.address) as p2_channel,
     ):
         writer = Writer([on_p2])
         for session in sessions:
@@ -470,7 +478,7 @@ async def test_tails_that_start_together_on_one_session_all_get_the_next_event(
     other = await start_server(settings_for_test(mongodb_uri, database_name))
     try:
         await other.ready()
-        async with AuditLogClient(f"127.0.0.1:{other.port}") as on_other:
+        async with sdk(f"127.0.0.1:{other.port}") as on_other:
             request = service_pb2.TailSessionRequest(
                 tenant_id=TENANT, session_id=session, from_now=True
             )

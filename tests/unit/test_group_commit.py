@@ -93,3 +93,66 @@ async def test_a_bug_in_write_reaches_every_waiter() -> None:
     committer = GroupCommitter(broken, max_items=10, max_delay_s=0)
     with pytest.raises(KeyError):
         await committer.submit(1)
+
+
+class GatedWriter:
+    """A fake write that holds every group until told, recording what was in flight together."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+        self.gates: list[asyncio.Event] = []
+        self.started = asyncio.Condition()
+
+    async def write(self, items: list[str]) -> list[str | AuditLogError]:
+        gate = asyncio.Event()
+        self.groups.append(list(items))
+        self.gates.append(gate)
+        async with self.started:
+            self.started.notify_all()
+        await gate.wait()
+        return [item.upper() for item in items]
+
+    async def wait_for_groups(self, count: int) -> None:
+        async with self.started:
+            await self.started.wait_for(lambda: len(self.groups) >= count)
+
+
+def session(item: str) -> str | None:
+    return item.split(":")[0] if ":" in item else None
+
+
+@pytest.mark.asyncio
+async def test_groups_of_other_sessions_are_written_while_one_is_in_flight() -> None:
+    writer = GatedWriter()
+    committer = GroupCommitter(
+        writer.write, max_items=10, max_delay_s=0, max_in_flight=2, key=session
+    )
+    first = [asyncio.ensure_future(committer.submit(i)) for i in ("s1:a", "s1:b")]
+    await writer.wait_for_groups(1)
+    second = [asyncio.ensure_future(committer.submit(i)) for i in ("s2:c", "general")]
+    await writer.wait_for_groups(2)  # written while the first group is still in flight
+    assert writer.groups == [["s1:a", "s1:b"], ["s2:c", "general"]]
+    for gate in writer.gates:
+        gate.set()
+    assert [await f for f in first + second] == ["S1:A", "S1:B", "S2:C", "GENERAL"]
+
+
+@pytest.mark.asyncio
+async def test_a_sessions_later_events_wait_for_its_group_in_flight_and_keep_their_order() -> None:
+    writer = GatedWriter()
+    committer = GroupCommitter(
+        writer.write, max_items=10, max_delay_s=0, max_in_flight=4, key=session
+    )
+    first = asyncio.ensure_future(committer.submit("s1:a"))
+    await writer.wait_for_groups(1)
+    later = [asyncio.ensure_future(committer.submit(i)) for i in ("s1:b", "s2:x", "s1:c")]
+    await writer.wait_for_groups(2)
+    # s1's later events are held back (in order) while s1:a is in flight; s2 goes ahead.
+    assert writer.groups[1] == ["s2:x"]
+    writer.gates[0].set()
+    await writer.wait_for_groups(3)
+    assert writer.groups[2] == ["s1:b", "s1:c"]
+    for gate in writer.gates:
+        gate.set()
+    assert await first == "S1:A"
+    assert [await f for f in later] == ["S1:B", "S2:X", "S1:C"]

@@ -82,7 +82,11 @@ class ScriptedSender:
         self._called = asyncio.Condition()
 
     async def log_events(
-        self, events: Sequence[Event], *, timeout_s: float | None = None
+        self,
+        events: Sequence[Event],
+        *,
+        timeout_s: float | None = None,
+        acks_only: bool = False,
     ) -> service_pb2.LogEventsResponse:
         index = len(self.calls)
         batch = [Event.FromString(e.SerializeToString()) for e in events]

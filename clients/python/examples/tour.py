@@ -1,14 +1,14 @@
 """The README tour with the Python SDK: log a START_CALL and a CLICK, then list them."""
 
 import asyncio
-import os
 
 from auditlog import AuditLogClient, event_type_info
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2
 
 
 async def main() -> None:
-    async with AuditLogClient(os.environ.get("AUDITLOG_ADDR", "127.0.0.1:50051")) as client:
+    # AUDITLOG_ADDR, AUDITLOG_TOKEN (`make run` prints one) and, for TLS, AUDITLOG_TLS_CA.
+    async with AuditLogClient.from_env() as client:
         call = await client.log_event(
             audit_event_pb2.AuditEvent(
                 tenant_id="acme",

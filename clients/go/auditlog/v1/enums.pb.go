@@ -399,6 +399,19 @@ const (
 	// A read took longer than its deadline (the call's, capped by the server); the database is up.
 	// Narrow the filter or the time range, or retry with a longer deadline.
 	ErrorReason_ERROR_REASON_QUERY_TIMEOUT ErrorReason = 13
+	// No valid bearer token: missing, malformed, badly signed, with a disallowed algorithm, not yet
+	// valid, or for another issuer or audience. Send `authorization: Bearer <JWT>`.
+	ErrorReason_ERROR_REASON_UNAUTHENTICATED ErrorReason = 14
+	// The bearer token has expired (also ends a tail, with its cursor): get a fresh one and retry
+	// or resume.
+	ErrorReason_ERROR_REASON_TOKEN_EXPIRED ErrorReason = 15
+	// The token lacks the scope the RPC needs (ErrorInfo metadata "scope" names it).
+	ErrorReason_ERROR_REASON_MISSING_SCOPE ErrorReason = 16
+	// The token is not valid for the tenant the request names. Decided from the token alone, before
+	// anything is read.
+	ErrorReason_ERROR_REASON_TENANT_NOT_ALLOWED ErrorReason = 17
+	// The tenant is over its rate limit; a google.rpc.RetryInfo says when to retry.
+	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 18
 )
 
 // Enum value maps for ErrorReason.
@@ -418,6 +431,11 @@ var (
 		11: "ERROR_REASON_SHUTTING_DOWN",
 		12: "ERROR_REASON_SEQUENCE_CONTENTION",
 		13: "ERROR_REASON_QUERY_TIMEOUT",
+		14: "ERROR_REASON_UNAUTHENTICATED",
+		15: "ERROR_REASON_TOKEN_EXPIRED",
+		16: "ERROR_REASON_MISSING_SCOPE",
+		17: "ERROR_REASON_TENANT_NOT_ALLOWED",
+		18: "ERROR_REASON_RATE_LIMITED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":          0,
@@ -434,6 +452,11 @@ var (
 		"ERROR_REASON_SHUTTING_DOWN":        11,
 		"ERROR_REASON_SEQUENCE_CONTENTION":  12,
 		"ERROR_REASON_QUERY_TIMEOUT":        13,
+		"ERROR_REASON_UNAUTHENTICATED":      14,
+		"ERROR_REASON_TOKEN_EXPIRED":        15,
+		"ERROR_REASON_MISSING_SCOPE":        16,
+		"ERROR_REASON_TENANT_NOT_ALLOWED":   17,
+		"ERROR_REASON_RATE_LIMITED":         18,
 	}
 )
 
@@ -532,7 +555,7 @@ const file_auditlog_v1_enums_proto_rawDesc = "" +
 	"ResultView\x12\x1b\n" +
 	"\x17RESULT_VIEW_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RESULT_VIEW_EVENT\x10\x01\x12\x13\n" +
-	"\x0fRESULT_VIEW_ACK\x10\x02*\xea\x03\n" +
+	"\x0fRESULT_VIEW_ACK\x10\x02*\x90\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12\x1c\n" +
@@ -548,7 +571,12 @@ const file_auditlog_v1_enums_proto_rawDesc = "" +
 	"\x12\x1e\n" +
 	"\x1aERROR_REASON_SHUTTING_DOWN\x10\v\x12$\n" +
 	" ERROR_REASON_SEQUENCE_CONTENTION\x10\f\x12\x1e\n" +
-	"\x1aERROR_REASON_QUERY_TIMEOUT\x10\rB^\n" +
+	"\x1aERROR_REASON_QUERY_TIMEOUT\x10\r\x12 \n" +
+	"\x1cERROR_REASON_UNAUTHENTICATED\x10\x0e\x12\x1e\n" +
+	"\x1aERROR_REASON_TOKEN_EXPIRED\x10\x0f\x12\x1e\n" +
+	"\x1aERROR_REASON_MISSING_SCOPE\x10\x10\x12#\n" +
+	"\x1fERROR_REASON_TENANT_NOT_ALLOWED\x10\x11\x12\x1d\n" +
+	"\x19ERROR_REASON_RATE_LIMITED\x10\x12B^\n" +
 	"\x0eio.auditlog.v1B\n" +
 	"EnumsProtoP\x01Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1b\x06proto3"
 

@@ -9,6 +9,7 @@ package auditlogv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -244,8 +245,10 @@ type EventError struct {
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	// The bad fields, for INVALID_ARGUMENT.
 	FieldViolations []*FieldViolation `protobuf:"bytes,4,rep,name=field_violations,json=fieldViolations,proto3" json:"field_violations,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How long to wait before sending the event again, when the server says (RESOURCE_EXHAUSTED).
+	RetryDelay    *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_delay,json=retryDelay,proto3" json:"retry_delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EventError) Reset() {
@@ -302,6 +305,13 @@ func (x *EventError) GetMessage() string {
 func (x *EventError) GetFieldViolations() []*FieldViolation {
 	if x != nil {
 		return x.FieldViolations
+	}
+	return nil
+}
+
+func (x *EventError) GetRetryDelay() *durationpb.Duration {
+	if x != nil {
+		return x.RetryDelay
 	}
 	return nil
 }
@@ -1443,7 +1453,7 @@ var File_auditlog_v1_service_proto protoreflect.FileDescriptor
 
 const file_auditlog_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"\x19auditlog/v1/service.proto\x12\vauditlog.v1\x1a\x1dauditlog/v1/audit_event.proto\x1a\x17auditlog/v1/enums.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n" +
+	"\x19auditlog/v1/service.proto\x12\vauditlog.v1\x1a\x1dauditlog/v1/audit_event.proto\x1a\x17auditlog/v1/enums.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n" +
 	"\x0fLogEventRequest\x12-\n" +
 	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventR\x05event\"h\n" +
 	"\x10LogEventResponse\x12-\n" +
@@ -1455,13 +1465,15 @@ const file_auditlog_v1_service_proto_rawDesc = "" +
 	"resultView\"H\n" +
 	"\x0eFieldViolation\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription\"\xb4\x01\n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\"\xf0\x01\n" +
 	"\n" +
 	"EventError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x120\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x18.auditlog.v1.ErrorReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12F\n" +
-	"\x10field_violations\x18\x04 \x03(\v2\x1b.auditlog.v1.FieldViolationR\x0ffieldViolations\"\xce\x01\n" +
+	"\x10field_violations\x18\x04 \x03(\v2\x1b.auditlog.v1.FieldViolationR\x0ffieldViolations\x12:\n" +
+	"\vretry_delay\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryDelay\"\xce\x01\n" +
 	"\x0eLogEventResult\x12/\n" +
 	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventH\x00R\x05event\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x17.auditlog.v1.EventErrorH\x00R\x05error\x12)\n" +
@@ -1583,10 +1595,11 @@ var file_auditlog_v1_service_proto_goTypes = []any{
 	(*AuditEvent)(nil),            // 20: auditlog.v1.AuditEvent
 	(ResultView)(0),               // 21: auditlog.v1.ResultView
 	(ErrorReason)(0),              // 22: auditlog.v1.ErrorReason
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(EventType)(0),                // 24: auditlog.v1.EventType
-	(Actor)(0),                    // 25: auditlog.v1.Actor
-	(SortOrder)(0),                // 26: auditlog.v1.SortOrder
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(EventType)(0),                // 25: auditlog.v1.EventType
+	(Actor)(0),                    // 26: auditlog.v1.Actor
+	(SortOrder)(0),                // 27: auditlog.v1.SortOrder
 }
 var file_auditlog_v1_service_proto_depIdxs = []int32{
 	20, // 0: auditlog.v1.LogEventRequest.event:type_name -> auditlog.v1.AuditEvent
@@ -1595,46 +1608,47 @@ var file_auditlog_v1_service_proto_depIdxs = []int32{
 	21, // 3: auditlog.v1.LogEventsRequest.result_view:type_name -> auditlog.v1.ResultView
 	22, // 4: auditlog.v1.EventError.reason:type_name -> auditlog.v1.ErrorReason
 	3,  // 5: auditlog.v1.EventError.field_violations:type_name -> auditlog.v1.FieldViolation
-	20, // 6: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
-	4,  // 7: auditlog.v1.LogEventResult.error:type_name -> auditlog.v1.EventError
-	8,  // 8: auditlog.v1.LogEventResult.ack:type_name -> auditlog.v1.EventAck
-	5,  // 9: auditlog.v1.LogEventsResponse.results:type_name -> auditlog.v1.LogEventResult
-	20, // 10: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
-	23, // 11: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
-	8,  // 12: auditlog.v1.StreamEventsResponse.ack:type_name -> auditlog.v1.EventAck
-	4,  // 13: auditlog.v1.StreamEventsResponse.error:type_name -> auditlog.v1.EventError
-	20, // 14: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
-	23, // 15: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
-	23, // 16: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
-	24, // 17: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
-	25, // 18: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
-	12, // 19: auditlog.v1.ListEventsRequest.filter:type_name -> auditlog.v1.EventFilter
-	26, // 20: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
-	20, // 21: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
-	23, // 22: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
-	24, // 23: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
-	20, // 24: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
-	23, // 25: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
-	16, // 26: auditlog.v1.TailSessionResponse.events:type_name -> auditlog.v1.TailEventBatch
-	17, // 27: auditlog.v1.TailSessionResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
-	18, // 28: auditlog.v1.TailSessionResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
-	0,  // 29: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
-	2,  // 30: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
-	7,  // 31: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
-	10, // 32: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
-	13, // 33: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
-	15, // 34: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
-	1,  // 35: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
-	6,  // 36: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
-	9,  // 37: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
-	11, // 38: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
-	14, // 39: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
-	19, // 40: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
-	35, // [35:41] is the sub-list for method output_type
-	29, // [29:35] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	23, // 6: auditlog.v1.EventError.retry_delay:type_name -> google.protobuf.Duration
+	20, // 7: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
+	4,  // 8: auditlog.v1.LogEventResult.error:type_name -> auditlog.v1.EventError
+	8,  // 9: auditlog.v1.LogEventResult.ack:type_name -> auditlog.v1.EventAck
+	5,  // 10: auditlog.v1.LogEventsResponse.results:type_name -> auditlog.v1.LogEventResult
+	20, // 11: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
+	24, // 12: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
+	8,  // 13: auditlog.v1.StreamEventsResponse.ack:type_name -> auditlog.v1.EventAck
+	4,  // 14: auditlog.v1.StreamEventsResponse.error:type_name -> auditlog.v1.EventError
+	20, // 15: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
+	24, // 16: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
+	24, // 17: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
+	25, // 18: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
+	26, // 19: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
+	12, // 20: auditlog.v1.ListEventsRequest.filter:type_name -> auditlog.v1.EventFilter
+	27, // 21: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
+	20, // 22: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
+	24, // 23: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
+	25, // 24: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
+	20, // 25: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
+	24, // 26: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
+	16, // 27: auditlog.v1.TailSessionResponse.events:type_name -> auditlog.v1.TailEventBatch
+	17, // 28: auditlog.v1.TailSessionResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
+	18, // 29: auditlog.v1.TailSessionResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
+	0,  // 30: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
+	2,  // 31: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
+	7,  // 32: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
+	10, // 33: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
+	13, // 34: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
+	15, // 35: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
+	1,  // 36: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
+	6,  // 37: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
+	9,  // 38: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
+	11, // 39: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
+	14, // 40: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
+	19, // 41: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
+	36, // [36:42] is the sub-list for method output_type
+	30, // [30:36] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_auditlog_v1_service_proto_init() }

@@ -33,22 +33,35 @@ const (
 //
 // AuditLogService records a tenant's audit trail and serves it back.
 //
+// Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
+// `tenant` (a tenant id, or "*" for platform services acting for every tenant) and `scope`
+// (space-separated); each RPC names the scope it needs. The token decides the tenant: a request
+// naming a tenant the token does not cover is PERMISSION_DENIED before anything is read.
+//
 // Errors carry a google.rpc.Status with an ErrorInfo (domain "auditlog.v1", reason an ErrorReason
-// name) and, for bad input, a BadRequest naming each offending field.
+// name), for bad input a BadRequest naming each offending field, and for rate limits a RetryInfo.
 type AuditLogServiceClient interface {
 	// Stores one event and returns it as stored. Idempotent on (tenant_id, id): a retry with the same
 	// content returns the stored event; the same id with other content fails with ALREADY_EXISTS.
+	// Scope: events:write; the event's tenant must be the token's.
 	LogEvent(ctx context.Context, in *LogEventRequest, opts ...grpc.CallOption) (*LogEventResponse, error)
-	// Stores a batch of events with one result per event; a bad event does not sink the others.
+	// Stores a batch of events with one result per event; a bad event does not sink the others, and
+	// an event of a tenant the token does not cover gets its own PERMISSION_DENIED result.
+	// Scope: events:write.
 	LogEvents(ctx context.Context, in *LogEventsRequest, opts ...grpc.CallOption) (*LogEventsResponse, error)
 	// A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
+	// An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
+	// goes on. Scope: events:write.
 	StreamEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamEventsRequest, StreamEventsResponse], error)
-	// Returns one event of a tenant by id.
+	// Returns one event of a tenant by id. Scope: events:read.
 	GetEvent(ctx context.Context, in *GetEventRequest, opts ...grpc.CallOption) (*GetEventResponse, error)
 	// Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging).
+	// Scope: events:read.
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
 	// Streams one co-browsing session in sequence order: replay from a start, then live. Every response
-	// carries a cursor from which a new call resumes without gap or duplicate.
+	// carries a cursor from which a new call resumes without gap or duplicate. The tail ends
+	// UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
+	// with a fresh token. Scope: sessions:tail.
 	TailSession(ctx context.Context, in *TailSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailSessionResponse], error)
 }
 
@@ -138,22 +151,35 @@ type AuditLogService_TailSessionClient = grpc.ServerStreamingClient[TailSessionR
 //
 // AuditLogService records a tenant's audit trail and serves it back.
 //
+// Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
+// `tenant` (a tenant id, or "*" for platform services acting for every tenant) and `scope`
+// (space-separated); each RPC names the scope it needs. The token decides the tenant: a request
+// naming a tenant the token does not cover is PERMISSION_DENIED before anything is read.
+//
 // Errors carry a google.rpc.Status with an ErrorInfo (domain "auditlog.v1", reason an ErrorReason
-// name) and, for bad input, a BadRequest naming each offending field.
+// name), for bad input a BadRequest naming each offending field, and for rate limits a RetryInfo.
 type AuditLogServiceServer interface {
 	// Stores one event and returns it as stored. Idempotent on (tenant_id, id): a retry with the same
 	// content returns the stored event; the same id with other content fails with ALREADY_EXISTS.
+	// Scope: events:write; the event's tenant must be the token's.
 	LogEvent(context.Context, *LogEventRequest) (*LogEventResponse, error)
-	// Stores a batch of events with one result per event; a bad event does not sink the others.
+	// Stores a batch of events with one result per event; a bad event does not sink the others, and
+	// an event of a tenant the token does not cover gets its own PERMISSION_DENIED result.
+	// Scope: events:write.
 	LogEvents(context.Context, *LogEventsRequest) (*LogEventsResponse, error)
 	// A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
+	// An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
+	// goes on. Scope: events:write.
 	StreamEvents(grpc.BidiStreamingServer[StreamEventsRequest, StreamEventsResponse]) error
-	// Returns one event of a tenant by id.
+	// Returns one event of a tenant by id. Scope: events:read.
 	GetEvent(context.Context, *GetEventRequest) (*GetEventResponse, error)
 	// Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging).
+	// Scope: events:read.
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
 	// Streams one co-browsing session in sequence order: replay from a start, then live. Every response
-	// carries a cursor from which a new call resumes without gap or duplicate.
+	// carries a cursor from which a new call resumes without gap or duplicate. The tail ends
+	// UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
+	// with a fresh token. Scope: sessions:tail.
 	TailSession(*TailSessionRequest, grpc.ServerStreamingServer[TailSessionResponse]) error
 	mustEmbedUnimplementedAuditLogServiceServer()
 }

@@ -15,7 +15,14 @@ from .batching import (
     BatchSender,
     DeliveryFailure,
 )
-from .client import AuditLogClient, AuditLogError, SessionTail, TokenSource, event_type_info
+from .client import (
+    AuditLogClient,
+    AuditLogError,
+    SessionTail,
+    TokenSource,
+    bearer_interceptors,
+    event_type_info,
+)
 from .events import (
     PAYLOADS,
     PayloadSpec,
@@ -40,6 +47,7 @@ __all__ = [
     "PayloadSpec",
     "SessionTail",
     "TokenSource",
+    "bearer_interceptors",
     "cobrowse_event",
     "event_filter",
     "event_type_info",

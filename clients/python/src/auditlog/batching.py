@@ -106,7 +106,11 @@ class BatchSender(Protocol):
     """What BatchingLogger needs of AuditLogClient: LogEvents with a deadline."""
 
     async def log_events(
-        self, events: Sequence[AuditEvent], *, timeout_s: float | None = None
+        self,
+        events: Sequence[AuditEvent],
+        *,
+        timeout_s: float | None = None,
+        acks_only: bool = False,
     ) -> service_pb2.LogEventsResponse: ...
 
 
@@ -443,9 +447,10 @@ class BatchingLogger:
             for item in todo:
                 item.attempts += 1
             retry: list[_Queued] = []
+            wait_at_least = 0.0
             try:
                 response = await self._client.log_events(
-                    [item.event for item in todo], timeout_s=self._rpc_timeout_s
+                    [item.event for item in todo], timeout_s=self._rpc_timeout_s, acks_only=True
                 )
             except (AuditLogError, grpc.aio.AioRpcError) as exc:
                 error = exc if isinstance(exc, AuditLogError) else AuditLogError(exc)
@@ -466,6 +471,8 @@ class BatchingLogger:
                 for item in todo:
                     item.last_failure = failure
                 retry = todo
+                # A tenant over its rate limit is told when to come back: not sooner.
+                wait_at_least = max(wait_at_least, error.retry_delay_s or 0.0)
             else:
                 results = response.results
                 if len(results) != len(todo):
@@ -482,7 +489,7 @@ class BatchingLogger:
                     return
                 for item, result in zip(todo, results, strict=True):
                     outcome = result.WhichOneof("result")
-                    if outcome == "event":
+                    if outcome in ("event", "ack"):
                         self._deliver_one(item)
                         continue
                     failure = (
@@ -494,11 +501,15 @@ class BatchingLogger:
                         item.maybe_stored = True
                         item.last_failure = failure
                         retry.append(item)
+                        if result.error.HasField("retry_delay"):
+                            delay_s = result.error.retry_delay.ToTimedelta().total_seconds()
+                            wait_at_least = max(wait_at_least, delay_s)
                     else:
                         self._settle_unsettled([item], failure)
             if not retry:
                 return
-            delay = backoff * random.uniform(0.5, 1.0)  # jitter: producers do not retry in step
+            # Jitter, so producers do not retry in step; never sooner than the service asked.
+            delay = max(backoff * random.uniform(0.5, 1.0), wait_at_least)
             if time.monotonic() + delay - started > self._retry_budget_s:
                 for item in retry:
                     last = item.last_failure or DeliveryFailure(grpc.StatusCode.UNKNOWN, "", "")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -37,6 +39,7 @@ __all__ = [
     "AuditLogError",
     "SessionTail",
     "TokenSource",
+    "bearer_interceptors",
     "event_type_info",
     "new_event_id",
 ]
@@ -95,15 +98,20 @@ class AuditLogError(Exception):
         self.reason = ""
         self.field_violations: list[tuple[str, str]] = []
         self.metadata: dict[str, str] = {}
+        # From a google.rpc.RetryInfo: how long the service asks us to wait before a retry.
+        self.retry_delay_s: float | None = None
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
         for detail in status.details if status is not None else []:
             info = error_details_pb2.ErrorInfo()
             bad = error_details_pb2.BadRequest()
+            retry = error_details_pb2.RetryInfo()
             if detail.Unpack(info):
                 self.reason = info.reason
                 self.metadata = dict(info.metadata)
             elif detail.Unpack(bad):
                 self.field_violations = [(v.field, v.description) for v in bad.field_violations]
+            elif detail.Unpack(retry):
+                self.retry_delay_s = retry.retry_delay.ToTimedelta().total_seconds()
         super().__init__(f"{self.code.name}: {self.message}")
 
 
@@ -196,7 +204,9 @@ class _BearerStreamStream(_BearerMetadata, _StreamStream):
         return await continuation(self._details(client_call_details), request_iterator)
 
 
-def _bearer_interceptors(token: TokenSource) -> list[_BearerMetadata]:
+def bearer_interceptors(token: TokenSource) -> list[Any]:
+    """Client interceptors that add the bearer token to every call of an insecure channel
+    (local development; a TLS channel uses call credentials instead)."""
     return [
         _BearerUnaryUnary(token),
         _BearerUnaryStream(token),
@@ -247,7 +257,7 @@ class AuditLogClient:
                 )
             self._channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
         else:
-            interceptors = _bearer_interceptors(token) if token is not None else None
+            interceptors = bearer_interceptors(token) if token is not None else None
             self._channel = grpc.aio.insecure_channel(
                 target,
                 options=channel_options,
@@ -256,6 +266,40 @@ class AuditLogClient:
             )
         self.stub = service_pb2_grpc.AuditLogServiceStub(self._channel)
         self.timeout_s = timeout_s
+        # A token function is asked again for every call, so an expired token can be replaced.
+        self.token_refreshes = callable(token)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> AuditLogClient:
+        """A client configured as every auditlog SDK reads its environment.
+
+        AUDITLOG_ADDR (default 127.0.0.1:50051); AUDITLOG_TOKEN, a bearer token sent with
+        every call; AUDITLOG_TLS_CA, a CA (PEM file) to connect with TLS, with
+        AUDITLOG_TLS_CERT and AUDITLOG_TLS_KEY for a client certificate (mTLS) and
+        AUDITLOG_TLS_SERVER_NAME to override the name the certificate must carry.
+        """
+        env = os.environ if env is None else env
+        ca, cert, key = (env.get(f"AUDITLOG_TLS_{name}") for name in ("CA", "CERT", "KEY"))
+        credentials = None
+        if ca:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(ca).read_bytes(),
+                private_key=Path(key).read_bytes() if key else None,
+                certificate_chain=Path(cert).read_bytes() if cert else None,
+            )
+        elif cert or key:
+            raise ValueError("AUDITLOG_TLS_CERT/KEY need AUDITLOG_TLS_CA")
+        channel_options = list(options.pop("options", ()))
+        server_name = env.get("AUDITLOG_TLS_SERVER_NAME")
+        if server_name:
+            channel_options.append(("grpc.ssl_target_name_override", server_name))
+        return cls(
+            env.get("AUDITLOG_ADDR") or "127.0.0.1:50051",
+            credentials=credentials,
+            token=env.get("AUDITLOG_TOKEN") or None,
+            options=channel_options,
+            **options,
+        )
 
     async def __aenter__(self) -> AuditLogClient:
         return self
@@ -305,19 +349,30 @@ class AuditLogClient:
         return response
 
     async def log_events(
-        self, events: Sequence[AuditEvent], *, timeout_s: float | None = None
+        self,
+        events: Sequence[AuditEvent],
+        *,
+        timeout_s: float | None = None,
+        acks_only: bool = False,
     ) -> service_pb2.LogEventsResponse:
         """Store a batch (at most the server's limit, 1,000 by default); one result per event.
 
         Empty ids are filled in as in log_event. A bad event does not sink the batch: its result
         carries the error (``result.WhichOneof("result") == "error"``) and the others are stored.
         For many events from a busy service, BatchingLogger does the batching and retrying.
+        With `acks_only`, each stored event's result is an EventAck (id, sequence, receive
+        time) instead of the whole event: smaller and cheaper. A response that would pass 4 MiB
+        carries acks anyway (``result.WhichOneof("result") == "ack"``).
         """
         for event in events:
             if not event.id:
                 event.id = new_event_id()
+        request = service_pb2.LogEventsRequest(
+            events=events,
+            result_view=enums_pb2.RESULT_VIEW_ACK if acks_only else enums_pb2.RESULT_VIEW_EVENT,
+        )
         response: service_pb2.LogEventsResponse = await self._unary(
-            self.stub.LogEvents, service_pb2.LogEventsRequest(events=events), timeout_s
+            self.stub.LogEvents, request, timeout_s
         )
         return response
 
@@ -474,6 +529,7 @@ class AuditLogClient:
         event_types: Sequence[int] = (),
         max_retries: int = 10,
         on_caught_up: Callable[[int], None] | None = None,
+        on_resume: Callable[[AuditLogError], None] | None = None,
     ) -> SessionTail:
         """Follow a co-browsing session: replay from the start (or a cursor, or now), then live.
 
@@ -484,6 +540,8 @@ class AuditLogClient:
 
         `on_caught_up(head)` is called when replay reaches the session's head, at once, even
         when no event follows (an idle session): that is the moment the tail is live.
+        `on_resume(error)` is called each time the stream broke and the tail is about to resume
+        (a console shows "reconnecting" there).
         """
         request = service_pb2.TailSessionRequest(
             tenant_id=tenant_id,
@@ -496,11 +554,18 @@ class AuditLogClient:
             request.from_now = True
         else:
             request.from_beginning = True
-        return SessionTail(self, request, max_retries=max_retries, on_caught_up=on_caught_up)
+        return SessionTail(
+            self,
+            request,
+            max_retries=max_retries,
+            on_caught_up=on_caught_up,
+            on_resume=on_resume,
+        )
 
 
 # Trailing metadata key under which the server sends the cursor a tail resumes from.
 CURSOR_TRAILER = "auditlog-cursor"
+_TOKEN_EXPIRED = enums_pb2.ErrorReason.Name(enums_pb2.ERROR_REASON_TOKEN_EXPIRED)
 # Statuses after which a tail resumes by itself: the server went away, shut down, or dropped a
 # client that did not keep up. Anything else (a bad cursor, say) is the caller's to handle.
 _RESUMABLE = {
@@ -543,9 +608,11 @@ class SessionTail:
         initial_backoff_s: float = 0.1,
         max_backoff_s: float = 2.0,
         on_caught_up: Callable[[int], None] | None = None,
+        on_resume: Callable[[AuditLogError], None] | None = None,
     ) -> None:
         self._client = client
         self._on_caught_up = on_caught_up
+        self._on_resume = on_resume
         self._request = request
         self.max_retries = max_retries
         self._initial_backoff_s = initial_backoff_s
@@ -556,6 +623,9 @@ class SessionTail:
         self.resumes = 0
         self.caught_up = asyncio.Event()
         self.heartbeats = 0
+        # Set after a resume for an expired token, until a response arrives: a fresh token that
+        # is refused at once is not worth asking for again.
+        self.token_renewed_at_failure = False
 
     def __aiter__(self) -> AsyncIterator[AuditEvent]:
         return self._events()
@@ -575,6 +645,7 @@ class SessionTail:
             try:
                 async for response in call:
                     failures, backoff = 0, self._initial_backoff_s
+                    self.token_renewed_at_failure = False
                     kind = response.WhichOneof("kind")
                     if kind == "events":
                         for event in response.events.events:
@@ -596,11 +667,24 @@ class SessionTail:
                 resume_from = _trailer(error, CURSOR_TRAILER)
                 if resume_from:
                     self.cursor = resume_from
-                if error.code() not in _RESUMABLE or failures >= self.max_retries:
-                    raise AuditLogError(error) from error
+                failure = AuditLogError(error)
+                # An expired token ends a tail with its cursor: with a token function, the next
+                # call carries a fresh token and resumes right there.
+                renewable = (
+                    failure.reason == _TOKEN_EXPIRED
+                    and self._client.token_refreshes
+                    and not self.token_renewed_at_failure
+                )
+                if (
+                    error.code() not in _RESUMABLE and not renewable
+                ) or failures >= self.max_retries:
+                    raise failure from error
+                self.token_renewed_at_failure = renewable
                 failures += 1
                 self.resumes += 1
-                await asyncio.sleep(backoff)
+                if self._on_resume is not None:
+                    self._on_resume(failure)
+                await asyncio.sleep(0 if renewable else max(backoff, failure.retry_delay_s or 0))
                 backoff = min(backoff * 2, self._max_backoff_s)
             finally:
                 call.cancel()

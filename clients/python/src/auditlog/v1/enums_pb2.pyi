@@ -256,6 +256,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A read took longer than its deadline (the call's, capped by the server); the database is up.
     Narrow the filter or the time range, or retry with a longer deadline.
     """
+    ERROR_REASON_UNAUTHENTICATED: _ErrorReason.ValueType  # 14
+    """No valid bearer token: missing, malformed, badly signed, with a disallowed algorithm, not yet
+    valid, or for another issuer or audience. Send `authorization: Bearer <JWT>`.
+    """
+    ERROR_REASON_TOKEN_EXPIRED: _ErrorReason.ValueType  # 15
+    """The bearer token has expired (also ends a tail, with its cursor): get a fresh one and retry
+    or resume.
+    """
+    ERROR_REASON_MISSING_SCOPE: _ErrorReason.ValueType  # 16
+    """The token lacks the scope the RPC needs (ErrorInfo metadata "scope" names it)."""
+    ERROR_REASON_TENANT_NOT_ALLOWED: _ErrorReason.ValueType  # 17
+    """The token is not valid for the tenant the request names. Decided from the token alone, before
+    anything is read.
+    """
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 18
+    """The tenant is over its rate limit; a google.rpc.RetryInfo says when to retry."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the stable machine-readable reason in the google.rpc.ErrorInfo detail of an error
@@ -292,4 +308,20 @@ ERROR_REASON_QUERY_TIMEOUT: ErrorReason.ValueType  # 13
 """A read took longer than its deadline (the call's, capped by the server); the database is up.
 Narrow the filter or the time range, or retry with a longer deadline.
 """
+ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 14
+"""No valid bearer token: missing, malformed, badly signed, with a disallowed algorithm, not yet
+valid, or for another issuer or audience. Send `authorization: Bearer <JWT>`.
+"""
+ERROR_REASON_TOKEN_EXPIRED: ErrorReason.ValueType  # 15
+"""The bearer token has expired (also ends a tail, with its cursor): get a fresh one and retry
+or resume.
+"""
+ERROR_REASON_MISSING_SCOPE: ErrorReason.ValueType  # 16
+"""The token lacks the scope the RPC needs (ErrorInfo metadata "scope" names it)."""
+ERROR_REASON_TENANT_NOT_ALLOWED: ErrorReason.ValueType  # 17
+"""The token is not valid for the tenant the request names. Decided from the token alone, before
+anything is read.
+"""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 18
+"""The tenant is over its rate limit; a google.rpc.RetryInfo says when to retry."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

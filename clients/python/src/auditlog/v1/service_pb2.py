@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from auditlog.v1 import audit_event_pb2 as auditlog_dot_v1_dot_audit__event__pb2
 from auditlog.v1 import enums_pb2 as auditlog_dot_v1_dot_enums__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uditlog/v1/service.proto\x12\x0b\x61uditlog.v1\x1a\x1d\x61uditlog/v1/audit_event.proto\x1a\x17\x61uditlog/v1/enums.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x0fLogEventRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"h\n\x10LogEventResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\x12%\n\x0e\x61lready_stored\x18\x02 \x01(\x08R\ralreadyStored\"}\n\x10LogEventsRequest\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\x12\x38\n\x0bresult_view\x18\x02 \x01(\x0e\x32\x17.auditlog.v1.ResultViewR\nresultView\"H\n\x0e\x46ieldViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\"\xb4\x01\n\nEventError\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x30\n\x06reason\x18\x02 \x01(\x0e\x32\x18.auditlog.v1.ErrorReasonR\x06reason\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\x12\x46\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32\x1b.auditlog.v1.FieldViolationR\x0f\x66ieldViolations\"\xce\x01\n\x0eLogEventResult\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventH\x00R\x05\x65vent\x12/\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.auditlog.v1.EventErrorH\x00R\x05\x65rror\x12)\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x15.auditlog.v1.EventAckH\x00R\x03\x61\x63k\x12%\n\x0e\x61lready_stored\x18\x03 \x01(\x08R\ralreadyStoredB\x08\n\x06result\"J\n\x11LogEventsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32\x1b.auditlog.v1.LogEventResultR\x07results\"D\n\x13StreamEventsRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"\x9c\x01\n\x08\x45ventAck\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n\x08sequence\x18\x02 \x01(\x03R\x08sequence\x12=\n\x0creceive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0breceiveTime\x12%\n\x0e\x61lready_stored\x18\x04 \x01(\x08R\ralreadyStored\"\xa1\x01\n\x14StreamEventsResponse\x12#\n\rrequest_index\x18\x01 \x01(\x03R\x0crequestIndex\x12)\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.auditlog.v1.EventAckH\x00R\x03\x61\x63k\x12/\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.auditlog.v1.EventErrorH\x00R\x05\x65rrorB\x08\n\x06result\">\n\x0fGetEventRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\"A\n\x10GetEventResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"\xf2\x02\n\x0b\x45ventFilter\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x37\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x16.auditlog.v1.EventTypeR\neventTypes\x12$\n\x0etenant_user_id\x18\x04 \x01(\tR\x0ctenantUserId\x12\x1f\n\x0b\x63ustomer_id\x18\x05 \x01(\tR\ncustomerId\x12\x17\n\x07\x63\x61ll_id\x18\x06 \x01(\tR\x06\x63\x61llId\x12.\n\x13\x63obrowse_session_id\x18\x07 \x01(\tR\x11\x63obrowseSessionId\x12(\n\x05\x61\x63tor\x18\x08 \x01(\x0e\x32\x12.auditlog.v1.ActorR\x05\x61\x63tor\"\xcc\x01\n\x11ListEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x30\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.auditlog.v1.EventFilterR\x06\x66ilter\x12,\n\x05order\x18\x03 \x01(\x0e\x32\x16.auditlog.v1.SortOrderR\x05order\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"m\n\x12ListEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaf\x02\n\x12TailSessionRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x18\n\x06\x63ursor\x18\x03 \x01(\tH\x00R\x06\x63ursor\x12;\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\tstartTime\x12\'\n\x0e\x66rom_beginning\x18\x05 \x01(\x08H\x00R\rfromBeginning\x12\x1b\n\x08\x66rom_now\x18\x06 \x01(\x08H\x00R\x07\x66romNow\x12\x37\n\x0b\x65vent_types\x18\x07 \x03(\x0e\x32\x16.auditlog.v1.EventTypeR\neventTypesB\x07\n\x05start\"A\n\x0eTailEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\"3\n\x0cTailCaughtUp\x12#\n\rhead_sequence\x18\x01 \x01(\x03R\x0cheadSequence\"q\n\rTailHeartbeat\x12#\n\rhead_sequence\x18\x01 \x01(\x03R\x0cheadSequence\x12;\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nserverTime\"\xe2\x01\n\x13TailSessionResponse\x12\x35\n\x06\x65vents\x18\x01 \x01(\x0b\x32\x1b.auditlog.v1.TailEventBatchH\x00R\x06\x65vents\x12\x38\n\tcaught_up\x18\x02 \x01(\x0b\x32\x19.auditlog.v1.TailCaughtUpH\x00R\x08\x63\x61ughtUp\x12:\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.auditlog.v1.TailHeartbeatH\x00R\theartbeat\x12\x16\n\x06\x63ursor\x18\n \x01(\tR\x06\x63ursorB\x06\n\x04kind2\xeb\x03\n\x0f\x41uditLogService\x12G\n\x08LogEvent\x12\x1c.auditlog.v1.LogEventRequest\x1a\x1d.auditlog.v1.LogEventResponse\x12J\n\tLogEvents\x12\x1d.auditlog.v1.LogEventsRequest\x1a\x1e.auditlog.v1.LogEventsResponse\x12W\n\x0cStreamEvents\x12 .auditlog.v1.StreamEventsRequest\x1a!.auditlog.v1.StreamEventsResponse(\x01\x30\x01\x12G\n\x08GetEvent\x12\x1c.auditlog.v1.GetEventRequest\x1a\x1d.auditlog.v1.GetEventResponse\x12M\n\nListEvents\x12\x1e.auditlog.v1.ListEventsRequest\x1a\x1f.auditlog.v1.ListEventsResponse\x12R\n\x0bTailSession\x12\x1f.auditlog.v1.TailSessionRequest\x1a .auditlog.v1.TailSessionResponse0\x01\x42`\n\x0eio.auditlog.v1B\x0cServiceProtoP\x01Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uditlog/v1/service.proto\x12\x0b\x61uditlog.v1\x1a\x1d\x61uditlog/v1/audit_event.proto\x1a\x17\x61uditlog/v1/enums.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x0fLogEventRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"h\n\x10LogEventResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\x12%\n\x0e\x61lready_stored\x18\x02 \x01(\x08R\ralreadyStored\"}\n\x10LogEventsRequest\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\x12\x38\n\x0bresult_view\x18\x02 \x01(\x0e\x32\x17.auditlog.v1.ResultViewR\nresultView\"H\n\x0e\x46ieldViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\"\xf0\x01\n\nEventError\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x30\n\x06reason\x18\x02 \x01(\x0e\x32\x18.auditlog.v1.ErrorReasonR\x06reason\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\x12\x46\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32\x1b.auditlog.v1.FieldViolationR\x0f\x66ieldViolations\x12:\n\x0bretry_delay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\nretryDelay\"\xce\x01\n\x0eLogEventResult\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventH\x00R\x05\x65vent\x12/\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.auditlog.v1.EventErrorH\x00R\x05\x65rror\x12)\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x15.auditlog.v1.EventAckH\x00R\x03\x61\x63k\x12%\n\x0e\x61lready_stored\x18\x03 \x01(\x08R\ralreadyStoredB\x08\n\x06result\"J\n\x11LogEventsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32\x1b.auditlog.v1.LogEventResultR\x07results\"D\n\x13StreamEventsRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"\x9c\x01\n\x08\x45ventAck\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n\x08sequence\x18\x02 \x01(\x03R\x08sequence\x12=\n\x0creceive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0breceiveTime\x12%\n\x0e\x61lready_stored\x18\x04 \x01(\x08R\ralreadyStored\"\xa1\x01\n\x14StreamEventsResponse\x12#\n\rrequest_index\x18\x01 \x01(\x03R\x0crequestIndex\x12)\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.auditlog.v1.EventAckH\x00R\x03\x61\x63k\x12/\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.auditlog.v1.EventErrorH\x00R\x05\x65rrorB\x08\n\x06result\">\n\x0fGetEventRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\"A\n\x10GetEventResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"\xf2\x02\n\x0b\x45ventFilter\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x37\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x16.auditlog.v1.EventTypeR\neventTypes\x12$\n\x0etenant_user_id\x18\x04 \x01(\tR\x0ctenantUserId\x12\x1f\n\x0b\x63ustomer_id\x18\x05 \x01(\tR\ncustomerId\x12\x17\n\x07\x63\x61ll_id\x18\x06 \x01(\tR\x06\x63\x61llId\x12.\n\x13\x63obrowse_session_id\x18\x07 \x01(\tR\x11\x63obrowseSessionId\x12(\n\x05\x61\x63tor\x18\x08 \x01(\x0e\x32\x12.auditlog.v1.ActorR\x05\x61\x63tor\"\xcc\x01\n\x11ListEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x30\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.auditlog.v1.EventFilterR\x06\x66ilter\x12,\n\x05order\x18\x03 \x01(\x0e\x32\x16.auditlog.v1.SortOrderR\x05order\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"m\n\x12ListEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaf\x02\n\x12TailSessionRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x18\n\x06\x63ursor\x18\x03 \x01(\tH\x00R\x06\x63ursor\x12;\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\tstartTime\x12\'\n\x0e\x66rom_beginning\x18\x05 \x01(\x08H\x00R\rfromBeginning\x12\x1b\n\x08\x66rom_now\x18\x06 \x01(\x08H\x00R\x07\x66romNow\x12\x37\n\x0b\x65vent_types\x18\x07 \x03(\x0e\x32\x16.auditlog.v1.EventTypeR\neventTypesB\x07\n\x05start\"A\n\x0eTailEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\"3\n\x0cTailCaughtUp\x12#\n\rhead_sequence\x18\x01 \x01(\x03R\x0cheadSequence\"q\n\rTailHeartbeat\x12#\n\rhead_sequence\x18\x01 \x01(\x03R\x0cheadSequence\x12;\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nserverTime\"\xe2\x01\n\x13TailSessionResponse\x12\x35\n\x06\x65vents\x18\x01 \x01(\x0b\x32\x1b.auditlog.v1.TailEventBatchH\x00R\x06\x65vents\x12\x38\n\tcaught_up\x18\x02 \x01(\x0b\x32\x19.auditlog.v1.TailCaughtUpH\x00R\x08\x63\x61ughtUp\x12:\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.auditlog.v1.TailHeartbeatH\x00R\theartbeat\x12\x16\n\x06\x63ursor\x18\n \x01(\tR\x06\x63ursorB\x06\n\x04kind2\xeb\x03\n\x0f\x41uditLogService\x12G\n\x08LogEvent\x12\x1c.auditlog.v1.LogEventRequest\x1a\x1d.auditlog.v1.LogEventResponse\x12J\n\tLogEvents\x12\x1d.auditlog.v1.LogEventsRequest\x1a\x1e.auditlog.v1.LogEventsResponse\x12W\n\x0cStreamEvents\x12 .auditlog.v1.StreamEventsRequest\x1a!.auditlog.v1.StreamEventsResponse(\x01\x30\x01\x12G\n\x08GetEvent\x12\x1c.auditlog.v1.GetEventRequest\x1a\x1d.auditlog.v1.GetEventResponse\x12M\n\nListEvents\x12\x1e.auditlog.v1.ListEventsRequest\x1a\x1f.auditlog.v1.ListEventsResponse\x12R\n\x0bTailSession\x12\x1f.auditlog.v1.TailSessionRequest\x1a .auditlog.v1.TailSessionResponse0\x01\x42`\n\x0eio.auditlog.v1B\x0cServiceProtoP\x01Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,46 +36,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'auditlog.v1.service_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016io.auditlog.v1B\014ServiceProtoP\001Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1'
-  _globals['_LOGEVENTREQUEST']._serialized_start=131
-  _globals['_LOGEVENTREQUEST']._serialized_end=195
-  _globals['_LOGEVENTRESPONSE']._serialized_start=197
-  _globals['_LOGEVENTRESPONSE']._serialized_end=301
-  _globals['_LOGEVENTSREQUEST']._serialized_start=303
-  _globals['_LOGEVENTSREQUEST']._serialized_end=428
-  _globals['_FIELDVIOLATION']._serialized_start=430
-  _globals['_FIELDVIOLATION']._serialized_end=502
-  _globals['_EVENTERROR']._serialized_start=505
-  _globals['_EVENTERROR']._serialized_end=685
-  _globals['_LOGEVENTRESULT']._serialized_start=688
-  _globals['_LOGEVENTRESULT']._serialized_end=894
-  _globals['_LOGEVENTSRESPONSE']._serialized_start=896
-  _globals['_LOGEVENTSRESPONSE']._serialized_end=970
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=972
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1040
-  _globals['_EVENTACK']._serialized_start=1043
-  _globals['_EVENTACK']._serialized_end=1199
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1202
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1363
-  _globals['_GETEVENTREQUEST']._serialized_start=1365
-  _globals['_GETEVENTREQUEST']._serialized_end=1427
-  _globals['_GETEVENTRESPONSE']._serialized_start=1429
-  _globals['_GETEVENTRESPONSE']._serialized_end=1494
-  _globals['_EVENTFILTER']._serialized_start=1497
-  _globals['_EVENTFILTER']._serialized_end=1867
-  _globals['_LISTEVENTSREQUEST']._serialized_start=1870
-  _globals['_LISTEVENTSREQUEST']._serialized_end=2074
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=2076
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=2185
-  _globals['_TAILSESSIONREQUEST']._serialized_start=2188
-  _globals['_TAILSESSIONREQUEST']._serialized_end=2491
-  _globals['_TAILEVENTBATCH']._serialized_start=2493
-  _globals['_TAILEVENTBATCH']._serialized_end=2558
-  _globals['_TAILCAUGHTUP']._serialized_start=2560
-  _globals['_TAILCAUGHTUP']._serialized_end=2611
-  _globals['_TAILHEARTBEAT']._serialized_start=2613
-  _globals['_TAILHEARTBEAT']._serialized_end=2726
-  _globals['_TAILSESSIONRESPONSE']._serialized_start=2729
-  _globals['_TAILSESSIONRESPONSE']._serialized_end=2955
-  _globals['_AUDITLOGSERVICE']._serialized_start=2958
-  _globals['_AUDITLOGSERVICE']._serialized_end=3449
+  _globals['_LOGEVENTREQUEST']._serialized_start=163
+  _globals['_LOGEVENTREQUEST']._serialized_end=227
+  _globals['_LOGEVENTRESPONSE']._serialized_start=229
+  _globals['_LOGEVENTRESPONSE']._serialized_end=333
+  _globals['_LOGEVENTSREQUEST']._serialized_start=335
+  _globals['_LOGEVENTSREQUEST']._serialized_end=460
+  _globals['_FIELDVIOLATION']._serialized_start=462
+  _globals['_FIELDVIOLATION']._serialized_end=534
+  _globals['_EVENTERROR']._serialized_start=537
+  _globals['_EVENTERROR']._serialized_end=777
+  _globals['_LOGEVENTRESULT']._serialized_start=780
+  _globals['_LOGEVENTRESULT']._serialized_end=986
+  _globals['_LOGEVENTSRESPONSE']._serialized_start=988
+  _globals['_LOGEVENTSRESPONSE']._serialized_end=1062
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1064
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1132
+  _globals['_EVENTACK']._serialized_start=1135
+  _globals['_EVENTACK']._serialized_end=1291
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1294
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1455
+  _globals['_GETEVENTREQUEST']._serialized_start=1457
+  _globals['_GETEVENTREQUEST']._serialized_end=1519
+  _globals['_GETEVENTRESPONSE']._serialized_start=1521
+  _globals['_GETEVENTRESPONSE']._serialized_end=1586
+  _globals['_EVENTFILTER']._serialized_start=1589
+  _globals['_EVENTFILTER']._serialized_end=1959
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1962
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2166
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2168
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2277
+  _globals['_TAILSESSIONREQUEST']._serialized_start=2280
+  _globals['_TAILSESSIONREQUEST']._serialized_end=2583
+  _globals['_TAILEVENTBATCH']._serialized_start=2585
+  _globals['_TAILEVENTBATCH']._serialized_end=2650
+  _globals['_TAILCAUGHTUP']._serialized_start=2652
+  _globals['_TAILCAUGHTUP']._serialized_end=2703
+  _globals['_TAILHEARTBEAT']._serialized_start=2705
+  _globals['_TAILHEARTBEAT']._serialized_end=2818
+  _globals['_TAILSESSIONRESPONSE']._serialized_start=2821
+  _globals['_TAILSESSIONRESPONSE']._serialized_end=3047
+  _globals['_AUDITLOGSERVICE']._serialized_start=3050
+  _globals['_AUDITLOGSERVICE']._serialized_end=3541
 # @@protoc_insertion_point(module_scope)

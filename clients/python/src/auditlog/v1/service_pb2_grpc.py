@@ -28,8 +28,13 @@ if _version_not_supported:
 class AuditLogServiceStub:
     """AuditLogService records a tenant's audit trail and serves it back.
 
+    Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
+    `tenant` (a tenant id, or "*" for platform services acting for every tenant) and `scope`
+    (space-separated); each RPC names the scope it needs. The token decides the tenant: a request
+    naming a tenant the token does not cover is PERMISSION_DENIED before anything is read.
+
     Errors carry a google.rpc.Status with an ErrorInfo (domain "auditlog.v1", reason an ErrorReason
-    name) and, for bad input, a BadRequest naming each offending field.
+    name), for bad input a BadRequest naming each offending field, and for rate limits a RetryInfo.
     """
 
     def __init__(self, channel):
@@ -73,20 +78,28 @@ class AuditLogServiceStub:
 class AuditLogServiceServicer:
     """AuditLogService records a tenant's audit trail and serves it back.
 
+    Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
+    `tenant` (a tenant id, or "*" for platform services acting for every tenant) and `scope`
+    (space-separated); each RPC names the scope it needs. The token decides the tenant: a request
+    naming a tenant the token does not cover is PERMISSION_DENIED before anything is read.
+
     Errors carry a google.rpc.Status with an ErrorInfo (domain "auditlog.v1", reason an ErrorReason
-    name) and, for bad input, a BadRequest naming each offending field.
+    name), for bad input a BadRequest naming each offending field, and for rate limits a RetryInfo.
     """
 
     def LogEvent(self, request, context):
         """Stores one event and returns it as stored. Idempotent on (tenant_id, id): a retry with the same
         content returns the stored event; the same id with other content fails with ALREADY_EXISTS.
+        Scope: events:write; the event's tenant must be the token's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LogEvents(self, request, context):
-        """Stores a batch of events with one result per event; a bad event does not sink the others.
+        """Stores a batch of events with one result per event; a bad event does not sink the others, and
+        an event of a tenant the token does not cover gets its own PERMISSION_DENIED result.
+        Scope: events:write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,13 +107,15 @@ class AuditLogServiceServicer:
 
     def StreamEvents(self, request_iterator, context):
         """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
+        An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
+        goes on. Scope: events:write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetEvent(self, request, context):
-        """Returns one event of a tenant by id.
+        """Returns one event of a tenant by id. Scope: events:read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +123,7 @@ class AuditLogServiceServicer:
 
     def ListEvents(self, request, context):
         """Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging).
+        Scope: events:read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,7 +131,9 @@ class AuditLogServiceServicer:
 
     def TailSession(self, request, context):
         """Streams one co-browsing session in sequence order: replay from a start, then live. Every response
-        carries a cursor from which a new call resumes without gap or duplicate.
+        carries a cursor from which a new call resumes without gap or duplicate. The tail ends
+        UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
+        with a fresh token. Scope: sessions:tail.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,8 +183,13 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
 class AuditLogService:
     """AuditLogService records a tenant's audit trail and serves it back.
 
+    Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
+    `tenant` (a tenant id, or "*" for platform services acting for every tenant) and `scope`
+    (space-separated); each RPC names the scope it needs. The token decides the tenant: a request
+    naming a tenant the token does not cover is PERMISSION_DENIED before anything is read.
+
     Errors carry a google.rpc.Status with an ErrorInfo (domain "auditlog.v1", reason an ErrorReason
-    name) and, for bad input, a BadRequest naming each offending field.
+    name), for bad input a BadRequest naming each offending field, and for rate limits a RetryInfo.
     """
 
     @staticmethod

@@ -29,8 +29,13 @@ GRPC_VERSION: str
 class AuditLogServiceStub:
     """AuditLogService records a tenant's audit trail and serves it back.
 
+    Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
+    `tenant` (a tenant id, or "*" for platform services acting for every tenant) and `scope`
+    (space-separated); each RPC names the scope it needs. The token decides the tenant: a request
+    naming a tenant the token does not cover is PERMISSION_DENIED before anything is read.
+
     Errors carry a google.rpc.Status with an ErrorInfo (domain "auditlog.v1", reason an ErrorReason
-    name) and, for bad input, a BadRequest naming each offending field.
+    name), for bad input a BadRequest naming each offending field, and for rate limits a RetryInfo.
     """
 
     @_typing.overload
@@ -40,51 +45,83 @@ class AuditLogServiceStub:
     LogEvent: _grpc.UnaryUnaryMultiCallable[_service_pb2.LogEventRequest, _service_pb2.LogEventResponse]
     """Stores one event and returns it as stored. Idempotent on (tenant_id, id): a retry with the same
     content returns the stored event; the same id with other content fails with ALREADY_EXISTS.
+    Scope: events:write; the event's tenant must be the token's.
     """
     LogEvents: _grpc.UnaryUnaryMultiCallable[_service_pb2.LogEventsRequest, _service_pb2.LogEventsResponse]
-    """Stores a batch of events with one result per event; a bad event does not sink the others."""
+    """Stores a batch of events with one result per event; a bad event does not sink the others, and
+    an event of a tenant the token does not cover gets its own PERMISSION_DENIED result.
+    Scope: events:write.
+    """
     StreamEvents: _grpc.StreamStreamMultiCallable[_service_pb2.StreamEventsRequest, _service_pb2.StreamEventsResponse]
-    """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order."""
+    """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
+    An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
+    goes on. Scope: events:write.
+    """
     GetEvent: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetEventRequest, _service_pb2.GetEventResponse]
-    """Returns one event of a tenant by id."""
+    """Returns one event of a tenant by id. Scope: events:read."""
     ListEvents: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListEventsRequest, _service_pb2.ListEventsResponse]
-    """Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging)."""
+    """Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging).
+    Scope: events:read.
+    """
     TailSession: _grpc.UnaryStreamMultiCallable[_service_pb2.TailSessionRequest, _service_pb2.TailSessionResponse]
     """Streams one co-browsing session in sequence order: replay from a start, then live. Every response
-    carries a cursor from which a new call resumes without gap or duplicate.
+    carries a cursor from which a new call resumes without gap or duplicate. The tail ends
+    UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
+    with a fresh token. Scope: sessions:tail.
     """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """AuditLogService records a tenant's audit trail and serves it back.
 
+    Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
+    `tenant` (a tenant id, or "*" for platform services acting for every tenant) and `scope`
+    (space-separated); each RPC names the scope it needs. The token decides the tenant: a request
+    naming a tenant the token does not cover is PERMISSION_DENIED before anything is read.
+
     Errors carry a google.rpc.Status with an ErrorInfo (domain "auditlog.v1", reason an ErrorReason
-    name) and, for bad input, a BadRequest naming each offending field.
+    name), for bad input a BadRequest naming each offending field, and for rate limits a RetryInfo.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     LogEvent: _aio.UnaryUnaryMultiCallable[_service_pb2.LogEventRequest, _service_pb2.LogEventResponse]  # type: ignore[assignment]
     """Stores one event and returns it as stored. Idempotent on (tenant_id, id): a retry with the same
     content returns the stored event; the same id with other content fails with ALREADY_EXISTS.
+    Scope: events:write; the event's tenant must be the token's.
     """
     LogEvents: _aio.UnaryUnaryMultiCallable[_service_pb2.LogEventsRequest, _service_pb2.LogEventsResponse]  # type: ignore[assignment]
-    """Stores a batch of events with one result per event; a bad event does not sink the others."""
+    """Stores a batch of events with one result per event; a bad event does not sink the others, and
+    an event of a tenant the token does not cover gets its own PERMISSION_DENIED result.
+    Scope: events:write.
+    """
     StreamEvents: _aio.StreamStreamMultiCallable[_service_pb2.StreamEventsRequest, _service_pb2.StreamEventsResponse]  # type: ignore[assignment]
-    """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order."""
+    """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
+    An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
+    goes on. Scope: events:write.
+    """
     GetEvent: _aio.UnaryUnaryMultiCallable[_service_pb2.GetEventRequest, _service_pb2.GetEventResponse]  # type: ignore[assignment]
-    """Returns one event of a tenant by id."""
+    """Returns one event of a tenant by id. Scope: events:read."""
     ListEvents: _aio.UnaryUnaryMultiCallable[_service_pb2.ListEventsRequest, _service_pb2.ListEventsResponse]  # type: ignore[assignment]
-    """Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging)."""
+    """Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging).
+    Scope: events:read.
+    """
     TailSession: _aio.UnaryStreamMultiCallable[_service_pb2.TailSessionRequest, _service_pb2.TailSessionResponse]  # type: ignore[assignment]
     """Streams one co-browsing session in sequence order: replay from a start, then live. Every response
-    carries a cursor from which a new call resumes without gap or duplicate.
+    carries a cursor from which a new call resumes without gap or duplicate. The tail ends
+    UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
+    with a fresh token. Scope: sessions:tail.
     """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuditLogService records a tenant's audit trail and serves it back.
 
+    Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
+    `tenant` (a tenant id, or "*" for platform services acting for every tenant) and `scope`
+    (space-separated); each RPC names the scope it needs. The token decides the tenant: a request
+    naming a tenant the token does not cover is PERMISSION_DENIED before anything is read.
+
     Errors carry a google.rpc.Status with an ErrorInfo (domain "auditlog.v1", reason an ErrorReason
-    name) and, for bad input, a BadRequest naming each offending field.
+    name), for bad input a BadRequest naming each offending field, and for rate limits a RetryInfo.
     """
 
     @_abc_1.abstractmethod
@@ -95,6 +132,7 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_service_pb2.LogEventResponse, _abc.Awaitable[_service_pb2.LogEventResponse]]:
         """Stores one event and returns it as stored. Idempotent on (tenant_id, id): a retry with the same
         content returns the stored event; the same id with other content fails with ALREADY_EXISTS.
+        Scope: events:write; the event's tenant must be the token's.
         """
 
     @_abc_1.abstractmethod
@@ -103,7 +141,10 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_pb2.LogEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.LogEventsResponse, _abc.Awaitable[_service_pb2.LogEventsResponse]]:
-        """Stores a batch of events with one result per event; a bad event does not sink the others."""
+        """Stores a batch of events with one result per event; a bad event does not sink the others, and
+        an event of a tenant the token does not cover gets its own PERMISSION_DENIED result.
+        Scope: events:write.
+        """
 
     @_abc_1.abstractmethod
     def StreamEvents(
@@ -111,7 +152,10 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_service_pb2.StreamEventsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_service_pb2.StreamEventsResponse], _abc.AsyncIterator[_service_pb2.StreamEventsResponse]]:
-        """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order."""
+        """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
+        An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
+        goes on. Scope: events:write.
+        """
 
     @_abc_1.abstractmethod
     def GetEvent(
@@ -119,7 +163,7 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_pb2.GetEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.GetEventResponse, _abc.Awaitable[_service_pb2.GetEventResponse]]:
-        """Returns one event of a tenant by id."""
+        """Returns one event of a tenant by id. Scope: events:read."""
 
     @_abc_1.abstractmethod
     def ListEvents(
@@ -127,7 +171,9 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_pb2.ListEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.ListEventsResponse, _abc.Awaitable[_service_pb2.ListEventsResponse]]:
-        """Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging)."""
+        """Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging).
+        Scope: events:read.
+        """
 
     @_abc_1.abstractmethod
     def TailSession(
@@ -136,7 +182,9 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_service_pb2.TailSessionResponse], _abc.AsyncIterator[_service_pb2.TailSessionResponse]]:
         """Streams one co-browsing session in sequence order: replay from a start, then live. Every response
-        carries a cursor from which a new call resumes without gap or duplicate.
+        carries a cursor from which a new call resumes without gap or duplicate. The tail ends
+        UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
+        with a fresh token. Scope: sessions:tail.
         """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,15 +8,15 @@ import type { AuditEvent } from "./audit_event_pb.js";
 import { file_auditlog_v1_audit_event } from "./audit_event_pb.js";
 import type { Actor, ErrorReason, EventType, ResultView, SortOrder } from "./enums_pb.js";
 import { file_auditlog_v1_enums } from "./enums_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file auditlog/v1/service.proto.
  */
 export const file_auditlog_v1_service: GenFile = /*@__PURE__*/
-  fileDesc("ChlhdWRpdGxvZy92MS9zZXJ2aWNlLnByb3RvEgthdWRpdGxvZy52MSI5Cg9Mb2dFdmVudFJlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50IlIKEExvZ0V2ZW50UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EhYKDmFscmVhZHlfc3RvcmVkGAIgASgIImkKEExvZ0V2ZW50c1JlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBIsCgtyZXN1bHRfdmlldxgCIAEoDjIXLmF1ZGl0bG9nLnYxLlJlc3VsdFZpZXciNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkijAEKCkV2ZW50RXJyb3ISDAoEY29kZRgBIAEoBRIoCgZyZWFzb24YAiABKA4yGC5hdWRpdGxvZy52MS5FcnJvclJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjUKEGZpZWxkX3Zpb2xhdGlvbnMYBCADKAsyGy5hdWRpdGxvZy52MS5GaWVsZFZpb2xhdGlvbiKsAQoOTG9nRXZlbnRSZXN1bHQSKAoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50SAASKAoFZXJyb3IYAiABKAsyFy5hdWRpdGxvZy52MS5FdmVudEVycm9ySAASJAoDYWNrGAQgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIWCg5hbHJlYWR5X3N0b3JlZBgDIAEoCEIICgZyZXN1bHQiQQoRTG9nRXZlbnRzUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVzdWx0Ij0KE1N0cmVhbUV2ZW50c1JlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50InIKCEV2ZW50QWNrEgoKAmlkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEjAKDHJlY2VpdmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOYWxyZWFkeV9zdG9yZWQYBCABKAgihwEKFFN0cmVhbUV2ZW50c1Jlc3BvbnNlEhUKDXJlcXVlc3RfaW5kZXgYASABKAMSJAoDYWNrGAIgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIoCgVlcnJvchgDIAEoCzIXLmF1ZGl0bG9nLnYxLkV2ZW50RXJyb3JIAEIICgZyZXN1bHQiMAoPR2V0RXZlbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSI6ChBHZXRFdmVudFJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCKWAgoLRXZlbnRGaWx0ZXISLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2V2ZW50X3R5cGVzGAMgAygOMhYuYXVkaXRsb2cudjEuRXZlbnRUeXBlEhYKDnRlbmFudF91c2VyX2lkGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEg8KB2NhbGxfaWQYBiABKAkSGwoTY29icm93c2Vfc2Vzc2lvbl9pZBgHIAEoCRIhCgVhY3RvchgIIAEoDjISLmF1ZGl0bG9nLnYxLkFjdG9yIp4BChFMaXN0RXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSKAoGZmlsdGVyGAIgASgLMhguYXVkaXRsb2cudjEuRXZlbnRGaWx0ZXISJQoFb3JkZXIYAyABKA4yFi5hdWRpdGxvZy52MS5Tb3J0T3JkZXISEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiVgoSTGlzdEV2ZW50c1Jlc3BvbnNlEicKBmV2ZW50cxgBIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuMBChJUYWlsU2Vzc2lvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoGY3Vyc29yGAMgASgJSAASMAoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIYCg5mcm9tX2JlZ2lubmluZxgFIAEoCEgAEhIKCGZyb21fbm93GAYgASgISAASKwoLZXZlbnRfdHlwZXMYByADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQiOQoOVGFpbEV2ZW50QmF0Y2gSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCIlCgxUYWlsQ2F1Z2h0VXASFQoNaGVhZF9zZXF1ZW5jZRgBIAEoAyJXCg1UYWlsSGVhcnRiZWF0EhUKDWhlYWRfc2VxdWVuY2UYASABKAMSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr0BChNUYWlsU2Vzc2lvblJlc3BvbnNlEi0KBmV2ZW50cxgBIAEoCzIbLmF1ZGl0bG9nLnYxLlRhaWxFdmVudEJhdGNoSAASLgoJY2F1Z2h0X3VwGAIgASgLMhkuYXVkaXRsb2cudjEuVGFpbENhdWdodFVwSAASLwoJaGVhcnRiZWF0GAMgASgLMhouYXVkaXRsb2cudjEuVGFpbEhlYXJ0YmVhdEgAEg4KBmN1cnNvchgKIAEoCUIGCgRraW5kMusDCg9BdWRpdExvZ1NlcnZpY2USRwoITG9nRXZlbnQSHC5hdWRpdGxvZy52MS5Mb2dFdmVudFJlcXVlc3QaHS5hdWRpdGxvZy52MS5Mb2dFdmVudFJlc3BvbnNlEkoKCUxvZ0V2ZW50cxIdLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50c1JlcXVlc3QaHi5hdWRpdGxvZy52MS5Mb2dFdmVudHNSZXNwb25zZRJXCgxTdHJlYW1FdmVudHMSIC5hdWRpdGxvZy52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GiEuYXVkaXRsb2cudjEuU3RyZWFtRXZlbnRzUmVzcG9uc2UoATABEkcKCEdldEV2ZW50EhwuYXVkaXRsb2cudjEuR2V0RXZlbnRSZXF1ZXN0Gh0uYXVkaXRsb2cudjEuR2V0RXZlbnRSZXNwb25zZRJNCgpMaXN0RXZlbnRzEh4uYXVkaXRsb2cudjEuTGlzdEV2ZW50c1JlcXVlc3QaHy5hdWRpdGxvZy52MS5MaXN0RXZlbnRzUmVzcG9uc2USUgoLVGFpbFNlc3Npb24SHy5hdWRpdGxvZy52MS5UYWlsU2Vzc2lvblJlcXVlc3QaIC5hdWRpdGxvZy52MS5UYWlsU2Vzc2lvblJlc3BvbnNlMAFCYAoOaW8uYXVkaXRsb2cudjFCDFNlcnZpY2VQcm90b1ABWj5naXRodWIuY29tL2F1ZGl0bG9nL2F1ZGl0bG9nL2NsaWVudHMvZ28vYXVkaXRsb2cvdjE7YXVkaXRsb2d2MWIGcHJvdG8z", [file_auditlog_v1_audit_event, file_auditlog_v1_enums, file_google_protobuf_timestamp]);
+  fileDesc("ChlhdWRpdGxvZy92MS9zZXJ2aWNlLnByb3RvEgthdWRpdGxvZy52MSI5Cg9Mb2dFdmVudFJlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50IlIKEExvZ0V2ZW50UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EhYKDmFscmVhZHlfc3RvcmVkGAIgASgIImkKEExvZ0V2ZW50c1JlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBIsCgtyZXN1bHRfdmlldxgCIAEoDjIXLmF1ZGl0bG9nLnYxLlJlc3VsdFZpZXciNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkivAEKCkV2ZW50RXJyb3ISDAoEY29kZRgBIAEoBRIoCgZyZWFzb24YAiABKA4yGC5hdWRpdGxvZy52MS5FcnJvclJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjUKEGZpZWxkX3Zpb2xhdGlvbnMYBCADKAsyGy5hdWRpdGxvZy52MS5GaWVsZFZpb2xhdGlvbhIuCgtyZXRyeV9kZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKsAQoOTG9nRXZlbnRSZXN1bHQSKAoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50SAASKAoFZXJyb3IYAiABKAsyFy5hdWRpdGxvZy52MS5FdmVudEVycm9ySAASJAoDYWNrGAQgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIWCg5hbHJlYWR5X3N0b3JlZBgDIAEoCEIICgZyZXN1bHQiQQoRTG9nRXZlbnRzUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVzdWx0Ij0KE1N0cmVhbUV2ZW50c1JlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50InIKCEV2ZW50QWNrEgoKAmlkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEjAKDHJlY2VpdmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOYWxyZWFkeV9zdG9yZWQYBCABKAgihwEKFFN0cmVhbUV2ZW50c1Jlc3BvbnNlEhUKDXJlcXVlc3RfaW5kZXgYASABKAMSJAoDYWNrGAIgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIoCgVlcnJvchgDIAEoCzIXLmF1ZGl0bG9nLnYxLkV2ZW50RXJyb3JIAEIICgZyZXN1bHQiMAoPR2V0RXZlbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSI6ChBHZXRFdmVudFJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCKWAgoLRXZlbnRGaWx0ZXISLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2V2ZW50X3R5cGVzGAMgAygOMhYuYXVkaXRsb2cudjEuRXZlbnRUeXBlEhYKDnRlbmFudF91c2VyX2lkGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEg8KB2NhbGxfaWQYBiABKAkSGwoTY29icm93c2Vfc2Vzc2lvbl9pZBgHIAEoCRIhCgVhY3RvchgIIAEoDjISLmF1ZGl0bG9nLnYxLkFjdG9yIp4BChFMaXN0RXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSKAoGZmlsdGVyGAIgASgLMhguYXVkaXRsb2cudjEuRXZlbnRGaWx0ZXISJQoFb3JkZXIYAyABKA4yFi5hdWRpdGxvZy52MS5Tb3J0T3JkZXISEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiVgoSTGlzdEV2ZW50c1Jlc3BvbnNlEicKBmV2ZW50cxgBIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuMBChJUYWlsU2Vzc2lvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoGY3Vyc29yGAMgASgJSAASMAoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIYCg5mcm9tX2JlZ2lubmluZxgFIAEoCEgAEhIKCGZyb21fbm93GAYgASgISAASKwoLZXZlbnRfdHlwZXMYByADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQiOQoOVGFpbEV2ZW50QmF0Y2gSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCIlCgxUYWlsQ2F1Z2h0VXASFQoNaGVhZF9zZXF1ZW5jZRgBIAEoAyJXCg1UYWlsSGVhcnRiZWF0EhUKDWhlYWRfc2VxdWVuY2UYASABKAMSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr0BChNUYWlsU2Vzc2lvblJlc3BvbnNlEi0KBmV2ZW50cxgBIAEoCzIbLmF1ZGl0bG9nLnYxLlRhaWxFdmVudEJhdGNoSAASLgoJY2F1Z2h0X3VwGAIgASgLMhkuYXVkaXRsb2cudjEuVGFpbENhdWdodFVwSAASLwoJaGVhcnRiZWF0GAMgASgLMhouYXVkaXRsb2cudjEuVGFpbEhlYXJ0YmVhdEgAEg4KBmN1cnNvchgKIAEoCUIGCgRraW5kMusDCg9BdWRpdExvZ1NlcnZpY2USRwoITG9nRXZlbnQSHC5hdWRpdGxvZy52MS5Mb2dFdmVudFJlcXVlc3QaHS5hdWRpdGxvZy52MS5Mb2dFdmVudFJlc3BvbnNlEkoKCUxvZ0V2ZW50cxIdLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50c1JlcXVlc3QaHi5hdWRpdGxvZy52MS5Mb2dFdmVudHNSZXNwb25zZRJXCgxTdHJlYW1FdmVudHMSIC5hdWRpdGxvZy52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GiEuYXVkaXRsb2cudjEuU3RyZWFtRXZlbnRzUmVzcG9uc2UoATABEkcKCEdldEV2ZW50EhwuYXVkaXRsb2cudjEuR2V0RXZlbnRSZXF1ZXN0Gh0uYXVkaXRsb2cudjEuR2V0RXZlbnRSZXNwb25zZRJNCgpMaXN0RXZlbnRzEh4uYXVkaXRsb2cudjEuTGlzdEV2ZW50c1JlcXVlc3QaHy5hdWRpdGxvZy52MS5MaXN0RXZlbnRzUmVzcG9uc2USUgoLVGFpbFNlc3Npb24SHy5hdWRpdGxvZy52MS5UYWlsU2Vzc2lvblJlcXVlc3QaIC5hdWRpdGxvZy52MS5UYWlsU2Vzc2lvblJlc3BvbnNlMAFCYAoOaW8uYXVkaXRsb2cudjFCDFNlcnZpY2VQcm90b1ABWj5naXRodWIuY29tL2F1ZGl0bG9nL2F1ZGl0bG9nL2NsaWVudHMvZ28vYXVkaXRsb2cvdjE7YXVkaXRsb2d2MWIGcHJvdG8z", [file_auditlog_v1_audit_event, file_auditlog_v1_enums, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * LogEventRequest carries one event to store.
@@ -156,6 +156,13 @@ export type EventError = Message<"auditlog.v1.EventError"> & {
    * @generated from field: repeated auditlog.v1.FieldViolation field_violations = 4;
    */
   fieldViolations: FieldViolation[];
+
+  /**
+   * How long to wait before sending the event again, when the server says (RESOURCE_EXHAUSTED).
+   *
+   * @generated from field: google.protobuf.Duration retry_delay = 5;
+   */
+  retryDelay?: Duration | undefined;
 };
 
 /**
@@ -744,8 +751,13 @@ export const TailSessionResponseSchema: GenMessage<TailSessionResponse> = /*@__P
 /**
  * AuditLogService records a tenant's audit trail and serves it back.
  *
+ * Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
+ * `tenant` (a tenant id, or "*" for platform services acting for every tenant) and `scope`
+ * (space-separated); each RPC names the scope it needs. The token decides the tenant: a request
+ * naming a tenant the token does not cover is PERMISSION_DENIED before anything is read.
+ *
  * Errors carry a google.rpc.Status with an ErrorInfo (domain "auditlog.v1", reason an ErrorReason
- * name) and, for bad input, a BadRequest naming each offending field.
+ * name), for bad input a BadRequest naming each offending field, and for rate limits a RetryInfo.
  *
  * @generated from service auditlog.v1.AuditLogService
  */
@@ -753,6 +765,7 @@ export const AuditLogService: GenService<{
   /**
    * Stores one event and returns it as stored. Idempotent on (tenant_id, id): a retry with the same
    * content returns the stored event; the same id with other content fails with ALREADY_EXISTS.
+   * Scope: events:write; the event's tenant must be the token's.
    *
    * @generated from rpc auditlog.v1.AuditLogService.LogEvent
    */
@@ -762,7 +775,9 @@ export const AuditLogService: GenService<{
     output: typeof LogEventResponseSchema;
   },
   /**
-   * Stores a batch of events with one result per event; a bad event does not sink the others.
+   * Stores a batch of events with one result per event; a bad event does not sink the others, and
+   * an event of a tenant the token does not cover gets its own PERMISSION_DENIED result.
+   * Scope: events:write.
    *
    * @generated from rpc auditlog.v1.AuditLogService.LogEvents
    */
@@ -773,6 +788,8 @@ export const AuditLogService: GenService<{
   },
   /**
    * A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
+   * An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
+   * goes on. Scope: events:write.
    *
    * @generated from rpc auditlog.v1.AuditLogService.StreamEvents
    */
@@ -782,7 +799,7 @@ export const AuditLogService: GenService<{
     output: typeof StreamEventsResponseSchema;
   },
   /**
-   * Returns one event of a tenant by id.
+   * Returns one event of a tenant by id. Scope: events:read.
    *
    * @generated from rpc auditlog.v1.AuditLogService.GetEvent
    */
@@ -793,6 +810,7 @@ export const AuditLogService: GenService<{
   },
   /**
    * Lists a tenant's events matching a filter, one page at a time (AIP-132 keyset paging).
+   * Scope: events:read.
    *
    * @generated from rpc auditlog.v1.AuditLogService.ListEvents
    */
@@ -803,7 +821,9 @@ export const AuditLogService: GenService<{
   },
   /**
    * Streams one co-browsing session in sequence order: replay from a start, then live. Every response
-   * carries a cursor from which a new call resumes without gap or duplicate.
+   * carries a cursor from which a new call resumes without gap or duplicate. The tail ends
+   * UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
+   * with a fresh token. Scope: sessions:tail.
    *
    * @generated from rpc auditlog.v1.AuditLogService.TailSession
    */

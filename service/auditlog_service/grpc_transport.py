@@ -1,0 +1,215 @@
+"""The gRPC (grpc.aio) transport of AuditLogService: a thin adapter over rpcs.AuditLogRpcs.
+
+Per call: decode the request leniently (undecodable bytes become INVALID_ARGUMENT with details,
+not a bare UNKNOWN), let the CallGuard check the caller, run the RPC, and end with the status of
+any AuditLogError, its google.rpc details, and a tail's cursor as a trailer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_status import rpc_status
+
+from auditlog.v1 import service_pb2
+
+from .access import Call, CallGuard, failure_code
+from .error_details import CURSOR_TRAILER, to_status
+from .errors import AuditLogError, SlowConsumer
+from .rpcs import AuditLogRpcs, UnparsableRequest
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE = service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    """A grpc.Status with extra trailing metadata (the tail's resume cursor)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+async def abort(context: Context, error: AuditLogError) -> NoReturn:
+    """Ends the call with the error's status; a tail's cursor also goes in the trailers."""
+    status = rpc_status.to_status(to_status(error))
+    trailers = tuple(status.trailing_metadata)
+    cursor = error.metadata.get("cursor", "")
+    if cursor:
+        trailers += ((CURSOR_TRAILER, cursor),)
+    # abort_with_status exists on grpc.aio contexts; the grpc-stubs package predates it.
+    await context.abort_with_status(  # type: ignore[attr-defined]
+        _Status(status.code, status.details, trailers)
+    )
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _lenient_parser(message_class: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that hands undecodable bytes to the handler instead of failing:
+    gRPC answers a deserializer exception with a bare UNKNOWN."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return UnparsableRequest(message_class.DESCRIPTOR.full_name, str(exc))
+
+    return parse
+
+
+async def _drain(requests: AsyncIterator[Any], limit_s: float = 1.0, most: int = 1000) -> None:
+    """Reads and drops what a refused client still sends, up to a bound."""
+    read = 0
+    with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError):
+        async with asyncio.timeout(limit_s):
+            async for _ in requests:
+                read += 1
+                if read >= most:
+                    return
+
+
+def _authorization(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+class GrpcTransport:
+    """The generic RPC handler of AuditLogService for a grpc.aio server."""
+
+    def __init__(
+        self, rpcs: AuditLogRpcs, guard: CallGuard, *, slow_consumer_timeout_s: float
+    ) -> None:
+        self._rpcs = rpcs
+        self._guard = guard
+        self._slow_consumer_timeout_s = slow_consumer_timeout_s
+
+    async def _begin(self, method: str, context: Context) -> Call:
+        return await self._guard.begin(
+            method, _authorization(context), context.peer(), context.time_remaining()
+        )
+
+    def _unary(
+        self, method: str, run: Callable[[Call, Any], Awaitable[Any]]
+    ) -> Callable[[Any, Context], Awaitable[Any]]:
+        async def handle(request: Any, context: Context) -> Any:
+            call: Call | None = None
+            code = "OK"
+            started = time.monotonic()
+            try:
+                # The caller first: an unauthenticated request is refused unread.
+                call = await self._begin(method, context)
+                if isinstance(request, UnparsableRequest):
+                    raise request.as_error()
+                return await run(call, request)
+            except AuditLogError as error:
+                code = failure_code(error)
+                await abort(context, error)
+            finally:
+                self._guard.finish(method, call, context.peer(), code, started)
+
+        return handle
+
+    async def _stream_events(
+        self, requests: AsyncIterator[Any], context: Context
+    ) -> AsyncIterator[service_pb2.StreamEventsResponse]:
+        call: Call | None = None
+        code = "OK"
+        try:
+            try:
+                call = await self._begin("StreamEvents", context)
+            except AuditLogError:
+                # Refused before anything was read: let a producer that is still sending finish
+                # (briefly) first, since ending a call during a client's write makes some gRPC
+                # client libraries report INTERNAL instead of the status.
+                await _drain(requests)
+                raise
+            async for response in self._rpcs.stream_events(call, requests):
+                yield response
+        except AuditLogError as error:
+            code = failure_code(error)
+            await abort(context, error)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self._guard.finish("StreamEvents", call, context.peer(), code)
+
+    async def _tail(self, method: str, request: Any, context: Context) -> None:
+        # Written with context.write, not yield, so that a write that blocks on a client that
+        # does not read can be bounded in time.
+        call: Call | None = None
+        code = "OK"
+        cursor = ""
+        try:
+            call = await self._begin(method, context)
+            if isinstance(request, UnparsableRequest):
+                raise request.as_error()
+            async for response in self._rpcs.tail_session(call, request):
+                try:
+                    await asyncio.wait_for(context.write(response), self._slow_consumer_timeout_s)
+                except TimeoutError:
+                    error = SlowConsumer(
+                        "the client did not read for "
+                        f"{self._slow_consumer_timeout_s:g}s; resume from the cursor"
+                    )
+                    if cursor:
+                        error.metadata["cursor"] = cursor
+                    raise error from None
+                cursor = response.cursor
+        except AuditLogError as error:
+            code = failure_code(error)
+            await abort(context, error)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self._guard.finish(method, call, context.peer(), code)
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        rpcs = self._rpcs
+        methods = {m.name: m for m in SERVICE.methods}
+
+        def types(name: str) -> tuple[Any, Any]:
+            method = methods[name]
+            request = getattr(service_pb2, method.input_type.name)
+            response = getattr(service_pb2, method.output_type.name)
+            return _lenient_parser(request), response.SerializeToString
+
+        unary_rpcs: dict[str, Callable[[Call, Any], Awaitable[Any]]] = {
+            "LogEvent": rpcs.log_event,
+            "LogEvents": rpcs.log_events,
+            "GetEvent": rpcs.get_event,
+            "ListEvents": rpcs.list_events,
+        }
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for name, run in unary_rpcs.items():
+            parse, serialize = types(name)
+            handlers[name] = grpc.unary_unary_rpc_method_handler(
+                self._unary(name, run), request_deserializer=parse, response_serializer=serialize
+            )
+        parse, serialize = types("StreamEvents")
+        handlers["StreamEvents"] = grpc.stream_stream_rpc_method_handler(
+            self._stream_events, request_deserializer=parse, response_serializer=serialize
+        )
+        for name in ("TailSession",):
+            parse, serialize = types(name)
+
+            # A coroutine function, so grpc.aio treats the handler as one that writes itself.
+            async def tail(request: Any, context: Context, name: str = name) -> None:
+                await self._tail(name, request, context)
+
+            handlers[name] = grpc.unary_stream_rpc_method_handler(
+                tail, request_deserializer=parse, response_serializer=serialize
+            )
+        return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)

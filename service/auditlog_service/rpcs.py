@@ -1,0 +1,488 @@
+"""The RPCs of AuditLogService, written once for every transport (gRPC, Connect, gRPC-Web).
+
+Each method takes a Call (the verified caller, from access.CallGuard) and a request message and
+returns a response, or yields responses for streams; every failure is raised as an AuditLogError,
+which the transport turns into its status with google.rpc details. Nothing here knows grpc.aio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+import pymongo
+from google.protobuf import json_format
+from pymongo.errors import PyMongoError
+
+from auditlog.v1 import enums_pb2, service_pb2
+
+from . import convert, validation
+from .access import Call, CallGuard
+from .error_details import to_event_error
+from .errors import (
+    AuditLogError,
+    DatabaseUnavailable,
+    EventNotFound,
+    InvalidArgument,
+    PermissionDenied,
+    RateLimited,
+    ShuttingDown,
+)
+from .event_types import REGISTRY
+from .ingest import EventWriter, PendingEvent
+from .storage import EventRepository, ListQuery, Outcome, Stored, database_errors
+from .tail import TailHub
+from .tokens import TokenError, TokenSigner, query_fingerprint
+from .validation import FieldViolation, Limits
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+PAGE_TOKEN_PURPOSE = "page"
+# Responses stay below the 4 MiB that gRPC clients accept by default, with room for the envelope.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+# The tag and length prefix of one repeated message field, at most.
+_FRAMING_BYTES = 6
+# The longest `_id` a page token may point at: "<tenant>/<session>/<sequence>".
+MAX_KEY_LENGTH = 2 * 128 + 2 + convert.SEQUENCE_DIGITS
+# An ingest stream waits at most this long for a tenant's event budget before it answers
+# RESOURCE_EXHAUSTED: short bursts are smoothed by backpressure, long ones are refused.
+MAX_STREAM_RATE_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class UnparsableRequest:
+    """Stands in for a request message that protobuf could not decode."""
+
+    message_type: str
+    error: str
+
+    def as_error(self, path: str = "request") -> InvalidArgument:
+        return InvalidArgument(
+            [FieldViolation(path, f"not a valid {self.message_type}: {self.error}")]
+        )
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """An int decoded from JSON, and not a bool (which Python counts as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check(
+    violations: list[FieldViolation], reason: enums_pb2.ErrorReason.ValueType | None = None
+) -> None:
+    if violations:
+        raise InvalidArgument(violations, reason)
+
+
+def _ack(outcome: Stored) -> service_pb2.EventAck:
+    doc = outcome.doc
+    ack = service_pb2.EventAck(
+        id=doc["id"], sequence=doc.get("sequence", 0), already_stored=outcome.already_stored
+    )
+    convert.datetime_to_timestamp(doc["receive_time"], ack.receive_time)
+    return ack
+
+
+def _batch_result(
+    pending: PendingEvent, outcome: Outcome, whole_event: bool
+) -> service_pb2.LogEventResult:
+    if isinstance(outcome, AuditLogError):
+        return service_pb2.LogEventResult(error=to_event_error(outcome))
+    if not whole_event:
+        return service_pb2.LogEventResult(ack=_ack(outcome), already_stored=outcome.already_stored)
+    return service_pb2.LogEventResult(
+        event=pending.stored_event(outcome), already_stored=outcome.already_stored
+    )
+
+
+_NOT_TAKEN_AT_SHUTDOWN = to_event_error(
+    ShuttingDown(
+        "the server is shutting down; this event was not stored, send it to another server"
+    )
+)
+
+
+def list_query(request: service_pb2.ListEventsRequest, limits: Limits) -> tuple[ListQuery, str]:
+    """The repository query of a ListEvents request, and the fingerprint its page tokens carry."""
+    filt = request.filter
+    equals: dict[str, Any] = {}
+    if filt.event_types:
+        names = sorted({REGISTRY.by_event_type(t).type_string for t in filt.event_types})
+        equals["type"] = names[0] if len(names) == 1 else {"$in": names}
+    for field, column in (
+        ("tenant_user_id", "tenant_user_id"),
+        ("customer_id", "customer_id"),
+        ("call_id", "call_id"),
+        ("cobrowse_session_id", "session_id"),
+    ):
+        value = getattr(filt, field)
+        if value:
+            equals[column] = value
+    if filt.actor != enums_pb2.ACTOR_UNSPECIFIED:
+        equals["cobrowse.actor"] = convert.ACTOR_NAMES[filt.actor]
+    page_size = request.page_size or DEFAULT_PAGE_SIZE
+    query = ListQuery(
+        tenant_id=request.tenant_id,
+        newest_first=request.order != enums_pb2.SORT_ORDER_OLDEST_FIRST,
+        limit=min(page_size, limits.max_page_size),
+        start_time=(
+            convert.timestamp_to_datetime(filt.start_time) if filt.HasField("start_time") else None
+        ),
+        end_time=(
+            convert.timestamp_to_datetime(filt.end_time) if filt.HasField("end_time") else None
+        ),
+        equals=equals,
+    )
+    fingerprint = query_fingerprint(
+        [
+            request.tenant_id,
+            json_format.MessageToDict(filt, preserving_proto_field_name=True),
+            query.newest_first,
+        ]
+    )
+    return query, fingerprint
+
+
+@contextlib.contextmanager
+def database_failures(*, read: bool) -> Iterator[None]:
+    """Database failures as service errors: a read's slow query is DEADLINE_EXCEEDED, an outage
+    UNAVAILABLE (worded for reads or writes); never a bare internal error."""
+    try:
+        yield
+    except DatabaseUnavailable as error:
+        raise error.for_read() if read else error from None
+    except PyMongoError as exc:
+        # Failures the repository does not classify (e.g. an unexpected server error) are
+        # still the database's: reported as UNAVAILABLE, so clients retry idempotently.
+        log.warning("database error: %r", exc)
+        mapped = database_errors(exc) or DatabaseUnavailable(type(exc).__name__)
+        if read and isinstance(mapped, DatabaseUnavailable):
+            mapped = mapped.for_read()
+        raise mapped from exc
+
+
+class AuditLogRpcs:
+    """The AuditLogService RPCs over the repository, the writer and the tail hub."""
+
+    def __init__(
+        self,
+        *,
+        repository: EventRepository,
+        writer: EventWriter,
+        limits: Limits,
+        signer: TokenSigner,
+        hub: TailHub,
+        guard: CallGuard,
+        max_read_time_s: float = 10.0,
+    ) -> None:
+        self._repository = repository
+        self._writer = writer
+        self._limits = limits
+        self._signer = signer
+        self._hub = hub
+        self._guard = guard
+        self._max_read_time_s = max_read_time_s
+        self._closing = False
+        self._ingest_readers: set[asyncio.Task[None]] = set()
+
+    @contextlib.contextmanager
+    def _reading(self, call: Call) -> Iterator[None]:
+        """A read gets a deadline of its own, the call's capped by the server, so that a slow
+        query ends as DEADLINE_EXCEEDED instead of holding a connection until the socket
+        timeout and being reported as an outage."""
+        remaining = call.time_remaining()
+        budget = self._max_read_time_s if remaining is None else remaining
+        with (
+            database_failures(read=True),
+            pymongo.timeout(max(0.001, min(budget, self._max_read_time_s))),
+        ):
+            yield
+
+    def _event_denial(self, call: Call, tenant_id: str) -> AuditLogError | None:
+        """Why an event of `tenant_id` may not be written by this call, if it may not."""
+        if not self._guard.covers(call, tenant_id):
+            return PermissionDenied(f"the token is not valid for tenant {tenant_id!r}")
+        wait = self._guard.charge_events(tenant_id, 1)
+        if wait:
+            return RateLimited(f"tenant {tenant_id!r} is over its limit of events a second", wait)
+        return None
+
+    # ---- ingest ------------------------------------------------------------------------------
+
+    async def log_event(
+        self, call: Call, request: service_pb2.LogEventRequest
+    ) -> service_pb2.LogEventResponse:
+        if not request.HasField("event"):
+            check([FieldViolation("event", "required")])
+        check(validation.validate_event(request.event, "event", self._limits))
+        self._guard.require_tenant(call, request.event.tenant_id)
+        denial = self._event_denial(call, request.event.tenant_id)
+        if denial is not None:
+            raise denial
+        with database_failures(read=False):
+            pending, outcome = await self._writer.write(request.event)
+        response = service_pb2.LogEventResponse(
+            event=pending.stored_event(outcome),
+            already_stored=isinstance(outcome, Stored) and outcome.already_stored,
+        )
+        call.events_stored = 1
+        return response
+
+    async def log_events(
+        self, call: Call, request: service_pb2.LogEventsRequest
+    ) -> service_pb2.LogEventsResponse:
+        check(
+            validation.validate_log_events_size(request, self._limits),
+            enums_pb2.ERROR_REASON_BATCH_TOO_LARGE,
+        )
+        results: list[service_pb2.LogEventResult | None] = [None] * len(request.events)
+        valid: list[int] = []
+        tenants: dict[str, int] = {}
+        for index, event in enumerate(request.events):
+            violations = validation.validate_event(event, f"events[{index}]", self._limits)
+            if violations:
+                results[index] = service_pb2.LogEventResult(
+                    error=to_event_error(InvalidArgument(violations))
+                )
+            elif not self._guard.covers(call, event.tenant_id):
+                results[index] = service_pb2.LogEventResult(
+                    error=to_event_error(
+                        PermissionDenied(f"the token is not valid for tenant {event.tenant_id!r}")
+                    )
+                )
+            else:
+                valid.append(index)
+                tenants[event.tenant_id] = tenants.get(event.tenant_id, 0) + 1
+        if tenants:
+            call.tenant = call.tenant or next(iter(tenants))
+        for tenant_id, count in tenants.items():
+            # A batch is admitted whole or not at all, so a retry after the wait resends it as is.
+            wait = self._guard.charge_events(tenant_id, count)
+            if wait:
+                raise RateLimited(
+                    f"tenant {tenant_id!r} is over its limit of events a second", wait
+                )
+        with database_failures(read=False):
+            written = await self._writer.write_many([request.events[i] for i in valid])
+        whole_events = request.result_view != enums_pb2.RESULT_VIEW_ACK
+        size = 0
+        for index, (pending, outcome) in zip(valid, written, strict=True):
+            result = _batch_result(pending, outcome, whole_events)
+            results[index] = result
+            size += result.ByteSize() + _FRAMING_BYTES
+            call.events_stored += not isinstance(outcome, AuditLogError)
+        response = service_pb2.LogEventsResponse(results=[r for r in results if r is not None])
+        if whole_events and size > MAX_RESPONSE_BYTES:
+            # Everything is stored; only the answer must shrink so that the client can read it.
+            for index, (pending, outcome) in zip(valid, written, strict=True):
+                response.results[index].CopyFrom(_batch_result(pending, outcome, False))
+        return response
+
+    async def stream_events(
+        self,
+        call: Call,
+        requests: AsyncIterator[service_pb2.StreamEventsRequest | UnparsableRequest],
+    ) -> AsyncIterator[service_pb2.StreamEventsResponse]:
+        """Ingest stream: one answer per request, in request order.
+
+        Writes are pipelined: many events are in flight at once. At shutdown the server stores
+        nothing more: it answers each event still arriving with a SHUTTING_DOWN error (so the
+        producer stops sending and half-closes), answers what it took once the database has,
+        and ends the stream UNAVAILABLE. A producer that keeps sending is cut off after a short
+        drain; ending a call while the client still writes can make some gRPC client libraries
+        report INTERNAL instead of the status.
+        """
+        # The window bounds how many are in flight; the queue itself is unbounded so that the
+        # end marker always fits.
+        in_flight: asyncio.Queue[tuple[int, PendingEvent | service_pb2.EventError] | None]
+        in_flight = asyncio.Queue()
+        window = asyncio.Semaphore(4 * self._limits.max_batch_events)
+
+        async def answer_of(index: int, message: Any) -> PendingEvent | service_pb2.EventError:
+            path = f"requests[{index}].event"
+            if isinstance(message, UnparsableRequest):
+                return to_event_error(message.as_error(f"requests[{index}]"))
+            if not message.HasField("event"):
+                return to_event_error(InvalidArgument([FieldViolation(path, "required")]))
+            violations = validation.validate_event(message.event, path, self._limits)
+            if violations:
+                return to_event_error(InvalidArgument(violations))
+            if self._closing:
+                return _NOT_TAKEN_AT_SHUTDOWN
+            tenant_id = message.event.tenant_id
+            if not self._guard.covers(call, tenant_id):
+                return to_event_error(
+                    PermissionDenied(f"the token is not valid for tenant {tenant_id!r}")
+                )
+            call.tenant = call.tenant or tenant_id
+            wait = self._guard.charge_events(tenant_id, 1)
+            if 0 < wait <= MAX_STREAM_RATE_WAIT_S:
+                # Backpressure: not reading is how a stream tells a producer to slow down.
+                await asyncio.sleep(wait)
+                wait = self._guard.charge_events(tenant_id, 1)
+            if wait:
+                return to_event_error(
+                    RateLimited(f"tenant {tenant_id!r} is over its limit of events a second", wait)
+                )
+            return self._writer.submit(message.event)
+
+        async def read_requests() -> None:
+            index = 0
+            try:
+                async for message in requests:
+                    await window.acquire()
+                    in_flight.put_nowait((index, await answer_of(index, message)))
+                    index += 1
+            finally:
+                in_flight.put_nowait(None)
+
+        reader = asyncio.create_task(read_requests())
+        self._ingest_readers.add(reader)
+        try:
+            while (item := await in_flight.get()) is not None:
+                index, pending = item
+                window.release()
+                if isinstance(pending, service_pb2.EventError):
+                    yield service_pb2.StreamEventsResponse(request_index=index, error=pending)
+                    continue
+                outcome = await pending.outcome
+                if isinstance(outcome, AuditLogError):
+                    yield service_pb2.StreamEventsResponse(
+                        request_index=index, error=to_event_error(outcome)
+                    )
+                    continue
+                call.events_stored += 1
+                yield service_pb2.StreamEventsResponse(request_index=index, ack=_ack(outcome))
+            if self._closing:
+                raise ShuttingDown(
+                    "the server is shutting down; every event read so far was answered, "
+                    "send the rest to another server"
+                )
+            await reader  # surfaces a failure of the request stream
+        finally:
+            self._ingest_readers.discard(reader)
+            reader.cancel()
+
+    def stop_ingest(self, drain_s: float) -> None:
+        """Shutdown: ingest streams take no more events, and end once the producer half-closed
+        and its events are answered, or `drain_s` later."""
+        self._closing = True
+
+        def cut_off() -> None:
+            for reader in list(self._ingest_readers):
+                reader.cancel()
+
+        asyncio.get_running_loop().call_later(drain_s, cut_off)
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    async def get_event(
+        self, call: Call, request: service_pb2.GetEventRequest
+    ) -> service_pb2.GetEventResponse:
+        check(validation.validate_get_request(request, self._limits))
+        self._guard.require_tenant(call, request.tenant_id)
+        with self._reading(call):
+            doc = await self._repository.find_by_key(
+                convert.event_key(request.tenant_id, request.id)
+            )
+        if doc is None:
+            raise EventNotFound(request.tenant_id, request.id)
+        call.events_returned = 1
+        return service_pb2.GetEventResponse(event=convert.from_document(doc))
+
+    async def list_events(
+        self, call: Call, request: service_pb2.ListEventsRequest
+    ) -> service_pb2.ListEventsResponse:
+        check(validation.validate_list_request(request, self._limits))
+        self._guard.require_tenant(call, request.tenant_id)
+        query, fingerprint = list_query(request, self._limits)
+        if request.page_token:
+            query.after = self._decode_page_token(
+                request.page_token, fingerprint, request.tenant_id
+            )
+        limit = query.limit
+        query.limit = limit + 1  # one more tells whether another page exists
+        with self._reading(call):
+            docs = await self._repository.list_events(query)
+        response = service_pb2.ListEventsResponse()
+        size = 0
+        for doc in docs[:limit]:
+            event = convert.from_document(doc)
+            size += event.ByteSize() + _FRAMING_BYTES
+            if response.events and size > MAX_RESPONSE_BYTES:
+                break  # a short page (AIP-158) that a default client can still read
+            response.events.append(event)
+        if len(docs) > len(response.events):
+            last = docs[len(response.events) - 1]
+            response.next_page_token = self._signer.encode(
+                PAGE_TOKEN_PURPOSE,
+                {
+                    "q": fingerprint,
+                    "t": convert.datetime_to_millis(last["occur_time"]),
+                    "i": last["_id"],
+                },
+            )
+        call.events_returned = len(response.events)
+        return response
+
+    def _decode_page_token(
+        self, token: str, fingerprint: str, tenant_id: str
+    ) -> tuple[dt.datetime, str]:
+        def invalid(why: str) -> InvalidArgument:
+            return InvalidArgument(
+                [FieldViolation("page_token", why)], enums_pb2.ERROR_REASON_INVALID_PAGE_TOKEN
+            )
+
+        try:
+            payload = self._signer.decode(PAGE_TOKEN_PURPOSE, token)
+        except TokenError as exc:
+            raise invalid(f"not a page token of this service ({exc})") from exc
+        if payload.get("q") != fingerprint:
+            raise invalid("the token belongs to a request with another tenant, filter or order")
+        # A valid signature says who made the token, not that its content is sane (a leaked or
+        # default key makes any content reachable), so every field is checked like input.
+        millis, last_id = payload.get("t"), payload.get("i")
+        if not is_int(millis) or not 0 <= millis <= validation.MAX_MILLIS:
+            raise invalid("malformed: position time out of range")
+        if (
+            not isinstance(last_id, str)
+            or len(last_id) > MAX_KEY_LENGTH
+            or not last_id.startswith(f"{tenant_id}/")
+        ):
+            raise invalid("malformed: position out of range")
+        last_time = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
+        return last_time, last_id
+
+    # ---- tails -------------------------------------------------------------------------------
+
+    async def tail_session(
+        self, call: Call, request: service_pb2.TailSessionRequest
+    ) -> AsyncIterator[service_pb2.TailSessionResponse]:
+        """The session's responses; an ending is raised as an AuditLogError whose metadata
+        carries the cursor of the last response (the transport sends it as a trailer too)."""
+        check(validation.validate_tail_request(request, self._limits))
+        self._guard.require_tenant(call, request.tenant_id)
+        self._guard.open_tail(request.tenant_id)
+        # Where a new call resumes: after the last response the client got (a transport sends
+        # the next response only after the previous one was written).
+        cursor = request.cursor if request.WhichOneof("start") == "cursor" else ""
+        try:
+            with database_failures(read=True):
+                async for response, _ in self._hub.tail(
+                    request, expires_at=call.principal.expires_at
+                ):
+                    call.events_returned += len(response.events.events)
+                    yield response
+                    cursor = response.cursor
+        except AuditLogError as error:
+            if cursor:
+                error.metadata.setdefault("cursor", cursor)
+            raise
+        finally:
+            self._guard.close_tail(request.tenant_id)
