@@ -165,15 +165,10 @@ async def writer(
                 await asyncio.sleep(min(0.05 * attempts, 1.0))
 
 
-async def follow(client: AuditLogClient, session: str, seen: Observed, stop: asyncio.Event) -> None:
+async def follow(client: AuditLogClient, session: str, seen: Observed) -> None:
+    """Follows one session until cancelled, recording sequences and how late each came."""
     sequences = seen.tails.setdefault(session, [])
-    tail = client.tail_session(TENANT, session, max_retries=1_000_000)
-    iterator = tail.__aiter__()
-    while not stop.is_set():
-        try:
-            event = await asyncio.wait_for(iterator.__anext__(), 1.0)
-        except TimeoutError:
-            continue
+    async for event in client.tail_session(TENANT, session, max_retries=1_000_000):
         sequences.append(event.sequence)
         acked_at = seen.ack_of_sequence.get((session, event.sequence))
         if acked_at is not None:
@@ -219,6 +214,8 @@ async def check_database(uri: str, database: str, seen: Observed) -> dict[str, A
             stored.setdefault(doc["id"], []).append(doc.get("sequence", 0))
             if "cobrowse" in doc:
                 sessions.setdefault(doc["cobrowse"]["session_id"], []).append(doc["sequence"])
+        # Placement records: ids whose events moved after a lost race or a writer's death.
+        records = await events.count_documents({"_id": {"$regex": "#"}})
     finally:
         await mongo.close()
     missing = [i for i in seen.acks if i not in stored]
@@ -240,6 +237,7 @@ async def check_database(uri: str, database: str, seen: Observed) -> dict[str, A
         "at_another_sequence": len(moved),
         "sessions_with_holes": len(holes),
         "tails_not_exactly_1_to_n": tails_wrong,
+        "placement_records": records,
     }
 
 
@@ -252,10 +250,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         clients = [bench_client(target) for target in replicas.targets]
         tail_client = bench_client("ipv4:" + ",".join(replicas.targets))
         sessions = [f"soak-{n}" for n in range(args.sessions)]
-        stop = asyncio.Event()
         until = time.monotonic() + args.seconds
         try:
-            followers = [asyncio.create_task(follow(tail_client, s, seen, stop)) for s in sessions]
+            followers = [asyncio.create_task(follow(tail_client, s, seen)) for s in sessions]
             await asyncio.gather(
                 *(writer(clients, sessions, seen, until, seed) for seed in range(args.writers)),
                 lookups(clients, seen, until),
@@ -271,8 +268,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 (seen.tails.get(s) or [0])[-1] < expected[s] for s in sessions
             ):
                 await asyncio.sleep(0.2)  # bounded wait for the tails to reach the end
-            stop.set()
-            await asyncio.gather(*followers)
+            for follower in followers:
+                follower.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
             verdict = await check_database(uri, database, seen)
         finally:
             for client in [*clients, tail_client]:

@@ -48,8 +48,10 @@ from .errors import (
 DUPLICATE_KEY = 11000
 # FerretDB v1 keeps ordered-insert semantics only within a chunk of this many documents.
 FERRETDB_ORDERED_CHUNK = 100
-# Sequence allocation gives up after this many lost races in one call (then ABORTED: retry).
-MAX_SLOT_RACES = 64
+FERRETDB_RACING_CHUNK = 16
+# A session's events of one group give up after this many lost races (then ABORTED: retry);
+# with each race aiming past the winner's run, reaching it takes a writer that is never first.
+MAX_SLOT_RACES = 32
 # Heads remembered per process; an evicted session is re-probed (O(log n) lookups) when it returns.
 HEAD_CACHE_SIZE = 100_000
 # How long a session counts as written by other processes after the last sign of it.
@@ -133,6 +135,7 @@ class EventRepository:
         self.events: AsyncCollection[Document] = db.get_collection("events", write_concern=concern)
         self._heads: OrderedDict[str, int] = OrderedDict()
         self._contended: dict[str, float] = {}
+        self._shared: dict[str, float] = {}
         self.range_reads = False  # set by detect_backend()
         # Counts of write-path work, for metrics and benchmarks.
         self.stats: dict[str, int] = {"groups": 0, "rounds": 0, "races": 0, "events": 0}
@@ -360,19 +363,27 @@ class EventRepository:
         return head
 
     def remember_head(self, tenant_id: str, session_id: str, head: int) -> None:
-        """A head learnt elsewhere (another process's tick): later writes aim past it, and
-        for a while the session counts as written by others too (see contended())."""
+        """A head learnt elsewhere (another process's tick): later writes aim past it, and for
+        a while the session counts as written by others too (see recently_shared())."""
         name = convert.session_prefix(tenant_id, session_id)
         if self._heads.get(name, -1) < head:
-            self._contended[name] = time.monotonic()
+            self._shared[name] = time.monotonic()
+            while len(self._shared) > HEAD_CACHE_SIZE:
+                self._shared.pop(next(iter(self._shared)))
         self._remember_head(name, head)
+
+    def recently_shared(self, tenant_id: str, session_id: str) -> bool:
+        """Whether another process wrote the session lately: a write of this one may then lose
+        a race for its next slot."""
+        seen = self._shared.get(convert.session_prefix(tenant_id, session_id))
+        return seen is not None and time.monotonic() - seen < CONTENDED_FOR_S
 
     def mark_contended(self, tenant_id: str, session_id: str) -> None:
         self._contended[convert.session_prefix(tenant_id, session_id)] = time.monotonic()
 
     def contended(self, tenant_id: str, session_id: str) -> bool:
-        """Whether other writers wrote the session lately: then its cached head is likely
-        stale, and a write re-reads it first (one lookup) instead of racing for a taken slot."""
+        """Whether this process lost a race for the session's slots lately: then it writes the
+        session's events in an insert of their own (see _GroupWrite._round)."""
         name = convert.session_prefix(tenant_id, session_id)
         seen = self._contended.get(name)
         if seen is None:
@@ -425,14 +436,17 @@ class EventRepository:
                 self.on_session_advanced(tenant_id, session_id, head)
         return outcomes
 
-    async def _insert_ordered(self, items: list[Document]) -> tuple[int, dict[str, Any] | None]:
+    async def _insert_ordered(
+        self, items: list[Document], chunk: int = FERRETDB_ORDERED_CHUNK
+    ) -> tuple[int, dict[str, Any] | None]:
         """Inserts in order, stopping at the first failure: (how many were inserted, the error).
 
         FerretDB v1 runs an ordered insert in chunks of 100 documents and, after a failure in
         one chunk, still inserts the later chunks, which would leave holes in a session. So on
-        FerretDB we send chunks of at most 100 ourselves and stop at the first failure.
+        FerretDB we send chunks of at most 100 (or `chunk`) ourselves and stop at the first
+        failure.
         """
-        chunk = len(items) if self.range_reads else FERRETDB_ORDERED_CHUNK
+        chunk = len(items) if self.range_reads else min(chunk, FERRETDB_ORDERED_CHUNK)
         for start in range(0, len(items), max(chunk, 1)):
             try:
                 await self.events.insert_many(items[start : start + chunk], ordered=True)
@@ -484,6 +498,7 @@ class _GroupWrite:
         self.advanced: dict[tuple[str, str], int] = {}
         self.moved: list[int] = []  # events stored at a generation >= 1: their claim's hint
         self.races = 0
+        self.session_races: dict[tuple[str, str], int] = {}
 
     @staticmethod
     def _session(doc: Document) -> tuple[str, str]:
@@ -547,6 +562,8 @@ class _GroupWrite:
             run.append((index, "record", record))
             run.append((index, "event", doc))
         risky: list[list[tuple[int, str, Document]]] = []
+        shared: list[tuple[int, str, Document]] = []
+        alone: list[tuple[int, str, Document]] = []
         for session, run in runs.items():
             for _, role, doc in run:
                 if role == "event":
@@ -555,16 +572,30 @@ class _GroupWrite:
                     doc["run_end"] = heads[session]
             if repository.contended(*session):
                 risky.append(run)
+            elif repository.recently_shared(*session):
+                shared.extend(run)
             else:
-                main.extend(run)
+                alone.extend(run)
+        # In the one insert of the rest, sessions other processes wrote lately go first: if one
+        # of them loses a race, the insert stops early, which is cheap everywhere, and on
+        # FerretDB (which inserts a failed batch again one document at a time up to the
+        # failure) costs a few documents rather than most of the group.
+        main[:0] = shared + alone
         # Each session that other processes write too goes in an insert of its own, beside the
         # rest: a lost race there stops only that session's run, and on FerretDB, which answers
         # a failed insert by inserting the batch again one document at a time up to the failure,
         # it costs a document or two instead of a group.
         batches = [batch for batch in (main, *risky) if batch]
         repository.stats["rounds"] += 1
+        # After a lost race in this group, smaller inserts: FerretDB re-inserts a failed one
+        # document by document up to the failure, which in a large insert costs more than the
+        # extra round trips of small ones.
+        chunk = FERRETDB_RACING_CHUNK if self.races else FERRETDB_ORDERED_CHUNK
         results = await asyncio.gather(
-            *(repository._insert_ordered([item for _, _, item in batch]) for batch in batches)
+            *(
+                repository._insert_ordered([item for _, _, item in batch], chunk=chunk)
+                for batch in batches
+            )
         )
         for batch, (inserted, _) in zip(batches, results, strict=True):
             for index, role, item in batch[:inserted]:
@@ -622,13 +653,18 @@ class _GroupWrite:
             known = max(known, occupant.get("run_end", known))
         head = await repository.session_head(*session, known=doc["sequence"], guess=known)
         repository._remember_head(convert.session_prefix(*session), head)
-        if self.races > MAX_SLOT_RACES:
+        self.session_races[session] = self.session_races.get(session, 0) + 1
+        if self.session_races[session] > MAX_SLOT_RACES:
             for rest in pending:
-                if self.outcomes[rest] is None:
+                rest_doc = self.writes[rest].doc
+                if (
+                    self.outcomes[rest] is None
+                    and "cobrowse" in rest_doc
+                    and self._session(rest_doc) == session
+                ):
                     self.outcomes[rest] = SequenceContention(
                         "too many concurrent writers on this session; retry"
                     )
-            return False
         return True
 
     async def _resolve_taken_id(self, index: int) -> None:
