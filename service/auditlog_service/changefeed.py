@@ -179,7 +179,8 @@ class TickReader(_StoppableLoops):
     """Follows every live process's tick stream and reports each advance to `deliver`.
 
     A process whose beat stops for `dead_after_s` (by this reader's clock: the beat is a counter,
-    so clocks need not agree), or whose document is gone, is reported to `process_gone`.
+    so clocks need not agree), or whose document is gone, is reported to `process_gone`, and so
+    is a newly seen one: either may have written ticks this reader will never read.
     """
 
     def __init__(
@@ -247,10 +248,17 @@ class TickReader(_StoppableLoops):
             if process_id == self._own_process_id or process_id in self._positions:
                 continue
             parked = self._parked.pop(process_id, None)
-            # A newly seen process is followed from its last heartbeat: history is not needed.
-            # One that was taken for dead and beats again is followed on from where its reading
-            # stopped, so no tick it wrote meanwhile is skipped.
-            self._positions[process_id] = parked if parked is not None else next_number
+            if parked is not None:
+                # Taken for dead, beating again: followed on from where its reading stopped, so
+                # no tick it wrote meanwhile is skipped.
+                self._positions[process_id] = parked
+                continue
+            # A newly seen process is followed from its last heartbeat, not its whole history;
+            # the ticks it wrote before that (since it started, a second at most) are covered
+            # by probing the sessions watched here once.
+            self._positions[process_id] = next_number
+            if self._process_gone is not None:
+                self._process_gone(process_id)
         for process_id in list(self._positions):
             if process_id not in live:
                 self._parked[process_id] = self._positions.pop(process_id)

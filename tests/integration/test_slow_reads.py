@@ -15,7 +15,7 @@ from auditlog import AuditLogClient, AuditLogError
 from auditlog.v1 import audit_event_pb2, payloads_pb2
 from auditlog_service import convert
 from auditlog_service.server import RunningServer, start_server
-from tests.conftest import USING_FERRETDB, authed_channel, sdk, settings_for_test
+from tests.conftest import USING_FERRETDB, authed_channel, sdk, settings_for_test, stop_or_explain
 
 TENANT = "acme"
 SCANNED_EVENTS = 20_000
@@ -36,7 +36,7 @@ async def impatient_server(mongodb_uri: str, database_name: str) -> AsyncIterato
     try:
         yield running
     finally:
-        await running.stop(grace_s=0.5)
+        await stop_or_explain(running)
 
 
 async def preload(server: RunningServer) -> None:

@@ -16,7 +16,7 @@ from auditlog import AuditLogClient
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.server import RunningServer, start_server
 from auditlog_service.tokens import TokenSigner
-from tests.conftest import authed_channel, sdk, settings_for_test
+from tests.conftest import authed_channel, sdk, settings_for_test, stop_or_explain
 
 TENANT = "acme"
 SESSION = "cob-1"
@@ -65,7 +65,7 @@ async def fast_server(mongodb_uri: str, database_name: str) -> AsyncIterator[Run
     try:
         yield running
     finally:
-        await running.stop(grace_s=0.5)
+        await stop_or_explain(running)
 
 
 @pytest_asyncio.fixture
