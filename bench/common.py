@@ -82,7 +82,13 @@ async def running_server(
     uri: str, database_name: str, **changes: Any
 ) -> AsyncIterator[RunningServer]:
     settings = replace(
-        Settings(listen="127.0.0.1:0", mongodb_uri=uri, database=database_name, write_concern="1"),
+        Settings(
+            listen="127.0.0.1:0",
+            http_listen="127.0.0.1:0",
+            mongodb_uri=uri,
+            database=database_name,
+            write_concern="1",
+        ),
         **{**AUTH_SETTINGS, **changes},
     )
     server = await start_server(settings)
