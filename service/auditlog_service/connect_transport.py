@@ -390,8 +390,10 @@ class BrowserApp:
         console_dir: Path,
         cors_origins: Iterable[str] = (),
         slow_consumer_timeout_s: float = 10.0,
+        drain_limit_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._rpc_app = rpc_app
+        self._drain_limit_bytes = drain_limit_bytes
         self._console_dir = console_dir
         self._cors_origins = frozenset(o.strip().rstrip("/") for o in cors_origins if o.strip())
         self._slow_consumer_timeout_s = slow_consumer_timeout_s
@@ -441,6 +443,15 @@ class BrowserApp:
                 (b"vary", b"origin"),
             ]
 
+        body_read = False
+
+        async def receive_rpc() -> Message_:
+            nonlocal body_read
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read = True
+            return message
+
         async def send_rpc(message: Message_) -> None:
             if message["type"] == "http.response.start" and cors:
                 message = {**message, "headers": [*message.get("headers", ()), *cors]}
@@ -455,11 +466,17 @@ class BrowserApp:
                         f"the client did not read for {self._slow_consumer_timeout_s:g}s"
                     ) from None
                 return
+            if message["type"] == "http.response.body" and not body_read:
+                # Refused before its body was read (no valid token): read what the client is
+                # still sending, briefly, before the answer ends. An HTTP/1.1 server closes a
+                # connection whose request is unfinished when the response ends, and a reset
+                # under a client's write is reported as a network error instead of the status.
+                await _drain_body(receive_rpc, self._drain_limit_bytes)
             await send(message)
 
         # A client that stopped reading was logged RESOURCE_EXHAUSTED; its connection is closed.
         with contextlib.suppress(_ClientNotReading):
-            await self._rpc_app(scope, receive, send_rpc)
+            await self._rpc_app(scope, receive_rpc, send_rpc)
 
     async def _preflight(self, scope: Scope, origin: str | None, send: Send) -> None:
         if origin is None:
@@ -524,6 +541,20 @@ class BrowserApp:
             (*CONSOLE_SECURITY_HEADERS, (b"cache-control", cache)),
             head=method == "HEAD",
         )
+
+
+async def _drain_body(receive: Receive, limit_bytes: int, limit_s: float = 1.0) -> None:
+    """Reads and drops the rest of a request body, up to a size and a time."""
+    read = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit_s):
+            while read <= limit_bytes:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                read += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

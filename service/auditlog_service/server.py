@@ -357,6 +357,7 @@ def _browser_server(
         console_dir=Path(settings.console_dir) if settings.console_dir else default_console_dir(),
         cors_origins=settings.cors_origin_list,
         slow_consumer_timeout_s=settings.tail_slow_consumer_timeout_s,
+        drain_limit_bytes=settings.max_receive_message_bytes,
     )
     tls = (
         HttpTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
