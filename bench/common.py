@@ -52,12 +52,14 @@ AUTH_SETTINGS = {
     "jwks_file": str(BENCH_KEYS.jwks_file),
     "jwt_issuer": DEV_ISSUER,
     "jwt_audience": DEV_AUDIENCE,
+    "checkpoint_key_file": str(BENCH_KEYS.checkpoint_key_file),
 }
 AUTH_ENV = {
     "AUDITLOG_TOKEN_SECRET": BENCH_KEYS.token_secret,
     "AUDITLOG_JWKS_FILE": str(BENCH_KEYS.jwks_file),
     "AUDITLOG_JWT_ISSUER": DEV_ISSUER,
     "AUDITLOG_JWT_AUDIENCE": DEV_AUDIENCE,
+    "AUDITLOG_CHECKPOINT_KEY_FILE": str(BENCH_KEYS.checkpoint_key_file),
 }
 
 

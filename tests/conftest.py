@@ -23,7 +23,7 @@ import pytest_asyncio
 from pymongo import AsyncMongoClient
 
 from auditlog import AuditLogClient, bearer_interceptors
-from auditlog.v1 import service_pb2_grpc
+from auditlog.v1 import audit_event_pb2, service_pb2_grpc
 from auditlog_service.config import Settings
 from auditlog_service.devdb import FerretDB, free_port
 from auditlog_service.devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
@@ -55,6 +55,16 @@ def authed_channel(address: str, *, tenant: str = "*") -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, interceptors=bearer_interceptors(token(tenant)))
 
 
+def unledgered(event: audit_event_pb2.AuditEvent) -> audit_event_pb2.AuditEvent:
+    """The event without its ledger position, which reads gain once the ledger (a second or so
+    behind ingest) has sequenced it, and LogEvent's answer never has."""
+    copy = audit_event_pb2.AuditEvent()
+    copy.CopyFrom(event)
+    copy.ClearField("ledger_sequence")
+    copy.ClearField("ledger_hash")
+    return copy
+
+
 def server_env() -> dict[str, str]:
     """The environment that makes an `auditlog serve` process trust the test tokens."""
     return {
@@ -64,6 +74,7 @@ def server_env() -> dict[str, str]:
         "AUDITLOG_JWT_AUDIENCE": DEV_AUDIENCE,
         # An HTTP port of its own: the default 8080 may be taken (by `make run`, another server).
         "AUDITLOG_HTTP_LISTEN": "127.0.0.1:0",
+        "AUDITLOG_CHECKPOINT_KEY_FILE": str(TEST_KEYS.checkpoint_key_file),
     }
 
 
@@ -100,6 +111,7 @@ def settings_for_test(mongodb_uri: str, database_name: str, **changes: object) -
         jwks_file=str(TEST_KEYS.jwks_file),
         jwt_issuer=DEV_ISSUER,
         jwt_audience=DEV_AUDIENCE,
+        checkpoint_key_file=str(TEST_KEYS.checkpoint_key_file),
         reflection="on",
     )
     return Settings(**{**base.__dict__, **changes})  # type: ignore[arg-type]

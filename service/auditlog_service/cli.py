@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import datetime as dt
 import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
 from auditlog import AuditLogClient, AuditLogError
-from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2
+from auditlog.ledger import VerificationKeys, verify_export_file, verify_ledger
+from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, service_pb2
 
 from .config import SettingsError, add_settings_arguments, settings_from_args
 from .devdb import PROJECT_ROOT
 from .devkeys import DevKeys
 from .event_types import REGISTRY
 from .server import serve
-from .textsafety import terminal_safe
+from .textsafety import spreadsheet_safe, terminal_safe
 
 DEFAULT_ADDR = os.environ.get("AUDITLOG_ADDR", "127.0.0.1:50051")
 
@@ -91,15 +95,19 @@ async def _tail(client: AuditLogClient, args: argparse.Namespace) -> None:
         if not args.quiet:
             print(f"-- live (head {head}) --", file=sys.stderr, flush=True)
 
-    tail = client.tail_session(
-        args.tenant,
-        args.session,
-        cursor=args.cursor or "",
-        from_now=args.from_now,
-        event_types=types,
+    common: dict[str, Any] = {
+        "cursor": args.cursor or "",
+        "from_now": args.from_now,
+        "event_types": types,
         # Keep going across server restarts: a console watching a session should not give up.
-        max_retries=args.max_retries,
-        on_caught_up=announce_live,
+        "max_retries": args.max_retries,
+        "on_caught_up": announce_live,
+    }
+    # Without --session, the tenant's whole ledger: every event, in ledger order.
+    tail = (
+        client.tail_session(args.tenant, args.session, **common)
+        if args.session
+        else client.tail_events(args.tenant, **common)
     )
     async for event in tail:
         print(_as_json(event) if args.output == "jsonl" else _table_row(event), flush=True)
@@ -107,9 +115,163 @@ async def _tail(client: AuditLogClient, args: argparse.Namespace) -> None:
             break
 
 
+class Progress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._shown = sys.stderr.isatty()
+        self._last = 0.0
+
+    def update(self, done: int, total: int) -> None:
+        if not self._shown or time.monotonic() - self._last < 0.2:
+            return
+        self._last = time.monotonic()
+        share = f" ({100 * done / total:.0f} %)" if total else ""
+        print(f"\r{self._what} {done:,} of {total:,}{share}", end="", file=sys.stderr, flush=True)
+
+    def done(self, message: str) -> None:
+        if self._shown:
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+        print(message, file=sys.stderr)
+
+
+def _keys(client: AuditLogClient, args: argparse.Namespace) -> VerificationKeys | None:
+    return VerificationKeys.from_file(args.keys) if args.keys else None
+
+
+async def _verify(client: AuditLogClient, args: argparse.Namespace) -> int:
+    progress = Progress("verified")
+    witnesses = [
+        json_format.Parse(Path(path).read_text(), ledger_pb2.Checkpoint())  # noqa: ASYNC240
+        for path in args.witness
+    ]
+    if args.file:
+        if not args.keys:
+            raise SystemExit("verify --file needs --keys: an export is verified against the key")
+        report = verify_export_file(
+            args.file, args.tenant, VerificationKeys.from_file(args.keys), witnesses
+        )
+    else:
+        report = await verify_ledger(
+            client,
+            args.tenant,
+            _keys(client, args),
+            from_sequence=args.from_sequence,
+            to_sequence=args.to_sequence,
+            progress=progress.update,
+            witnesses=witnesses,
+        )
+    if args.output == "json":
+        progress.done("")
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        progress.done(
+            f"{report.events:,} events ({report.first_sequence}..{report.last_sequence}) and "
+            f"{report.checkpoints} checkpoints verified from {report.start}"
+        )
+        for finding in report.findings:
+            fields = f" [{', '.join(finding.fields)}]" if finding.fields else ""
+            print(
+                terminal_safe(
+                    f"{finding.kind_name} at {finding.ledger_sequence}: {finding.detail}{fields}"
+                )
+            )
+        print(
+            "OK: the ledger verifies" if report.ok else f"FAILED: {len(report.findings)} findings"
+        )
+    return 0 if report.ok else 2
+
+
+CSV_COLUMNS = [
+    "ledger_sequence", "id", "tenant_id", "event_type", "display_name", "occur_time",
+    "receive_time", "tenant_user_id", "session_id", "actor", "sequence", "ledger_hash", "payload",
+]  # fmt: skip
+
+
+def csv_row(event: audit_event_pb2.AuditEvent) -> list[str]:
+    """One event as CSV cells: the common fields, the display name, the payload as JSON."""
+    spec = REGISTRY.by_event_type(event.event_type)
+    payload = json_format.MessageToDict(
+        getattr(event, spec.payload_field), preserving_proto_field_name=True
+    )
+    actor = (
+        enums_pb2.Actor.Name(event.cobrowse.actor).removeprefix("ACTOR_")
+        if event.HasField("cobrowse")
+        else ""
+    )
+    cells = [
+        str(event.ledger_sequence),
+        event.id,
+        event.tenant_id,
+        spec.type_string,
+        spec.display_name,
+        event.occur_time.ToJsonString(),
+        event.receive_time.ToJsonString(),
+        event.tenant_user_id,
+        event.cobrowse.session_id,
+        actor,
+        str(event.sequence) if event.sequence else "",
+        event.ledger_hash.hex(),
+        json.dumps(payload, ensure_ascii=False, sort_keys=True),
+    ]
+    return [spreadsheet_safe(cell) for cell in cells]
+
+
+async def _export(client: AuditLogClient, args: argparse.Namespace) -> int:
+    request = service_pb2.ExportEventsRequest(
+        tenant_id=args.tenant, filter=_filter_from_args(args), cursor=args.cursor or ""
+    )
+    head = (await client.stub.GetCheckpoint(
+        service_pb2.GetCheckpointRequest(tenant_id=args.tenant)
+    )).head_sequence  # fmt: skip
+    progress = Progress("exported")
+    writer = csv.writer(sys.stdout) if args.format == "csv" else None
+    if writer is not None:
+        writer.writerow(CSV_COLUMNS)
+    events = 0
+    cursor = ""
+    try:
+        async for item in client.stub.ExportEvents(request):
+            cursor = item.cursor
+            kind = item.WhichOneof("item")
+            if writer is not None:
+                if kind == "event" and item.event.HasField("event"):
+                    writer.writerow(csv_row(item.event.event))
+            else:
+                # Every item, checkpoints and anchor included: the file verifies on its own
+                # (`auditlog verify --file`).
+                print(
+                    json_format.MessageToJson(item, preserving_proto_field_name=True, indent=None)
+                )
+            if kind == "event":
+                events += 1
+                progress.update(item.event.entry.ledger_sequence, head)
+    except grpc.aio.AioRpcError as error:
+        progress.done(f"export stopped: {error.code().name}; resume with --cursor {cursor}")
+        return 1
+    progress.done(f"{events:,} events exported; resume with --cursor {cursor}")
+    return 0
+
+
+async def _retention(client: AuditLogClient, args: argparse.Namespace) -> int:
+    if args.days is not None:
+        request = service_pb2.SetRetentionRequest(tenant_id=args.tenant)
+        request.retention.FromTimedelta(dt.timedelta(days=args.days))
+        await client.stub.SetRetention(request)
+    answer = await client.stub.GetRetention(service_pb2.GetRetentionRequest(tenant_id=args.tenant))
+    days = answer.retention.ToTimedelta().total_seconds() / 86_400
+    print(f"retention: {'forever' if days == 0 else f'{days:g} days'}")
+    if answer.HasField("anchor"):
+        print(f"the ledger starts at {answer.anchor.first_sequence}: {answer.anchor.reason}")
+    return 0
+
+
 # The scope each client command needs, for a dev token minted on the fly.
 _COMMAND_SCOPES = {"log": "events:write", "get": "events:read", "list": "events:read",
-                   "tail": "sessions:tail"}  # fmt: skip
+                   "tail": "sessions:tail", "verify": "events:export", "export": "events:export",
+                   "retention": "tenant:admin", "keys": "events:read",
+                   "checkpoint": "events:read"}  # fmt: skip
 
 
 def _dev_keys() -> DevKeys | None:
@@ -133,7 +295,10 @@ def _token_for(args: argparse.Namespace) -> str | None:
     if keys is None or not _is_local(args.addr):
         return None
     tenant = getattr(args, "tenant", None) or "*"
-    return keys.mint(tenant, [_COMMAND_SCOPES[args.command]], ttl_s=3600, subject="auditlog-cli")
+    scopes = [_COMMAND_SCOPES[args.command]]
+    if args.command in ("verify", "retention", "tail"):
+        scopes.append("events:read")  # they also read checkpoints, retention, the ledger
+    return keys.mint(tenant, scopes, ttl_s=3600, subject="auditlog-cli")
 
 
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
@@ -174,6 +339,27 @@ async def _client_command(args: argparse.Namespace) -> int:
                 print(_as_json(await client.get_event(args.tenant, args.id)))
             elif args.command == "tail":
                 await _tail(client, args)
+            elif args.command == "verify":
+                return await _verify(client, args)
+            elif args.command == "export":
+                return await _export(client, args)
+            elif args.command == "retention":
+                return await _retention(client, args)
+            elif args.command == "keys":
+                keys = await client.stub.GetVerificationKeys(
+                    service_pb2.GetVerificationKeysRequest()
+                )
+                print(json_format.MessageToJson(keys, preserving_proto_field_name=True))
+            elif args.command == "checkpoint":
+                answer = await client.stub.GetCheckpoint(
+                    service_pb2.GetCheckpointRequest(tenant_id=args.tenant)
+                )
+                if not answer.HasField("checkpoint"):
+                    print("no checkpoint signed yet", file=sys.stderr)
+                    return 1
+                print(
+                    json_format.MessageToJson(answer.checkpoint, preserving_proto_field_name=True)
+                )
             elif args.command == "list":
                 async for event in client.list_events(
                     args.tenant,
@@ -217,9 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     get_parser.add_argument("--tenant", required=True)
     get_parser.add_argument("--id", required=True)
 
-    tail_parser = client_parser("tail", "follow a co-browsing session live, one line per event")
+    tail_parser = client_parser(
+        "tail", "follow a co-browsing session (or, without --session, the whole tenant) live"
+    )
     tail_parser.add_argument("--tenant", required=True)
-    tail_parser.add_argument("--session", required=True)
+    tail_parser.add_argument("--session", help="the session (default: every event of the tenant)")
     tail_parser.add_argument("--from-now", action="store_true", help="skip the replay")
     tail_parser.add_argument("--cursor", help="resume after this cursor")
     tail_parser.add_argument("--type", action="append", help="seed type string (repeatable)")
@@ -241,6 +429,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_parser.add_argument("--ttl", type=float, default=3600.0, help="seconds (3600)")
     token_parser.add_argument("--subject", default="dev", help="the token's subject")
+
+    verify_parser = client_parser(
+        "verify", "verify a tenant's ledger: every hash, the chain, the signed checkpoints"
+    )
+    verify_parser.add_argument("--tenant", required=True)
+    verify_parser.add_argument(
+        "--keys", help="public keys file (`auditlog keys`): trust only these, not the server"
+    )
+    verify_parser.add_argument("--file", help="verify an export file (jsonl) offline instead")
+    verify_parser.add_argument("--from", dest="from_sequence", type=int, default=0)
+    verify_parser.add_argument("--to", dest="to_sequence", type=int, default=0)
+    verify_parser.add_argument("--output", choices=["text", "json"], default="text")
+    verify_parser.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        help="a checkpoint saved earlier with `auditlog checkpoint` (repeatable)",
+    )
+
+    export_parser = client_parser("export", "export a tenant's events in ledger order")
+    export_parser.add_argument("--tenant", required=True)
+    export_parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export_parser.add_argument("--cursor", help="resume after this cursor")
+    for name in ("--user", "--customer", "--call", "--session", "--since", "--until"):
+        export_parser.add_argument(name)
+    export_parser.add_argument("--type", action="append")
+    export_parser.add_argument("--actor", choices=["agent", "customer"])
+
+    retention_parser = client_parser("retention", "show (or set, with --days) a tenant's retention")
+    retention_parser.add_argument("--tenant", required=True)
+    retention_parser.add_argument(
+        "--days", type=float, help="keep events this many days (0: forever)"
+    )
+
+    client_parser("keys", "print the public keys checkpoints are signed with (JSON)")
+    checkpoint_parser = client_parser(
+        "checkpoint",
+        "print the tenant's newest signed checkpoint (JSON): keep it elsewhere, and verify "
+        "--witness proves later that the ledger was not cut before it",
+    )
+    checkpoint_parser.add_argument("--tenant", required=True)
 
     list_parser = client_parser("list", "list events, newest first")
     list_parser.add_argument("--tenant", required=True)

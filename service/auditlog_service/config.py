@@ -71,6 +71,23 @@ class Settings:
     tenant_max_tails: int = 0
     # One JSON line per RPC on the "auditlog.access" logger.
     access_log: bool = True
+    # The tenant ledger: the Ed25519 key (PEM) that signs checkpoints and retention anchors
+    # (required outside dev mode), public keys of earlier keys (one base64 key a line), and how
+    # often a checkpoint is signed per active tenant.
+    checkpoint_key_file: str = ""
+    checkpoint_public_keys_file: str = ""
+    checkpoint_every_events: int = 1000
+    checkpoint_interval_s: float = 60.0
+    # How long events are kept when a tenant has no retention of its own (0: forever), and how
+    # often the retention job runs.
+    retention_days: float = 0.0
+    retention_interval_s: float = 600.0
+    # The tenant ledger on (the default) or off. Off exists to measure what the ledger costs
+    # (bench/ledger_cost.py): no ledger_sequence, no ledger RPCs, no retention.
+    ledger: bool = True
+    # ListEvents from the ledger ("ledger"), from indexes ("index"), or by backend ("auto":
+    # the ledger on FerretDB, which would scan and sort the collection for any other filter).
+    list_from: str = "auto"
     shutdown_grace_s: float = 5.0
     health_check_interval_s: float = 1.0
     max_receive_message_bytes: int = 32 * 1024 * 1024
@@ -119,6 +136,13 @@ def check_settings(settings: Settings) -> None:
         )
     if not settings.jwt_issuer:
         raise SettingsError("AUDITLOG_JWT_ISSUER is required (the issuer tokens must name)")
+    if not settings.checkpoint_key_file:
+        raise SettingsError(
+            "AUDITLOG_CHECKPOINT_KEY_FILE is required (the Ed25519 key that signs ledger "
+            "checkpoints); for local development run with --dev"
+        )
+    if settings.list_from not in ("auto", "ledger", "index"):
+        raise SettingsError("AUDITLOG_LIST_FROM must be auto, ledger or index")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise SettingsError("TLS needs both --tls-cert and --tls-key")
     if settings.tls_client_ca and not settings.tls:

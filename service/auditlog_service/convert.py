@@ -233,6 +233,8 @@ class EventPreparer:
         event.ClearField("receive_time")
         event.ClearField("event_type")
         event.ClearField("sequence")
+        event.ClearField("ledger_sequence")
+        event.ClearField("ledger_hash")
         spec = REGISTRY.of_event(event)
         if spec is None:
             raise ValueError("event has no payload")

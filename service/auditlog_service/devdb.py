@@ -144,6 +144,7 @@ def with_server(command: list[str]) -> int:
             "AUDITLOG_JWKS_FILE": str(keys.jwks_file),
             "AUDITLOG_JWT_ISSUER": DEV_ISSUER,
             "AUDITLOG_JWT_AUDIENCE": DEV_AUDIENCE,
+            "AUDITLOG_CHECKPOINT_KEY_FILE": str(keys.checkpoint_key_file),
         }
         if db is not None:
             server_env.setdefault("AUDITLOG_WRITE_CONCERN", "1")

@@ -27,6 +27,7 @@ DEV_AUDIENCE = "auditlog"
 SIGNING_KEY_FILE = "jwt-signing-key.pem"
 JWKS_FILE = "jwks.json"
 TOKEN_SECRET_FILE = "token-secret"
+CHECKPOINT_KEY_FILE = "checkpoint-signing-key.pem"
 KEY_ID_FILE = "jwt-key-id"
 
 
@@ -56,6 +57,10 @@ class DevKeys:
     @property
     def jwks_file(self) -> Path:
         return self.folder / JWKS_FILE
+
+    @property
+    def checkpoint_key_file(self) -> Path:
+        return self.folder / CHECKPOINT_KEY_FILE
 
     @property
     def token_secret(self) -> str:
@@ -121,6 +126,15 @@ def ensure_dev_keys(folder: Path) -> DevKeys:
         )
     if not (folder / TOKEN_SECRET_FILE).exists():
         _write_private(folder / TOKEN_SECRET_FILE, (secrets.token_urlsafe(32) + "\n").encode())
+    if not (folder / CHECKPOINT_KEY_FILE).exists():
+        _write_private(
+            folder / CHECKPOINT_KEY_FILE,
+            Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
     return keys
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -75,6 +76,11 @@ async def _drain(requests: AsyncIterator[Any], limit_s: float = 1.0, most: int =
                 read += 1
                 if read >= most:
                     return
+
+
+def rpc_name(method: str) -> str:
+    """The AuditLogRpcs method of a contract method: LogEvents -> log_events."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", method).lower()
 
 
 def _authorization(context: Context) -> str | None:
@@ -145,7 +151,7 @@ class GrpcTransport:
         finally:
             self._guard.finish("StreamEvents", call, context.peer(), code)
 
-    async def _tail(self, method: str, request: Any, context: Context) -> None:
+    async def _server_stream(self, method: str, request: Any, context: Context) -> None:
         # Written with context.write, not yield, so that a write that blocks on a client that
         # does not read can be bounded in time.
         call: Call | None = None
@@ -155,7 +161,7 @@ class GrpcTransport:
             call = await self._begin(method, context)
             if isinstance(request, UnparsableRequest):
                 raise request.as_error()
-            async for response in self._rpcs.tail_session(call, request):
+            async for response in getattr(self._rpcs, rpc_name(method))(call, request):
                 try:
                     await asyncio.wait_for(context.write(response), self._slow_consumer_timeout_s)
                 except TimeoutError:
@@ -166,7 +172,8 @@ class GrpcTransport:
                     if cursor:
                         error.metadata["cursor"] = cursor
                     raise error from None
-                cursor = response.cursor
+                if response.DESCRIPTOR.fields_by_name.get("cursor") is not None:
+                    cursor = response.cursor
         except AuditLogError as error:
             code = failure_code(error)
             await abort(context, error)
@@ -186,30 +193,27 @@ class GrpcTransport:
             response = getattr(service_pb2, method.output_type.name)
             return _lenient_parser(request), response.SerializeToString
 
-        unary_rpcs: dict[str, Callable[[Call, Any], Awaitable[Any]]] = {
-            "LogEvent": rpcs.log_event,
-            "LogEvents": rpcs.log_events,
-            "GetEvent": rpcs.get_event,
-            "ListEvents": rpcs.list_events,
-        }
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-        for name, run in unary_rpcs.items():
+        # Every method of the contract, by kind; the RPC itself is rpcs.<snake_case name>.
+        for name, method in methods.items():
             parse, serialize = types(name)
-            handlers[name] = grpc.unary_unary_rpc_method_handler(
-                self._unary(name, run), request_deserializer=parse, response_serializer=serialize
-            )
-        parse, serialize = types("StreamEvents")
-        handlers["StreamEvents"] = grpc.stream_stream_rpc_method_handler(
-            self._stream_events, request_deserializer=parse, response_serializer=serialize
-        )
-        for name in ("TailSession",):
-            parse, serialize = types(name)
+            if method.client_streaming:
+                handlers[name] = grpc.stream_stream_rpc_method_handler(
+                    self._stream_events, request_deserializer=parse, response_serializer=serialize
+                )
+            elif method.server_streaming:
+                # A coroutine function, so grpc.aio treats the handler as one that writes itself.
+                async def stream(request: Any, context: Context, name: str = name) -> None:
+                    await self._server_stream(name, request, context)
 
-            # A coroutine function, so grpc.aio treats the handler as one that writes itself.
-            async def tail(request: Any, context: Context, name: str = name) -> None:
-                await self._tail(name, request, context)
-
-            handlers[name] = grpc.unary_stream_rpc_method_handler(
-                tail, request_deserializer=parse, response_serializer=serialize
-            )
+                handlers[name] = grpc.unary_stream_rpc_method_handler(
+                    stream, request_deserializer=parse, response_serializer=serialize
+                )
+            else:
+                run: Callable[[Call, Any], Awaitable[Any]] = getattr(rpcs, rpc_name(name))
+                handlers[name] = grpc.unary_unary_rpc_method_handler(
+                    self._unary(name, run),
+                    request_deserializer=parse,
+                    response_serializer=serialize,
+                )
         return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)

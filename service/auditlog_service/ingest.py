@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 from auditlog.ids import new_event_id
+from auditlog.ledger import event_digest, field_digests
 from auditlog.v1 import audit_event_pb2
 
 from . import convert
@@ -62,6 +63,7 @@ class EventWriter:
         max_in_flight: int = 1,
     ) -> None:
         self._preparer = preparer
+        self._repository = repository
         self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
             repository.insert_events,
             max_items=max_group,
@@ -73,12 +75,16 @@ class EventWriter:
     def submit(self, event: audit_event_pb2.AuditEvent) -> PendingEvent:
         """Queue one validated event."""
         prepared = self._preparer.prepare(event)
-        doc = convert.to_document(
-            prepared,
-            event_id=prepared.event.id or new_event_id(),
-            receive_time=convert.now_millis(),
-        )
+        event_id = prepared.event.id or new_event_id()
+        receive_time = convert.now_millis()
+        doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)
+        # The ledger's digests are of the event as stored, which does not depend on the
+        # session slot it will get (that goes into the chain beside the digest).
         write = EventWrite(doc, occur_time_given=prepared.occur_time_given)
+        if self._repository.ledger is not None:
+            stored = convert.stored_event(prepared, event_id=event_id, receive_time=receive_time)
+            write.digest = event_digest(stored)
+            write.field_digests = field_digests(stored)
         return PendingEvent(prepared, write, self._committer.submit_nowait(write))
 
     async def write(self, event: audit_event_pb2.AuditEvent) -> tuple[PendingEvent, Outcome]:

@@ -19,7 +19,8 @@ import pymongo
 from google.protobuf import json_format
 from pymongo.errors import PyMongoError
 
-from auditlog.v1 import enums_pb2, service_pb2
+from auditlog.ledger import Finding, LedgerVerifier, VerificationKeys, genesis_hash
+from auditlog.v1 import enums_pb2, ledger_pb2, service_pb2
 
 from . import convert, validation
 from .access import Call, CallGuard
@@ -29,14 +30,26 @@ from .errors import (
     DatabaseUnavailable,
     EventNotFound,
     InvalidArgument,
+    InvalidCursor,
     PermissionDenied,
     RateLimited,
     ShuttingDown,
 )
 from .event_types import REGISTRY
 from .ingest import EventWriter, PendingEvent
+from .ledger import LedgerHead, Sequencer, retention_id
+from .ledger_reads import (
+    FETCH_CONCURRENCY,
+    EntryFilter,
+    LedgerReader,
+    Placed,
+    ledger_entry,
+    with_ledger_fields,
+)
+from .ledger_tail import LedgerWatches
+from .retention import retention_seconds
 from .storage import EventRepository, ListQuery, Outcome, Stored, database_errors
-from .tail import TailHub
+from .tail import TailHub, TailSettings
 from .tokens import TokenError, TokenSigner, query_fingerprint
 from .validation import FieldViolation, Limits
 
@@ -44,6 +57,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 PAGE_TOKEN_PURPOSE = "page"
+EXPORT_CURSOR_PURPOSE = "export-cursor"
+# A ledger-served ListEvents page looks at no more entries than this (then a short page).
+MAX_EXAMINED = 5000
 # Responses stay below the 4 MiB that gRPC clients accept by default, with room for the envelope.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
 # The tag and length prefix of one repeated message field, at most.
@@ -180,8 +196,21 @@ class AuditLogRpcs:
         hub: TailHub,
         guard: CallGuard,
         max_read_time_s: float = 10.0,
+        sequencer: Sequencer | None = None,
+        list_from: str = "auto",
+        tail_settings: TailSettings | None = None,
+        default_retention_days: float = 0.0,
     ) -> None:
         self._repository = repository
+        self._sequencer = sequencer
+        self._list_from = list_from
+        self._default_retention_days = default_retention_days
+        self._reader = LedgerReader(sequencer.store, repository) if sequencer is not None else None
+        self.ledger_watches = (
+            LedgerWatches(sequencer, tail_settings or TailSettings(), signer)
+            if sequencer is not None
+            else None
+        )
         self._writer = writer
         self._limits = limits
         self._signer = signer
@@ -391,16 +420,21 @@ class AuditLogRpcs:
             doc = await self._repository.find_by_key(
                 convert.event_key(request.tenant_id, request.id)
             )
-        if doc is None:
-            raise EventNotFound(request.tenant_id, request.id)
+            if doc is None:
+                raise EventNotFound(request.tenant_id, request.id)
+            event = convert.from_document(doc)
+            if self._reader is not None:
+                event.ledger_sequence, event.ledger_hash = await self._reader.ledger_fields(doc)
         call.events_returned = 1
-        return service_pb2.GetEventResponse(event=convert.from_document(doc))
+        return service_pb2.GetEventResponse(event=event)
 
     async def list_events(
         self, call: Call, request: service_pb2.ListEventsRequest
     ) -> service_pb2.ListEventsResponse:
         check(validation.validate_list_request(request, self._limits))
         self._guard.require_tenant(call, request.tenant_id)
+        if self._lists_from_ledger():
+            return await self._list_from_ledger(call, request)
         query, fingerprint = list_query(request, self._limits)
         if request.page_token:
             query.after = self._decode_page_token(
@@ -476,6 +510,363 @@ class AuditLogRpcs:
             with database_failures(read=True):
                 async for response, _ in self._hub.tail(
                     request, expires_at=call.principal.expires_at
+                ):
+                    call.events_returned += len(response.events.events)
+                    yield response
+                    cursor = response.cursor
+        except AuditLogError as error:
+            if cursor:
+                error.metadata.setdefault("cursor", cursor)
+            raise
+        finally:
+            self._guard.close_tail(request.tenant_id)
+
+    # ---- the ledger ----------------------------------------------------------------------------
+
+    def _lists_from_ledger(self) -> bool:
+        if self._reader is None or self._list_from == "index":
+            return False
+        return self._list_from == "ledger" or not self._repository.range_reads
+
+    def _ledger(self) -> tuple[Sequencer, LedgerReader]:
+        if self._sequencer is None or self._reader is None:
+            raise DatabaseUnavailable("the ledger is not running on this server", writing=False)
+        return self._sequencer, self._reader
+
+    async def _list_from_ledger(
+        self, call: Call, request: service_pb2.ListEventsRequest
+    ) -> service_pb2.ListEventsResponse:
+        """A page read from the ledger by `_id`: newest first from the head (oldest first from
+        the start), filters evaluated on the entries, at most MAX_EXAMINED entries looked at, so
+        that no call scans the collection; a page may be short, with a next page token."""
+        sequencer, reader = self._ledger()
+        _, fingerprint = list_query(request, self._limits)
+        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, self._limits.max_page_size)
+        newest_first = request.order != enums_pb2.SORT_ORDER_OLDEST_FIRST
+        wanted = EntryFilter.of(request.filter)
+        with self._reading(call):
+            # What callers were told is stored is listed: sequence it first (read your writes).
+            head = await sequencer.sequence(request.tenant_id)
+            position = self._decode_ledger_token(request.page_token, fingerprint, head)
+            if newest_first:
+                if position is None:
+                    walk = reader.backward(request.tenant_id, head.block, None)
+                else:
+                    walk = reader.backward(request.tenant_id, position[0], position[1] - 1)
+            else:
+                after = position[0] if position else head.first - 1
+                walk = reader.forward(request.tenant_id, after + 1, head.sequence, head)
+            matched: list[Placed] = []
+            examined = 0
+            last: Placed | None = None
+            stopped = False
+            async for placed in walk:
+                examined += 1
+                last = placed
+                if wanted.matches(placed.entry["x"]):
+                    matched.append(placed)
+                    if len(matched) == page_size:
+                        stopped = True
+                        break
+                if examined >= MAX_EXAMINED:
+                    stopped = True  # a short page (AIP-158): the next one goes on from here
+                    break
+            fetched = await reader.fetch(matched)
+        response = service_pb2.ListEventsResponse()
+        size = 0
+        cut: Placed | None = None
+        for placed, doc in fetched:
+            if doc is None:
+                continue  # removed (retention, or tampering: VerifyLedger reports it)
+            event = with_ledger_fields(doc, placed)
+            size += event.ByteSize() + _FRAMING_BYTES
+            if response.events and size > MAX_RESPONSE_BYTES:
+                cut = placed
+                break
+            response.events.append(event)
+        # Positions: newest first, (block, n) means "the entries of that block before index n";
+        # oldest first, (s, 0) means "the entries after sequence s".
+        following: tuple[int, int] | None = None
+        if cut is not None:
+            following = (cut.block, cut.index + 1) if newest_first else (cut.sequence - 1, 0)
+        elif stopped and last is not None:
+            following = (last.block, last.index) if newest_first else (last.sequence, 0)
+        if following is not None:
+            response.next_page_token = self._signer.encode(
+                PAGE_TOKEN_PURPOSE, {"q": fingerprint, "l": list(following)}
+            )
+        call.events_returned = len(response.events)
+        return response
+
+    def _decode_ledger_token(
+        self, token: str, fingerprint: str, head: LedgerHead
+    ) -> tuple[int, int] | None:
+        if not token:
+            return None
+
+        def invalid(why: str) -> InvalidArgument:
+            return InvalidArgument(
+                [FieldViolation("page_token", why)], enums_pb2.ERROR_REASON_INVALID_PAGE_TOKEN
+            )
+
+        try:
+            payload = self._signer.decode(PAGE_TOKEN_PURPOSE, token)
+        except TokenError as exc:
+            raise invalid(f"not a page token of this service ({exc})") from exc
+        if payload.get("q") != fingerprint:
+            raise invalid("the token belongs to a request with another tenant, filter or order")
+        position = payload.get("l")
+        if (
+            not isinstance(position, list)
+            or len(position) != 2
+            or not all(is_int(v) and 0 <= v <= 10**12 for v in position)
+        ):
+            raise invalid("malformed: not a ledger position (the server's listing changed?)")
+        return int(position[0]), int(position[1])
+
+    async def export_events(
+        self, call: Call, request: service_pb2.ExportEventsRequest
+    ) -> AsyncIterator[service_pb2.ExportEventsResponse]:
+        """The tenant's events in ledger order from a cursor, with what the ledger recorded of
+        each and the checkpoints inline; ends at the head as of the call."""
+        check(validation.validate_export_request(request, self._limits))
+        self._guard.require_tenant(call, request.tenant_id)
+        sequencer, reader = self._ledger()
+        tenant_id = request.tenant_id
+        wanted = EntryFilter.of(request.filter)
+        with database_failures(read=True):
+            head = await sequencer.sequence(tenant_id)
+            after = (
+                self._decode_export_cursor(request.cursor, tenant_id)
+                if request.cursor
+                else max(request.from_sequence - 1, 0)
+            )
+            last = min(request.to_sequence or head.sequence, head.sequence)
+            anchor = await sequencer.store.latest_anchor(tenant_id)
+            first = max(after + 1, head.first)
+            if anchor is not None and after < anchor.first_sequence:
+                yield service_pb2.ExportEventsResponse(
+                    anchor=anchor, cursor=self._export_cursor(tenant_id, first - 1)
+                )
+            checkpoints = await sequencer.store.checkpoints_between(tenant_id, first, last)
+            batch: list[Placed] = []
+
+            async def flush() -> list[service_pb2.ExportEventsResponse]:
+                out = []
+                for placed, doc in await reader.fetch(batch, as_stored=True):
+                    item = service_pb2.ExportedEvent(entry=ledger_entry(placed))
+                    if doc is not None:
+                        item.event.CopyFrom(with_ledger_fields(doc, placed))
+                    out.append(
+                        service_pb2.ExportEventsResponse(
+                            event=item, cursor=self._export_cursor(tenant_id, placed.sequence)
+                        )
+                    )
+                    while checkpoints and checkpoints[0].ledger_sequence <= placed.sequence:
+                        out.append(
+                            service_pb2.ExportEventsResponse(
+                                checkpoint=checkpoints.pop(0),
+                                cursor=self._export_cursor(tenant_id, placed.sequence),
+                            )
+                        )
+                batch.clear()
+                return out
+
+            async for placed in reader.forward(tenant_id, first, last, head):
+                if wanted.everything or wanted.matches(placed.entry["x"]):
+                    batch.append(placed)
+                if len(batch) >= FETCH_CONCURRENCY:
+                    for response in await flush():
+                        call.events_returned += response.HasField("event")
+                        yield response
+            for response in await flush():
+                call.events_returned += response.HasField("event")
+                yield response
+
+    def _export_cursor(self, tenant_id: str, sequence: int) -> str:
+        return self._signer.encode(EXPORT_CURSOR_PURPOSE, {"t": tenant_id, "s": sequence})
+
+    def _decode_export_cursor(self, cursor: str, tenant_id: str) -> int:
+        try:
+            payload = self._signer.decode(EXPORT_CURSOR_PURPOSE, cursor)
+        except TokenError as exc:
+            raise InvalidCursor(f"not an export cursor of this service ({exc})") from exc
+        sequence = payload.get("s")
+        if payload.get("t") != tenant_id:
+            raise InvalidCursor("belongs to another tenant")
+        if not is_int(sequence) or not 0 <= sequence <= 10**12:
+            raise InvalidCursor("malformed: sequence out of range")
+        return sequence
+
+    async def get_checkpoint(
+        self, call: Call, request: service_pb2.GetCheckpointRequest
+    ) -> service_pb2.GetCheckpointResponse:
+        check(validation.validate_tenant_request(request.tenant_id, self._limits))
+        self._guard.require_tenant(call, request.tenant_id)
+        sequencer, _ = self._ledger()
+        with self._reading(call):
+            head = await sequencer.sequence(request.tenant_id)
+            checkpoint = await sequencer.store.latest_checkpoint(
+                request.tenant_id, request.at_sequence
+            )
+            anchor = await sequencer.store.latest_anchor(request.tenant_id)
+        response = service_pb2.GetCheckpointResponse(head_sequence=head.sequence)
+        if checkpoint is not None:
+            response.checkpoint.CopyFrom(checkpoint)
+        if anchor is not None:
+            response.anchor.CopyFrom(anchor)
+        return response
+
+    async def get_verification_keys(
+        self, call: Call, request: service_pb2.GetVerificationKeysRequest
+    ) -> service_pb2.GetVerificationKeysResponse:
+        sequencer, _ = self._ledger()
+        return service_pb2.GetVerificationKeysResponse(keys=sequencer.signer.verification_keys())
+
+    async def verify_ledger(
+        self, call: Call, request: service_pb2.VerifyLedgerRequest
+    ) -> AsyncIterator[service_pb2.VerifyLedgerResponse]:
+        """The client's verification, run here, plus what only the server can see: stored
+        events that no ledger entry names."""
+        check(validation.validate_tenant_request(request.tenant_id, self._limits))
+        self._guard.require_tenant(call, request.tenant_id)
+        sequencer, reader = self._ledger()
+        tenant_id = request.tenant_id
+        verifier = LedgerVerifier(tenant_id, VerificationKeys(sequencer.signer.verification_keys()))
+        with database_failures(read=True):
+            head = await sequencer.sequence(tenant_id)
+            last = min(request.to_sequence or head.sequence, head.sequence)
+            first = max(request.from_sequence, head.first, 1)
+            anchor = await sequencer.store.latest_anchor(tenant_id)
+            if anchor is not None and first == anchor.first_sequence:
+                verifier.anchor(anchor)
+            elif first > 1:
+                # A range: start from the hash the ledger has before it.
+                previous = await self._hash_before(tenant_id, first, head)
+                verifier.start_at(first, previous)
+            checkpoints = await sequencer.store.checkpoints_between(tenant_id, first, last)
+            seen: set[str] = set()
+            batch: list[Placed] = []
+            reported = 0
+
+            def findings() -> list[service_pb2.VerifyLedgerResponse]:
+                nonlocal reported
+                new = verifier.report.findings[reported:]
+                reported = len(verifier.report.findings)
+                return [service_pb2.VerifyLedgerResponse(finding=f.to_proto()) for f in new]
+
+            async def check_batch() -> None:
+                for placed, doc in await reader.fetch(batch, as_stored=True):
+                    item = service_pb2.ExportedEvent(entry=ledger_entry(placed))
+                    if doc is not None:
+                        item.event.CopyFrom(with_ledger_fields(doc, placed))
+                    seen.add(placed.entry["e"])
+                    verifier.event(item)
+                    while checkpoints and checkpoints[0].ledger_sequence <= placed.sequence:
+                        verifier.checkpoint(checkpoints.pop(0))
+                batch.clear()
+
+            async for placed in reader.forward(tenant_id, first, last, head):
+                batch.append(placed)
+                if len(batch) >= FETCH_CONCURRENCY * 4:
+                    await check_batch()
+                    for response in findings():
+                        yield response
+                    yield service_pb2.VerifyLedgerResponse(
+                        progress=ledger_pb2.VerifyProgress(
+                            verified_through=placed.sequence, last_sequence=last
+                        )
+                    )
+            await check_batch()
+            latest = await sequencer.store.latest_checkpoint(tenant_id)
+            verifier.finish(latest if request.to_sequence == 0 else None)
+            if request.from_sequence == 0 and request.to_sequence == 0:
+                async for finding in self._unledgered(tenant_id, seen):
+                    verifier.report.findings.append(finding)
+            for response in findings():
+                yield response
+        report = verifier.report
+        yield service_pb2.VerifyLedgerResponse(
+            summary=ledger_pb2.VerifySummary(
+                first_sequence=report.first_sequence,
+                last_sequence=report.last_sequence,
+                events=report.events,
+                checkpoints=report.checkpoints,
+                findings=len(report.findings),
+                start=report.start,
+            )
+        )
+
+    async def _hash_before(self, tenant_id: str, first: int, head: LedgerHead) -> bytes:
+        _, reader = self._ledger()
+        async for placed in reader.forward(tenant_id, first - 1, first - 1, head):
+            return bytes(placed.entry["h"])
+        return genesis_hash(tenant_id)
+
+    async def _unledgered(self, tenant_id: str, ledgered: set[str]) -> AsyncIterator[Finding]:
+        """Stored events of the tenant that no ledger entry names, older than the ledger's lag
+        (a scan of the tenant's events: VerifyLedger is an audit, not a hot path)."""
+        settled = convert.now_millis() - dt.timedelta(seconds=60)
+        cursor = self._repository.events.find(
+            {"tenant_id": tenant_id, "receive_time": {"$lt": settled}},
+            {"_id": 1, "id": 1},
+        )
+        async for doc in cursor:
+            if doc["_id"] not in ledgered:
+                yield Finding(
+                    ledger_pb2.LEDGER_FINDING_KIND_EVENT_INSERTED,
+                    0,
+                    event_id=doc["id"],
+                    detail=f"event {doc['id']} is stored but no ledger entry names it",
+                )
+
+    async def set_retention(
+        self, call: Call, request: service_pb2.SetRetentionRequest
+    ) -> service_pb2.SetRetentionResponse:
+        check(validation.validate_retention_request(request, self._limits))
+        self._guard.require_tenant(call, request.tenant_id)
+        sequencer, _ = self._ledger()
+        seconds = request.retention.ToTimedelta().total_seconds()
+        with database_failures(read=False):
+            await sequencer.store.ledger.replace_one(
+                {"_id": retention_id(request.tenant_id)},
+                {"_id": retention_id(request.tenant_id), "seconds": seconds},
+                upsert=True,
+            )
+        return service_pb2.SetRetentionResponse(retention=request.retention)
+
+    async def get_retention(
+        self, call: Call, request: service_pb2.GetRetentionRequest
+    ) -> service_pb2.GetRetentionResponse:
+        check(validation.validate_tenant_request(request.tenant_id, self._limits))
+        self._guard.require_tenant(call, request.tenant_id)
+        sequencer, _ = self._ledger()
+        with self._reading(call):
+            seconds = await retention_seconds(
+                sequencer.store, request.tenant_id, self._default_retention_days
+            )
+            anchor = await sequencer.store.latest_anchor(request.tenant_id)
+        response = service_pb2.GetRetentionResponse()
+        response.retention.FromTimedelta(dt.timedelta(seconds=seconds))
+        if anchor is not None:
+            response.anchor.CopyFrom(anchor)
+        return response
+
+    async def tail_events(
+        self, call: Call, request: service_pb2.TailEventsRequest
+    ) -> AsyncIterator[service_pb2.TailEventsResponse]:
+        """The tenant's ledger, replayed then live (see LedgerWatches)."""
+        check(validation.validate_tail_events_request(request, self._limits))
+        self._guard.require_tenant(call, request.tenant_id)
+        self._guard.open_tail(request.tenant_id)
+        watches = self.ledger_watches
+        if watches is None:
+            raise DatabaseUnavailable("the ledger is not running on this server", writing=False)
+        cursor = request.cursor if request.WhichOneof("start") == "cursor" else ""
+        try:
+            with database_failures(read=True):
+                async for response in watches.tail(
+                    request, self._reader, expires_at=call.principal.expires_at
                 ):
                     call.events_returned += len(response.events.events)
                     yield response

@@ -35,6 +35,8 @@ from .devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
 from .errors import AuditLogError, DatabaseUnavailable
 from .grpc_transport import GrpcTransport
 from .ingest import EventWriter
+from .ledger import LedgerSigner, LedgerStore, LedgerWorker, Sequencer
+from .retention import RetentionJob
 from .rpcs import AuditLogRpcs
 from .storage import EventRepository
 from .tail import TailHub, TailSettings
@@ -61,6 +63,9 @@ class RunningServer:
     tick_writer: TickWriter
     tick_reader: TickReader
     rpcs: AuditLogRpcs
+    sequencer: Sequencer
+    ledger_worker: LedgerWorker
+    retention: RetentionJob
     health_client: AsyncMongoClient[Document]
     _watchdog: asyncio.Task[None]
     # The HTTP port for browsers (Connect, gRPC-Web, gRPC; the console): 0 and None when off.
@@ -84,6 +89,8 @@ class RunningServer:
         # Tails and ingest streams never finish by themselves: end them first, tails with
         # UNAVAILABLE and a cursor, ingest streams UNAVAILABLE once what they read is answered.
         await self.hub.close()
+        if self.rpcs.ledger_watches is not None:
+            await self.rpcs.ledger_watches.close()
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         self.rpcs.stop_ingest(drain_s=grace / 2)
         # Both ports stop together: calls in flight get the same grace on either.
@@ -92,6 +99,8 @@ class RunningServer:
             stops.append(self.http.stop(grace))
         await asyncio.gather(*stops)
         await self.writer.drain()
+        await self.ledger_worker.close()
+        await self.retention.close()
         await self.tick_reader.close()
         await self.tick_writer.close()
         await self.client.close()
@@ -201,6 +210,7 @@ def resolve_dev_mode(settings: Settings) -> Settings:
         jwks_file=settings.jwks_file or (str(keys.jwks_file) if not settings.jwks_url else ""),
         jwt_issuer=settings.jwt_issuer or DEV_ISSUER,
         jwt_audience=settings.jwt_audience or DEV_AUDIENCE,
+        checkpoint_key_file=settings.checkpoint_key_file or str(keys.checkpoint_key_file),
     )
 
 
@@ -229,17 +239,14 @@ async def start_server(settings: Settings) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ]
     )
-    signer = TokenSigner(settings.token_secret)
-    hub = TailHub(
-        repository,
-        signer,
-        TailSettings(
-            max_tails=settings.max_tails,
-            heartbeat_interval_s=settings.tail_heartbeat_interval_s,
-            slow_consumer_timeout_s=settings.tail_slow_consumer_timeout_s,
-            safety_probe_interval_s=settings.tail_safety_probe_interval_s,
-        ),
+    token_signer = TokenSigner(settings.token_secret)
+    tail_settings = TailSettings(
+        max_tails=settings.max_tails,
+        heartbeat_interval_s=settings.tail_heartbeat_interval_s,
+        slow_consumer_timeout_s=settings.tail_slow_consumer_timeout_s,
+        safety_probe_interval_s=settings.tail_safety_probe_interval_s,
     )
+    hub = TailHub(repository, token_signer, tail_settings)
     database = client.get_database(settings.database)
     tick_writer = TickWriter(database)
 
@@ -261,6 +268,21 @@ async def start_server(settings: Settings) -> RunningServer:
         tick_writer.note(tenant_id, session_id, head)
 
     repository.on_session_advanced = session_advanced
+    signer = LedgerSigner.from_file(
+        settings.checkpoint_key_file, settings.checkpoint_public_keys_file
+    )
+    ledger_store = LedgerStore(database.get_collection("ledger"), repository.events)
+    if settings.ledger:
+        repository.attach_ledger(ledger_store, tick_writer.process_id)
+    sequencer = Sequencer(
+        ledger_store,
+        signer,
+        checkpoint_every=settings.checkpoint_every_events,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        resolve_orphan=repository.resolve_outbox,
+    )
+    ledger_worker = LedgerWorker(sequencer, repository.recently_written)
+    repository.on_committed = ledger_worker.committed
     guard = CallGuard(
         TokenVerifier(
             AuthSettings(
@@ -283,10 +305,21 @@ async def start_server(settings: Settings) -> RunningServer:
         repository=repository,
         writer=writer,
         limits=settings.limits,
-        signer=signer,
+        signer=token_signer,
         hub=hub,
         guard=guard,
         max_read_time_s=settings.max_read_time_s,
+        sequencer=sequencer,
+        list_from=settings.list_from,
+        tail_settings=tail_settings,
+        default_retention_days=settings.retention_days,
+    )
+    retention = RetentionJob(
+        sequencer,
+        repository,
+        signer,
+        default_days=settings.retention_days,
+        interval_s=settings.retention_interval_s,
     )
     transport = GrpcTransport(
         rpcs, guard, slow_consumer_timeout_s=settings.tail_slow_consumer_timeout_s
@@ -307,6 +340,11 @@ async def start_server(settings: Settings) -> RunningServer:
     hub.start()
     tick_writer.start()
     tick_reader.start()
+    if settings.ledger:
+        ledger_worker.start()
+        if rpcs.ledger_watches is not None:
+            rpcs.ledger_watches.start()
+        retention.start()
     serving = asyncio.Event()
     health_client: AsyncMongoClient[Document] = AsyncMongoClient(
         settings.mongodb_uri,
@@ -338,6 +376,9 @@ async def start_server(settings: Settings) -> RunningServer:
         tick_writer,
         tick_reader,
         rpcs,
+        sequencer,
+        ledger_worker,
+        retention,
         health_client,
         watchdog,
         http_port,

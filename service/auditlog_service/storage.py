@@ -14,7 +14,9 @@ Claims carry no tenant_id, so no query of ListEvents ever matches them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -26,6 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
+    DuplicateKeyError,
     ExecutionTimeout,
     NetworkTimeout,
     OperationFailure,
@@ -34,6 +37,8 @@ from pymongo.errors import (
     WriteConcernError,
 )
 from pymongo.write_concern import WriteConcern
+
+from auditlog.ledger import event_digest, field_digests
 
 from . import convert
 from .convert import Document
@@ -44,6 +49,9 @@ from .errors import (
     IdConflict,
     SequenceContention,
 )
+from .ledger import LedgerStore, commit_entry, commit_id, outbox_id
+
+log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 # FerretDB v1 keeps ordered-insert semantics only within a chunk of this many documents.
@@ -68,6 +76,9 @@ class EventWrite:
     doc: Document
     # A retry that leaves occur_time to the server matches whatever time the first attempt got.
     occur_time_given: bool = True
+    # For the ledger: the event's digest and its fields' digests (auditlog.ledger).
+    digest: bytes = b""
+    field_digests: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
     def is_retry_of(self, existing: Document) -> bool:
         """Whether `existing`, stored under this event's id, is this very event."""
@@ -141,6 +152,87 @@ class EventRepository:
         self.stats: dict[str, int] = {"groups": 0, "rounds": 0, "races": 0, "events": 0}
         # Called with (tenant_id, session_id, head) after events were added to a session.
         self.on_session_advanced: Callable[[str, str, int], None] | None = None
+        # The ledger's outboxes and commits (see ledger.py), once attach_ledger() was called.
+        self.ledger: LedgerStore | None = None
+        self.writer_id = ""
+        self._outbox_next: dict[str, int] = {}
+        # Tenants this process wrote, and when: its sequencer looks at these first.
+        self.written: dict[str, float] = {}
+        self.on_committed: Callable[[str], None] | None = None
+
+    def attach_ledger(self, ledger: LedgerStore, writer_id: str) -> None:
+        self.ledger = ledger
+        self.writer_id = writer_id
+
+    def next_outbox(self, tenant_id: str) -> str:
+        n = self._outbox_next.get(tenant_id, 0) + 1
+        self._outbox_next[tenant_id] = n
+        return outbox_id(tenant_id, self.writer_id, n)
+
+    async def commit_group(
+        self, outboxes: dict[str, str], stored: dict[str, list[Document]]
+    ) -> None:
+        """Files what a group stored under each tenant's outbox, before its callers hear back.
+
+        The first insert of a commit's `_id` wins. If a sequencer resolved this outbox first
+        (it waited COMMIT_WAIT_S for this commit: the database was away), whatever it did not
+        see is filed again under the next outbox, so that every stored event is in exactly one
+        commit. A commit that cannot be written is resolved by the sequencer from the events.
+        """
+        ledger = self.ledger
+        if ledger is None:
+            return
+        for tenant_id, box in outboxes.items():
+            entries = stored.get(tenant_id, [])
+            n = int(box.rsplit("/", 1)[1])
+            while True:
+                try:
+                    await ledger.ledger.insert_one(
+                        {"_id": commit_id(tenant_id, self.writer_id, n), "entries": entries}
+                    )
+                    break
+                except DuplicateKeyError:
+                    taken = await ledger.get(commit_id(tenant_id, self.writer_id, n))
+                    seen = {e["k"] for e in (taken or {}).get("entries", [])}
+                    entries = [e for e in entries if e["k"] not in seen]
+                    if not entries:
+                        break
+                    # Re-filed under a new outbox of this writer: its events keep naming the old
+                    # one, but a commit is what the sequencer reads first.
+                    box = self.next_outbox(tenant_id)
+                    n = int(box.rsplit("/", 1)[1])
+                    await self._guard(
+                        self.events.insert_one(
+                            {"_id": box, "keys": [e["k"] for e in entries],
+                             "at": convert.now_millis()}
+                        )
+                    )  # fmt: skip
+                except PyMongoError as exc:
+                    log.warning(
+                        "commit of %s not written (%r); the sequencer resolves it", box, exc
+                    )
+                    break
+            self.written[tenant_id] = time.monotonic()
+            if self.on_committed is not None:
+                self.on_committed(tenant_id)
+
+    def recently_written(self, within_s: float = 60.0) -> list[str]:
+        """Tenants this process wrote in the last `within_s`."""
+        now = time.monotonic()
+        return [t for t, at in self.written.items() if now - at < within_s]
+
+    async def resolve_outbox(self, tenant_id: str, box: str, keys: list[str]) -> list[Document]:
+        """The commit entries of an outbox whose writer never committed it: the events that
+        name it (`ob`), read by `_id` (each event is stored under one outbox only)."""
+        entries: list[Document] = []
+        located = await asyncio.gather(*(self.locate(key) for key in keys))
+        for found in located:
+            doc = found.event
+            if doc is None or doc.get("ob") != box:
+                continue  # not stored, or stored by another attempt (with its own outbox)
+            event = convert.from_document(doc)
+            entries.append(commit_entry(doc, event_digest(event), field_digests(event)))
+        return entries
 
     async def _guard(self, operation: Awaitable[Any]) -> Any:
         try:
@@ -314,6 +406,9 @@ class EventRepository:
         `known` must be a slot that exists (or 0); `guess` is only a hint where the head may be
         (say, where another writer's run was planned to end, which it may not have reached).
         """
+        if known == 0:
+            # Retention may have removed the session's first slots: start where it begins.
+            known = await self.session_start(tenant_id, session_id) - 1
         low = known
         high = 0  # the lowest slot known to be missing, once there is one
         if guess > known:
@@ -344,6 +439,19 @@ class EventRepository:
             else:
                 high = mid
         return low
+
+    async def session_start(self, tenant_id: str, session_id: str) -> int:
+        """The session's first kept slot: 1, or where retention left it (its start marker)."""
+        marker = await self._read(f"{convert.session_prefix(tenant_id, session_id)}~start")
+        return 1 if marker is None else int(marker["first"])
+
+    async def set_session_start(self, tenant_id: str, session_id: str, first: int) -> None:
+        marker_id = f"{convert.session_prefix(tenant_id, session_id)}~start"
+        await self._guard(
+            self.events.replace_one(
+                {"_id": marker_id}, {"_id": marker_id, "first": first}, upsert=True
+            )
+        )
 
     async def cached_head(self, tenant_id: str, session_id: str) -> int:
         name = convert.session_prefix(tenant_id, session_id)
@@ -425,12 +533,16 @@ class EventRepository:
         self.stats["events"] += len(writes)
         try:
             group = _GroupWrite(self, writes)
+            if self.ledger is not None:
+                for tenant_id in group.outboxes:
+                    await self.ledger.register_writer(tenant_id, self.writer_id)
             outcomes = await group.run()
         except PyMongoError as exc:
             mapped = database_errors(exc)
             if mapped is None:
                 raise
             return [mapped] * len(writes)
+        await self.commit_group(group.outboxes, group.committed())
         if self.on_session_advanced is not None:
             for (tenant_id, session_id), head in group.advanced.items():
                 self.on_session_advanced(tenant_id, session_id, head)
@@ -499,6 +611,36 @@ class _GroupWrite:
         self.moved: list[int] = []  # events stored at a generation >= 1: their claim's hint
         self.races = 0
         self.session_races: dict[tuple[str, str], int] = {}
+        # One outbox per tenant of the group, inserted before any of its events.
+        self.outboxes: dict[str, str] = {}
+        if repository.ledger is not None:
+            for write in writes:
+                tenant_id = write.doc["tenant_id"]
+                if tenant_id not in self.outboxes:
+                    self.outboxes[tenant_id] = repository.next_outbox(tenant_id)
+                write.doc["ob"] = self.outboxes[tenant_id]
+        self._outboxes_written = not self.outboxes
+
+    def committed(self) -> dict[str, list[Document]]:
+        """Per tenant, the ledger records of the events this group stored (not earlier ones)."""
+        stored: dict[str, list[Document]] = {}
+        for write, outcome in zip(self.writes, self.outcomes, strict=True):
+            if isinstance(outcome, Stored) and not outcome.already_stored:
+                doc = outcome.doc
+                stored.setdefault(doc["tenant_id"], []).append(
+                    commit_entry(doc, write.digest, write.field_digests)
+                )
+        return stored
+
+    def _outbox_docs(self) -> list[tuple[int, str, Document]]:
+        keys: dict[str, list[str]] = {}
+        for write in self.writes:
+            keys.setdefault(write.doc["tenant_id"], []).append(write.doc["key"])
+        now = convert.now_millis()
+        return [
+            (-1, "outbox", {"_id": box, "keys": keys[tenant_id], "at": now})
+            for tenant_id, box in self.outboxes.items()
+        ]
 
     @staticmethod
     def _session(doc: Document) -> tuple[str, str]:
@@ -585,6 +727,16 @@ class _GroupWrite:
         # rest: a lost race there stops only that session's run, and on FerretDB, which answers
         # a failed insert by inserting the batch again one document at a time up to the failure,
         # it costs a document or two instead of a group.
+        if not self._outboxes_written:
+            # Every event of the group is covered by its outbox before it can be stored.
+            outboxes = self._outbox_docs()
+            if risky:
+                inserted, error = await repository._insert_ordered([d for _, _, d in outboxes])
+                if error is not None and error.get("code") != DUPLICATE_KEY:
+                    return await self._failed(outboxes[inserted], error, pending)
+            else:
+                main[:0] = outboxes
+            self._outboxes_written = bool(risky)
         batches = [batch for batch in (main, *risky) if batch]
         repository.stats["rounds"] += 1
         # After a lost race in this group, smaller inserts: FerretDB re-inserts a failed one
@@ -601,6 +753,8 @@ class _GroupWrite:
             for index, role, item in batch[:inserted]:
                 if role == "record":
                     self.placements[index].generation = item.get("gen", 0)
+                elif role == "outbox":
+                    self._outboxes_written = True
                 else:
                     self._stored(index, item)
         for batch, (inserted, error) in zip(batches, results, strict=True):
@@ -614,6 +768,15 @@ class _GroupWrite:
         """What a failed document means; False when the rest cannot be written."""
         repository = self.repository
         index, role, item = failed
+        if role == "outbox":
+            if error.get("code") == DUPLICATE_KEY:
+                # Written by an earlier attempt of this very insert (a retried write).
+                self._outboxes_written = True
+                return True
+            for rest in pending:
+                if self.outcomes[rest] is None:
+                    self.outcomes[rest] = DatabaseUnavailable(f"write error {error.get('code')}")
+            return False
         if error.get("code") != DUPLICATE_KEY:
             for rest in pending:
                 if self.outcomes[rest] is None:

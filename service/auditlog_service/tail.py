@@ -195,7 +195,9 @@ class TailHub:
             return sequence
         if start == "from_now":
             return head
-        return 0  # from_beginning, start_time (filtered while reading), or nothing set
+        # from_beginning, start_time (found while reading), or nothing set: the session's first
+        # kept slot (retention may have removed older ones).
+        return await self._repository.session_start(*key) - 1
 
     async def tail(
         self, request: service_pb2.TailSessionRequest, *, expires_at: float | None = None

@@ -394,8 +394,15 @@ def validate_list_request(
     """All violations of a ListEvents request except its page token, which is decoded elsewhere."""
     c = _Checker(limits)
     c.identifier("tenant_id", request.tenant_id, required=True)
+    _check_filter(c, request.filter)
+    c.enum("order", request.order, enums_pb2.SortOrder.DESCRIPTOR, zero_ok=True)
+    # Sizes above the maximum are capped by the server rather than rejected (AIP-158).
+    if request.page_size < 0:
+        c.add("page_size", "must not be negative")
+    return c.violations
 
-    f = request.filter
+
+def _check_filter(c: _Checker, f: service_pb2.EventFilter) -> None:
     start_ok = f.HasField("start_time") and c.timestamp("filter.start_time", f.start_time)
     end_ok = f.HasField("end_time") and c.timestamp("filter.end_time", f.end_time)
     # The range is half-open [start, end), so an equal end would select nothing by construction.
@@ -409,12 +416,6 @@ def validate_list_request(
     # ACTOR_UNSPECIFIED means "any actor" in a filter.
     c.enum("filter.actor", f.actor, enums_pb2.Actor.DESCRIPTOR, zero_ok=True)
 
-    c.enum("order", request.order, enums_pb2.SortOrder.DESCRIPTOR, zero_ok=True)
-    # Sizes above the maximum are capped by the server rather than rejected (AIP-158).
-    if request.page_size < 0:
-        c.add("page_size", "must not be negative")
-    return c.violations
-
 
 def validate_tail_request(
     request: service_pb2.TailSessionRequest, limits: Limits
@@ -426,4 +427,52 @@ def validate_tail_request(
     if request.HasField("start_time"):
         c.timestamp("start_time", request.start_time)
     c.event_types("event_types", request.event_types)
+    return c.violations
+
+
+def validate_tenant_request(tenant_id: str, limits: Limits) -> list[FieldViolation]:
+    """The violations of a request that names only a tenant."""
+    c = _Checker(limits)
+    c.identifier("tenant_id", tenant_id, required=True)
+    return c.violations
+
+
+def validate_export_request(
+    request: service_pb2.ExportEventsRequest, limits: Limits
+) -> list[FieldViolation]:
+    """All violations of an ExportEvents request except its cursor, decoded elsewhere."""
+    c = _Checker(limits)
+    c.identifier("tenant_id", request.tenant_id, required=True)
+    _check_filter(c, request.filter)
+    if request.to_sequence < 0:
+        c.add("to_sequence", "must not be negative")
+    if request.from_sequence < 0:
+        c.add("from_sequence", "must not be negative")
+    return c.violations
+
+
+def validate_tail_events_request(
+    request: service_pb2.TailEventsRequest, limits: Limits
+) -> list[FieldViolation]:
+    """All violations of a TailEvents request except the cursor's content."""
+    c = _Checker(limits)
+    c.identifier("tenant_id", request.tenant_id, required=True)
+    c.event_types("event_types", request.event_types)
+    return c.violations
+
+
+# A retention past this is a mistake (a unit mixed up), not a policy.
+MAX_RETENTION_SECONDS = 100 * 366 * 86_400
+
+
+def validate_retention_request(
+    request: service_pb2.SetRetentionRequest, limits: Limits
+) -> list[FieldViolation]:
+    c = _Checker(limits)
+    c.identifier("tenant_id", request.tenant_id, required=True)
+    seconds = request.retention.seconds
+    if seconds < 0 or request.retention.nanos < 0:
+        c.add("retention", "must not be negative")
+    elif seconds > MAX_RETENTION_SECONDS:
+        c.add("retention", "must be at most 100 years")
     return c.violations

@@ -19,10 +19,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2, service_pb2_grpc
-from auditlog_service.server import RunningServer
+from auditlog_service.server import RunningServer, start_server
 from auditlog_service.tokens import TokenSigner
 from auditlog_service.validation import Limits
-from tests.conftest import EVENTS, ID_CLAIMS
+from tests.conftest import EVENTS, ID_CLAIMS, authed_channel, settings_for_test, stop_or_explain
 from tests.event_samples import valid_event_of_each_type
 
 TENANT = "acme"
@@ -631,7 +631,7 @@ async def test_stream_of_every_bad_event_between_good_ones(stub: Stub, db: Any) 
             assert response.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
             assert [v.field for v in response.error.field_violations] == [expected[index]]
     assert await db.events.count_documents(EVENTS) == len(good_ids)
-    stored_ids = {doc["id"] async for doc in db.events.find({}, {"id": 1})}
+    stored_ids = {doc["id"] async for doc in db.events.find(EVENTS, {"id": 1})}
     assert stored_ids == set(good_ids.values())
     assert await db.events.count_documents(ID_CLAIMS) == 0  # only co-browsing events have claims
 
@@ -668,38 +668,56 @@ async def test_page_token_used_for_another_request_is_invalid(
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("list_from", "field", "value"),
     [
-        ("t", 10**20),
-        ("t", -1),
-        ("t", True),
-        ("t", 1.5),
-        ("i", 12),
-        ("i", "other-tenant/x"),
-        ("i", "acme/" + "x" * 400),
+        # Index pages (MongoDB proper): the time and id to continue after.
+        ("index", "t", 10**20),
+        ("index", "t", -1),
+        ("index", "t", True),
+        ("index", "t", 1.5),
+        ("index", "i", 12),
+        ("index", "i", "other-tenant/x"),
+        ("index", "i", "acme/" + "x" * 400),
+        # Ledger pages (the dev database): the ledger position to continue from.
+        ("ledger", "l", [10**20, 0]),
+        ("ledger", "l", [-1, 0]),
+        ("ledger", "l", [True, 0]),
+        ("ledger", "l", [1.5, 0]),
+        ("ledger", "l", [1]),
+        ("ledger", "l", "1,0"),
+        ("ledger", "q", "another request"),
     ],
 )
 async def test_a_signed_page_token_with_insane_content_is_invalid(
-    server: RunningServer, stub: Stub, field: str, value: object
+    mongodb_uri: str, database_name: str, list_from: str, field: str, value: object
 ) -> None:
     # A valid signature (the server's own key: leaked, or the dev default) says nothing about
     # whether what the token holds is sane.
-    await stub.LogEvents(
-        service_pb2.LogEventsRequest(events=[sample("logged_in") for _ in range(2)]),
-        timeout=TIMEOUT_S,
-    )
-    first = await stub.ListEvents(
-        service_pb2.ListEventsRequest(tenant_id=TENANT, page_size=1), timeout=TIMEOUT_S
-    )
-    signer = TokenSigner(server.settings.token_secret)
-    payload = signer.decode("page", first.next_page_token)
-    payload[field] = value
-    request = service_pb2.ListEventsRequest(
-        tenant_id=TENANT, page_size=1, page_token=signer.encode("page", payload)
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await stub.ListEvents(request, timeout=TIMEOUT_S)
-    assert_invalid_argument(failure.value, "page_token", BAD_TOKEN)
+    settings = settings_for_test(mongodb_uri, database_name, list_from=list_from)
+    server = await start_server(settings)
+    try:
+        await server.ready()
+        async with authed_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = service_pb2_grpc.AuditLogServiceStub(channel)
+            await stub.LogEvents(
+                service_pb2.LogEventsRequest(events=[sample("logged_in") for _ in range(2)]),
+                timeout=TIMEOUT_S,
+            )
+            first = await stub.ListEvents(
+                service_pb2.ListEventsRequest(tenant_id=TENANT, page_size=1), timeout=TIMEOUT_S
+            )
+            signer = TokenSigner(settings.token_secret)
+            payload = signer.decode("page", first.next_page_token)
+            assert field in payload
+            payload[field] = value
+            request = service_pb2.ListEventsRequest(
+                tenant_id=TENANT, page_size=1, page_token=signer.encode("page", payload)
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await stub.ListEvents(request, timeout=TIMEOUT_S)
+            assert_invalid_argument(failure.value, "page_token", BAD_TOKEN)
+    finally:
+        await stop_or_explain(server)
 
 
 @pytest.mark.asyncio

@@ -556,3 +556,75 @@ async def test_streaming_ingest_of_10000_events_with_a_bad_one_in_the_middle(
     assert again == first
     assert await db.events.count_documents(EVENTS) == count - 1
     assert await db.events.count_documents({"id": events[bad_index].id}) == 0
+
+
+# ---- 5. the tenant tail (TailEvents) across a SIGTERM, writers on both processes --------------
+
+
+def login(event_id: str, number: int) -> Event:
+    return Event(
+        id=event_id,
+        tenant_id=TENANT,
+        tenant_user_id=f"agent-{number % 5}",
+        logged_in=payloads_pb2.LoggedInAttributes(),
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_tenant_tail_resumes_across_sigterm_and_sees_each_ledger_entry_once(
+    start_service: StartService,
+) -> None:
+    batches, batch = 24, 25
+    p1 = await start_service()
+    p2 = await start_service()
+    async with (
+        sdk(p1.address) as on_p1,
+        sdk(p2.address) as on_p2,
+        sdk(failover_target(p1.port, p2.port)) as p1_then_p2,
+    ):
+        # One writer through each process (P1's moves to P2 when P1 goes), general events and
+        # co-browsing ones in the same tenant.
+        writers = [Writer([on_p1, on_p2]), Writer([on_p2])]
+        seen: list[tuple[int, str]] = []
+        progress = asyncio.Event()
+        tail = p1_then_p2.tail_events(TENANT)
+
+        async def follow() -> None:
+            async for event in tail:
+                seen.append((event.ledger_sequence, event.id))
+                progress.set()
+
+        following = asyncio.create_task(follow())
+        halfway, p1_signalled = asyncio.Event(), asyncio.Event()
+
+        async def write(writer: Writer, name: str) -> None:
+            for b in range(batches):
+                if b == batches // 2:
+                    halfway.set()
+                    await p1_signalled.wait()  # the second half during and after the shutdown
+                events = [
+                    login(f"{name}-{b}-{n}", n)
+                    if n % 2
+                    else click(f"cob-{name}", f"{name}-{b}-{n}", n)
+                    for n in range(batch)
+                ]
+                await writer.write(events)
+
+        writing = asyncio.gather(write(writers[0], "w1"), write(writers[1], "w2"))
+        await bounded(halfway.wait(), "the first half of the writes")
+        await bounded(tail.caught_up.wait(), "the tenant tail catching up")
+        p1.terminate()
+        p1_signalled.set()
+        await bounded(writing, "the writers")
+        assert await p1.wait_for_exit() == 0, p1.log_tail()
+        total = sum(len(w.acks) for w in writers)
+        assert total == 2 * batches * batch
+        async with asyncio.timeout(DEADLINE_S):
+            while len(seen) < total:
+                progress.clear()
+                await progress.wait()
+        following.cancel()
+
+    assert [sequence for sequence, _ in seen] == list(range(1, total + 1))
+    assert {event_id for _, event_id in seen} == {e for w in writers for e in w.acks}
+    assert tail.resumes >= 1

@@ -6,7 +6,12 @@ import pytest
 
 from auditlog_service.config import Settings, SettingsError, check_settings
 
-SAFE = Settings(token_secret="s3cret", jwks_file="/etc/auditlog/jwks.json", jwt_issuer="idp")
+SAFE = Settings(
+    token_secret="s3cret",
+    jwks_file="/etc/auditlog/jwks.json",
+    jwt_issuer="idp",
+    checkpoint_key_file="/etc/auditlog/checkpoint.pem",
+)
 
 
 @pytest.mark.parametrize(
@@ -15,6 +20,7 @@ SAFE = Settings(token_secret="s3cret", jwks_file="/etc/auditlog/jwks.json", jwt_
         ({"token_secret": ""}, "AUDITLOG_TOKEN_SECRET"),
         ({"jwks_file": ""}, "AUDITLOG_JWKS_FILE"),
         ({"jwt_issuer": ""}, "AUDITLOG_JWT_ISSUER"),
+        ({"checkpoint_key_file": ""}, "AUDITLOG_CHECKPOINT_KEY_FILE"),
         ({"tls_cert": "cert.pem"}, "both"),
         ({"tls_client_ca": "ca.pem"}, "--tls-client-ca"),
         ({"listen": "0.0.0.0:50051"}, "plaintext"),

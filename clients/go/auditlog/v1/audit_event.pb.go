@@ -109,6 +109,19 @@ type AuditEvent struct {
 	// Output only: the event's position in its co-browsing session, 1, 2, 3, ... without holes.
 	// Zero for general events.
 	Sequence int64 `protobuf:"varint,8,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Output only: the event's position in its tenant's ledger, 1, 2, 3, ... without holes, over
+	// every event of the tenant. Zero until the event is sequenced (the ledger trails ingest by a
+	// second or so).
+	LedgerSequence int64 `protobuf:"varint,9,opt,name=ledger_sequence,json=ledgerSequence,proto3" json:"ledger_sequence,omitempty"`
+	// Output only: the ledger hash after this event (32 bytes; empty until sequenced):
+	//
+	//	digest = SHA-256(deterministic serialization of this event as stored, with sequence,
+	//	                 ledger_sequence and ledger_hash cleared)
+	//	ledger_hash(n) = SHA-256(ledger_hash(n - 1) || uint64be(n) || uint64be(sequence) || digest)
+	//	ledger_hash(0) = SHA-256("auditlog.v1 ledger\n" || tenant_id)
+	//
+	// Signed checkpoints (GetCheckpoint) vouch for it; see auditlog.v1.Checkpoint.
+	LedgerHash []byte `protobuf:"bytes,10,opt,name=ledger_hash,json=ledgerHash,proto3" json:"ledger_hash,omitempty"`
 	// The typed data of the event. Exactly one is required.
 	//
 	// Types that are valid to be assigned to Payload:
@@ -223,6 +236,20 @@ func (x *AuditEvent) GetSequence() int64 {
 		return x.Sequence
 	}
 	return 0
+}
+
+func (x *AuditEvent) GetLedgerSequence() int64 {
+	if x != nil {
+		return x.LedgerSequence
+	}
+	return 0
+}
+
+func (x *AuditEvent) GetLedgerHash() []byte {
+	if x != nil {
+		return x.LedgerHash
+	}
+	return nil
 }
 
 func (x *AuditEvent) GetPayload() isAuditEvent_Payload {
@@ -580,7 +607,7 @@ const file_auditlog_v1_audit_event_proto_rawDesc = "" +
 	"\x0fCobrowseContext\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12(\n" +
-	"\x05actor\x18\x02 \x01(\x0e2\x12.auditlog.v1.ActorR\x05actor\"\xfa\x0e\n" +
+	"\x05actor\x18\x02 \x01(\x0e2\x12.auditlog.v1.ActorR\x05actor\"\xc4\x0f\n" +
 	"\n" +
 	"AuditEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -592,7 +619,11 @@ const file_auditlog_v1_audit_event_proto_rawDesc = "" +
 	"\n" +
 	"event_type\x18\x06 \x01(\x0e2\x16.auditlog.v1.EventTypeR\teventType\x128\n" +
 	"\bcobrowse\x18\a \x01(\v2\x1c.auditlog.v1.CobrowseContextR\bcobrowse\x12\x1a\n" +
-	"\bsequence\x18\b \x01(\x03R\bsequence\x12A\n" +
+	"\bsequence\x18\b \x01(\x03R\bsequence\x12'\n" +
+	"\x0fledger_sequence\x18\t \x01(\x03R\x0eledgerSequence\x12\x1f\n" +
+	"\vledger_hash\x18\n" +
+	" \x01(\fR\n" +
+	"ledgerHash\x12A\n" +
 	"\n" +
 	"start_call\x18\x14 \x01(\v2 .auditlog.v1.StartCallAttributesH\x00R\tstartCall\x12M\n" +
 	"\x0emessenger_send\x18\x15 \x01(\v2$.auditlog.v1.MessengerSendAttributesH\x00R\rmessengerSend\x12>\n" +

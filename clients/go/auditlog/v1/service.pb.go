@@ -1449,11 +1449,1070 @@ func (*TailSessionResponse_CaughtUp) isTailSessionResponse_Kind() {}
 
 func (*TailSessionResponse_Heartbeat) isTailSessionResponse_Kind() {}
 
+// ExportEventsRequest asks for a tenant's events in ledger order.
+type ExportEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant. Required.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Only events matching this filter (checkpoints and anchors come all the same).
+	Filter *EventFilter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Continue after this cursor (from an earlier response); from the ledger's start when empty.
+	Cursor string `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Stop after this ledger sequence (0: at the head when the export started).
+	ToSequence int64 `protobuf:"varint,4,opt,name=to_sequence,json=toSequence,proto3" json:"to_sequence,omitempty"`
+	// Start at this ledger sequence when no cursor is given (0: the ledger's start).
+	FromSequence  int64 `protobuf:"varint,5,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportEventsRequest) Reset() {
+	*x = ExportEventsRequest{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportEventsRequest) ProtoMessage() {}
+
+func (x *ExportEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportEventsRequest.ProtoReflect.Descriptor instead.
+func (*ExportEventsRequest) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ExportEventsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ExportEventsRequest) GetFilter() *EventFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *ExportEventsRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *ExportEventsRequest) GetToSequence() int64 {
+	if x != nil {
+		return x.ToSequence
+	}
+	return 0
+}
+
+func (x *ExportEventsRequest) GetFromSequence() int64 {
+	if x != nil {
+		return x.FromSequence
+	}
+	return 0
+}
+
+// ExportEventsResponse is one item of an export.
+type ExportEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this item is.
+	//
+	// Types that are valid to be assigned to Item:
+	//
+	//	*ExportEventsResponse_Event
+	//	*ExportEventsResponse_Checkpoint
+	//	*ExportEventsResponse_Anchor
+	Item isExportEventsResponse_Item `protobuf_oneof:"item"`
+	// Resume cursor: a new export with it continues right after this item.
+	Cursor        string `protobuf:"bytes,10,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportEventsResponse) Reset() {
+	*x = ExportEventsResponse{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportEventsResponse) ProtoMessage() {}
+
+func (x *ExportEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportEventsResponse.ProtoReflect.Descriptor instead.
+func (*ExportEventsResponse) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ExportEventsResponse) GetItem() isExportEventsResponse_Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *ExportEventsResponse) GetEvent() *ExportedEvent {
+	if x != nil {
+		if x, ok := x.Item.(*ExportEventsResponse_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *ExportEventsResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		if x, ok := x.Item.(*ExportEventsResponse_Checkpoint); ok {
+			return x.Checkpoint
+		}
+	}
+	return nil
+}
+
+func (x *ExportEventsResponse) GetAnchor() *RetentionAnchor {
+	if x != nil {
+		if x, ok := x.Item.(*ExportEventsResponse_Anchor); ok {
+			return x.Anchor
+		}
+	}
+	return nil
+}
+
+func (x *ExportEventsResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+type isExportEventsResponse_Item interface {
+	isExportEventsResponse_Item()
+}
+
+type ExportEventsResponse_Event struct {
+	// An event of the ledger, with what the ledger recorded of it.
+	Event *ExportedEvent `protobuf:"bytes,1,opt,name=event,proto3,oneof"`
+}
+
+type ExportEventsResponse_Checkpoint struct {
+	// A signed checkpoint, sent once the export passed its sequence.
+	Checkpoint *Checkpoint `protobuf:"bytes,2,opt,name=checkpoint,proto3,oneof"`
+}
+
+type ExportEventsResponse_Anchor struct {
+	// The retention anchor the exported ledger starts from, sent first when there is one.
+	Anchor *RetentionAnchor `protobuf:"bytes,3,opt,name=anchor,proto3,oneof"`
+}
+
+func (*ExportEventsResponse_Event) isExportEventsResponse_Item() {}
+
+func (*ExportEventsResponse_Checkpoint) isExportEventsResponse_Item() {}
+
+func (*ExportEventsResponse_Anchor) isExportEventsResponse_Item() {}
+
+// ExportedEvent is an event with what the ledger recorded of it.
+type ExportedEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event as stored now, with ledger_sequence and ledger_hash set; absent when the ledger
+	// names an event that is no longer stored.
+	Event *AuditEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// What the ledger recorded of it.
+	Entry         *LedgerEntry `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportedEvent) Reset() {
+	*x = ExportedEvent{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportedEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportedEvent) ProtoMessage() {}
+
+func (x *ExportedEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportedEvent.ProtoReflect.Descriptor instead.
+func (*ExportedEvent) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ExportedEvent) GetEvent() *AuditEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *ExportedEvent) GetEntry() *LedgerEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+// GetCheckpointRequest asks for a signed checkpoint of a tenant's ledger.
+type GetCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant. Required.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The latest checkpoint at or before this ledger sequence; the latest of all when 0.
+	AtSequence    int64 `protobuf:"varint,2,opt,name=at_sequence,json=atSequence,proto3" json:"at_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointRequest) Reset() {
+	*x = GetCheckpointRequest{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointRequest) ProtoMessage() {}
+
+func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetCheckpointRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *GetCheckpointRequest) GetAtSequence() int64 {
+	if x != nil {
+		return x.AtSequence
+	}
+	return 0
+}
+
+// GetCheckpointResponse returns a checkpoint and the ledger's current state.
+type GetCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint; absent when the ledger has none yet.
+	Checkpoint *Checkpoint `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The ledger's head sequence now (it may be ahead of the latest checkpoint).
+	HeadSequence int64 `protobuf:"varint,2,opt,name=head_sequence,json=headSequence,proto3" json:"head_sequence,omitempty"`
+	// The retention anchor the ledger starts from, if any.
+	Anchor        *RetentionAnchor `protobuf:"bytes,3,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointResponse) Reset() {
+	*x = GetCheckpointResponse{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointResponse) ProtoMessage() {}
+
+func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetCheckpointResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *GetCheckpointResponse) GetHeadSequence() int64 {
+	if x != nil {
+		return x.HeadSequence
+	}
+	return 0
+}
+
+func (x *GetCheckpointResponse) GetAnchor() *RetentionAnchor {
+	if x != nil {
+		return x.Anchor
+	}
+	return nil
+}
+
+// GetVerificationKeysRequest asks for the public keys checkpoints are signed with.
+type GetVerificationKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVerificationKeysRequest) Reset() {
+	*x = GetVerificationKeysRequest{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVerificationKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVerificationKeysRequest) ProtoMessage() {}
+
+func (x *GetVerificationKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVerificationKeysRequest.ProtoReflect.Descriptor instead.
+func (*GetVerificationKeysRequest) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{25}
+}
+
+// GetVerificationKeysResponse lists the public keys.
+type GetVerificationKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The keys, current first.
+	Keys          []*VerificationKey `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVerificationKeysResponse) Reset() {
+	*x = GetVerificationKeysResponse{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVerificationKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVerificationKeysResponse) ProtoMessage() {}
+
+func (x *GetVerificationKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVerificationKeysResponse.ProtoReflect.Descriptor instead.
+func (*GetVerificationKeysResponse) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetVerificationKeysResponse) GetKeys() []*VerificationKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// VerifyLedgerRequest asks the server to verify a tenant's ledger.
+type VerifyLedgerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant. Required.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// From this ledger sequence (0: the start or the retention anchor).
+	FromSequence int64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	// To this ledger sequence (0: the head).
+	ToSequence    int64 `protobuf:"varint,3,opt,name=to_sequence,json=toSequence,proto3" json:"to_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyLedgerRequest) Reset() {
+	*x = VerifyLedgerRequest{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyLedgerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyLedgerRequest) ProtoMessage() {}
+
+func (x *VerifyLedgerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyLedgerRequest.ProtoReflect.Descriptor instead.
+func (*VerifyLedgerRequest) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *VerifyLedgerRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *VerifyLedgerRequest) GetFromSequence() int64 {
+	if x != nil {
+		return x.FromSequence
+	}
+	return 0
+}
+
+func (x *VerifyLedgerRequest) GetToSequence() int64 {
+	if x != nil {
+		return x.ToSequence
+	}
+	return 0
+}
+
+// VerifyLedgerResponse is progress, a finding, or the summary at the end.
+type VerifyLedgerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message says.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*VerifyLedgerResponse_Progress
+	//	*VerifyLedgerResponse_Finding
+	//	*VerifyLedgerResponse_Summary
+	Kind          isVerifyLedgerResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyLedgerResponse) Reset() {
+	*x = VerifyLedgerResponse{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyLedgerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyLedgerResponse) ProtoMessage() {}
+
+func (x *VerifyLedgerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyLedgerResponse.ProtoReflect.Descriptor instead.
+func (*VerifyLedgerResponse) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *VerifyLedgerResponse) GetKind() isVerifyLedgerResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *VerifyLedgerResponse) GetProgress() *VerifyProgress {
+	if x != nil {
+		if x, ok := x.Kind.(*VerifyLedgerResponse_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
+func (x *VerifyLedgerResponse) GetFinding() *LedgerFinding {
+	if x != nil {
+		if x, ok := x.Kind.(*VerifyLedgerResponse_Finding); ok {
+			return x.Finding
+		}
+	}
+	return nil
+}
+
+func (x *VerifyLedgerResponse) GetSummary() *VerifySummary {
+	if x != nil {
+		if x, ok := x.Kind.(*VerifyLedgerResponse_Summary); ok {
+			return x.Summary
+		}
+	}
+	return nil
+}
+
+type isVerifyLedgerResponse_Kind interface {
+	isVerifyLedgerResponse_Kind()
+}
+
+type VerifyLedgerResponse_Progress struct {
+	// How far verification got.
+	Progress *VerifyProgress `protobuf:"bytes,1,opt,name=progress,proto3,oneof"`
+}
+
+type VerifyLedgerResponse_Finding struct {
+	// Something that does not verify.
+	Finding *LedgerFinding `protobuf:"bytes,2,opt,name=finding,proto3,oneof"`
+}
+
+type VerifyLedgerResponse_Summary struct {
+	// The end: what was verified and what was found.
+	Summary *VerifySummary `protobuf:"bytes,3,opt,name=summary,proto3,oneof"`
+}
+
+func (*VerifyLedgerResponse_Progress) isVerifyLedgerResponse_Kind() {}
+
+func (*VerifyLedgerResponse_Finding) isVerifyLedgerResponse_Kind() {}
+
+func (*VerifyLedgerResponse_Summary) isVerifyLedgerResponse_Kind() {}
+
+// SetRetentionRequest sets how long a tenant's events are kept.
+type SetRetentionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant. Required.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Keep events this long; zero keeps them forever.
+	Retention     *durationpb.Duration `protobuf:"bytes,2,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionRequest) Reset() {
+	*x = SetRetentionRequest{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionRequest) ProtoMessage() {}
+
+func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
+func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SetRetentionRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *SetRetentionRequest) GetRetention() *durationpb.Duration {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+// SetRetentionResponse confirms a tenant's retention.
+type SetRetentionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The retention now in force.
+	Retention     *durationpb.Duration `protobuf:"bytes,1,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionResponse) Reset() {
+	*x = SetRetentionResponse{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionResponse) ProtoMessage() {}
+
+func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
+func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SetRetentionResponse) GetRetention() *durationpb.Duration {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+// GetRetentionRequest asks how long a tenant's events are kept.
+type GetRetentionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant. Required.
+	TenantId      string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRetentionRequest) Reset() {
+	*x = GetRetentionRequest{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRetentionRequest) ProtoMessage() {}
+
+func (x *GetRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRetentionRequest.ProtoReflect.Descriptor instead.
+func (*GetRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetRetentionRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+// GetRetentionResponse says how long a tenant's events are kept.
+type GetRetentionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The retention in force (the tenant's own, or the server's default); zero keeps forever.
+	Retention *durationpb.Duration `protobuf:"bytes,1,opt,name=retention,proto3" json:"retention,omitempty"`
+	// Where the tenant's ledger starts now, when retention removed events.
+	Anchor        *RetentionAnchor `protobuf:"bytes,2,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRetentionResponse) Reset() {
+	*x = GetRetentionResponse{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRetentionResponse) ProtoMessage() {}
+
+func (x *GetRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRetentionResponse.ProtoReflect.Descriptor instead.
+func (*GetRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetRetentionResponse) GetRetention() *durationpb.Duration {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+func (x *GetRetentionResponse) GetAnchor() *RetentionAnchor {
+	if x != nil {
+		return x.Anchor
+	}
+	return nil
+}
+
+// TailEventsRequest asks for a tenant's ledger, replayed and then live: every event of the tenant,
+// in ledger order.
+type TailEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant. Required.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Where to start; from the ledger's start when none is set.
+	//
+	// Types that are valid to be assigned to Start:
+	//
+	//	*TailEventsRequest_Cursor
+	//	*TailEventsRequest_FromBeginning
+	//	*TailEventsRequest_FromNow
+	Start isTailEventsRequest_Start `protobuf_oneof:"start"`
+	// Only events of these types (all when empty). The cursor still advances past the others.
+	EventTypes    []EventType `protobuf:"varint,5,rep,packed,name=event_types,json=eventTypes,proto3,enum=auditlog.v1.EventType" json:"event_types,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailEventsRequest) Reset() {
+	*x = TailEventsRequest{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailEventsRequest) ProtoMessage() {}
+
+func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailEventsRequest.ProtoReflect.Descriptor instead.
+func (*TailEventsRequest) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *TailEventsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *TailEventsRequest) GetStart() isTailEventsRequest_Start {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *TailEventsRequest) GetCursor() string {
+	if x != nil {
+		if x, ok := x.Start.(*TailEventsRequest_Cursor); ok {
+			return x.Cursor
+		}
+	}
+	return ""
+}
+
+func (x *TailEventsRequest) GetFromBeginning() bool {
+	if x != nil {
+		if x, ok := x.Start.(*TailEventsRequest_FromBeginning); ok {
+			return x.FromBeginning
+		}
+	}
+	return false
+}
+
+func (x *TailEventsRequest) GetFromNow() bool {
+	if x != nil {
+		if x, ok := x.Start.(*TailEventsRequest_FromNow); ok {
+			return x.FromNow
+		}
+	}
+	return false
+}
+
+func (x *TailEventsRequest) GetEventTypes() []EventType {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
+}
+
+type isTailEventsRequest_Start interface {
+	isTailEventsRequest_Start()
+}
+
+type TailEventsRequest_Cursor struct {
+	// Resume after the entry this cursor (from an earlier response or trailer) points at.
+	Cursor string `protobuf:"bytes,2,opt,name=cursor,proto3,oneof"`
+}
+
+type TailEventsRequest_FromBeginning struct {
+	// Start with the ledger's first entry (or the retention anchor's).
+	FromBeginning bool `protobuf:"varint,3,opt,name=from_beginning,json=fromBeginning,proto3,oneof"`
+}
+
+type TailEventsRequest_FromNow struct {
+	// Only entries sequenced after the call starts.
+	FromNow bool `protobuf:"varint,4,opt,name=from_now,json=fromNow,proto3,oneof"`
+}
+
+func (*TailEventsRequest_Cursor) isTailEventsRequest_Start() {}
+
+func (*TailEventsRequest_FromBeginning) isTailEventsRequest_Start() {}
+
+func (*TailEventsRequest_FromNow) isTailEventsRequest_Start() {}
+
+// TailEventsResponse is one message of a tenant tail.
+type TailEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What this message says.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*TailEventsResponse_Events
+	//	*TailEventsResponse_CaughtUp
+	//	*TailEventsResponse_Heartbeat
+	Kind isTailEventsResponse_Kind `protobuf_oneof:"kind"`
+	// Resume cursor: a new call with this cursor continues right after this message.
+	Cursor        string `protobuf:"bytes,10,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailEventsResponse) Reset() {
+	*x = TailEventsResponse{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailEventsResponse) ProtoMessage() {}
+
+func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailEventsResponse.ProtoReflect.Descriptor instead.
+func (*TailEventsResponse) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TailEventsResponse) GetKind() isTailEventsResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *TailEventsResponse) GetEvents() *TailEventBatch {
+	if x != nil {
+		if x, ok := x.Kind.(*TailEventsResponse_Events); ok {
+			return x.Events
+		}
+	}
+	return nil
+}
+
+func (x *TailEventsResponse) GetCaughtUp() *TailCaughtUp {
+	if x != nil {
+		if x, ok := x.Kind.(*TailEventsResponse_CaughtUp); ok {
+			return x.CaughtUp
+		}
+	}
+	return nil
+}
+
+func (x *TailEventsResponse) GetHeartbeat() *TailHeartbeat {
+	if x != nil {
+		if x, ok := x.Kind.(*TailEventsResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+func (x *TailEventsResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+type isTailEventsResponse_Kind interface {
+	isTailEventsResponse_Kind()
+}
+
+type TailEventsResponse_Events struct {
+	// Events after the previous cursor, in ledger order, with ledger_sequence and ledger_hash set.
+	Events *TailEventBatch `protobuf:"bytes,1,opt,name=events,proto3,oneof"`
+}
+
+type TailEventsResponse_CaughtUp struct {
+	// Replay reached the ledger's head; sent exactly once per call.
+	CaughtUp *TailCaughtUp `protobuf:"bytes,2,opt,name=caught_up,json=caughtUp,proto3,oneof"`
+}
+
+type TailEventsResponse_Heartbeat struct {
+	// The ledger is idle.
+	Heartbeat *TailHeartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*TailEventsResponse_Events) isTailEventsResponse_Kind() {}
+
+func (*TailEventsResponse_CaughtUp) isTailEventsResponse_Kind() {}
+
+func (*TailEventsResponse_Heartbeat) isTailEventsResponse_Kind() {}
+
 var File_auditlog_v1_service_proto protoreflect.FileDescriptor
 
 const file_auditlog_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"\x19auditlog/v1/service.proto\x12\vauditlog.v1\x1a\x1dauditlog/v1/audit_event.proto\x1a\x17auditlog/v1/enums.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n" +
+	"\x19auditlog/v1/service.proto\x12\vauditlog.v1\x1a\x1dauditlog/v1/audit_event.proto\x1a\x17auditlog/v1/enums.proto\x1a\x18auditlog/v1/ledger.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n" +
 	"\x0fLogEventRequest\x12-\n" +
 	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventR\x05event\"h\n" +
 	"\x10LogEventResponse\x12-\n" +
@@ -1547,7 +2606,74 @@ const file_auditlog_v1_service_proto_rawDesc = "" +
 	"\theartbeat\x18\x03 \x01(\v2\x1a.auditlog.v1.TailHeartbeatH\x00R\theartbeat\x12\x16\n" +
 	"\x06cursor\x18\n" +
 	" \x01(\tR\x06cursorB\x06\n" +
-	"\x04kind2\xeb\x03\n" +
+	"\x04kind\"\xc2\x01\n" +
+	"\x13ExportEventsRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x120\n" +
+	"\x06filter\x18\x02 \x01(\v2\x18.auditlog.v1.EventFilterR\x06filter\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\tR\x06cursor\x12\x1f\n" +
+	"\vto_sequence\x18\x04 \x01(\x03R\n" +
+	"toSequence\x12#\n" +
+	"\rfrom_sequence\x18\x05 \x01(\x03R\ffromSequence\"\xdd\x01\n" +
+	"\x14ExportEventsResponse\x122\n" +
+	"\x05event\x18\x01 \x01(\v2\x1a.auditlog.v1.ExportedEventH\x00R\x05event\x129\n" +
+	"\n" +
+	"checkpoint\x18\x02 \x01(\v2\x17.auditlog.v1.CheckpointH\x00R\n" +
+	"checkpoint\x126\n" +
+	"\x06anchor\x18\x03 \x01(\v2\x1c.auditlog.v1.RetentionAnchorH\x00R\x06anchor\x12\x16\n" +
+	"\x06cursor\x18\n" +
+	" \x01(\tR\x06cursorB\x06\n" +
+	"\x04item\"n\n" +
+	"\rExportedEvent\x12-\n" +
+	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventR\x05event\x12.\n" +
+	"\x05entry\x18\x02 \x01(\v2\x18.auditlog.v1.LedgerEntryR\x05entry\"T\n" +
+	"\x14GetCheckpointRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\vat_sequence\x18\x02 \x01(\x03R\n" +
+	"atSequence\"\xab\x01\n" +
+	"\x15GetCheckpointResponse\x127\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x17.auditlog.v1.CheckpointR\n" +
+	"checkpoint\x12#\n" +
+	"\rhead_sequence\x18\x02 \x01(\x03R\fheadSequence\x124\n" +
+	"\x06anchor\x18\x03 \x01(\v2\x1c.auditlog.v1.RetentionAnchorR\x06anchor\"\x1c\n" +
+	"\x1aGetVerificationKeysRequest\"O\n" +
+	"\x1bGetVerificationKeysResponse\x120\n" +
+	"\x04keys\x18\x01 \x03(\v2\x1c.auditlog.v1.VerificationKeyR\x04keys\"x\n" +
+	"\x13VerifyLedgerRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12#\n" +
+	"\rfrom_sequence\x18\x02 \x01(\x03R\ffromSequence\x12\x1f\n" +
+	"\vto_sequence\x18\x03 \x01(\x03R\n" +
+	"toSequence\"\xc9\x01\n" +
+	"\x14VerifyLedgerResponse\x129\n" +
+	"\bprogress\x18\x01 \x01(\v2\x1b.auditlog.v1.VerifyProgressH\x00R\bprogress\x126\n" +
+	"\afinding\x18\x02 \x01(\v2\x1a.auditlog.v1.LedgerFindingH\x00R\afinding\x126\n" +
+	"\asummary\x18\x03 \x01(\v2\x1a.auditlog.v1.VerifySummaryH\x00R\asummaryB\x06\n" +
+	"\x04kind\"k\n" +
+	"\x13SetRetentionRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x127\n" +
+	"\tretention\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\tretention\"O\n" +
+	"\x14SetRetentionResponse\x127\n" +
+	"\tretention\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\tretention\"2\n" +
+	"\x13GetRetentionRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"\x85\x01\n" +
+	"\x14GetRetentionResponse\x127\n" +
+	"\tretention\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\tretention\x124\n" +
+	"\x06anchor\x18\x02 \x01(\v2\x1c.auditlog.v1.RetentionAnchorR\x06anchor\"\xd2\x01\n" +
+	"\x11TailEventsRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x18\n" +
+	"\x06cursor\x18\x02 \x01(\tH\x00R\x06cursor\x12'\n" +
+	"\x0efrom_beginning\x18\x03 \x01(\bH\x00R\rfromBeginning\x12\x1b\n" +
+	"\bfrom_now\x18\x04 \x01(\bH\x00R\afromNow\x127\n" +
+	"\vevent_types\x18\x05 \x03(\x0e2\x16.auditlog.v1.EventTypeR\n" +
+	"eventTypesB\a\n" +
+	"\x05start\"\xe1\x01\n" +
+	"\x12TailEventsResponse\x125\n" +
+	"\x06events\x18\x01 \x01(\v2\x1b.auditlog.v1.TailEventBatchH\x00R\x06events\x128\n" +
+	"\tcaught_up\x18\x02 \x01(\v2\x19.auditlog.v1.TailCaughtUpH\x00R\bcaughtUp\x12:\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x1a.auditlog.v1.TailHeartbeatH\x00R\theartbeat\x12\x16\n" +
+	"\x06cursor\x18\n" +
+	" \x01(\tR\x06cursorB\x06\n" +
+	"\x04kind2\xd6\b\n" +
 	"\x0fAuditLogService\x12G\n" +
 	"\bLogEvent\x12\x1c.auditlog.v1.LogEventRequest\x1a\x1d.auditlog.v1.LogEventResponse\x12J\n" +
 	"\tLogEvents\x12\x1d.auditlog.v1.LogEventsRequest\x1a\x1e.auditlog.v1.LogEventsResponse\x12W\n" +
@@ -1555,7 +2681,15 @@ const file_auditlog_v1_service_proto_rawDesc = "" +
 	"\bGetEvent\x12\x1c.auditlog.v1.GetEventRequest\x1a\x1d.auditlog.v1.GetEventResponse\x12M\n" +
 	"\n" +
 	"ListEvents\x12\x1e.auditlog.v1.ListEventsRequest\x1a\x1f.auditlog.v1.ListEventsResponse\x12R\n" +
-	"\vTailSession\x12\x1f.auditlog.v1.TailSessionRequest\x1a .auditlog.v1.TailSessionResponse0\x01B`\n" +
+	"\vTailSession\x12\x1f.auditlog.v1.TailSessionRequest\x1a .auditlog.v1.TailSessionResponse0\x01\x12O\n" +
+	"\n" +
+	"TailEvents\x12\x1e.auditlog.v1.TailEventsRequest\x1a\x1f.auditlog.v1.TailEventsResponse0\x01\x12U\n" +
+	"\fExportEvents\x12 .auditlog.v1.ExportEventsRequest\x1a!.auditlog.v1.ExportEventsResponse0\x01\x12V\n" +
+	"\rGetCheckpoint\x12!.auditlog.v1.GetCheckpointRequest\x1a\".auditlog.v1.GetCheckpointResponse\x12h\n" +
+	"\x13GetVerificationKeys\x12'.auditlog.v1.GetVerificationKeysRequest\x1a(.auditlog.v1.GetVerificationKeysResponse\x12U\n" +
+	"\fVerifyLedger\x12 .auditlog.v1.VerifyLedgerRequest\x1a!.auditlog.v1.VerifyLedgerResponse0\x01\x12S\n" +
+	"\fSetRetention\x12 .auditlog.v1.SetRetentionRequest\x1a!.auditlog.v1.SetRetentionResponse\x12S\n" +
+	"\fGetRetention\x12 .auditlog.v1.GetRetentionRequest\x1a!.auditlog.v1.GetRetentionResponseB`\n" +
 	"\x0eio.auditlog.v1B\fServiceProtoP\x01Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1b\x06proto3"
 
 var (
@@ -1570,85 +2704,141 @@ func file_auditlog_v1_service_proto_rawDescGZIP() []byte {
 	return file_auditlog_v1_service_proto_rawDescData
 }
 
-var file_auditlog_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_auditlog_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_auditlog_v1_service_proto_goTypes = []any{
-	(*LogEventRequest)(nil),       // 0: auditlog.v1.LogEventRequest
-	(*LogEventResponse)(nil),      // 1: auditlog.v1.LogEventResponse
-	(*LogEventsRequest)(nil),      // 2: auditlog.v1.LogEventsRequest
-	(*FieldViolation)(nil),        // 3: auditlog.v1.FieldViolation
-	(*EventError)(nil),            // 4: auditlog.v1.EventError
-	(*LogEventResult)(nil),        // 5: auditlog.v1.LogEventResult
-	(*LogEventsResponse)(nil),     // 6: auditlog.v1.LogEventsResponse
-	(*StreamEventsRequest)(nil),   // 7: auditlog.v1.StreamEventsRequest
-	(*EventAck)(nil),              // 8: auditlog.v1.EventAck
-	(*StreamEventsResponse)(nil),  // 9: auditlog.v1.StreamEventsResponse
-	(*GetEventRequest)(nil),       // 10: auditlog.v1.GetEventRequest
-	(*GetEventResponse)(nil),      // 11: auditlog.v1.GetEventResponse
-	(*EventFilter)(nil),           // 12: auditlog.v1.EventFilter
-	(*ListEventsRequest)(nil),     // 13: auditlog.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),    // 14: auditlog.v1.ListEventsResponse
-	(*TailSessionRequest)(nil),    // 15: auditlog.v1.TailSessionRequest
-	(*TailEventBatch)(nil),        // 16: auditlog.v1.TailEventBatch
-	(*TailCaughtUp)(nil),          // 17: auditlog.v1.TailCaughtUp
-	(*TailHeartbeat)(nil),         // 18: auditlog.v1.TailHeartbeat
-	(*TailSessionResponse)(nil),   // 19: auditlog.v1.TailSessionResponse
-	(*AuditEvent)(nil),            // 20: auditlog.v1.AuditEvent
-	(ResultView)(0),               // 21: auditlog.v1.ResultView
-	(ErrorReason)(0),              // 22: auditlog.v1.ErrorReason
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(EventType)(0),                // 25: auditlog.v1.EventType
-	(Actor)(0),                    // 26: auditlog.v1.Actor
-	(SortOrder)(0),                // 27: auditlog.v1.SortOrder
+	(*LogEventRequest)(nil),             // 0: auditlog.v1.LogEventRequest
+	(*LogEventResponse)(nil),            // 1: auditlog.v1.LogEventResponse
+	(*LogEventsRequest)(nil),            // 2: auditlog.v1.LogEventsRequest
+	(*FieldViolation)(nil),              // 3: auditlog.v1.FieldViolation
+	(*EventError)(nil),                  // 4: auditlog.v1.EventError
+	(*LogEventResult)(nil),              // 5: auditlog.v1.LogEventResult
+	(*LogEventsResponse)(nil),           // 6: auditlog.v1.LogEventsResponse
+	(*StreamEventsRequest)(nil),         // 7: auditlog.v1.StreamEventsRequest
+	(*EventAck)(nil),                    // 8: auditlog.v1.EventAck
+	(*StreamEventsResponse)(nil),        // 9: auditlog.v1.StreamEventsResponse
+	(*GetEventRequest)(nil),             // 10: auditlog.v1.GetEventRequest
+	(*GetEventResponse)(nil),            // 11: auditlog.v1.GetEventResponse
+	(*EventFilter)(nil),                 // 12: auditlog.v1.EventFilter
+	(*ListEventsRequest)(nil),           // 13: auditlog.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),          // 14: auditlog.v1.ListEventsResponse
+	(*TailSessionRequest)(nil),          // 15: auditlog.v1.TailSessionRequest
+	(*TailEventBatch)(nil),              // 16: auditlog.v1.TailEventBatch
+	(*TailCaughtUp)(nil),                // 17: auditlog.v1.TailCaughtUp
+	(*TailHeartbeat)(nil),               // 18: auditlog.v1.TailHeartbeat
+	(*TailSessionResponse)(nil),         // 19: auditlog.v1.TailSessionResponse
+	(*ExportEventsRequest)(nil),         // 20: auditlog.v1.ExportEventsRequest
+	(*ExportEventsResponse)(nil),        // 21: auditlog.v1.ExportEventsResponse
+	(*ExportedEvent)(nil),               // 22: auditlog.v1.ExportedEvent
+	(*GetCheckpointRequest)(nil),        // 23: auditlog.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 24: auditlog.v1.GetCheckpointResponse
+	(*GetVerificationKeysRequest)(nil),  // 25: auditlog.v1.GetVerificationKeysRequest
+	(*GetVerificationKeysResponse)(nil), // 26: auditlog.v1.GetVerificationKeysResponse
+	(*VerifyLedgerRequest)(nil),         // 27: auditlog.v1.VerifyLedgerRequest
+	(*VerifyLedgerResponse)(nil),        // 28: auditlog.v1.VerifyLedgerResponse
+	(*SetRetentionRequest)(nil),         // 29: auditlog.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),        // 30: auditlog.v1.SetRetentionResponse
+	(*GetRetentionRequest)(nil),         // 31: auditlog.v1.GetRetentionRequest
+	(*GetRetentionResponse)(nil),        // 32: auditlog.v1.GetRetentionResponse
+	(*TailEventsRequest)(nil),           // 33: auditlog.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),          // 34: auditlog.v1.TailEventsResponse
+	(*AuditEvent)(nil),                  // 35: auditlog.v1.AuditEvent
+	(ResultView)(0),                     // 36: auditlog.v1.ResultView
+	(ErrorReason)(0),                    // 37: auditlog.v1.ErrorReason
+	(*durationpb.Duration)(nil),         // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 39: google.protobuf.Timestamp
+	(EventType)(0),                      // 40: auditlog.v1.EventType
+	(Actor)(0),                          // 41: auditlog.v1.Actor
+	(SortOrder)(0),                      // 42: auditlog.v1.SortOrder
+	(*Checkpoint)(nil),                  // 43: auditlog.v1.Checkpoint
+	(*RetentionAnchor)(nil),             // 44: auditlog.v1.RetentionAnchor
+	(*LedgerEntry)(nil),                 // 45: auditlog.v1.LedgerEntry
+	(*VerificationKey)(nil),             // 46: auditlog.v1.VerificationKey
+	(*VerifyProgress)(nil),              // 47: auditlog.v1.VerifyProgress
+	(*LedgerFinding)(nil),               // 48: auditlog.v1.LedgerFinding
+	(*VerifySummary)(nil),               // 49: auditlog.v1.VerifySummary
 }
 var file_auditlog_v1_service_proto_depIdxs = []int32{
-	20, // 0: auditlog.v1.LogEventRequest.event:type_name -> auditlog.v1.AuditEvent
-	20, // 1: auditlog.v1.LogEventResponse.event:type_name -> auditlog.v1.AuditEvent
-	20, // 2: auditlog.v1.LogEventsRequest.events:type_name -> auditlog.v1.AuditEvent
-	21, // 3: auditlog.v1.LogEventsRequest.result_view:type_name -> auditlog.v1.ResultView
-	22, // 4: auditlog.v1.EventError.reason:type_name -> auditlog.v1.ErrorReason
+	35, // 0: auditlog.v1.LogEventRequest.event:type_name -> auditlog.v1.AuditEvent
+	35, // 1: auditlog.v1.LogEventResponse.event:type_name -> auditlog.v1.AuditEvent
+	35, // 2: auditlog.v1.LogEventsRequest.events:type_name -> auditlog.v1.AuditEvent
+	36, // 3: auditlog.v1.LogEventsRequest.result_view:type_name -> auditlog.v1.ResultView
+	37, // 4: auditlog.v1.EventError.reason:type_name -> auditlog.v1.ErrorReason
 	3,  // 5: auditlog.v1.EventError.field_violations:type_name -> auditlog.v1.FieldViolation
-	23, // 6: auditlog.v1.EventError.retry_delay:type_name -> google.protobuf.Duration
-	20, // 7: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
+	38, // 6: auditlog.v1.EventError.retry_delay:type_name -> google.protobuf.Duration
+	35, // 7: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
 	4,  // 8: auditlog.v1.LogEventResult.error:type_name -> auditlog.v1.EventError
 	8,  // 9: auditlog.v1.LogEventResult.ack:type_name -> auditlog.v1.EventAck
 	5,  // 10: auditlog.v1.LogEventsResponse.results:type_name -> auditlog.v1.LogEventResult
-	20, // 11: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
-	24, // 12: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
+	35, // 11: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
+	39, // 12: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
 	8,  // 13: auditlog.v1.StreamEventsResponse.ack:type_name -> auditlog.v1.EventAck
 	4,  // 14: auditlog.v1.StreamEventsResponse.error:type_name -> auditlog.v1.EventError
-	20, // 15: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
-	24, // 16: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
-	24, // 17: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
-	25, // 18: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
-	26, // 19: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
+	35, // 15: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
+	39, // 16: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
+	39, // 17: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
+	40, // 18: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
+	41, // 19: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
 	12, // 20: auditlog.v1.ListEventsRequest.filter:type_name -> auditlog.v1.EventFilter
-	27, // 21: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
-	20, // 22: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
-	24, // 23: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
-	25, // 24: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
-	20, // 25: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
-	24, // 26: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
+	42, // 21: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
+	35, // 22: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
+	39, // 23: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
+	40, // 24: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
+	35, // 25: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
+	39, // 26: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
 	16, // 27: auditlog.v1.TailSessionResponse.events:type_name -> auditlog.v1.TailEventBatch
 	17, // 28: auditlog.v1.TailSessionResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
 	18, // 29: auditlog.v1.TailSessionResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
-	0,  // 30: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
-	2,  // 31: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
-	7,  // 32: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
-	10, // 33: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
-	13, // 34: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
-	15, // 35: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
-	1,  // 36: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
-	6,  // 37: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
-	9,  // 38: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
-	11, // 39: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
-	14, // 40: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
-	19, // 41: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
-	36, // [36:42] is the sub-list for method output_type
-	30, // [30:36] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	12, // 30: auditlog.v1.ExportEventsRequest.filter:type_name -> auditlog.v1.EventFilter
+	22, // 31: auditlog.v1.ExportEventsResponse.event:type_name -> auditlog.v1.ExportedEvent
+	43, // 32: auditlog.v1.ExportEventsResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
+	44, // 33: auditlog.v1.ExportEventsResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
+	35, // 34: auditlog.v1.ExportedEvent.event:type_name -> auditlog.v1.AuditEvent
+	45, // 35: auditlog.v1.ExportedEvent.entry:type_name -> auditlog.v1.LedgerEntry
+	43, // 36: auditlog.v1.GetCheckpointResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
+	44, // 37: auditlog.v1.GetCheckpointResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
+	46, // 38: auditlog.v1.GetVerificationKeysResponse.keys:type_name -> auditlog.v1.VerificationKey
+	47, // 39: auditlog.v1.VerifyLedgerResponse.progress:type_name -> auditlog.v1.VerifyProgress
+	48, // 40: auditlog.v1.VerifyLedgerResponse.finding:type_name -> auditlog.v1.LedgerFinding
+	49, // 41: auditlog.v1.VerifyLedgerResponse.summary:type_name -> auditlog.v1.VerifySummary
+	38, // 42: auditlog.v1.SetRetentionRequest.retention:type_name -> google.protobuf.Duration
+	38, // 43: auditlog.v1.SetRetentionResponse.retention:type_name -> google.protobuf.Duration
+	38, // 44: auditlog.v1.GetRetentionResponse.retention:type_name -> google.protobuf.Duration
+	44, // 45: auditlog.v1.GetRetentionResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
+	40, // 46: auditlog.v1.TailEventsRequest.event_types:type_name -> auditlog.v1.EventType
+	16, // 47: auditlog.v1.TailEventsResponse.events:type_name -> auditlog.v1.TailEventBatch
+	17, // 48: auditlog.v1.TailEventsResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
+	18, // 49: auditlog.v1.TailEventsResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
+	0,  // 50: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
+	2,  // 51: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
+	7,  // 52: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
+	10, // 53: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
+	13, // 54: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
+	15, // 55: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
+	33, // 56: auditlog.v1.AuditLogService.TailEvents:input_type -> auditlog.v1.TailEventsRequest
+	20, // 57: auditlog.v1.AuditLogService.ExportEvents:input_type -> auditlog.v1.ExportEventsRequest
+	23, // 58: auditlog.v1.AuditLogService.GetCheckpoint:input_type -> auditlog.v1.GetCheckpointRequest
+	25, // 59: auditlog.v1.AuditLogService.GetVerificationKeys:input_type -> auditlog.v1.GetVerificationKeysRequest
+	27, // 60: auditlog.v1.AuditLogService.VerifyLedger:input_type -> auditlog.v1.VerifyLedgerRequest
+	29, // 61: auditlog.v1.AuditLogService.SetRetention:input_type -> auditlog.v1.SetRetentionRequest
+	31, // 62: auditlog.v1.AuditLogService.GetRetention:input_type -> auditlog.v1.GetRetentionRequest
+	1,  // 63: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
+	6,  // 64: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
+	9,  // 65: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
+	11, // 66: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
+	14, // 67: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
+	19, // 68: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
+	34, // 69: auditlog.v1.AuditLogService.TailEvents:output_type -> auditlog.v1.TailEventsResponse
+	21, // 70: auditlog.v1.AuditLogService.ExportEvents:output_type -> auditlog.v1.ExportEventsResponse
+	24, // 71: auditlog.v1.AuditLogService.GetCheckpoint:output_type -> auditlog.v1.GetCheckpointResponse
+	26, // 72: auditlog.v1.AuditLogService.GetVerificationKeys:output_type -> auditlog.v1.GetVerificationKeysResponse
+	28, // 73: auditlog.v1.AuditLogService.VerifyLedger:output_type -> auditlog.v1.VerifyLedgerResponse
+	30, // 74: auditlog.v1.AuditLogService.SetRetention:output_type -> auditlog.v1.SetRetentionResponse
+	32, // 75: auditlog.v1.AuditLogService.GetRetention:output_type -> auditlog.v1.GetRetentionResponse
+	63, // [63:76] is the sub-list for method output_type
+	50, // [50:63] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_auditlog_v1_service_proto_init() }
@@ -1658,6 +2848,7 @@ func file_auditlog_v1_service_proto_init() {
 	}
 	file_auditlog_v1_audit_event_proto_init()
 	file_auditlog_v1_enums_proto_init()
+	file_auditlog_v1_ledger_proto_init()
 	file_auditlog_v1_service_proto_msgTypes[5].OneofWrappers = []any{
 		(*LogEventResult_Event)(nil),
 		(*LogEventResult_Error)(nil),
@@ -1678,13 +2869,33 @@ func file_auditlog_v1_service_proto_init() {
 		(*TailSessionResponse_CaughtUp)(nil),
 		(*TailSessionResponse_Heartbeat)(nil),
 	}
+	file_auditlog_v1_service_proto_msgTypes[21].OneofWrappers = []any{
+		(*ExportEventsResponse_Event)(nil),
+		(*ExportEventsResponse_Checkpoint)(nil),
+		(*ExportEventsResponse_Anchor)(nil),
+	}
+	file_auditlog_v1_service_proto_msgTypes[28].OneofWrappers = []any{
+		(*VerifyLedgerResponse_Progress)(nil),
+		(*VerifyLedgerResponse_Finding)(nil),
+		(*VerifyLedgerResponse_Summary)(nil),
+	}
+	file_auditlog_v1_service_proto_msgTypes[33].OneofWrappers = []any{
+		(*TailEventsRequest_Cursor)(nil),
+		(*TailEventsRequest_FromBeginning)(nil),
+		(*TailEventsRequest_FromNow)(nil),
+	}
+	file_auditlog_v1_service_proto_msgTypes[34].OneofWrappers = []any{
+		(*TailEventsResponse_Events)(nil),
+		(*TailEventsResponse_CaughtUp)(nil),
+		(*TailEventsResponse_Heartbeat)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditlog_v1_service_proto_rawDesc), len(file_auditlog_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

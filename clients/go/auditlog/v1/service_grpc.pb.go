@@ -19,12 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuditLogService_LogEvent_FullMethodName     = "/auditlog.v1.AuditLogService/LogEvent"
-	AuditLogService_LogEvents_FullMethodName    = "/auditlog.v1.AuditLogService/LogEvents"
-	AuditLogService_StreamEvents_FullMethodName = "/auditlog.v1.AuditLogService/StreamEvents"
-	AuditLogService_GetEvent_FullMethodName     = "/auditlog.v1.AuditLogService/GetEvent"
-	AuditLogService_ListEvents_FullMethodName   = "/auditlog.v1.AuditLogService/ListEvents"
-	AuditLogService_TailSession_FullMethodName  = "/auditlog.v1.AuditLogService/TailSession"
+	AuditLogService_LogEvent_FullMethodName            = "/auditlog.v1.AuditLogService/LogEvent"
+	AuditLogService_LogEvents_FullMethodName           = "/auditlog.v1.AuditLogService/LogEvents"
+	AuditLogService_StreamEvents_FullMethodName        = "/auditlog.v1.AuditLogService/StreamEvents"
+	AuditLogService_GetEvent_FullMethodName            = "/auditlog.v1.AuditLogService/GetEvent"
+	AuditLogService_ListEvents_FullMethodName          = "/auditlog.v1.AuditLogService/ListEvents"
+	AuditLogService_TailSession_FullMethodName         = "/auditlog.v1.AuditLogService/TailSession"
+	AuditLogService_TailEvents_FullMethodName          = "/auditlog.v1.AuditLogService/TailEvents"
+	AuditLogService_ExportEvents_FullMethodName        = "/auditlog.v1.AuditLogService/ExportEvents"
+	AuditLogService_GetCheckpoint_FullMethodName       = "/auditlog.v1.AuditLogService/GetCheckpoint"
+	AuditLogService_GetVerificationKeys_FullMethodName = "/auditlog.v1.AuditLogService/GetVerificationKeys"
+	AuditLogService_VerifyLedger_FullMethodName        = "/auditlog.v1.AuditLogService/VerifyLedger"
+	AuditLogService_SetRetention_FullMethodName        = "/auditlog.v1.AuditLogService/SetRetention"
+	AuditLogService_GetRetention_FullMethodName        = "/auditlog.v1.AuditLogService/GetRetention"
 )
 
 // AuditLogServiceClient is the client API for AuditLogService service.
@@ -63,6 +70,28 @@ type AuditLogServiceClient interface {
 	// UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
 	// with a fresh token. Scope: sessions:tail.
 	TailSession(ctx context.Context, in *TailSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailSessionResponse], error)
+	// Streams a tenant's whole ledger: replay from a cursor or the start, then live, with the same
+	// cursors, caught_up marker, heartbeats and endings as TailSession: a feed that a SIEM
+	// forwarder follows without gaps. Scope: events:read.
+	TailEvents(ctx context.Context, in *TailEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailEventsResponse], error)
+	// Exports a tenant's events in ledger order from a cursor (resumable), with what the ledger
+	// recorded of each and the signed checkpoints inline, so that an export verifies on its own.
+	// Ends at the head as of the call. Scope: events:export.
+	ExportEvents(ctx context.Context, in *ExportEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportEventsResponse], error)
+	// Returns a signed checkpoint of a tenant's ledger: the latest, or the latest at or before a
+	// sequence. Scope: events:read.
+	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
+	// Returns the public keys checkpoints and anchors are signed with. Scope: events:read.
+	GetVerificationKeys(ctx context.Context, in *GetVerificationKeysRequest, opts ...grpc.CallOption) (*GetVerificationKeysResponse, error)
+	// Verifies a tenant's ledger on the server (recomputes every hash, checks the chain, the
+	// checkpoint signatures and that every stored event is in the ledger), streaming progress and
+	// findings. Scope: events:read.
+	VerifyLedger(ctx context.Context, in *VerifyLedgerRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyLedgerResponse], error)
+	// Sets how long a tenant's events are kept; older ones are removed in ledger order, leaving a
+	// signed anchor where the ledger then starts. Scope: tenant:admin.
+	SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error)
+	// Returns how long a tenant's events are kept, and where its ledger starts. Scope: events:read.
+	GetRetention(ctx context.Context, in *GetRetentionRequest, opts ...grpc.CallOption) (*GetRetentionResponse, error)
 }
 
 type auditLogServiceClient struct {
@@ -145,6 +174,103 @@ func (c *auditLogServiceClient) TailSession(ctx context.Context, in *TailSession
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuditLogService_TailSessionClient = grpc.ServerStreamingClient[TailSessionResponse]
 
+func (c *auditLogServiceClient) TailEvents(ctx context.Context, in *TailEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuditLogService_ServiceDesc.Streams[2], AuditLogService_TailEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TailEventsRequest, TailEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditLogService_TailEventsClient = grpc.ServerStreamingClient[TailEventsResponse]
+
+func (c *auditLogServiceClient) ExportEvents(ctx context.Context, in *ExportEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuditLogService_ServiceDesc.Streams[3], AuditLogService_ExportEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportEventsRequest, ExportEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditLogService_ExportEventsClient = grpc.ServerStreamingClient[ExportEventsResponse]
+
+func (c *auditLogServiceClient) GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCheckpointResponse)
+	err := c.cc.Invoke(ctx, AuditLogService_GetCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditLogServiceClient) GetVerificationKeys(ctx context.Context, in *GetVerificationKeysRequest, opts ...grpc.CallOption) (*GetVerificationKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetVerificationKeysResponse)
+	err := c.cc.Invoke(ctx, AuditLogService_GetVerificationKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditLogServiceClient) VerifyLedger(ctx context.Context, in *VerifyLedgerRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyLedgerResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuditLogService_ServiceDesc.Streams[4], AuditLogService_VerifyLedger_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[VerifyLedgerRequest, VerifyLedgerResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditLogService_VerifyLedgerClient = grpc.ServerStreamingClient[VerifyLedgerResponse]
+
+func (c *auditLogServiceClient) SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetRetentionResponse)
+	err := c.cc.Invoke(ctx, AuditLogService_SetRetention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditLogServiceClient) GetRetention(ctx context.Context, in *GetRetentionRequest, opts ...grpc.CallOption) (*GetRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRetentionResponse)
+	err := c.cc.Invoke(ctx, AuditLogService_GetRetention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditLogServiceServer is the server API for AuditLogService service.
 // All implementations must embed UnimplementedAuditLogServiceServer
 // for forward compatibility.
@@ -181,6 +307,28 @@ type AuditLogServiceServer interface {
 	// UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
 	// with a fresh token. Scope: sessions:tail.
 	TailSession(*TailSessionRequest, grpc.ServerStreamingServer[TailSessionResponse]) error
+	// Streams a tenant's whole ledger: replay from a cursor or the start, then live, with the same
+	// cursors, caught_up marker, heartbeats and endings as TailSession: a feed that a SIEM
+	// forwarder follows without gaps. Scope: events:read.
+	TailEvents(*TailEventsRequest, grpc.ServerStreamingServer[TailEventsResponse]) error
+	// Exports a tenant's events in ledger order from a cursor (resumable), with what the ledger
+	// recorded of each and the signed checkpoints inline, so that an export verifies on its own.
+	// Ends at the head as of the call. Scope: events:export.
+	ExportEvents(*ExportEventsRequest, grpc.ServerStreamingServer[ExportEventsResponse]) error
+	// Returns a signed checkpoint of a tenant's ledger: the latest, or the latest at or before a
+	// sequence. Scope: events:read.
+	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)
+	// Returns the public keys checkpoints and anchors are signed with. Scope: events:read.
+	GetVerificationKeys(context.Context, *GetVerificationKeysRequest) (*GetVerificationKeysResponse, error)
+	// Verifies a tenant's ledger on the server (recomputes every hash, checks the chain, the
+	// checkpoint signatures and that every stored event is in the ledger), streaming progress and
+	// findings. Scope: events:read.
+	VerifyLedger(*VerifyLedgerRequest, grpc.ServerStreamingServer[VerifyLedgerResponse]) error
+	// Sets how long a tenant's events are kept; older ones are removed in ledger order, leaving a
+	// signed anchor where the ledger then starts. Scope: tenant:admin.
+	SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error)
+	// Returns how long a tenant's events are kept, and where its ledger starts. Scope: events:read.
+	GetRetention(context.Context, *GetRetentionRequest) (*GetRetentionResponse, error)
 	mustEmbedUnimplementedAuditLogServiceServer()
 }
 
@@ -208,6 +356,27 @@ func (UnimplementedAuditLogServiceServer) ListEvents(context.Context, *ListEvent
 }
 func (UnimplementedAuditLogServiceServer) TailSession(*TailSessionRequest, grpc.ServerStreamingServer[TailSessionResponse]) error {
 	return status.Error(codes.Unimplemented, "method TailSession not implemented")
+}
+func (UnimplementedAuditLogServiceServer) TailEvents(*TailEventsRequest, grpc.ServerStreamingServer[TailEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method TailEvents not implemented")
+}
+func (UnimplementedAuditLogServiceServer) ExportEvents(*ExportEventsRequest, grpc.ServerStreamingServer[ExportEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportEvents not implemented")
+}
+func (UnimplementedAuditLogServiceServer) GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCheckpoint not implemented")
+}
+func (UnimplementedAuditLogServiceServer) GetVerificationKeys(context.Context, *GetVerificationKeysRequest) (*GetVerificationKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVerificationKeys not implemented")
+}
+func (UnimplementedAuditLogServiceServer) VerifyLedger(*VerifyLedgerRequest, grpc.ServerStreamingServer[VerifyLedgerResponse]) error {
+	return status.Error(codes.Unimplemented, "method VerifyLedger not implemented")
+}
+func (UnimplementedAuditLogServiceServer) SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetRetention not implemented")
+}
+func (UnimplementedAuditLogServiceServer) GetRetention(context.Context, *GetRetentionRequest) (*GetRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRetention not implemented")
 }
 func (UnimplementedAuditLogServiceServer) mustEmbedUnimplementedAuditLogServiceServer() {}
 func (UnimplementedAuditLogServiceServer) testEmbeddedByValue()                         {}
@@ -320,6 +489,111 @@ func _AuditLogService_TailSession_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuditLogService_TailSessionServer = grpc.ServerStreamingServer[TailSessionResponse]
 
+func _AuditLogService_TailEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TailEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuditLogServiceServer).TailEvents(m, &grpc.GenericServerStream[TailEventsRequest, TailEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditLogService_TailEventsServer = grpc.ServerStreamingServer[TailEventsResponse]
+
+func _AuditLogService_ExportEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuditLogServiceServer).ExportEvents(m, &grpc.GenericServerStream[ExportEventsRequest, ExportEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditLogService_ExportEventsServer = grpc.ServerStreamingServer[ExportEventsResponse]
+
+func _AuditLogService_GetCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServiceServer).GetCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLogService_GetCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServiceServer).GetCheckpoint(ctx, req.(*GetCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditLogService_GetVerificationKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVerificationKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServiceServer).GetVerificationKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLogService_GetVerificationKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServiceServer).GetVerificationKeys(ctx, req.(*GetVerificationKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditLogService_VerifyLedger_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(VerifyLedgerRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuditLogServiceServer).VerifyLedger(m, &grpc.GenericServerStream[VerifyLedgerRequest, VerifyLedgerResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditLogService_VerifyLedgerServer = grpc.ServerStreamingServer[VerifyLedgerResponse]
+
+func _AuditLogService_SetRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServiceServer).SetRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLogService_SetRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServiceServer).SetRetention(ctx, req.(*SetRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditLogService_GetRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditLogServiceServer).GetRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditLogService_GetRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditLogServiceServer).GetRetention(ctx, req.(*GetRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditLogService_ServiceDesc is the grpc.ServiceDesc for AuditLogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -343,6 +617,22 @@ var AuditLogService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListEvents",
 			Handler:    _AuditLogService_ListEvents_Handler,
 		},
+		{
+			MethodName: "GetCheckpoint",
+			Handler:    _AuditLogService_GetCheckpoint_Handler,
+		},
+		{
+			MethodName: "GetVerificationKeys",
+			Handler:    _AuditLogService_GetVerificationKeys_Handler,
+		},
+		{
+			MethodName: "SetRetention",
+			Handler:    _AuditLogService_SetRetention_Handler,
+		},
+		{
+			MethodName: "GetRetention",
+			Handler:    _AuditLogService_GetRetention_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -354,6 +644,21 @@ var AuditLogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "TailSession",
 			Handler:       _AuditLogService_TailSession_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "TailEvents",
+			Handler:       _AuditLogService_TailEvents_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportEvents",
+			Handler:       _AuditLogService_ExportEvents_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "VerifyLedger",
+			Handler:       _AuditLogService_VerifyLedger_Handler,
 			ServerStreams: true,
 		},
 	},

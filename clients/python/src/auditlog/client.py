@@ -562,6 +562,38 @@ class AuditLogClient:
             on_resume=on_resume,
         )
 
+    def tail_events(
+        self,
+        tenant_id: str,
+        *,
+        cursor: str = "",
+        from_now: bool = False,
+        event_types: Sequence[int] = (),
+        max_retries: int = 10,
+        on_caught_up: Callable[[int], None] | None = None,
+        on_resume: Callable[[AuditLogError], None] | None = None,
+    ) -> TenantTail:
+        """Follow a tenant's whole ledger: every event of the tenant in ledger order (each with
+        its ledger_sequence and ledger_hash), replayed from the start (or a cursor, or now),
+        then live; resumes by itself like tail_session. What a SIEM forwarder needs."""
+        request = service_pb2.TailEventsRequest(
+            tenant_id=tenant_id,
+            event_types=event_types,  # type: ignore[arg-type]
+        )
+        if cursor:
+            request.cursor = cursor
+        elif from_now:
+            request.from_now = True
+        else:
+            request.from_beginning = True
+        return TenantTail(
+            self,
+            request,  # type: ignore[arg-type]
+            max_retries=max_retries,
+            on_caught_up=on_caught_up,
+            on_resume=on_resume,
+        )
+
 
 # Trailing metadata key under which the server sends the cursor a tail resumes from.
 CURSOR_TRAILER = "auditlog-cursor"
@@ -593,6 +625,10 @@ class SessionTail:
     It resumes by itself from the last cursor when the stream breaks (server restart, failover,
     shutdown), with exponential backoff and at most `max_retries` failures in a row, and never
     yields an event twice (it also skips any sequence at or below the last one yielded).
+
+    `cursor` points after the last event yielded once a batch is done; saved mid-batch, it
+    points before the batch, so a new tail from it replays the batch's earlier events again
+    (at least once: skip them by position).
 
     >>> tail = client.tail_session("acme", "cob-1")
     >>> async for event in tail:
@@ -630,8 +666,15 @@ class SessionTail:
     def __aiter__(self) -> AsyncIterator[AuditEvent]:
         return self._events()
 
-    def _next_request(self) -> service_pb2.TailSessionRequest:
-        request = service_pb2.TailSessionRequest()
+    # The RPC a tail calls, and what orders its events (TenantTail overrides both).
+    _method = "TailSession"
+
+    @staticmethod
+    def _position(event: AuditEvent) -> int:
+        return event.sequence
+
+    def _next_request(self) -> Any:
+        request = type(self._request)()
         request.CopyFrom(self._request)
         if self.cursor:
             request.cursor = self.cursor
@@ -641,17 +684,25 @@ class SessionTail:
         failures = 0
         backoff = self._initial_backoff_s
         while True:
-            call = self._client.stub.TailSession(self._next_request())
+            call = getattr(self._client.stub, self._method)(self._next_request())
             try:
                 async for response in call:
                     failures, backoff = 0, self._initial_backoff_s
                     self.token_renewed_at_failure = False
                     kind = response.WhichOneof("kind")
                     if kind == "events":
-                        for event in response.events.events:
-                            if event.sequence > self.last_sequence:
-                                self.last_sequence = event.sequence
-                                self.head = max(self.head, event.sequence)
+                        batch = response.events.events
+                        for index, event in enumerate(batch):
+                            # The cursor covers the whole batch: taken before the batch's last
+                            # event, it would skip the rest. A consumer that stops mid-batch
+                            # has the batch's earlier events again when it resumes (skip them
+                            # by position).
+                            if index == len(batch) - 1:
+                                self.cursor = response.cursor
+                            position = self._position(event)
+                            if position > self.last_sequence:
+                                self.last_sequence = position
+                                self.head = max(self.head, position)
                                 yield event
                     elif kind == "caught_up":
                         self.head = response.caught_up.head_sequence
@@ -688,3 +739,20 @@ class SessionTail:
                 backoff = min(backoff * 2, self._max_backoff_s)
             finally:
                 call.cancel()
+
+
+class TenantTail(SessionTail):
+    """An async iterator over a tenant's whole ledger (TailEvents), replayed and then live, in
+    ledger order; it resumes by itself exactly like SessionTail, by `ledger_sequence`.
+
+    >>> tail = client.tail_events("acme")
+    >>> async for event in tail:
+    ...     forward_to_siem(event)
+    ...     save(tail.cursor)
+    """
+
+    _method = "TailEvents"
+
+    @staticmethod
+    def _position(event: AuditEvent) -> int:
+        return event.ledger_sequence

@@ -59,6 +59,8 @@ class AuditEvent(_message.Message):
     EVENT_TYPE_FIELD_NUMBER: _builtins.int
     COBROWSE_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    LEDGER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LEDGER_HASH_FIELD_NUMBER: _builtins.int
     START_CALL_FIELD_NUMBER: _builtins.int
     MESSENGER_SEND_FIELD_NUMBER: _builtins.int
     LIVE_VIEW_FIELD_NUMBER: _builtins.int
@@ -105,6 +107,19 @@ class AuditEvent(_message.Message):
     sequence: _builtins.int
     """Output only: the event's position in its co-browsing session, 1, 2, 3, ... without holes.
     Zero for general events.
+    """
+    ledger_sequence: _builtins.int
+    """Output only: the event's position in its tenant's ledger, 1, 2, 3, ... without holes, over
+    every event of the tenant. Zero until the event is sequenced (the ledger trails ingest by a
+    second or so).
+    """
+    ledger_hash: _builtins.bytes
+    """Output only: the ledger hash after this event (32 bytes; empty until sequenced):
+      digest = SHA-256(deterministic serialization of this event as stored, with sequence,
+                       ledger_sequence and ledger_hash cleared)
+      ledger_hash(n) = SHA-256(ledger_hash(n - 1) || uint64be(n) || uint64be(sequence) || digest)
+      ledger_hash(0) = SHA-256("auditlog.v1 ledger\\n" || tenant_id)
+    Signed checkpoints (GetCheckpoint) vouch for it; see auditlog.v1.Checkpoint.
     """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
@@ -213,6 +228,8 @@ class AuditEvent(_message.Message):
         event_type: _enums_pb2.EventType.ValueType = ...,
         cobrowse: Global___CobrowseContext | None = ...,
         sequence: _builtins.int = ...,
+        ledger_sequence: _builtins.int = ...,
+        ledger_hash: _builtins.bytes = ...,
         start_call: _payloads_pb2.StartCallAttributes | None = ...,
         messenger_send: _payloads_pb2.MessengerSendAttributes | None = ...,
         live_view: _payloads_pb2.LiveViewAttributes | None = ...,
@@ -237,7 +254,7 @@ class AuditEvent(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["click", b"click", "cobrowse", b"cobrowse", "conference_agent", b"conference_agent", "conference_recording", b"conference_recording", "custom_event", b"custom_event", "form", b"form", "input", b"input", "live_view", b"live_view", "logged_in", b"logged_in", "meeting_change", b"meeting_change", "messenger_send", b"messenger_send", "occur_time", b"occur_time", "online_status_offline", b"online_status_offline", "online_status_online", b"online_status_online", "page_change", b"page_change", "payload", b"payload", "permission_change", b"permission_change", "plugin_change", b"plugin_change", "receive_time", b"receive_time", "role_change", b"role_change", "scroll", b"scroll", "selection", b"selection", "settings_change", b"settings_change", "start_call", b"start_call", "status_change", b"status_change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["click", b"click", "cobrowse", b"cobrowse", "conference_agent", b"conference_agent", "conference_recording", b"conference_recording", "custom_event", b"custom_event", "event_type", b"event_type", "form", b"form", "id", b"id", "input", b"input", "live_view", b"live_view", "logged_in", b"logged_in", "meeting_change", b"meeting_change", "messenger_send", b"messenger_send", "occur_time", b"occur_time", "online_status_offline", b"online_status_offline", "online_status_online", b"online_status_online", "page_change", b"page_change", "payload", b"payload", "permission_change", b"permission_change", "plugin_change", b"plugin_change", "receive_time", b"receive_time", "role_change", b"role_change", "scroll", b"scroll", "selection", b"selection", "sequence", b"sequence", "settings_change", b"settings_change", "start_call", b"start_call", "status_change", b"status_change", "tenant_id", b"tenant_id", "tenant_user_id", b"tenant_user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click", b"click", "cobrowse", b"cobrowse", "conference_agent", b"conference_agent", "conference_recording", b"conference_recording", "custom_event", b"custom_event", "event_type", b"event_type", "form", b"form", "id", b"id", "input", b"input", "ledger_hash", b"ledger_hash", "ledger_sequence", b"ledger_sequence", "live_view", b"live_view", "logged_in", b"logged_in", "meeting_change", b"meeting_change", "messenger_send", b"messenger_send", "occur_time", b"occur_time", "online_status_offline", b"online_status_offline", "online_status_online", b"online_status_online", "page_change", b"page_change", "payload", b"payload", "permission_change", b"permission_change", "plugin_change", b"plugin_change", "receive_time", b"receive_time", "role_change", b"role_change", "scroll", b"scroll", "selection", b"selection", "sequence", b"sequence", "settings_change", b"settings_change", "start_call", b"start_call", "status_change", b"status_change", "tenant_id", b"tenant_id", "tenant_user_id", b"tenant_user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["start_call", "messenger_send", "live_view", "logged_in", "online_status_online", "online_status_offline", "status_change", "role_change", "permission_change", "plugin_change", "settings_change", "meeting_change", "conference_agent", "conference_recording", "click", "scroll", "form", "input", "page_change", "selection", "custom_event"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015

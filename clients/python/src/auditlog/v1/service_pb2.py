@@ -24,11 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from auditlog.v1 import audit_event_pb2 as auditlog_dot_v1_dot_audit__event__pb2
 from auditlog.v1 import enums_pb2 as auditlog_dot_v1_dot_enums__pb2
+from auditlog.v1 import ledger_pb2 as auditlog_dot_v1_dot_ledger__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uditlog/v1/service.proto\x12\x0b\x61uditlog.v1\x1a\x1d\x61uditlog/v1/audit_event.proto\x1a\x17\x61uditlog/v1/enums.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x0fLogEventRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"h\n\x10LogEventResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\x12%\n\x0e\x61lready_stored\x18\x02 \x01(\x08R\ralreadyStored\"}\n\x10LogEventsRequest\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\x12\x38\n\x0bresult_view\x18\x02 \x01(\x0e\x32\x17.auditlog.v1.ResultViewR\nresultView\"H\n\x0e\x46ieldViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\"\xf0\x01\n\nEventError\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x30\n\x06reason\x18\x02 \x01(\x0e\x32\x18.auditlog.v1.ErrorReasonR\x06reason\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\x12\x46\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32\x1b.auditlog.v1.FieldViolationR\x0f\x66ieldViolations\x12:\n\x0bretry_delay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\nretryDelay\"\xce\x01\n\x0eLogEventResult\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventH\x00R\x05\x65vent\x12/\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.auditlog.v1.EventErrorH\x00R\x05\x65rror\x12)\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x15.auditlog.v1.EventAckH\x00R\x03\x61\x63k\x12%\n\x0e\x61lready_stored\x18\x03 \x01(\x08R\ralreadyStoredB\x08\n\x06result\"J\n\x11LogEventsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32\x1b.auditlog.v1.LogEventResultR\x07results\"D\n\x13StreamEventsRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"\x9c\x01\n\x08\x45ventAck\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n\x08sequence\x18\x02 \x01(\x03R\x08sequence\x12=\n\x0creceive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0breceiveTime\x12%\n\x0e\x61lready_stored\x18\x04 \x01(\x08R\ralreadyStored\"\xa1\x01\n\x14StreamEventsResponse\x12#\n\rrequest_index\x18\x01 \x01(\x03R\x0crequestIndex\x12)\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.auditlog.v1.EventAckH\x00R\x03\x61\x63k\x12/\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.auditlog.v1.EventErrorH\x00R\x05\x65rrorB\x08\n\x06result\">\n\x0fGetEventRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\"A\n\x10GetEventResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"\xf2\x02\n\x0b\x45ventFilter\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x37\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x16.auditlog.v1.EventTypeR\neventTypes\x12$\n\x0etenant_user_id\x18\x04 \x01(\tR\x0ctenantUserId\x12\x1f\n\x0b\x63ustomer_id\x18\x05 \x01(\tR\ncustomerId\x12\x17\n\x07\x63\x61ll_id\x18\x06 \x01(\tR\x06\x63\x61llId\x12.\n\x13\x63obrowse_session_id\x18\x07 \x01(\tR\x11\x63obrowseSessionId\x12(\n\x05\x61\x63tor\x18\x08 \x01(\x0e\x32\x12.auditlog.v1.ActorR\x05\x61\x63tor\"\xcc\x01\n\x11ListEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x30\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.auditlog.v1.EventFilterR\x06\x66ilter\x12,\n\x05order\x18\x03 \x01(\x0e\x32\x16.auditlog.v1.SortOrderR\x05order\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"m\n\x12ListEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaf\x02\n\x12TailSessionRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x18\n\x06\x63ursor\x18\x03 \x01(\tH\x00R\x06\x63ursor\x12;\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\tstartTime\x12\'\n\x0e\x66rom_beginning\x18\x05 \x01(\x08H\x00R\rfromBeginning\x12\x1b\n\x08\x66rom_now\x18\x06 \x01(\x08H\x00R\x07\x66romNow\x12\x37\n\x0b\x65vent_types\x18\x07 \x03(\x0e\x32\x16.auditlog.v1.EventTypeR\neventTypesB\x07\n\x05start\"A\n\x0eTailEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\"3\n\x0cTailCaughtUp\x12#\n\rhead_sequence\x18\x01 \x01(\x03R\x0cheadSequence\"q\n\rTailHeartbeat\x12#\n\rhead_sequence\x18\x01 \x01(\x03R\x0cheadSequence\x12;\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nserverTime\"\xe2\x01\n\x13TailSessionResponse\x12\x35\n\x06\x65vents\x18\x01 \x01(\x0b\x32\x1b.auditlog.v1.TailEventBatchH\x00R\x06\x65vents\x12\x38\n\tcaught_up\x18\x02 \x01(\x0b\x32\x19.auditlog.v1.TailCaughtUpH\x00R\x08\x63\x61ughtUp\x12:\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.auditlog.v1.TailHeartbeatH\x00R\theartbeat\x12\x16\n\x06\x63ursor\x18\n \x01(\tR\x06\x63ursorB\x06\n\x04kind2\xeb\x03\n\x0f\x41uditLogService\x12G\n\x08LogEvent\x12\x1c.auditlog.v1.LogEventRequest\x1a\x1d.auditlog.v1.LogEventResponse\x12J\n\tLogEvents\x12\x1d.auditlog.v1.LogEventsRequest\x1a\x1e.auditlog.v1.LogEventsResponse\x12W\n\x0cStreamEvents\x12 .auditlog.v1.StreamEventsRequest\x1a!.auditlog.v1.StreamEventsResponse(\x01\x30\x01\x12G\n\x08GetEvent\x12\x1c.auditlog.v1.GetEventRequest\x1a\x1d.auditlog.v1.GetEventResponse\x12M\n\nListEvents\x12\x1e.auditlog.v1.ListEventsRequest\x1a\x1f.auditlog.v1.ListEventsResponse\x12R\n\x0bTailSession\x12\x1f.auditlog.v1.TailSessionRequest\x1a .auditlog.v1.TailSessionResponse0\x01\x42`\n\x0eio.auditlog.v1B\x0cServiceProtoP\x01Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uditlog/v1/service.proto\x12\x0b\x61uditlog.v1\x1a\x1d\x61uditlog/v1/audit_event.proto\x1a\x17\x61uditlog/v1/enums.proto\x1a\x18\x61uditlog/v1/ledger.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x0fLogEventRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"h\n\x10LogEventResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\x12%\n\x0e\x61lready_stored\x18\x02 \x01(\x08R\ralreadyStored\"}\n\x10LogEventsRequest\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\x12\x38\n\x0bresult_view\x18\x02 \x01(\x0e\x32\x17.auditlog.v1.ResultViewR\nresultView\"H\n\x0e\x46ieldViolation\x12\x14\n\x05\x66ield\x18\x01 \x01(\tR\x05\x66ield\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\"\xf0\x01\n\nEventError\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x30\n\x06reason\x18\x02 \x01(\x0e\x32\x18.auditlog.v1.ErrorReasonR\x06reason\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\x12\x46\n\x10\x66ield_violations\x18\x04 \x03(\x0b\x32\x1b.auditlog.v1.FieldViolationR\x0f\x66ieldViolations\x12:\n\x0bretry_delay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\nretryDelay\"\xce\x01\n\x0eLogEventResult\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventH\x00R\x05\x65vent\x12/\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.auditlog.v1.EventErrorH\x00R\x05\x65rror\x12)\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x15.auditlog.v1.EventAckH\x00R\x03\x61\x63k\x12%\n\x0e\x61lready_stored\x18\x03 \x01(\x08R\ralreadyStoredB\x08\n\x06result\"J\n\x11LogEventsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32\x1b.auditlog.v1.LogEventResultR\x07results\"D\n\x13StreamEventsRequest\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"\x9c\x01\n\x08\x45ventAck\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n\x08sequence\x18\x02 \x01(\x03R\x08sequence\x12=\n\x0creceive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0breceiveTime\x12%\n\x0e\x61lready_stored\x18\x04 \x01(\x08R\ralreadyStored\"\xa1\x01\n\x14StreamEventsResponse\x12#\n\rrequest_index\x18\x01 \x01(\x03R\x0crequestIndex\x12)\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.auditlog.v1.EventAckH\x00R\x03\x61\x63k\x12/\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.auditlog.v1.EventErrorH\x00R\x05\x65rrorB\x08\n\x06result\">\n\x0fGetEventRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\"A\n\x10GetEventResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\"\xf2\x02\n\x0b\x45ventFilter\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x37\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x16.auditlog.v1.EventTypeR\neventTypes\x12$\n\x0etenant_user_id\x18\x04 \x01(\tR\x0ctenantUserId\x12\x1f\n\x0b\x63ustomer_id\x18\x05 \x01(\tR\ncustomerId\x12\x17\n\x07\x63\x61ll_id\x18\x06 \x01(\tR\x06\x63\x61llId\x12.\n\x13\x63obrowse_session_id\x18\x07 \x01(\tR\x11\x63obrowseSessionId\x12(\n\x05\x61\x63tor\x18\x08 \x01(\x0e\x32\x12.auditlog.v1.ActorR\x05\x61\x63tor\"\xcc\x01\n\x11ListEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x30\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.auditlog.v1.EventFilterR\x06\x66ilter\x12,\n\x05order\x18\x03 \x01(\x0e\x32\x16.auditlog.v1.SortOrderR\x05order\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"m\n\x12ListEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaf\x02\n\x12TailSessionRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x18\n\x06\x63ursor\x18\x03 \x01(\tH\x00R\x06\x63ursor\x12;\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\tstartTime\x12\'\n\x0e\x66rom_beginning\x18\x05 \x01(\x08H\x00R\rfromBeginning\x12\x1b\n\x08\x66rom_now\x18\x06 \x01(\x08H\x00R\x07\x66romNow\x12\x37\n\x0b\x65vent_types\x18\x07 \x03(\x0e\x32\x16.auditlog.v1.EventTypeR\neventTypesB\x07\n\x05start\"A\n\x0eTailEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.auditlog.v1.AuditEventR\x06\x65vents\"3\n\x0cTailCaughtUp\x12#\n\rhead_sequence\x18\x01 \x01(\x03R\x0cheadSequence\"q\n\rTailHeartbeat\x12#\n\rhead_sequence\x18\x01 \x01(\x03R\x0cheadSequence\x12;\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nserverTime\"\xe2\x01\n\x13TailSessionResponse\x12\x35\n\x06\x65vents\x18\x01 \x01(\x0b\x32\x1b.auditlog.v1.TailEventBatchH\x00R\x06\x65vents\x12\x38\n\tcaught_up\x18\x02 \x01(\x0b\x32\x19.auditlog.v1.TailCaughtUpH\x00R\x08\x63\x61ughtUp\x12:\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.auditlog.v1.TailHeartbeatH\x00R\theartbeat\x12\x16\n\x06\x63ursor\x18\n \x01(\tR\x06\x63ursorB\x06\n\x04kind\"\xc2\x01\n\x13\x45xportEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x30\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.auditlog.v1.EventFilterR\x06\x66ilter\x12\x16\n\x06\x63ursor\x18\x03 \x01(\tR\x06\x63ursor\x12\x1f\n\x0bto_sequence\x18\x04 \x01(\x03R\ntoSequence\x12#\n\rfrom_sequence\x18\x05 \x01(\x03R\x0c\x66romSequence\"\xdd\x01\n\x14\x45xportEventsResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.auditlog.v1.ExportedEventH\x00R\x05\x65vent\x12\x39\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x17.auditlog.v1.CheckpointH\x00R\ncheckpoint\x12\x36\n\x06\x61nchor\x18\x03 \x01(\x0b\x32\x1c.auditlog.v1.RetentionAnchorH\x00R\x06\x61nchor\x12\x16\n\x06\x63ursor\x18\n \x01(\tR\x06\x63ursorB\x06\n\x04item\"n\n\rExportedEvent\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.AuditEventR\x05\x65vent\x12.\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x18.auditlog.v1.LedgerEntryR\x05\x65ntry\"T\n\x14GetCheckpointRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x1f\n\x0b\x61t_sequence\x18\x02 \x01(\x03R\natSequence\"\xab\x01\n\x15GetCheckpointResponse\x12\x37\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x17.auditlog.v1.CheckpointR\ncheckpoint\x12#\n\rhead_sequence\x18\x02 \x01(\x03R\x0cheadSequence\x12\x34\n\x06\x61nchor\x18\x03 \x01(\x0b\x32\x1c.auditlog.v1.RetentionAnchorR\x06\x61nchor\"\x1c\n\x1aGetVerificationKeysRequest\"O\n\x1bGetVerificationKeysResponse\x12\x30\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.auditlog.v1.VerificationKeyR\x04keys\"x\n\x13VerifyLedgerRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12#\n\rfrom_sequence\x18\x02 \x01(\x03R\x0c\x66romSequence\x12\x1f\n\x0bto_sequence\x18\x03 \x01(\x03R\ntoSequence\"\xc9\x01\n\x14VerifyLedgerResponse\x12\x39\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.auditlog.v1.VerifyProgressH\x00R\x08progress\x12\x36\n\x07\x66inding\x18\x02 \x01(\x0b\x32\x1a.auditlog.v1.LedgerFindingH\x00R\x07\x66inding\x12\x36\n\x07summary\x18\x03 \x01(\x0b\x32\x1a.auditlog.v1.VerifySummaryH\x00R\x07summaryB\x06\n\x04kind\"k\n\x13SetRetentionRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x37\n\tretention\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\tretention\"O\n\x14SetRetentionResponse\x12\x37\n\tretention\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\tretention\"2\n\x13GetRetentionRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\"\x85\x01\n\x14GetRetentionResponse\x12\x37\n\tretention\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\tretention\x12\x34\n\x06\x61nchor\x18\x02 \x01(\x0b\x32\x1c.auditlog.v1.RetentionAnchorR\x06\x61nchor\"\xd2\x01\n\x11TailEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x18\n\x06\x63ursor\x18\x02 \x01(\tH\x00R\x06\x63ursor\x12\'\n\x0e\x66rom_beginning\x18\x03 \x01(\x08H\x00R\rfromBeginning\x12\x1b\n\x08\x66rom_now\x18\x04 \x01(\x08H\x00R\x07\x66romNow\x12\x37\n\x0b\x65vent_types\x18\x05 \x03(\x0e\x32\x16.auditlog.v1.EventTypeR\neventTypesB\x07\n\x05start\"\xe1\x01\n\x12TailEventsResponse\x12\x35\n\x06\x65vents\x18\x01 \x01(\x0b\x32\x1b.auditlog.v1.TailEventBatchH\x00R\x06\x65vents\x12\x38\n\tcaught_up\x18\x02 \x01(\x0b\x32\x19.auditlog.v1.TailCaughtUpH\x00R\x08\x63\x61ughtUp\x12:\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.auditlog.v1.TailHeartbeatH\x00R\theartbeat\x12\x16\n\x06\x63ursor\x18\n \x01(\tR\x06\x63ursorB\x06\n\x04kind2\xd6\x08\n\x0f\x41uditLogService\x12G\n\x08LogEvent\x12\x1c.auditlog.v1.LogEventRequest\x1a\x1d.auditlog.v1.LogEventResponse\x12J\n\tLogEvents\x12\x1d.auditlog.v1.LogEventsRequest\x1a\x1e.auditlog.v1.LogEventsResponse\x12W\n\x0cStreamEvents\x12 .auditlog.v1.StreamEventsRequest\x1a!.auditlog.v1.StreamEventsResponse(\x01\x30\x01\x12G\n\x08GetEvent\x12\x1c.auditlog.v1.GetEventRequest\x1a\x1d.auditlog.v1.GetEventResponse\x12M\n\nListEvents\x12\x1e.auditlog.v1.ListEventsRequest\x1a\x1f.auditlog.v1.ListEventsResponse\x12R\n\x0bTailSession\x12\x1f.auditlog.v1.TailSessionRequest\x1a .auditlog.v1.TailSessionResponse0\x01\x12O\n\nTailEvents\x12\x1e.auditlog.v1.TailEventsRequest\x1a\x1f.auditlog.v1.TailEventsResponse0\x01\x12U\n\x0c\x45xportEvents\x12 .auditlog.v1.ExportEventsRequest\x1a!.auditlog.v1.ExportEventsResponse0\x01\x12V\n\rGetCheckpoint\x12!.auditlog.v1.GetCheckpointRequest\x1a\".auditlog.v1.GetCheckpointResponse\x12h\n\x13GetVerificationKeys\x12\'.auditlog.v1.GetVerificationKeysRequest\x1a(.auditlog.v1.GetVerificationKeysResponse\x12U\n\x0cVerifyLedger\x12 .auditlog.v1.VerifyLedgerRequest\x1a!.auditlog.v1.VerifyLedgerResponse0\x01\x12S\n\x0cSetRetention\x12 .auditlog.v1.SetRetentionRequest\x1a!.auditlog.v1.SetRetentionResponse\x12S\n\x0cGetRetention\x12 .auditlog.v1.GetRetentionRequest\x1a!.auditlog.v1.GetRetentionResponseB`\n\x0eio.auditlog.v1B\x0cServiceProtoP\x01Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,46 +37,76 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'auditlog.v1.service_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016io.auditlog.v1B\014ServiceProtoP\001Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1'
-  _globals['_LOGEVENTREQUEST']._serialized_start=163
-  _globals['_LOGEVENTREQUEST']._serialized_end=227
-  _globals['_LOGEVENTRESPONSE']._serialized_start=229
-  _globals['_LOGEVENTRESPONSE']._serialized_end=333
-  _globals['_LOGEVENTSREQUEST']._serialized_start=335
-  _globals['_LOGEVENTSREQUEST']._serialized_end=460
-  _globals['_FIELDVIOLATION']._serialized_start=462
-  _globals['_FIELDVIOLATION']._serialized_end=534
-  _globals['_EVENTERROR']._serialized_start=537
-  _globals['_EVENTERROR']._serialized_end=777
-  _globals['_LOGEVENTRESULT']._serialized_start=780
-  _globals['_LOGEVENTRESULT']._serialized_end=986
-  _globals['_LOGEVENTSRESPONSE']._serialized_start=988
-  _globals['_LOGEVENTSRESPONSE']._serialized_end=1062
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=1064
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1132
-  _globals['_EVENTACK']._serialized_start=1135
-  _globals['_EVENTACK']._serialized_end=1291
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1294
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1455
-  _globals['_GETEVENTREQUEST']._serialized_start=1457
-  _globals['_GETEVENTREQUEST']._serialized_end=1519
-  _globals['_GETEVENTRESPONSE']._serialized_start=1521
-  _globals['_GETEVENTRESPONSE']._serialized_end=1586
-  _globals['_EVENTFILTER']._serialized_start=1589
-  _globals['_EVENTFILTER']._serialized_end=1959
-  _globals['_LISTEVENTSREQUEST']._serialized_start=1962
-  _globals['_LISTEVENTSREQUEST']._serialized_end=2166
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=2168
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=2277
-  _globals['_TAILSESSIONREQUEST']._serialized_start=2280
-  _globals['_TAILSESSIONREQUEST']._serialized_end=2583
-  _globals['_TAILEVENTBATCH']._serialized_start=2585
-  _globals['_TAILEVENTBATCH']._serialized_end=2650
-  _globals['_TAILCAUGHTUP']._serialized_start=2652
-  _globals['_TAILCAUGHTUP']._serialized_end=2703
-  _globals['_TAILHEARTBEAT']._serialized_start=2705
-  _globals['_TAILHEARTBEAT']._serialized_end=2818
-  _globals['_TAILSESSIONRESPONSE']._serialized_start=2821
-  _globals['_TAILSESSIONRESPONSE']._serialized_end=3047
-  _globals['_AUDITLOGSERVICE']._serialized_start=3050
-  _globals['_AUDITLOGSERVICE']._serialized_end=3541
+  _globals['_LOGEVENTREQUEST']._serialized_start=189
+  _globals['_LOGEVENTREQUEST']._serialized_end=253
+  _globals['_LOGEVENTRESPONSE']._serialized_start=255
+  _globals['_LOGEVENTRESPONSE']._serialized_end=359
+  _globals['_LOGEVENTSREQUEST']._serialized_start=361
+  _globals['_LOGEVENTSREQUEST']._serialized_end=486
+  _globals['_FIELDVIOLATION']._serialized_start=488
+  _globals['_FIELDVIOLATION']._serialized_end=560
+  _globals['_EVENTERROR']._serialized_start=563
+  _globals['_EVENTERROR']._serialized_end=803
+  _globals['_LOGEVENTRESULT']._serialized_start=806
+  _globals['_LOGEVENTRESULT']._serialized_end=1012
+  _globals['_LOGEVENTSRESPONSE']._serialized_start=1014
+  _globals['_LOGEVENTSRESPONSE']._serialized_end=1088
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1090
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1158
+  _globals['_EVENTACK']._serialized_start=1161
+  _globals['_EVENTACK']._serialized_end=1317
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1320
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1481
+  _globals['_GETEVENTREQUEST']._serialized_start=1483
+  _globals['_GETEVENTREQUEST']._serialized_end=1545
+  _globals['_GETEVENTRESPONSE']._serialized_start=1547
+  _globals['_GETEVENTRESPONSE']._serialized_end=1612
+  _globals['_EVENTFILTER']._serialized_start=1615
+  _globals['_EVENTFILTER']._serialized_end=1985
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1988
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2192
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2194
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2303
+  _globals['_TAILSESSIONREQUEST']._serialized_start=2306
+  _globals['_TAILSESSIONREQUEST']._serialized_end=2609
+  _globals['_TAILEVENTBATCH']._serialized_start=2611
+  _globals['_TAILEVENTBATCH']._serialized_end=2676
+  _globals['_TAILCAUGHTUP']._serialized_start=2678
+  _globals['_TAILCAUGHTUP']._serialized_end=2729
+  _globals['_TAILHEARTBEAT']._serialized_start=2731
+  _globals['_TAILHEARTBEAT']._serialized_end=2844
+  _globals['_TAILSESSIONRESPONSE']._serialized_start=2847
+  _globals['_TAILSESSIONRESPONSE']._serialized_end=3073
+  _globals['_EXPORTEVENTSREQUEST']._serialized_start=3076
+  _globals['_EXPORTEVENTSREQUEST']._serialized_end=3270
+  _globals['_EXPORTEVENTSRESPONSE']._serialized_start=3273
+  _globals['_EXPORTEVENTSRESPONSE']._serialized_end=3494
+  _globals['_EXPORTEDEVENT']._serialized_start=3496
+  _globals['_EXPORTEDEVENT']._serialized_end=3606
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=3608
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=3692
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=3695
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=3866
+  _globals['_GETVERIFICATIONKEYSREQUEST']._serialized_start=3868
+  _globals['_GETVERIFICATIONKEYSREQUEST']._serialized_end=3896
+  _globals['_GETVERIFICATIONKEYSRESPONSE']._serialized_start=3898
+  _globals['_GETVERIFICATIONKEYSRESPONSE']._serialized_end=3977
+  _globals['_VERIFYLEDGERREQUEST']._serialized_start=3979
+  _globals['_VERIFYLEDGERREQUEST']._serialized_end=4099
+  _globals['_VERIFYLEDGERRESPONSE']._serialized_start=4102
+  _globals['_VERIFYLEDGERRESPONSE']._serialized_end=4303
+  _globals['_SETRETENTIONREQUEST']._serialized_start=4305
+  _globals['_SETRETENTIONREQUEST']._serialized_end=4412
+  _globals['_SETRETENTIONRESPONSE']._serialized_start=4414
+  _globals['_SETRETENTIONRESPONSE']._serialized_end=4493
+  _globals['_GETRETENTIONREQUEST']._serialized_start=4495
+  _globals['_GETRETENTIONREQUEST']._serialized_end=4545
+  _globals['_GETRETENTIONRESPONSE']._serialized_start=4548
+  _globals['_GETRETENTIONRESPONSE']._serialized_end=4681
+  _globals['_TAILEVENTSREQUEST']._serialized_start=4684
+  _globals['_TAILEVENTSREQUEST']._serialized_end=4894
+  _globals['_TAILEVENTSRESPONSE']._serialized_start=4897
+  _globals['_TAILEVENTSRESPONSE']._serialized_end=5122
+  _globals['_AUDITLOGSERVICE']._serialized_start=5125
+  _globals['_AUDITLOGSERVICE']._serialized_end=6235
 # @@protoc_insertion_point(module_scope)

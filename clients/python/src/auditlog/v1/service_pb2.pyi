@@ -5,6 +5,7 @@ isort:skip_file
 
 from auditlog.v1 import audit_event_pb2 as _audit_event_pb2
 from auditlog.v1 import enums_pb2 as _enums_pb2
+from auditlog.v1 import ledger_pb2 as _ledger_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -680,3 +681,476 @@ class TailSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___TailSessionResponse: _TypeAlias = TailSessionResponse  # noqa: Y015
+
+@_typing.final
+class ExportEventsRequest(_message.Message):
+    """ExportEventsRequest asks for a tenant's events in ledger order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    TO_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant. Required."""
+    cursor: _builtins.str
+    """Continue after this cursor (from an earlier response); from the ledger's start when empty."""
+    to_sequence: _builtins.int
+    """Stop after this ledger sequence (0: at the head when the export started)."""
+    from_sequence: _builtins.int
+    """Start at this ledger sequence when no cursor is given (0: the ledger's start)."""
+    @_builtins.property
+    def filter(self) -> Global___EventFilter:
+        """Only events matching this filter (checkpoints and anchors come all the same)."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        filter: Global___EventFilter | None = ...,
+        cursor: _builtins.str = ...,
+        to_sequence: _builtins.int = ...,
+        from_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "filter", b"filter", "from_sequence", b"from_sequence", "tenant_id", b"tenant_id", "to_sequence", b"to_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportEventsRequest: _TypeAlias = ExportEventsRequest  # noqa: Y015
+
+@_typing.final
+class ExportEventsResponse(_message.Message):
+    """ExportEventsResponse is one item of an export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    ANCHOR_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Resume cursor: a new export with it continues right after this item."""
+    @_builtins.property
+    def event(self) -> Global___ExportedEvent:
+        """An event of the ledger, with what the ledger recorded of it."""
+
+    @_builtins.property
+    def checkpoint(self) -> _ledger_pb2.Checkpoint:
+        """A signed checkpoint, sent once the export passed its sequence."""
+
+    @_builtins.property
+    def anchor(self) -> _ledger_pb2.RetentionAnchor:
+        """The retention anchor the exported ledger starts from, sent first when there is one."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___ExportedEvent | None = ...,
+        checkpoint: _ledger_pb2.Checkpoint | None = ...,
+        anchor: _ledger_pb2.RetentionAnchor | None = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "checkpoint", b"checkpoint", "event", b"event", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "checkpoint", b"checkpoint", "cursor", b"cursor", "event", b"event", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "checkpoint", "anchor"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___ExportEventsResponse: _TypeAlias = ExportEventsResponse  # noqa: Y015
+
+@_typing.final
+class ExportedEvent(_message.Message):
+    """ExportedEvent is an event with what the ledger recorded of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _audit_event_pb2.AuditEvent:
+        """The event as stored now, with ledger_sequence and ledger_hash set; absent when the ledger
+        names an event that is no longer stored.
+        """
+
+    @_builtins.property
+    def entry(self) -> _ledger_pb2.LedgerEntry:
+        """What the ledger recorded of it."""
+
+    def __init__(
+        self,
+        *,
+        event: _audit_event_pb2.AuditEvent | None = ...,
+        entry: _ledger_pb2.LedgerEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportedEvent: _TypeAlias = ExportedEvent  # noqa: Y015
+
+@_typing.final
+class GetCheckpointRequest(_message.Message):
+    """GetCheckpointRequest asks for a signed checkpoint of a tenant's ledger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    AT_SEQUENCE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant. Required."""
+    at_sequence: _builtins.int
+    """The latest checkpoint at or before this ledger sequence; the latest of all when 0."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        at_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_sequence", b"at_sequence", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckpointRequest: _TypeAlias = GetCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class GetCheckpointResponse(_message.Message):
+    """GetCheckpointResponse returns a checkpoint and the ledger's current state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ANCHOR_FIELD_NUMBER: _builtins.int
+    head_sequence: _builtins.int
+    """The ledger's head sequence now (it may be ahead of the latest checkpoint)."""
+    @_builtins.property
+    def checkpoint(self) -> _ledger_pb2.Checkpoint:
+        """The checkpoint; absent when the ledger has none yet."""
+
+    @_builtins.property
+    def anchor(self) -> _ledger_pb2.RetentionAnchor:
+        """The retention anchor the ledger starts from, if any."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: _ledger_pb2.Checkpoint | None = ...,
+        head_sequence: _builtins.int = ...,
+        anchor: _ledger_pb2.RetentionAnchor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "checkpoint", b"checkpoint", "head_sequence", b"head_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckpointResponse: _TypeAlias = GetCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class GetVerificationKeysRequest(_message.Message):
+    """GetVerificationKeysRequest asks for the public keys checkpoints are signed with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVerificationKeysRequest: _TypeAlias = GetVerificationKeysRequest  # noqa: Y015
+
+@_typing.final
+class GetVerificationKeysResponse(_message.Message):
+    """GetVerificationKeysResponse lists the public keys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.VerificationKey]:
+        """The keys, current first."""
+
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[_ledger_pb2.VerificationKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVerificationKeysResponse: _TypeAlias = GetVerificationKeysResponse  # noqa: Y015
+
+@_typing.final
+class VerifyLedgerRequest(_message.Message):
+    """VerifyLedgerRequest asks the server to verify a tenant's ledger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
+    TO_SEQUENCE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant. Required."""
+    from_sequence: _builtins.int
+    """From this ledger sequence (0: the start or the retention anchor)."""
+    to_sequence: _builtins.int
+    """To this ledger sequence (0: the head)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        from_sequence: _builtins.int = ...,
+        to_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_sequence", b"from_sequence", "tenant_id", b"tenant_id", "to_sequence", b"to_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyLedgerRequest: _TypeAlias = VerifyLedgerRequest  # noqa: Y015
+
+@_typing.final
+class VerifyLedgerResponse(_message.Message):
+    """VerifyLedgerResponse is progress, a finding, or the summary at the end."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    FINDING_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> _ledger_pb2.VerifyProgress:
+        """How far verification got."""
+
+    @_builtins.property
+    def finding(self) -> _ledger_pb2.LedgerFinding:
+        """Something that does not verify."""
+
+    @_builtins.property
+    def summary(self) -> _ledger_pb2.VerifySummary:
+        """The end: what was verified and what was found."""
+
+    def __init__(
+        self,
+        *,
+        progress: _ledger_pb2.VerifyProgress | None = ...,
+        finding: _ledger_pb2.LedgerFinding | None = ...,
+        summary: _ledger_pb2.VerifySummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finding", b"finding", "kind", b"kind", "progress", b"progress", "summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finding", b"finding", "kind", b"kind", "progress", b"progress", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["progress", "finding", "summary"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___VerifyLedgerResponse: _TypeAlias = VerifyLedgerResponse  # noqa: Y015
+
+@_typing.final
+class SetRetentionRequest(_message.Message):
+    """SetRetentionRequest sets how long a tenant's events are kept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant. Required."""
+    @_builtins.property
+    def retention(self) -> _duration_pb2.Duration:
+        """Keep events this long; zero keeps them forever."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        retention: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionRequest: _TypeAlias = SetRetentionRequest  # noqa: Y015
+
+@_typing.final
+class SetRetentionResponse(_message.Message):
+    """SetRetentionResponse confirms a tenant's retention."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETENTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def retention(self) -> _duration_pb2.Duration:
+        """The retention now in force."""
+
+    def __init__(
+        self,
+        *,
+        retention: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionResponse: _TypeAlias = SetRetentionResponse  # noqa: Y015
+
+@_typing.final
+class GetRetentionRequest(_message.Message):
+    """GetRetentionRequest asks how long a tenant's events are kept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant. Required."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionRequest: _TypeAlias = GetRetentionRequest  # noqa: Y015
+
+@_typing.final
+class GetRetentionResponse(_message.Message):
+    """GetRetentionResponse says how long a tenant's events are kept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETENTION_FIELD_NUMBER: _builtins.int
+    ANCHOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def retention(self) -> _duration_pb2.Duration:
+        """The retention in force (the tenant's own, or the server's default); zero keeps forever."""
+
+    @_builtins.property
+    def anchor(self) -> _ledger_pb2.RetentionAnchor:
+        """Where the tenant's ledger starts now, when retention removed events."""
+
+    def __init__(
+        self,
+        *,
+        retention: _duration_pb2.Duration | None = ...,
+        anchor: _ledger_pb2.RetentionAnchor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "retention", b"retention"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionResponse: _TypeAlias = GetRetentionResponse  # noqa: Y015
+
+@_typing.final
+class TailEventsRequest(_message.Message):
+    """TailEventsRequest asks for a tenant's ledger, replayed and then live: every event of the tenant,
+    in ledger order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    FROM_BEGINNING_FIELD_NUMBER: _builtins.int
+    FROM_NOW_FIELD_NUMBER: _builtins.int
+    EVENT_TYPES_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant. Required."""
+    cursor: _builtins.str
+    """Resume after the entry this cursor (from an earlier response or trailer) points at."""
+    from_beginning: _builtins.bool
+    """Start with the ledger's first entry (or the retention anchor's)."""
+    from_now: _builtins.bool
+    """Only entries sequenced after the call starts."""
+    @_builtins.property
+    def event_types(self) -> _containers.RepeatedScalarFieldContainer[_enums_pb2.EventType.ValueType]:
+        """Only events of these types (all when empty). The cursor still advances past the others."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        cursor: _builtins.str = ...,
+        from_beginning: _builtins.bool = ...,
+        from_now: _builtins.bool = ...,
+        event_types: _abc.Iterable[_enums_pb2.EventType.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "from_beginning", b"from_beginning", "from_now", b"from_now", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event_types", b"event_types", "from_beginning", b"from_beginning", "from_now", b"from_now", "start", b"start", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["cursor", "from_beginning", "from_now"]  # noqa: Y015
+    _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_start) -> _WhichOneofReturnType_start | None: ...
+
+Global___TailEventsRequest: _TypeAlias = TailEventsRequest  # noqa: Y015
+
+@_typing.final
+class TailEventsResponse(_message.Message):
+    """TailEventsResponse is one message of a tenant tail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Resume cursor: a new call with this cursor continues right after this message."""
+    @_builtins.property
+    def events(self) -> Global___TailEventBatch:
+        """Events after the previous cursor, in ledger order, with ledger_sequence and ledger_hash set."""
+
+    @_builtins.property
+    def caught_up(self) -> Global___TailCaughtUp:
+        """Replay reached the ledger's head; sent exactly once per call."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___TailHeartbeat:
+        """The ledger is idle."""
+
+    def __init__(
+        self,
+        *,
+        events: Global___TailEventBatch | None = ...,
+        caught_up: Global___TailCaughtUp | None = ...,
+        heartbeat: Global___TailHeartbeat | None = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "events", b"events", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "cursor", b"cursor", "events", b"events", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["events", "caught_up", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___TailEventsResponse: _TypeAlias = TailEventsResponse  # noqa: Y015

@@ -73,6 +73,41 @@ class AuditLogServiceStub:
                 request_serializer=auditlog_dot_v1_dot_service__pb2.TailSessionRequest.SerializeToString,
                 response_deserializer=auditlog_dot_v1_dot_service__pb2.TailSessionResponse.FromString,
                 _registered_method=True)
+        self.TailEvents = channel.unary_stream(
+                '/auditlog.v1.AuditLogService/TailEvents',
+                request_serializer=auditlog_dot_v1_dot_service__pb2.TailEventsRequest.SerializeToString,
+                response_deserializer=auditlog_dot_v1_dot_service__pb2.TailEventsResponse.FromString,
+                _registered_method=True)
+        self.ExportEvents = channel.unary_stream(
+                '/auditlog.v1.AuditLogService/ExportEvents',
+                request_serializer=auditlog_dot_v1_dot_service__pb2.ExportEventsRequest.SerializeToString,
+                response_deserializer=auditlog_dot_v1_dot_service__pb2.ExportEventsResponse.FromString,
+                _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/auditlog.v1.AuditLogService/GetCheckpoint',
+                request_serializer=auditlog_dot_v1_dot_service__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=auditlog_dot_v1_dot_service__pb2.GetCheckpointResponse.FromString,
+                _registered_method=True)
+        self.GetVerificationKeys = channel.unary_unary(
+                '/auditlog.v1.AuditLogService/GetVerificationKeys',
+                request_serializer=auditlog_dot_v1_dot_service__pb2.GetVerificationKeysRequest.SerializeToString,
+                response_deserializer=auditlog_dot_v1_dot_service__pb2.GetVerificationKeysResponse.FromString,
+                _registered_method=True)
+        self.VerifyLedger = channel.unary_stream(
+                '/auditlog.v1.AuditLogService/VerifyLedger',
+                request_serializer=auditlog_dot_v1_dot_service__pb2.VerifyLedgerRequest.SerializeToString,
+                response_deserializer=auditlog_dot_v1_dot_service__pb2.VerifyLedgerResponse.FromString,
+                _registered_method=True)
+        self.SetRetention = channel.unary_unary(
+                '/auditlog.v1.AuditLogService/SetRetention',
+                request_serializer=auditlog_dot_v1_dot_service__pb2.SetRetentionRequest.SerializeToString,
+                response_deserializer=auditlog_dot_v1_dot_service__pb2.SetRetentionResponse.FromString,
+                _registered_method=True)
+        self.GetRetention = channel.unary_unary(
+                '/auditlog.v1.AuditLogService/GetRetention',
+                request_serializer=auditlog_dot_v1_dot_service__pb2.GetRetentionRequest.SerializeToString,
+                response_deserializer=auditlog_dot_v1_dot_service__pb2.GetRetentionResponse.FromString,
+                _registered_method=True)
 
 
 class AuditLogServiceServicer:
@@ -139,6 +174,63 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TailEvents(self, request, context):
+        """Streams a tenant's whole ledger: replay from a cursor or the start, then live, with the same
+        cursors, caught_up marker, heartbeats and endings as TailSession: a feed that a SIEM
+        forwarder follows without gaps. Scope: events:read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportEvents(self, request, context):
+        """Exports a tenant's events in ledger order from a cursor (resumable), with what the ledger
+        recorded of each and the signed checkpoints inline, so that an export verifies on its own.
+        Ends at the head as of the call. Scope: events:export.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckpoint(self, request, context):
+        """Returns a signed checkpoint of a tenant's ledger: the latest, or the latest at or before a
+        sequence. Scope: events:read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVerificationKeys(self, request, context):
+        """Returns the public keys checkpoints and anchors are signed with. Scope: events:read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyLedger(self, request, context):
+        """Verifies a tenant's ledger on the server (recomputes every hash, checks the chain, the
+        checkpoint signatures and that every stored event is in the ledger), streaming progress and
+        findings. Scope: events:read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRetention(self, request, context):
+        """Sets how long a tenant's events are kept; older ones are removed in ledger order, leaving a
+        signed anchor where the ledger then starts. Scope: tenant:admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRetention(self, request, context):
+        """Returns how long a tenant's events are kept, and where its ledger starts. Scope: events:read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +263,41 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.TailSession,
                     request_deserializer=auditlog_dot_v1_dot_service__pb2.TailSessionRequest.FromString,
                     response_serializer=auditlog_dot_v1_dot_service__pb2.TailSessionResponse.SerializeToString,
+            ),
+            'TailEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.TailEvents,
+                    request_deserializer=auditlog_dot_v1_dot_service__pb2.TailEventsRequest.FromString,
+                    response_serializer=auditlog_dot_v1_dot_service__pb2.TailEventsResponse.SerializeToString,
+            ),
+            'ExportEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportEvents,
+                    request_deserializer=auditlog_dot_v1_dot_service__pb2.ExportEventsRequest.FromString,
+                    response_serializer=auditlog_dot_v1_dot_service__pb2.ExportEventsResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=auditlog_dot_v1_dot_service__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=auditlog_dot_v1_dot_service__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'GetVerificationKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVerificationKeys,
+                    request_deserializer=auditlog_dot_v1_dot_service__pb2.GetVerificationKeysRequest.FromString,
+                    response_serializer=auditlog_dot_v1_dot_service__pb2.GetVerificationKeysResponse.SerializeToString,
+            ),
+            'VerifyLedger': grpc.unary_stream_rpc_method_handler(
+                    servicer.VerifyLedger,
+                    request_deserializer=auditlog_dot_v1_dot_service__pb2.VerifyLedgerRequest.FromString,
+                    response_serializer=auditlog_dot_v1_dot_service__pb2.VerifyLedgerResponse.SerializeToString,
+            ),
+            'SetRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetention,
+                    request_deserializer=auditlog_dot_v1_dot_service__pb2.SetRetentionRequest.FromString,
+                    response_serializer=auditlog_dot_v1_dot_service__pb2.SetRetentionResponse.SerializeToString,
+            ),
+            'GetRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRetention,
+                    request_deserializer=auditlog_dot_v1_dot_service__pb2.GetRetentionRequest.FromString,
+                    response_serializer=auditlog_dot_v1_dot_service__pb2.GetRetentionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +471,195 @@ class AuditLogService:
             '/auditlog.v1.AuditLogService/TailSession',
             auditlog_dot_v1_dot_service__pb2.TailSessionRequest.SerializeToString,
             auditlog_dot_v1_dot_service__pb2.TailSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TailEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/auditlog.v1.AuditLogService/TailEvents',
+            auditlog_dot_v1_dot_service__pb2.TailEventsRequest.SerializeToString,
+            auditlog_dot_v1_dot_service__pb2.TailEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/auditlog.v1.AuditLogService/ExportEvents',
+            auditlog_dot_v1_dot_service__pb2.ExportEventsRequest.SerializeToString,
+            auditlog_dot_v1_dot_service__pb2.ExportEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditlog.v1.AuditLogService/GetCheckpoint',
+            auditlog_dot_v1_dot_service__pb2.GetCheckpointRequest.SerializeToString,
+            auditlog_dot_v1_dot_service__pb2.GetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVerificationKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditlog.v1.AuditLogService/GetVerificationKeys',
+            auditlog_dot_v1_dot_service__pb2.GetVerificationKeysRequest.SerializeToString,
+            auditlog_dot_v1_dot_service__pb2.GetVerificationKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyLedger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/auditlog.v1.AuditLogService/VerifyLedger',
+            auditlog_dot_v1_dot_service__pb2.VerifyLedgerRequest.SerializeToString,
+            auditlog_dot_v1_dot_service__pb2.VerifyLedgerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditlog.v1.AuditLogService/SetRetention',
+            auditlog_dot_v1_dot_service__pb2.SetRetentionRequest.SerializeToString,
+            auditlog_dot_v1_dot_service__pb2.SetRetentionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditlog.v1.AuditLogService/GetRetention',
+            auditlog_dot_v1_dot_service__pb2.GetRetentionRequest.SerializeToString,
+            auditlog_dot_v1_dot_service__pb2.GetRetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,33 @@ class AuditLogServiceStub:
     UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
     with a fresh token. Scope: sessions:tail.
     """
+    TailEvents: _grpc.UnaryStreamMultiCallable[_service_pb2.TailEventsRequest, _service_pb2.TailEventsResponse]
+    """Streams a tenant's whole ledger: replay from a cursor or the start, then live, with the same
+    cursors, caught_up marker, heartbeats and endings as TailSession: a feed that a SIEM
+    forwarder follows without gaps. Scope: events:read.
+    """
+    ExportEvents: _grpc.UnaryStreamMultiCallable[_service_pb2.ExportEventsRequest, _service_pb2.ExportEventsResponse]
+    """Exports a tenant's events in ledger order from a cursor (resumable), with what the ledger
+    recorded of each and the signed checkpoints inline, so that an export verifies on its own.
+    Ends at the head as of the call. Scope: events:export.
+    """
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetCheckpointRequest, _service_pb2.GetCheckpointResponse]
+    """Returns a signed checkpoint of a tenant's ledger: the latest, or the latest at or before a
+    sequence. Scope: events:read.
+    """
+    GetVerificationKeys: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetVerificationKeysRequest, _service_pb2.GetVerificationKeysResponse]
+    """Returns the public keys checkpoints and anchors are signed with. Scope: events:read."""
+    VerifyLedger: _grpc.UnaryStreamMultiCallable[_service_pb2.VerifyLedgerRequest, _service_pb2.VerifyLedgerResponse]
+    """Verifies a tenant's ledger on the server (recomputes every hash, checks the chain, the
+    checkpoint signatures and that every stored event is in the ledger), streaming progress and
+    findings. Scope: events:read.
+    """
+    SetRetention: _grpc.UnaryUnaryMultiCallable[_service_pb2.SetRetentionRequest, _service_pb2.SetRetentionResponse]
+    """Sets how long a tenant's events are kept; older ones are removed in ledger order, leaving a
+    signed anchor where the ledger then starts. Scope: tenant:admin.
+    """
+    GetRetention: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetRetentionRequest, _service_pb2.GetRetentionResponse]
+    """Returns how long a tenant's events are kept, and where its ledger starts. Scope: events:read."""
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -111,6 +138,33 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
     with a fresh token. Scope: sessions:tail.
     """
+    TailEvents: _aio.UnaryStreamMultiCallable[_service_pb2.TailEventsRequest, _service_pb2.TailEventsResponse]  # type: ignore[assignment]
+    """Streams a tenant's whole ledger: replay from a cursor or the start, then live, with the same
+    cursors, caught_up marker, heartbeats and endings as TailSession: a feed that a SIEM
+    forwarder follows without gaps. Scope: events:read.
+    """
+    ExportEvents: _aio.UnaryStreamMultiCallable[_service_pb2.ExportEventsRequest, _service_pb2.ExportEventsResponse]  # type: ignore[assignment]
+    """Exports a tenant's events in ledger order from a cursor (resumable), with what the ledger
+    recorded of each and the signed checkpoints inline, so that an export verifies on its own.
+    Ends at the head as of the call. Scope: events:export.
+    """
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_service_pb2.GetCheckpointRequest, _service_pb2.GetCheckpointResponse]  # type: ignore[assignment]
+    """Returns a signed checkpoint of a tenant's ledger: the latest, or the latest at or before a
+    sequence. Scope: events:read.
+    """
+    GetVerificationKeys: _aio.UnaryUnaryMultiCallable[_service_pb2.GetVerificationKeysRequest, _service_pb2.GetVerificationKeysResponse]  # type: ignore[assignment]
+    """Returns the public keys checkpoints and anchors are signed with. Scope: events:read."""
+    VerifyLedger: _aio.UnaryStreamMultiCallable[_service_pb2.VerifyLedgerRequest, _service_pb2.VerifyLedgerResponse]  # type: ignore[assignment]
+    """Verifies a tenant's ledger on the server (recomputes every hash, checks the chain, the
+    checkpoint signatures and that every stored event is in the ledger), streaming progress and
+    findings. Scope: events:read.
+    """
+    SetRetention: _aio.UnaryUnaryMultiCallable[_service_pb2.SetRetentionRequest, _service_pb2.SetRetentionResponse]  # type: ignore[assignment]
+    """Sets how long a tenant's events are kept; older ones are removed in ledger order, leaving a
+    signed anchor where the ledger then starts. Scope: tenant:admin.
+    """
+    GetRetention: _aio.UnaryUnaryMultiCallable[_service_pb2.GetRetentionRequest, _service_pb2.GetRetentionResponse]  # type: ignore[assignment]
+    """Returns how long a tenant's events are kept, and where its ledger starts. Scope: events:read."""
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuditLogService records a tenant's audit trail and serves it back.
@@ -186,5 +240,74 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         UNAUTHENTICATED (ERROR_REASON_TOKEN_EXPIRED, with the cursor) when its token expires: resume
         with a fresh token. Scope: sessions:tail.
         """
+
+    @_abc_1.abstractmethod
+    def TailEvents(
+        self,
+        request: _service_pb2.TailEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.TailEventsResponse], _abc.AsyncIterator[_service_pb2.TailEventsResponse]]:
+        """Streams a tenant's whole ledger: replay from a cursor or the start, then live, with the same
+        cursors, caught_up marker, heartbeats and endings as TailSession: a feed that a SIEM
+        forwarder follows without gaps. Scope: events:read.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportEvents(
+        self,
+        request: _service_pb2.ExportEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.ExportEventsResponse], _abc.AsyncIterator[_service_pb2.ExportEventsResponse]]:
+        """Exports a tenant's events in ledger order from a cursor (resumable), with what the ledger
+        recorded of each and the signed checkpoints inline, so that an export verifies on its own.
+        Ends at the head as of the call. Scope: events:export.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _service_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetCheckpointResponse, _abc.Awaitable[_service_pb2.GetCheckpointResponse]]:
+        """Returns a signed checkpoint of a tenant's ledger: the latest, or the latest at or before a
+        sequence. Scope: events:read.
+        """
+
+    @_abc_1.abstractmethod
+    def GetVerificationKeys(
+        self,
+        request: _service_pb2.GetVerificationKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetVerificationKeysResponse, _abc.Awaitable[_service_pb2.GetVerificationKeysResponse]]:
+        """Returns the public keys checkpoints and anchors are signed with. Scope: events:read."""
+
+    @_abc_1.abstractmethod
+    def VerifyLedger(
+        self,
+        request: _service_pb2.VerifyLedgerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.VerifyLedgerResponse], _abc.AsyncIterator[_service_pb2.VerifyLedgerResponse]]:
+        """Verifies a tenant's ledger on the server (recomputes every hash, checks the chain, the
+        checkpoint signatures and that every stored event is in the ledger), streaming progress and
+        findings. Scope: events:read.
+        """
+
+    @_abc_1.abstractmethod
+    def SetRetention(
+        self,
+        request: _service_pb2.SetRetentionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.SetRetentionResponse, _abc.Awaitable[_service_pb2.SetRetentionResponse]]:
+        """Sets how long a tenant's events are kept; older ones are removed in ledger order, leaving a
+        signed anchor where the ledger then starts. Scope: tenant:admin.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRetention(
+        self,
+        request: _service_pb2.GetRetentionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetRetentionResponse, _abc.Awaitable[_service_pb2.GetRetentionResponse]]:
+        """Returns how long a tenant's events are kept, and where its ledger starts. Scope: events:read."""
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,6 +8,8 @@ import type { AuditEvent } from "./audit_event_pb.js";
 import { file_auditlog_v1_audit_event } from "./audit_event_pb.js";
 import type { Actor, ErrorReason, EventType, ResultView, SortOrder } from "./enums_pb.js";
 import { file_auditlog_v1_enums } from "./enums_pb.js";
+import type { Checkpoint, LedgerEntry, LedgerFinding, RetentionAnchor, VerificationKey, VerifyProgress, VerifySummary } from "./ledger_pb.js";
+import { file_auditlog_v1_ledger } from "./ledger_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -16,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auditlog/v1/service.proto.
  */
 export const file_auditlog_v1_service: GenFile = /*@__PURE__*/
-  fileDesc("ChlhdWRpdGxvZy92MS9zZXJ2aWNlLnByb3RvEgthdWRpdGxvZy52MSI5Cg9Mb2dFdmVudFJlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50IlIKEExvZ0V2ZW50UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EhYKDmFscmVhZHlfc3RvcmVkGAIgASgIImkKEExvZ0V2ZW50c1JlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBIsCgtyZXN1bHRfdmlldxgCIAEoDjIXLmF1ZGl0bG9nLnYxLlJlc3VsdFZpZXciNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkivAEKCkV2ZW50RXJyb3ISDAoEY29kZRgBIAEoBRIoCgZyZWFzb24YAiABKA4yGC5hdWRpdGxvZy52MS5FcnJvclJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjUKEGZpZWxkX3Zpb2xhdGlvbnMYBCADKAsyGy5hdWRpdGxvZy52MS5GaWVsZFZpb2xhdGlvbhIuCgtyZXRyeV9kZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKsAQoOTG9nRXZlbnRSZXN1bHQSKAoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50SAASKAoFZXJyb3IYAiABKAsyFy5hdWRpdGxvZy52MS5FdmVudEVycm9ySAASJAoDYWNrGAQgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIWCg5hbHJlYWR5X3N0b3JlZBgDIAEoCEIICgZyZXN1bHQiQQoRTG9nRXZlbnRzUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVzdWx0Ij0KE1N0cmVhbUV2ZW50c1JlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50InIKCEV2ZW50QWNrEgoKAmlkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEjAKDHJlY2VpdmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOYWxyZWFkeV9zdG9yZWQYBCABKAgihwEKFFN0cmVhbUV2ZW50c1Jlc3BvbnNlEhUKDXJlcXVlc3RfaW5kZXgYASABKAMSJAoDYWNrGAIgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIoCgVlcnJvchgDIAEoCzIXLmF1ZGl0bG9nLnYxLkV2ZW50RXJyb3JIAEIICgZyZXN1bHQiMAoPR2V0RXZlbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSI6ChBHZXRFdmVudFJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCKWAgoLRXZlbnRGaWx0ZXISLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2V2ZW50X3R5cGVzGAMgAygOMhYuYXVkaXRsb2cudjEuRXZlbnRUeXBlEhYKDnRlbmFudF91c2VyX2lkGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEg8KB2NhbGxfaWQYBiABKAkSGwoTY29icm93c2Vfc2Vzc2lvbl9pZBgHIAEoCRIhCgVhY3RvchgIIAEoDjISLmF1ZGl0bG9nLnYxLkFjdG9yIp4BChFMaXN0RXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSKAoGZmlsdGVyGAIgASgLMhguYXVkaXRsb2cudjEuRXZlbnRGaWx0ZXISJQoFb3JkZXIYAyABKA4yFi5hdWRpdGxvZy52MS5Tb3J0T3JkZXISEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiVgoSTGlzdEV2ZW50c1Jlc3BvbnNlEicKBmV2ZW50cxgBIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuMBChJUYWlsU2Vzc2lvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoGY3Vyc29yGAMgASgJSAASMAoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIYCg5mcm9tX2JlZ2lubmluZxgFIAEoCEgAEhIKCGZyb21fbm93GAYgASgISAASKwoLZXZlbnRfdHlwZXMYByADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQiOQoOVGFpbEV2ZW50QmF0Y2gSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCIlCgxUYWlsQ2F1Z2h0VXASFQoNaGVhZF9zZXF1ZW5jZRgBIAEoAyJXCg1UYWlsSGVhcnRiZWF0EhUKDWhlYWRfc2VxdWVuY2UYASABKAMSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr0BChNUYWlsU2Vzc2lvblJlc3BvbnNlEi0KBmV2ZW50cxgBIAEoCzIbLmF1ZGl0bG9nLnYxLlRhaWxFdmVudEJhdGNoSAASLgoJY2F1Z2h0X3VwGAIgASgLMhkuYXVkaXRsb2cudjEuVGFpbENhdWdodFVwSAASLwoJaGVhcnRiZWF0GAMgASgLMhouYXVkaXRsb2cudjEuVGFpbEhlYXJ0YmVhdEgAEg4KBmN1cnNvchgKIAEoCUIGCgRraW5kMusDCg9BdWRpdExvZ1NlcnZpY2USRwoITG9nRXZlbnQSHC5hdWRpdGxvZy52MS5Mb2dFdmVudFJlcXVlc3QaHS5hdWRpdGxvZy52MS5Mb2dFdmVudFJlc3BvbnNlEkoKCUxvZ0V2ZW50cxIdLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50c1JlcXVlc3QaHi5hdWRpdGxvZy52MS5Mb2dFdmVudHNSZXNwb25zZRJXCgxTdHJlYW1FdmVudHMSIC5hdWRpdGxvZy52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GiEuYXVkaXRsb2cudjEuU3RyZWFtRXZlbnRzUmVzcG9uc2UoATABEkcKCEdldEV2ZW50EhwuYXVkaXRsb2cudjEuR2V0RXZlbnRSZXF1ZXN0Gh0uYXVkaXRsb2cudjEuR2V0RXZlbnRSZXNwb25zZRJNCgpMaXN0RXZlbnRzEh4uYXVkaXRsb2cudjEuTGlzdEV2ZW50c1JlcXVlc3QaHy5hdWRpdGxvZy52MS5MaXN0RXZlbnRzUmVzcG9uc2USUgoLVGFpbFNlc3Npb24SHy5hdWRpdGxvZy52MS5UYWlsU2Vzc2lvblJlcXVlc3QaIC5hdWRpdGxvZy52MS5UYWlsU2Vzc2lvblJlc3BvbnNlMAFCYAoOaW8uYXVkaXRsb2cudjFCDFNlcnZpY2VQcm90b1ABWj5naXRodWIuY29tL2F1ZGl0bG9nL2F1ZGl0bG9nL2NsaWVudHMvZ28vYXVkaXRsb2cvdjE7YXVkaXRsb2d2MWIGcHJvdG8z", [file_auditlog_v1_audit_event, file_auditlog_v1_enums, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlhdWRpdGxvZy92MS9zZXJ2aWNlLnByb3RvEgthdWRpdGxvZy52MSI5Cg9Mb2dFdmVudFJlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50IlIKEExvZ0V2ZW50UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EhYKDmFscmVhZHlfc3RvcmVkGAIgASgIImkKEExvZ0V2ZW50c1JlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBIsCgtyZXN1bHRfdmlldxgCIAEoDjIXLmF1ZGl0bG9nLnYxLlJlc3VsdFZpZXciNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkivAEKCkV2ZW50RXJyb3ISDAoEY29kZRgBIAEoBRIoCgZyZWFzb24YAiABKA4yGC5hdWRpdGxvZy52MS5FcnJvclJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjUKEGZpZWxkX3Zpb2xhdGlvbnMYBCADKAsyGy5hdWRpdGxvZy52MS5GaWVsZFZpb2xhdGlvbhIuCgtyZXRyeV9kZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKsAQoOTG9nRXZlbnRSZXN1bHQSKAoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50SAASKAoFZXJyb3IYAiABKAsyFy5hdWRpdGxvZy52MS5FdmVudEVycm9ySAASJAoDYWNrGAQgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIWCg5hbHJlYWR5X3N0b3JlZBgDIAEoCEIICgZyZXN1bHQiQQoRTG9nRXZlbnRzUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVzdWx0Ij0KE1N0cmVhbUV2ZW50c1JlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50InIKCEV2ZW50QWNrEgoKAmlkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEjAKDHJlY2VpdmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOYWxyZWFkeV9zdG9yZWQYBCABKAgihwEKFFN0cmVhbUV2ZW50c1Jlc3BvbnNlEhUKDXJlcXVlc3RfaW5kZXgYASABKAMSJAoDYWNrGAIgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIoCgVlcnJvchgDIAEoCzIXLmF1ZGl0bG9nLnYxLkV2ZW50RXJyb3JIAEIICgZyZXN1bHQiMAoPR2V0RXZlbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSI6ChBHZXRFdmVudFJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCKWAgoLRXZlbnRGaWx0ZXISLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2V2ZW50X3R5cGVzGAMgAygOMhYuYXVkaXRsb2cudjEuRXZlbnRUeXBlEhYKDnRlbmFudF91c2VyX2lkGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEg8KB2NhbGxfaWQYBiABKAkSGwoTY29icm93c2Vfc2Vzc2lvbl9pZBgHIAEoCRIhCgVhY3RvchgIIAEoDjISLmF1ZGl0bG9nLnYxLkFjdG9yIp4BChFMaXN0RXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSKAoGZmlsdGVyGAIgASgLMhguYXVkaXRsb2cudjEuRXZlbnRGaWx0ZXISJQoFb3JkZXIYAyABKA4yFi5hdWRpdGxvZy52MS5Tb3J0T3JkZXISEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiVgoSTGlzdEV2ZW50c1Jlc3BvbnNlEicKBmV2ZW50cxgBIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuMBChJUYWlsU2Vzc2lvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoGY3Vyc29yGAMgASgJSAASMAoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIYCg5mcm9tX2JlZ2lubmluZxgFIAEoCEgAEhIKCGZyb21fbm93GAYgASgISAASKwoLZXZlbnRfdHlwZXMYByADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQiOQoOVGFpbEV2ZW50QmF0Y2gSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCIlCgxUYWlsQ2F1Z2h0VXASFQoNaGVhZF9zZXF1ZW5jZRgBIAEoAyJXCg1UYWlsSGVhcnRiZWF0EhUKDWhlYWRfc2VxdWVuY2UYASABKAMSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr0BChNUYWlsU2Vzc2lvblJlc3BvbnNlEi0KBmV2ZW50cxgBIAEoCzIbLmF1ZGl0bG9nLnYxLlRhaWxFdmVudEJhdGNoSAASLgoJY2F1Z2h0X3VwGAIgASgLMhkuYXVkaXRsb2cudjEuVGFpbENhdWdodFVwSAASLwoJaGVhcnRiZWF0GAMgASgLMhouYXVkaXRsb2cudjEuVGFpbEhlYXJ0YmVhdEgAEg4KBmN1cnNvchgKIAEoCUIGCgRraW5kIo4BChNFeHBvcnRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIoCgZmaWx0ZXIYAiABKAsyGC5hdWRpdGxvZy52MS5FdmVudEZpbHRlchIOCgZjdXJzb3IYAyABKAkSEwoLdG9fc2VxdWVuY2UYBCABKAMSFQoNZnJvbV9zZXF1ZW5jZRgFIAEoAyK6AQoURXhwb3J0RXZlbnRzUmVzcG9uc2USKwoFZXZlbnQYASABKAsyGi5hdWRpdGxvZy52MS5FeHBvcnRlZEV2ZW50SAASLQoKY2hlY2twb2ludBgCIAEoCzIXLmF1ZGl0bG9nLnYxLkNoZWNrcG9pbnRIABIuCgZhbmNob3IYAyABKAsyHC5hdWRpdGxvZy52MS5SZXRlbnRpb25BbmNob3JIABIOCgZjdXJzb3IYCiABKAlCBgoEaXRlbSJgCg1FeHBvcnRlZEV2ZW50EiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBInCgVlbnRyeRgCIAEoCzIYLmF1ZGl0bG9nLnYxLkxlZGdlckVudHJ5Ij4KFEdldENoZWNrcG9pbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRITCgthdF9zZXF1ZW5jZRgCIAEoAyKJAQoVR2V0Q2hlY2twb2ludFJlc3BvbnNlEisKCmNoZWNrcG9pbnQYASABKAsyFy5hdWRpdGxvZy52MS5DaGVja3BvaW50EhUKDWhlYWRfc2VxdWVuY2UYAiABKAMSLAoGYW5jaG9yGAMgASgLMhwuYXVkaXRsb2cudjEuUmV0ZW50aW9uQW5jaG9yIhwKGkdldFZlcmlmaWNhdGlvbktleXNSZXF1ZXN0IkkKG0dldFZlcmlmaWNhdGlvbktleXNSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwuYXVkaXRsb2cudjEuVmVyaWZpY2F0aW9uS2V5IlQKE1ZlcmlmeUxlZGdlclJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhUKDWZyb21fc2VxdWVuY2UYAiABKAMSEwoLdG9fc2VxdWVuY2UYAyABKAMirQEKFFZlcmlmeUxlZGdlclJlc3BvbnNlEi8KCHByb2dyZXNzGAEgASgLMhsuYXVkaXRsb2cudjEuVmVyaWZ5UHJvZ3Jlc3NIABItCgdmaW5kaW5nGAIgASgLMhouYXVkaXRsb2cudjEuTGVkZ2VyRmluZGluZ0gAEi0KB3N1bW1hcnkYAyABKAsyGi5hdWRpdGxvZy52MS5WZXJpZnlTdW1tYXJ5SABCBgoEa2luZCJWChNTZXRSZXRlbnRpb25SZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIsCglyZXRlbnRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iRAoUU2V0UmV0ZW50aW9uUmVzcG9uc2USLAoJcmV0ZW50aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIigKE0dldFJldGVudGlvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJInIKFEdldFJldGVudGlvblJlc3BvbnNlEiwKCXJldGVudGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgZhbmNob3IYAiABKAsyHC5hdWRpdGxvZy52MS5SZXRlbnRpb25BbmNob3IinAEKEVRhaWxFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIQCgZjdXJzb3IYAiABKAlIABIYCg5mcm9tX2JlZ2lubmluZxgDIAEoCEgAEhIKCGZyb21fbm93GAQgASgISAASKwoLZXZlbnRfdHlwZXMYBSADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQivAEKElRhaWxFdmVudHNSZXNwb25zZRItCgZldmVudHMYASABKAsyGy5hdWRpdGxvZy52MS5UYWlsRXZlbnRCYXRjaEgAEi4KCWNhdWdodF91cBgCIAEoCzIZLmF1ZGl0bG9nLnYxLlRhaWxDYXVnaHRVcEgAEi8KCWhlYXJ0YmVhdBgDIAEoCzIaLmF1ZGl0bG9nLnYxLlRhaWxIZWFydGJlYXRIABIOCgZjdXJzb3IYCiABKAlCBgoEa2luZDLWCAoPQXVkaXRMb2dTZXJ2aWNlEkcKCExvZ0V2ZW50EhwuYXVkaXRsb2cudjEuTG9nRXZlbnRSZXF1ZXN0Gh0uYXVkaXRsb2cudjEuTG9nRXZlbnRSZXNwb25zZRJKCglMb2dFdmVudHMSHS5hdWRpdGxvZy52MS5Mb2dFdmVudHNSZXF1ZXN0Gh4uYXVkaXRsb2cudjEuTG9nRXZlbnRzUmVzcG9uc2USVwoMU3RyZWFtRXZlbnRzEiAuYXVkaXRsb2cudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlN0cmVhbUV2ZW50c1Jlc3BvbnNlKAEwARJHCghHZXRFdmVudBIcLmF1ZGl0bG9nLnYxLkdldEV2ZW50UmVxdWVzdBodLmF1ZGl0bG9nLnYxLkdldEV2ZW50UmVzcG9uc2USTQoKTGlzdEV2ZW50cxIeLmF1ZGl0bG9nLnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh8uYXVkaXRsb2cudjEuTGlzdEV2ZW50c1Jlc3BvbnNlElIKC1RhaWxTZXNzaW9uEh8uYXVkaXRsb2cudjEuVGFpbFNlc3Npb25SZXF1ZXN0GiAuYXVkaXRsb2cudjEuVGFpbFNlc3Npb25SZXNwb25zZTABEk8KClRhaWxFdmVudHMSHi5hdWRpdGxvZy52MS5UYWlsRXZlbnRzUmVxdWVzdBofLmF1ZGl0bG9nLnYxLlRhaWxFdmVudHNSZXNwb25zZTABElUKDEV4cG9ydEV2ZW50cxIgLmF1ZGl0bG9nLnYxLkV4cG9ydEV2ZW50c1JlcXVlc3QaIS5hdWRpdGxvZy52MS5FeHBvcnRFdmVudHNSZXNwb25zZTABElYKDUdldENoZWNrcG9pbnQSIS5hdWRpdGxvZy52MS5HZXRDaGVja3BvaW50UmVxdWVzdBoiLmF1ZGl0bG9nLnYxLkdldENoZWNrcG9pbnRSZXNwb25zZRJoChNHZXRWZXJpZmljYXRpb25LZXlzEicuYXVkaXRsb2cudjEuR2V0VmVyaWZpY2F0aW9uS2V5c1JlcXVlc3QaKC5hdWRpdGxvZy52MS5HZXRWZXJpZmljYXRpb25LZXlzUmVzcG9uc2USVQoMVmVyaWZ5TGVkZ2VyEiAuYXVkaXRsb2cudjEuVmVyaWZ5TGVkZ2VyUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlZlcmlmeUxlZGdlclJlc3BvbnNlMAESUwoMU2V0UmV0ZW50aW9uEiAuYXVkaXRsb2cudjEuU2V0UmV0ZW50aW9uUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlNldFJldGVudGlvblJlc3BvbnNlElMKDEdldFJldGVudGlvbhIgLmF1ZGl0bG9nLnYxLkdldFJldGVudGlvblJlcXVlc3QaIS5hdWRpdGxvZy52MS5HZXRSZXRlbnRpb25SZXNwb25zZUJgCg5pby5hdWRpdGxvZy52MUIMU2VydmljZVByb3RvUAFaPmdpdGh1Yi5jb20vYXVkaXRsb2cvYXVkaXRsb2cvY2xpZW50cy9nby9hdWRpdGxvZy92MTthdWRpdGxvZ3YxYgZwcm90bzM", [file_auditlog_v1_audit_event, file_auditlog_v1_enums, file_auditlog_v1_ledger, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * LogEventRequest carries one event to store.
@@ -749,6 +751,525 @@ export const TailSessionResponseSchema: GenMessage<TailSessionResponse> = /*@__P
   messageDesc(file_auditlog_v1_service, 19);
 
 /**
+ * ExportEventsRequest asks for a tenant's events in ledger order.
+ *
+ * @generated from message auditlog.v1.ExportEventsRequest
+ */
+export type ExportEventsRequest = Message<"auditlog.v1.ExportEventsRequest"> & {
+  /**
+   * The tenant. Required.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only events matching this filter (checkpoints and anchors come all the same).
+   *
+   * @generated from field: auditlog.v1.EventFilter filter = 2;
+   */
+  filter?: EventFilter | undefined;
+
+  /**
+   * Continue after this cursor (from an earlier response); from the ledger's start when empty.
+   *
+   * @generated from field: string cursor = 3;
+   */
+  cursor: string;
+
+  /**
+   * Stop after this ledger sequence (0: at the head when the export started).
+   *
+   * @generated from field: int64 to_sequence = 4;
+   */
+  toSequence: bigint;
+
+  /**
+   * Start at this ledger sequence when no cursor is given (0: the ledger's start).
+   *
+   * @generated from field: int64 from_sequence = 5;
+   */
+  fromSequence: bigint;
+};
+
+/**
+ * Describes the message auditlog.v1.ExportEventsRequest.
+ * Use `create(ExportEventsRequestSchema)` to create a new message.
+ */
+export const ExportEventsRequestSchema: GenMessage<ExportEventsRequest> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 20);
+
+/**
+ * ExportEventsResponse is one item of an export.
+ *
+ * @generated from message auditlog.v1.ExportEventsResponse
+ */
+export type ExportEventsResponse = Message<"auditlog.v1.ExportEventsResponse"> & {
+  /**
+   * What this item is.
+   *
+   * @generated from oneof auditlog.v1.ExportEventsResponse.item
+   */
+  item: {
+    /**
+     * An event of the ledger, with what the ledger recorded of it.
+     *
+     * @generated from field: auditlog.v1.ExportedEvent event = 1;
+     */
+    value: ExportedEvent;
+    case: "event";
+  } | {
+    /**
+     * A signed checkpoint, sent once the export passed its sequence.
+     *
+     * @generated from field: auditlog.v1.Checkpoint checkpoint = 2;
+     */
+    value: Checkpoint;
+    case: "checkpoint";
+  } | {
+    /**
+     * The retention anchor the exported ledger starts from, sent first when there is one.
+     *
+     * @generated from field: auditlog.v1.RetentionAnchor anchor = 3;
+     */
+    value: RetentionAnchor;
+    case: "anchor";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Resume cursor: a new export with it continues right after this item.
+   *
+   * @generated from field: string cursor = 10;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message auditlog.v1.ExportEventsResponse.
+ * Use `create(ExportEventsResponseSchema)` to create a new message.
+ */
+export const ExportEventsResponseSchema: GenMessage<ExportEventsResponse> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 21);
+
+/**
+ * ExportedEvent is an event with what the ledger recorded of it.
+ *
+ * @generated from message auditlog.v1.ExportedEvent
+ */
+export type ExportedEvent = Message<"auditlog.v1.ExportedEvent"> & {
+  /**
+   * The event as stored now, with ledger_sequence and ledger_hash set; absent when the ledger
+   * names an event that is no longer stored.
+   *
+   * @generated from field: auditlog.v1.AuditEvent event = 1;
+   */
+  event?: AuditEvent | undefined;
+
+  /**
+   * What the ledger recorded of it.
+   *
+   * @generated from field: auditlog.v1.LedgerEntry entry = 2;
+   */
+  entry?: LedgerEntry | undefined;
+};
+
+/**
+ * Describes the message auditlog.v1.ExportedEvent.
+ * Use `create(ExportedEventSchema)` to create a new message.
+ */
+export const ExportedEventSchema: GenMessage<ExportedEvent> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 22);
+
+/**
+ * GetCheckpointRequest asks for a signed checkpoint of a tenant's ledger.
+ *
+ * @generated from message auditlog.v1.GetCheckpointRequest
+ */
+export type GetCheckpointRequest = Message<"auditlog.v1.GetCheckpointRequest"> & {
+  /**
+   * The tenant. Required.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The latest checkpoint at or before this ledger sequence; the latest of all when 0.
+   *
+   * @generated from field: int64 at_sequence = 2;
+   */
+  atSequence: bigint;
+};
+
+/**
+ * Describes the message auditlog.v1.GetCheckpointRequest.
+ * Use `create(GetCheckpointRequestSchema)` to create a new message.
+ */
+export const GetCheckpointRequestSchema: GenMessage<GetCheckpointRequest> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 23);
+
+/**
+ * GetCheckpointResponse returns a checkpoint and the ledger's current state.
+ *
+ * @generated from message auditlog.v1.GetCheckpointResponse
+ */
+export type GetCheckpointResponse = Message<"auditlog.v1.GetCheckpointResponse"> & {
+  /**
+   * The checkpoint; absent when the ledger has none yet.
+   *
+   * @generated from field: auditlog.v1.Checkpoint checkpoint = 1;
+   */
+  checkpoint?: Checkpoint | undefined;
+
+  /**
+   * The ledger's head sequence now (it may be ahead of the latest checkpoint).
+   *
+   * @generated from field: int64 head_sequence = 2;
+   */
+  headSequence: bigint;
+
+  /**
+   * The retention anchor the ledger starts from, if any.
+   *
+   * @generated from field: auditlog.v1.RetentionAnchor anchor = 3;
+   */
+  anchor?: RetentionAnchor | undefined;
+};
+
+/**
+ * Describes the message auditlog.v1.GetCheckpointResponse.
+ * Use `create(GetCheckpointResponseSchema)` to create a new message.
+ */
+export const GetCheckpointResponseSchema: GenMessage<GetCheckpointResponse> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 24);
+
+/**
+ * GetVerificationKeysRequest asks for the public keys checkpoints are signed with.
+ *
+ * @generated from message auditlog.v1.GetVerificationKeysRequest
+ */
+export type GetVerificationKeysRequest = Message<"auditlog.v1.GetVerificationKeysRequest"> & {
+};
+
+/**
+ * Describes the message auditlog.v1.GetVerificationKeysRequest.
+ * Use `create(GetVerificationKeysRequestSchema)` to create a new message.
+ */
+export const GetVerificationKeysRequestSchema: GenMessage<GetVerificationKeysRequest> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 25);
+
+/**
+ * GetVerificationKeysResponse lists the public keys.
+ *
+ * @generated from message auditlog.v1.GetVerificationKeysResponse
+ */
+export type GetVerificationKeysResponse = Message<"auditlog.v1.GetVerificationKeysResponse"> & {
+  /**
+   * The keys, current first.
+   *
+   * @generated from field: repeated auditlog.v1.VerificationKey keys = 1;
+   */
+  keys: VerificationKey[];
+};
+
+/**
+ * Describes the message auditlog.v1.GetVerificationKeysResponse.
+ * Use `create(GetVerificationKeysResponseSchema)` to create a new message.
+ */
+export const GetVerificationKeysResponseSchema: GenMessage<GetVerificationKeysResponse> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 26);
+
+/**
+ * VerifyLedgerRequest asks the server to verify a tenant's ledger.
+ *
+ * @generated from message auditlog.v1.VerifyLedgerRequest
+ */
+export type VerifyLedgerRequest = Message<"auditlog.v1.VerifyLedgerRequest"> & {
+  /**
+   * The tenant. Required.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * From this ledger sequence (0: the start or the retention anchor).
+   *
+   * @generated from field: int64 from_sequence = 2;
+   */
+  fromSequence: bigint;
+
+  /**
+   * To this ledger sequence (0: the head).
+   *
+   * @generated from field: int64 to_sequence = 3;
+   */
+  toSequence: bigint;
+};
+
+/**
+ * Describes the message auditlog.v1.VerifyLedgerRequest.
+ * Use `create(VerifyLedgerRequestSchema)` to create a new message.
+ */
+export const VerifyLedgerRequestSchema: GenMessage<VerifyLedgerRequest> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 27);
+
+/**
+ * VerifyLedgerResponse is progress, a finding, or the summary at the end.
+ *
+ * @generated from message auditlog.v1.VerifyLedgerResponse
+ */
+export type VerifyLedgerResponse = Message<"auditlog.v1.VerifyLedgerResponse"> & {
+  /**
+   * What this message says.
+   *
+   * @generated from oneof auditlog.v1.VerifyLedgerResponse.kind
+   */
+  kind: {
+    /**
+     * How far verification got.
+     *
+     * @generated from field: auditlog.v1.VerifyProgress progress = 1;
+     */
+    value: VerifyProgress;
+    case: "progress";
+  } | {
+    /**
+     * Something that does not verify.
+     *
+     * @generated from field: auditlog.v1.LedgerFinding finding = 2;
+     */
+    value: LedgerFinding;
+    case: "finding";
+  } | {
+    /**
+     * The end: what was verified and what was found.
+     *
+     * @generated from field: auditlog.v1.VerifySummary summary = 3;
+     */
+    value: VerifySummary;
+    case: "summary";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message auditlog.v1.VerifyLedgerResponse.
+ * Use `create(VerifyLedgerResponseSchema)` to create a new message.
+ */
+export const VerifyLedgerResponseSchema: GenMessage<VerifyLedgerResponse> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 28);
+
+/**
+ * SetRetentionRequest sets how long a tenant's events are kept.
+ *
+ * @generated from message auditlog.v1.SetRetentionRequest
+ */
+export type SetRetentionRequest = Message<"auditlog.v1.SetRetentionRequest"> & {
+  /**
+   * The tenant. Required.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Keep events this long; zero keeps them forever.
+   *
+   * @generated from field: google.protobuf.Duration retention = 2;
+   */
+  retention?: Duration | undefined;
+};
+
+/**
+ * Describes the message auditlog.v1.SetRetentionRequest.
+ * Use `create(SetRetentionRequestSchema)` to create a new message.
+ */
+export const SetRetentionRequestSchema: GenMessage<SetRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 29);
+
+/**
+ * SetRetentionResponse confirms a tenant's retention.
+ *
+ * @generated from message auditlog.v1.SetRetentionResponse
+ */
+export type SetRetentionResponse = Message<"auditlog.v1.SetRetentionResponse"> & {
+  /**
+   * The retention now in force.
+   *
+   * @generated from field: google.protobuf.Duration retention = 1;
+   */
+  retention?: Duration | undefined;
+};
+
+/**
+ * Describes the message auditlog.v1.SetRetentionResponse.
+ * Use `create(SetRetentionResponseSchema)` to create a new message.
+ */
+export const SetRetentionResponseSchema: GenMessage<SetRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 30);
+
+/**
+ * GetRetentionRequest asks how long a tenant's events are kept.
+ *
+ * @generated from message auditlog.v1.GetRetentionRequest
+ */
+export type GetRetentionRequest = Message<"auditlog.v1.GetRetentionRequest"> & {
+  /**
+   * The tenant. Required.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message auditlog.v1.GetRetentionRequest.
+ * Use `create(GetRetentionRequestSchema)` to create a new message.
+ */
+export const GetRetentionRequestSchema: GenMessage<GetRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 31);
+
+/**
+ * GetRetentionResponse says how long a tenant's events are kept.
+ *
+ * @generated from message auditlog.v1.GetRetentionResponse
+ */
+export type GetRetentionResponse = Message<"auditlog.v1.GetRetentionResponse"> & {
+  /**
+   * The retention in force (the tenant's own, or the server's default); zero keeps forever.
+   *
+   * @generated from field: google.protobuf.Duration retention = 1;
+   */
+  retention?: Duration | undefined;
+
+  /**
+   * Where the tenant's ledger starts now, when retention removed events.
+   *
+   * @generated from field: auditlog.v1.RetentionAnchor anchor = 2;
+   */
+  anchor?: RetentionAnchor | undefined;
+};
+
+/**
+ * Describes the message auditlog.v1.GetRetentionResponse.
+ * Use `create(GetRetentionResponseSchema)` to create a new message.
+ */
+export const GetRetentionResponseSchema: GenMessage<GetRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 32);
+
+/**
+ * TailEventsRequest asks for a tenant's ledger, replayed and then live: every event of the tenant,
+ * in ledger order.
+ *
+ * @generated from message auditlog.v1.TailEventsRequest
+ */
+export type TailEventsRequest = Message<"auditlog.v1.TailEventsRequest"> & {
+  /**
+   * The tenant. Required.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Where to start; from the ledger's start when none is set.
+   *
+   * @generated from oneof auditlog.v1.TailEventsRequest.start
+   */
+  start: {
+    /**
+     * Resume after the entry this cursor (from an earlier response or trailer) points at.
+     *
+     * @generated from field: string cursor = 2;
+     */
+    value: string;
+    case: "cursor";
+  } | {
+    /**
+     * Start with the ledger's first entry (or the retention anchor's).
+     *
+     * @generated from field: bool from_beginning = 3;
+     */
+    value: boolean;
+    case: "fromBeginning";
+  } | {
+    /**
+     * Only entries sequenced after the call starts.
+     *
+     * @generated from field: bool from_now = 4;
+     */
+    value: boolean;
+    case: "fromNow";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Only events of these types (all when empty). The cursor still advances past the others.
+   *
+   * @generated from field: repeated auditlog.v1.EventType event_types = 5;
+   */
+  eventTypes: EventType[];
+};
+
+/**
+ * Describes the message auditlog.v1.TailEventsRequest.
+ * Use `create(TailEventsRequestSchema)` to create a new message.
+ */
+export const TailEventsRequestSchema: GenMessage<TailEventsRequest> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 33);
+
+/**
+ * TailEventsResponse is one message of a tenant tail.
+ *
+ * @generated from message auditlog.v1.TailEventsResponse
+ */
+export type TailEventsResponse = Message<"auditlog.v1.TailEventsResponse"> & {
+  /**
+   * What this message says.
+   *
+   * @generated from oneof auditlog.v1.TailEventsResponse.kind
+   */
+  kind: {
+    /**
+     * Events after the previous cursor, in ledger order, with ledger_sequence and ledger_hash set.
+     *
+     * @generated from field: auditlog.v1.TailEventBatch events = 1;
+     */
+    value: TailEventBatch;
+    case: "events";
+  } | {
+    /**
+     * Replay reached the ledger's head; sent exactly once per call.
+     *
+     * @generated from field: auditlog.v1.TailCaughtUp caught_up = 2;
+     */
+    value: TailCaughtUp;
+    case: "caughtUp";
+  } | {
+    /**
+     * The ledger is idle.
+     *
+     * @generated from field: auditlog.v1.TailHeartbeat heartbeat = 3;
+     */
+    value: TailHeartbeat;
+    case: "heartbeat";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Resume cursor: a new call with this cursor continues right after this message.
+   *
+   * @generated from field: string cursor = 10;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message auditlog.v1.TailEventsResponse.
+ * Use `create(TailEventsResponseSchema)` to create a new message.
+ */
+export const TailEventsResponseSchema: GenMessage<TailEventsResponse> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 34);
+
+/**
  * AuditLogService records a tenant's audit trail and serves it back.
  *
  * Every call needs a bearer JWT in the `authorization` metadata ("Bearer <JWT>") with the claims
@@ -831,6 +1352,84 @@ export const AuditLogService: GenService<{
     methodKind: "server_streaming";
     input: typeof TailSessionRequestSchema;
     output: typeof TailSessionResponseSchema;
+  },
+  /**
+   * Streams a tenant's whole ledger: replay from a cursor or the start, then live, with the same
+   * cursors, caught_up marker, heartbeats and endings as TailSession: a feed that a SIEM
+   * forwarder follows without gaps. Scope: events:read.
+   *
+   * @generated from rpc auditlog.v1.AuditLogService.TailEvents
+   */
+  tailEvents: {
+    methodKind: "server_streaming";
+    input: typeof TailEventsRequestSchema;
+    output: typeof TailEventsResponseSchema;
+  },
+  /**
+   * Exports a tenant's events in ledger order from a cursor (resumable), with what the ledger
+   * recorded of each and the signed checkpoints inline, so that an export verifies on its own.
+   * Ends at the head as of the call. Scope: events:export.
+   *
+   * @generated from rpc auditlog.v1.AuditLogService.ExportEvents
+   */
+  exportEvents: {
+    methodKind: "server_streaming";
+    input: typeof ExportEventsRequestSchema;
+    output: typeof ExportEventsResponseSchema;
+  },
+  /**
+   * Returns a signed checkpoint of a tenant's ledger: the latest, or the latest at or before a
+   * sequence. Scope: events:read.
+   *
+   * @generated from rpc auditlog.v1.AuditLogService.GetCheckpoint
+   */
+  getCheckpoint: {
+    methodKind: "unary";
+    input: typeof GetCheckpointRequestSchema;
+    output: typeof GetCheckpointResponseSchema;
+  },
+  /**
+   * Returns the public keys checkpoints and anchors are signed with. Scope: events:read.
+   *
+   * @generated from rpc auditlog.v1.AuditLogService.GetVerificationKeys
+   */
+  getVerificationKeys: {
+    methodKind: "unary";
+    input: typeof GetVerificationKeysRequestSchema;
+    output: typeof GetVerificationKeysResponseSchema;
+  },
+  /**
+   * Verifies a tenant's ledger on the server (recomputes every hash, checks the chain, the
+   * checkpoint signatures and that every stored event is in the ledger), streaming progress and
+   * findings. Scope: events:read.
+   *
+   * @generated from rpc auditlog.v1.AuditLogService.VerifyLedger
+   */
+  verifyLedger: {
+    methodKind: "server_streaming";
+    input: typeof VerifyLedgerRequestSchema;
+    output: typeof VerifyLedgerResponseSchema;
+  },
+  /**
+   * Sets how long a tenant's events are kept; older ones are removed in ledger order, leaving a
+   * signed anchor where the ledger then starts. Scope: tenant:admin.
+   *
+   * @generated from rpc auditlog.v1.AuditLogService.SetRetention
+   */
+  setRetention: {
+    methodKind: "unary";
+    input: typeof SetRetentionRequestSchema;
+    output: typeof SetRetentionResponseSchema;
+  },
+  /**
+   * Returns how long a tenant's events are kept, and where its ledger starts. Scope: events:read.
+   *
+   * @generated from rpc auditlog.v1.AuditLogService.GetRetention
+   */
+  getRetention: {
+    methodKind: "unary";
+    input: typeof GetRetentionRequestSchema;
+    output: typeof GetRetentionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_auditlog_v1_service, 0);

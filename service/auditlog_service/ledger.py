@@ -1,0 +1,675 @@
+"""The tenant ledger: outbox blocks merged into a gap-free hash chain, signed checkpoints.
+
+Layout (the `ledger` collection, except outboxes, which live beside the events they cover):
+- outbox `<T>/~o/<W>/<n>` (events collection): the ids a group of writer W (a process) is about
+  to write for tenant T, inserted first in the group's ordered insert, so that every stored
+  event is covered by an outbox; each event document records its outbox (`ob`).
+- commit `<T>/c/<W>/<n>`: what group n of W stored for T: per event its `_id`, session
+  sequence, digest, field digests and filterable fields. Written after the group and before
+  its callers are answered; the first insert of the `_id` wins (see Sequencer for the others).
+- writers `<T>/w/<k>`: the writers of T, k = 1, 2, ... (appended once per writer and tenant).
+- blocks `<T>/b/<b>`: the ledger, b = 1, 2, ...: consecutive entries (ledger sequence, hash,
+  event `_id`, filterable fields), the hash before them, and how far each writer's outboxes are
+  consumed. Racing sequencers lose cleanly on the unique `_id` and re-read.
+- checkpoints `<T>/cp/<k>`: signed (sequence, hash, time); anchors `<T>/a/<k>`: signed
+  retention starts; `<T>/retention`: a tenant's retention.
+- tenants `~t/<T>` and `~tl/<k>`: every tenant once, for sequencers to find them all.
+No transactions, no `$inc`, no leases: every race is decided by a unique `_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bson.binary import Binary
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from auditlog.ledger import (
+    anchor_text,
+    chain_hash,
+    checkpoint_text,
+    genesis_hash,
+    key_id_of,
+)
+from auditlog.v1 import ledger_pb2
+
+from . import convert
+from .convert import Document
+
+log = logging.getLogger(__name__)
+
+NUMBER_DIGITS = 12
+# A block holds at most this many entries: one `_id` lookup reads hundreds of entries, and a
+# block stays small enough for FerretDB to decode quickly.
+MAX_BLOCK_ENTRIES = 500
+# An outbox whose commit has not come for this long is resolved from the events themselves.
+COMMIT_WAIT_S = 10.0
+
+
+def number(n: int) -> str:
+    return f"{n:0{NUMBER_DIGITS}d}"
+
+
+def outbox_id(tenant_id: str, writer: str, n: int) -> str:
+    return f"{tenant_id}/~o/{writer}/{number(n)}"
+
+
+def commit_id(tenant_id: str, writer: str, n: int) -> str:
+    return f"{tenant_id}/c/{writer}/{number(n)}"
+
+
+def writer_slot_id(tenant_id: str, k: int) -> str:
+    return f"{tenant_id}/w/{number(k)}"
+
+
+def block_id(tenant_id: str, b: int) -> str:
+    return f"{tenant_id}/b/{number(b)}"
+
+
+def checkpoint_id(tenant_id: str, k: int) -> str:
+    return f"{tenant_id}/cp/{number(k)}"
+
+
+def anchor_id(tenant_id: str, k: int) -> str:
+    return f"{tenant_id}/a/{number(k)}"
+
+
+def retention_id(tenant_id: str) -> str:
+    return f"{tenant_id}/retention"
+
+
+def filter_fields(doc: Document) -> Document:
+    """What ListEvents filters on, kept in each ledger entry (short keys: entries add up)."""
+    fields: Document = {"t": doc["type"], "o": convert.datetime_to_millis(doc["occur_time"])}
+    for name, key in (
+        ("tenant_user_id", "u"),
+        ("customer_id", "c"),
+        ("call_id", "l"),
+        ("session_id", "s"),
+    ):
+        value = doc.get(name)
+        if value:
+            fields[key] = value
+    cobrowse = doc.get("cobrowse")
+    if cobrowse:
+        fields["a"] = cobrowse["actor"]
+    return fields
+
+
+def commit_entry(doc: Document, digest: bytes, digests: dict[str, bytes]) -> Document:
+    """The ledger's record of one stored event (before it has a place in the ledger)."""
+    return {
+        "k": doc["key"],
+        "e": doc["_id"],
+        "q": doc.get("sequence", 0),
+        "d": Binary(digest),
+        # Document keys cannot hold ".", so field paths are stored with ":" instead.
+        "f": {path.replace(".", ":"): Binary(value) for path, value in digests.items()},
+        "x": filter_fields(doc),
+    }
+
+
+# ---- signing -------------------------------------------------------------------------------
+
+
+class LedgerSigner:
+    """Signs checkpoints and anchors with an Ed25519 key; publishes the public keys."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, extra_public: Iterable[bytes] = ()) -> None:
+        self._key = private_key
+        raw = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.key_id = key_id_of(raw)
+        self.public_keys = [raw, *[k for k in extra_public if k != raw]]
+
+    @classmethod
+    def from_file(cls, path: str, extra_public_file: str = "") -> LedgerSigner:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path}: the checkpoint signing key must be Ed25519")
+        extra: list[bytes] = []
+        if extra_public_file:
+            for line in Path(extra_public_file).read_text().split():
+                extra.append(base64.b64decode(line))
+        return cls(key, extra)
+
+    def verification_keys(self) -> list[ledger_pb2.VerificationKey]:
+        return [
+            ledger_pb2.VerificationKey(key_id=key_id_of(raw), algorithm="Ed25519", public_key=raw)
+            for raw in self.public_keys
+        ]
+
+    def checkpoint(
+        self, tenant_id: str, sequence: int, ledger_hash: bytes, when: dt.datetime
+    ) -> ledger_pb2.Checkpoint:
+        checkpoint = ledger_pb2.Checkpoint(
+            tenant_id=tenant_id,
+            ledger_sequence=sequence,
+            ledger_hash=ledger_hash,
+            key_id=self.key_id,
+        )
+        convert.datetime_to_timestamp(when, checkpoint.time)
+        checkpoint.signature = self._key.sign(checkpoint_text(checkpoint))
+        return checkpoint
+
+    def anchor(
+        self, tenant_id: str, first: int, previous: bytes, when: dt.datetime, reason: str
+    ) -> ledger_pb2.RetentionAnchor:
+        anchor = ledger_pb2.RetentionAnchor(
+            tenant_id=tenant_id,
+            first_sequence=first,
+            previous_hash=previous,
+            reason=reason,
+            key_id=self.key_id,
+        )
+        convert.datetime_to_timestamp(when, anchor.time)
+        anchor.signature = self._key.sign(anchor_text(anchor))
+        return anchor
+
+
+def generate_signing_key(path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def public_key_of(signer: Ed25519PublicKey) -> bytes:
+    return signer.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+# ---- documents <-> messages ----------------------------------------------------------------
+
+
+def checkpoint_doc(checkpoint: ledger_pb2.Checkpoint) -> Document:
+    return {
+        "t": checkpoint.tenant_id,
+        "seq": checkpoint.ledger_sequence,
+        "hash": Binary(checkpoint.ledger_hash),
+        "time": checkpoint.time.ToDatetime(dt.UTC),
+        "key": checkpoint.key_id,
+        "sig": Binary(checkpoint.signature),
+    }
+
+
+def checkpoint_of(doc: Document) -> ledger_pb2.Checkpoint:
+    checkpoint = ledger_pb2.Checkpoint(
+        tenant_id=doc["t"],
+        ledger_sequence=doc["seq"],
+        ledger_hash=bytes(doc["hash"]),
+        key_id=doc["key"],
+        signature=bytes(doc["sig"]),
+    )
+    convert.datetime_to_timestamp(doc["time"], checkpoint.time)
+    return checkpoint
+
+
+def anchor_doc(anchor: ledger_pb2.RetentionAnchor) -> Document:
+    return {
+        "t": anchor.tenant_id,
+        "first": anchor.first_sequence,
+        "prev": Binary(anchor.previous_hash),
+        "time": anchor.time.ToDatetime(dt.UTC),
+        "reason": anchor.reason,
+        "key": anchor.key_id,
+        "sig": Binary(anchor.signature),
+    }
+
+
+def anchor_of(doc: Document) -> ledger_pb2.RetentionAnchor:
+    anchor = ledger_pb2.RetentionAnchor(
+        tenant_id=doc["t"],
+        first_sequence=doc["first"],
+        previous_hash=bytes(doc["prev"]),
+        reason=doc["reason"],
+        key_id=doc["key"],
+        signature=bytes(doc["sig"]),
+    )
+    convert.datetime_to_timestamp(doc["time"], anchor.time)
+    return anchor
+
+
+# ---- the store -------------------------------------------------------------------------------
+
+
+@dataclass
+class LedgerHead:
+    """Where a tenant's ledger stands: its last block, sequence and hash, and how far each
+    writer's outboxes are consumed."""
+
+    tenant_id: str
+    block: int = 0
+    sequence: int = 0
+    hash: bytes = b""
+    consumed: dict[str, int] = field(default_factory=dict)
+    first: int = 1  # the first sequence still kept (after retention)
+
+    @classmethod
+    def empty(cls, tenant_id: str) -> LedgerHead:
+        return cls(tenant_id, hash=genesis_hash(tenant_id))
+
+
+class LedgerStore:
+    """`_id` reads and unique inserts of the ledger's documents."""
+
+    def __init__(
+        self, ledger: AsyncCollection[Document], events: AsyncCollection[Document]
+    ) -> None:
+        self.ledger = ledger
+        self.events = events
+        self._writer_counts: dict[str, int] = {}
+        self._tenant_count = 0
+        self._registered: set[tuple[str, str]] = set()
+
+    async def get(self, _id: str) -> Document | None:
+        doc: Document | None = await self.ledger.find_one({"_id": _id})
+        return doc
+
+    async def exists(self, _id: str) -> bool:
+        return await self.ledger.find_one({"_id": _id}, {"_id": 1}) is not None
+
+    async def last_number(self, prefix: str, known: int = 0) -> int:
+        """The last n with `<prefix><n>` present, for n = 1, 2, ... without holes:
+        exponential probe then binary search, O(log n) `_id` lookups."""
+        low, step = known, 1
+        while await self.exists(f"{prefix}{number(low + step)}"):
+            low, step = low + step, step * 2
+        high = low + step
+        while high - low > 1:
+            mid = (low + high) // 2
+            if await self.exists(f"{prefix}{number(mid)}"):
+                low = mid
+            else:
+                high = mid
+        return low
+
+    async def append(self, prefix: str, doc: Document, known: int = 0) -> int:
+        """Inserts `doc` at the next free `<prefix><n>`; the unique `_id` settles races."""
+        n = known + 1
+        while True:
+            try:
+                await self.ledger.insert_one({"_id": f"{prefix}{number(n)}", **doc})
+                return n
+            except DuplicateKeyError:
+                n = await self.last_number(prefix, n) + 1
+
+    # ---- writers and tenants ---------------------------------------------------------------
+
+    async def register_writer(self, tenant_id: str, writer: str) -> None:
+        """Puts a writer on its tenant's list (once per process and tenant)."""
+        if (tenant_id, writer) in self._registered:
+            return
+        try:
+            await self.ledger.insert_one({"_id": f"~t/{tenant_id}", "t": tenant_id})
+            await self.append("~tl/", {"t": tenant_id}, self._tenant_count)
+        except DuplicateKeyError:
+            pass  # the tenant is known already
+        await self.append(f"{tenant_id}/w/", {"w": writer}, self._writer_counts.get(tenant_id, 0))
+        self._registered.add((tenant_id, writer))
+
+    async def writers(self, tenant_id: str) -> list[str]:
+        """Every writer of the tenant, in the order they registered."""
+        known = self._writer_counts.get(tenant_id, 0)
+        last = await self.last_number(f"{tenant_id}/w/", known)
+        self._writer_counts[tenant_id] = last
+        docs = await asyncio.gather(
+            *(self.get(writer_slot_id(tenant_id, k)) for k in range(1, last + 1))
+        )
+        return [doc["w"] for doc in docs if doc is not None]
+
+    async def tenants(self) -> list[str]:
+        last = await self.last_number("~tl/", self._tenant_count)
+        self._tenant_count = last
+        docs = await asyncio.gather(*(self.get(f"~tl/{number(k)}") for k in range(1, last + 1)))
+        return sorted({doc["t"] for doc in docs if doc is not None})
+
+    # ---- blocks ------------------------------------------------------------------------------
+
+    async def block(self, tenant_id: str, b: int) -> Document | None:
+        return await self.get(block_id(tenant_id, b))
+
+    async def head(self, tenant_id: str, known: LedgerHead | None = None) -> LedgerHead:
+        """The tenant's ledger head, read forward from a known one."""
+        start = known.block if known is not None else 0
+        last = await self.last_number(f"{tenant_id}/b/", start)
+        if known is not None and last == known.block:
+            return known
+        if last == 0:
+            return LedgerHead.empty(tenant_id)
+        doc = await self.block(tenant_id, last)
+        assert doc is not None
+        return LedgerHead(
+            tenant_id,
+            block=last,
+            sequence=doc["last"],
+            hash=bytes(doc["hash"]),
+            consumed=dict(doc["consumed"]),
+            first=doc.get("kept", 1),
+        )
+
+    async def block_of(self, tenant_id: str, sequence: int, head: LedgerHead) -> int:
+        """The block holding a ledger sequence (binary search over block numbers)."""
+        low, high = 1, head.block
+        while low < high:
+            mid = (low + high) // 2
+            doc = await self.block(tenant_id, mid)
+            if (
+                doc is None or doc["last"] < sequence
+            ):  # removed by retention: everything in it is before the anchor
+                low = mid + 1
+            else:
+                high = mid
+        return low
+
+    # ---- checkpoints and anchors ---------------------------------------------------------------
+
+    async def latest_checkpoint(
+        self, tenant_id: str, at_sequence: int = 0
+    ) -> ledger_pb2.Checkpoint | None:
+        last = await self.last_number(f"{tenant_id}/cp/")
+        k = last
+        while k > 0:
+            doc = await self.get(checkpoint_id(tenant_id, k))
+            if doc is None:
+                return None
+            if not at_sequence or doc["seq"] <= at_sequence:
+                return checkpoint_of(doc)
+            k -= 1
+        return None
+
+    async def checkpoints_between(
+        self, tenant_id: str, first: int, last: int
+    ) -> list[ledger_pb2.Checkpoint]:
+        """Checkpoints with first <= sequence <= last, oldest first."""
+        count = await self.last_number(f"{tenant_id}/cp/")
+        docs = await asyncio.gather(
+            *(self.get(checkpoint_id(tenant_id, k)) for k in range(1, count + 1))
+        )
+        return [
+            checkpoint_of(doc) for doc in docs if doc is not None and first <= doc["seq"] <= last
+        ]
+
+    async def latest_anchor(self, tenant_id: str) -> ledger_pb2.RetentionAnchor | None:
+        last = await self.last_number(f"{tenant_id}/a/")
+        if last == 0:
+            return None
+        doc = await self.get(anchor_id(tenant_id, last))
+        return None if doc is None else anchor_of(doc)
+
+
+# ---- the sequencer -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """One writer's next outbox, ready to be merged (its commit's entries)."""
+
+    writer: str
+    n: int
+    at: dt.datetime
+    entries: list[Document]
+    repair: bool = False  # resolved from the events (no commit came)
+
+
+class Sequencer:
+    """Merges a tenant's outboxes into ledger blocks; any replica may run it for any tenant.
+
+    A step reads each writer's next outbox and its commit, orders what it found
+    deterministically (outbox time, writer, number), and inserts the next block. A racing
+    sequencer's insert of the same block number fails on the unique `_id`: it re-reads the
+    head and tries again with what is left. An outbox whose commit does not come within
+    COMMIT_WAIT_S (its writer died, or lost the database) is resolved from the events that
+    name it (`ob`), and that resolution is inserted as its commit, so that a late writer finds
+    it and re-files whatever it stored after it (see EventRepository.commit_group).
+    """
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        signer: LedgerSigner,
+        *,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 60.0,
+        resolve_orphan: Any = None,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval_s = checkpoint_interval_s
+        # (tenant, outbox _id, keys) -> entries of the events stored under that outbox.
+        self._resolve_orphan = resolve_orphan
+        self.heads: dict[str, LedgerHead] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._first_seen: dict[str, float] = {}  # outbox _id -> when it was first seen uncommitted
+        self._checkpointed: dict[str, tuple[int, float]] = {}
+        self.on_block: Any = None  # called with (tenant, head) after a block is written here
+        self.stats: dict[str, int] = {"blocks": 0, "entries": 0, "lost": 0, "repairs": 0}
+
+    def lock(self, tenant_id: str) -> asyncio.Lock:
+        lock = self._locks.get(tenant_id)
+        if lock is None:
+            lock = self._locks[tenant_id] = asyncio.Lock()
+        return lock
+
+    async def current(self, tenant_id: str) -> LedgerHead:
+        head = await self.store.head(tenant_id, self.heads.get(tenant_id))
+        self.heads[tenant_id] = head
+        return head
+
+    async def sequence(self, tenant_id: str) -> LedgerHead:
+        """Sequences everything of the tenant that is ready; the head afterwards."""
+        async with self.lock(tenant_id):
+            while True:
+                head = await self.current(tenant_id)
+                pending = await self._ready(tenant_id, head)
+                if not pending:
+                    await self._maybe_checkpoint(head)
+                    return head
+                if not await self._write_block(head, pending):
+                    self.stats["lost"] += 1  # another sequencer wrote it: re-read and go on
+
+    async def _ready(self, tenant_id: str, head: LedgerHead) -> list[_Pending]:
+        writers = await self.store.writers(tenant_id)
+        found = await asyncio.gather(
+            *(self._next_of(tenant_id, w, head.consumed.get(w, 0) + 1) for w in writers)
+        )
+        pending: list[_Pending] = []
+        total = 0
+        # Each writer's outboxes are consumed in order; several of one writer per block.
+        queue = [item for item in found if item is not None]
+        while queue and total < MAX_BLOCK_ENTRIES:
+            queue.sort(key=lambda p: (p.at, p.writer, p.n))
+            item = queue.pop(0)
+            pending.append(item)
+            total += len(item.entries)
+            following = await self._next_of(tenant_id, item.writer, item.n + 1)
+            if following is not None:
+                queue.append(following)
+        return pending
+
+    async def _next_of(self, tenant_id: str, writer: str, n: int) -> _Pending | None:
+        box_id = outbox_id(tenant_id, writer, n)
+        outbox = await self.store.events.find_one({"_id": box_id})
+        if outbox is None:
+            return None
+        commit = await self.store.get(commit_id(tenant_id, writer, n))
+        if commit is not None:
+            self._first_seen.pop(box_id, None)
+            return _Pending(writer, n, outbox["at"], list(commit["entries"]))
+        now = time.monotonic()
+        first_seen = self._first_seen.setdefault(box_id, now)
+        if now - first_seen < COMMIT_WAIT_S or self._resolve_orphan is None:
+            return None  # its writer may still be writing it
+        entries = await self._resolve_orphan(tenant_id, box_id, outbox["keys"])
+        try:
+            await self.store.ledger.insert_one(
+                {"_id": commit_id(tenant_id, writer, n), "entries": entries, "repaired": True}
+            )
+        except DuplicateKeyError:
+            commit = await self.store.get(commit_id(tenant_id, writer, n))
+            if commit is None:
+                return None
+            entries = list(commit["entries"])
+        self._first_seen.pop(box_id, None)
+        self.stats["repairs"] += 1
+        return _Pending(writer, n, outbox["at"], entries, repair=True)
+
+    async def _write_block(self, head: LedgerHead, pending: list[_Pending]) -> bool:
+        tenant_id = head.tenant_id
+        entries: list[Document] = []
+        running = head.hash
+        sequence = head.sequence
+        consumed = dict(head.consumed)
+        placed: list[tuple[_Pending, int, list[bytes]]] = []
+        for item in pending:
+            first = sequence + 1
+            hashes: list[bytes] = []
+            for entry in item.entries:
+                sequence += 1
+                running = chain_hash(running, sequence, entry["q"], bytes(entry["d"]))
+                hashes.append(running)
+                entries.append(
+                    {"k": entry["k"], "e": entry["e"], "q": entry["q"], "d": entry["d"],
+                     "f": entry["f"], "x": entry["x"], "h": Binary(running)}
+                )  # fmt: skip
+            consumed[item.writer] = item.n
+            placed.append((item, first, hashes))
+        b = head.block + 1
+        doc = {
+            "_id": block_id(tenant_id, b),
+            "t": tenant_id,
+            "first": head.sequence + 1,
+            "last": sequence,
+            "prev": Binary(head.hash),
+            "hash": Binary(running),
+            "consumed": consumed,
+            "kept": head.first,
+            "at": convert.now_millis(),
+            "entries": entries,
+        }
+        try:
+            await self.store.ledger.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        new_head = LedgerHead(tenant_id, b, sequence, running, consumed, head.first)
+        self.heads[tenant_id] = new_head
+        self.stats["blocks"] += 1
+        self.stats["entries"] += len(entries)
+        # Where each commit's events landed, for GetEvent (a hint: the block is the truth).
+        for item, first, hashes in placed:
+            with contextlib.suppress(PyMongoError):
+                await self.store.ledger.update_one(
+                    {"_id": commit_id(tenant_id, item.writer, item.n)},
+                    {"$set": {"block": b, "first": first, "hashes": [Binary(h) for h in hashes]}},
+                )
+        if self.on_block is not None:
+            self.on_block(tenant_id, new_head)
+        await self._maybe_checkpoint(new_head)
+        return True
+
+    async def _maybe_checkpoint(self, head: LedgerHead) -> None:
+        """Signs a checkpoint every `checkpoint_every` events or `checkpoint_interval_s`."""
+        if head.sequence == 0:
+            return
+        tenant_id = head.tenant_id
+        done = self._checkpointed.get(tenant_id)
+        if done is None:
+            latest = await self.store.latest_checkpoint(tenant_id)
+            done = (latest.ledger_sequence if latest else 0, 0.0)
+            self._checkpointed[tenant_id] = done
+        last_sequence, last_time = done
+        now = time.monotonic()
+        if head.sequence <= last_sequence:
+            return
+        if (
+            head.sequence - last_sequence < self.checkpoint_every
+            and now - last_time < self.checkpoint_interval_s
+            and last_time != 0.0
+        ):
+            return
+        checkpoint = self.signer.checkpoint(
+            tenant_id, head.sequence, head.hash, convert.now_millis()
+        )
+        await self.store.append(f"{tenant_id}/cp/", checkpoint_doc(checkpoint))
+        self._checkpointed[tenant_id] = (head.sequence, now)
+
+
+class LedgerWorker:
+    """Runs the sequencer in the background: at once for tenants this process just wrote, and
+    every `sweep_s` for every tenant (to merge the outboxes of writers that died)."""
+
+    def __init__(
+        self,
+        sequencer: Sequencer,
+        recently_written: Any,
+        *,
+        interval_s: float = 0.05,
+        sweep_s: float = 5.0,
+    ) -> None:
+        self._sequencer = sequencer
+        self._recently_written = recently_written  # () -> iterable of tenant ids
+        self._interval_s = interval_s
+        self._sweep_s = sweep_s
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._dirty: set[str] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    def committed(self, tenant_id: str) -> None:
+        """A group of this process committed events of the tenant."""
+        self._dirty.add(tenant_id)
+        self._wake.set()
+
+    async def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 10)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        swept_at = loop.time()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
+            tenants = set(self._dirty) | set(self._recently_written())
+            self._dirty.clear()
+            if loop.time() - swept_at > self._sweep_s:
+                swept_at = loop.time()
+                with contextlib.suppress(PyMongoError):
+                    tenants |= set(await self._sequencer.store.tenants())
+            for tenant_id in sorted(tenants):
+                if self._stop.is_set():
+                    return
+                try:
+                    await self._sequencer.sequence(tenant_id)
+                except PyMongoError as exc:
+                    log.warning("sequencing %s failed, retrying: %r", tenant_id, exc)
+                except Exception:
+                    log.exception("sequencing %s failed", tenant_id)

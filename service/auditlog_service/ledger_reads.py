@@ -1,0 +1,197 @@
+"""Reading a tenant's events in ledger order: walking blocks by `_id`, fetching events by `_id`.
+
+What ListEvents (on FerretDB), ExportEvents, TailEvents and VerifyLedger read. Every read is an
+`_id` lookup, which every backend serves from its index: a block gives hundreds of entries, with
+the fields ListEvents filters on, and only the events that match are fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
+
+from . import convert
+from .convert import Document
+from .event_types import REGISTRY
+from .ledger import LedgerHead, LedgerStore
+from .storage import EventRepository
+
+# Events fetched at once (an `_id` lookup each on FerretDB, one `$in` query on MongoDB).
+FETCH_CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """An EventFilter, evaluated on the fields a ledger entry keeps."""
+
+    types: frozenset[str] = frozenset()
+    tenant_user_id: str = ""
+    customer_id: str = ""
+    call_id: str = ""
+    session_id: str = ""
+    actor: str = ""
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+    @classmethod
+    def of(cls, filt: service_pb2.EventFilter) -> EntryFilter:
+        return cls(
+            types=frozenset(REGISTRY.by_event_type(t).type_string for t in filt.event_types),
+            tenant_user_id=filt.tenant_user_id,
+            customer_id=filt.customer_id,
+            call_id=filt.call_id,
+            session_id=filt.cobrowse_session_id,
+            actor=convert.ACTOR_NAMES.get(filt.actor, ""),
+            start_ms=(
+                convert.datetime_to_millis(convert.timestamp_to_datetime(filt.start_time))
+                if filt.HasField("start_time")
+                else None
+            ),
+            end_ms=(
+                convert.datetime_to_millis(convert.timestamp_to_datetime(filt.end_time))
+                if filt.HasField("end_time")
+                else None
+            ),
+        )
+
+    @property
+    def everything(self) -> bool:
+        return self == EntryFilter()
+
+    def matches(self, fields: Document) -> bool:
+        if self.types and fields["t"] not in self.types:
+            return False
+        for wanted, key in (
+            (self.tenant_user_id, "u"),
+            (self.customer_id, "c"),
+            (self.call_id, "l"),
+            (self.session_id, "s"),
+            (self.actor, "a"),
+        ):
+            if wanted and fields.get(key) != wanted:
+                return False
+        occurred = fields["o"]
+        if self.start_ms is not None and occurred < self.start_ms:
+            return False
+        return self.end_ms is None or occurred < self.end_ms
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A ledger entry with its place."""
+
+    sequence: int
+    block: int
+    index: int
+    entry: Document
+
+
+def ledger_entry(placed: Placed) -> ledger_pb2.LedgerEntry:
+    entry = placed.entry
+    return ledger_pb2.LedgerEntry(
+        ledger_sequence=placed.sequence,
+        ledger_hash=bytes(entry["h"]),
+        event_id=entry["k"].split("/", 1)[1],
+        session_sequence=entry["q"],
+        event_digest=bytes(entry["d"]),
+        field_digests={path.replace(":", "."): bytes(value) for path, value in entry["f"].items()},
+    )
+
+
+def with_ledger_fields(doc: Document, placed: Placed) -> audit_event_pb2.AuditEvent:
+    event = convert.from_document(doc)
+    event.ledger_sequence = placed.sequence
+    event.ledger_hash = bytes(placed.entry["h"])
+    return event
+
+
+class LedgerReader:
+    """Walks a tenant's ledger blocks and fetches the events they name."""
+
+    def __init__(self, store: LedgerStore, repository: EventRepository) -> None:
+        self.store = store
+        self.repository = repository
+
+    async def forward(
+        self, tenant_id: str, first: int, last: int, head: LedgerHead
+    ) -> AsyncIterator[Placed]:
+        """Entries with first <= sequence <= last, in ledger order."""
+        if head.block == 0 or first > last:
+            return
+        b = await self.store.block_of(tenant_id, max(first, 1), head)
+        while b <= head.block:
+            block = await self.store.block(tenant_id, b)
+            if block is not None:
+                for index, entry in enumerate(block["entries"]):
+                    sequence = block["first"] + index
+                    if sequence > last:
+                        return
+                    if sequence >= first:
+                        yield Placed(sequence, b, index, entry)
+            b += 1
+
+    async def backward(
+        self, tenant_id: str, block: int, index: int | None
+    ) -> AsyncIterator[Placed]:
+        """Entries from (block, index) down to the ledger's start, newest first."""
+        b = block
+        while b >= 1:
+            doc = await self.store.block(tenant_id, b)
+            if doc is None:
+                return  # removed by retention: nothing older is kept
+            entries = doc["entries"]
+            start = len(entries) - 1 if index is None else min(index, len(entries) - 1)
+            for i in range(start, -1, -1):
+                yield Placed(doc["first"] + i, b, i, entries[i])
+            b, index = b - 1, None
+
+    async def fetch(
+        self, placed: Iterable[Placed], *, as_stored: bool = False
+    ) -> list[tuple[Placed, Document | None]]:
+        """The stored event of each entry (None when it is no longer stored), in order.
+
+        `as_stored` yields whatever is stored at an entry's place even when it is another event
+        (export and verify, where the verifier names the swap); otherwise such a slot is None.
+        """
+        items = list(placed)
+        found: list[Document | None] = []
+        if self.repository.range_reads:
+            ids = [p.entry["e"] for p in items]
+            by_id: dict[str, Document] = {}
+            for start in range(0, len(ids), 1000):
+                cursor = self.repository.events.find({"_id": {"$in": ids[start : start + 1000]}})
+                async for doc in cursor:
+                    by_id[doc["_id"]] = doc
+            found = [by_id.get(p.entry["e"]) for p in items]
+        else:
+            for start in range(0, len(items), FETCH_CONCURRENCY):
+                found += await asyncio.gather(
+                    *(
+                        self.repository._read(p.entry["e"])
+                        for p in items[start : start + FETCH_CONCURRENCY]
+                    )
+                )
+        if as_stored:
+            return list(zip(items, found, strict=True))
+        return [
+            (p, doc if doc is not None and doc.get("key") == p.entry["k"] else None)
+            for p, doc in zip(items, found, strict=True)
+        ]
+
+    async def ledger_fields(self, doc: Document) -> tuple[int, bytes]:
+        """An event's ledger sequence and hash, from the commit of its group (0 and b"" until it
+        is sequenced)."""
+        box = doc.get("ob")
+        if not box:
+            return 0, b""
+        tenant_id, _, writer, n = box.split("/")
+        commit = await self.store.get(f"{tenant_id}/c/{writer}/{n}")
+        if commit is None or "block" not in commit:
+            return 0, b""
+        for index, entry in enumerate(commit["entries"]):
+            if entry["k"] == doc["key"]:
+                return commit["first"] + index, bytes(commit["hashes"][index])
+        return 0, b""

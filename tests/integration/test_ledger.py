@@ -1,0 +1,349 @@
+"""The tenant ledger: gap-free sequences, a chain that verifies, and tampering named exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson.binary import Binary
+from google.protobuf import json_format
+
+from auditlog import AuditLogClient
+from auditlog.ids import new_event_id
+from auditlog.ledger import (
+    VerificationKeys,
+    event_digest,
+    verify_export_file,
+    verify_ledger,
+)
+from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, service_pb2
+from auditlog_service.server import RunningServer
+from tests.conftest import token, unledgered
+
+TENANT = "acme"
+AUDITLOG = str(Path(sys.executable).with_name("auditlog"))
+Event = audit_event_pb2.AuditEvent
+
+
+def general(number: int) -> Event:
+    return Event(
+        id=new_event_id(),
+        tenant_id=TENANT,
+        tenant_user_id=f"agent-{number % 3}",
+        start_call=payloads_pb2.StartCallAttributes(call_id=f"call-{number}", customer_id="c-1"),
+    )
+
+
+def click(number: int, session: str = "cob-1") -> Event:
+    return Event(
+        id=new_event_id(),
+        tenant_id=TENANT,
+        cobrowse=audit_event_pb2.CobrowseContext(session_id=session, actor=enums_pb2.ACTOR_AGENT),
+        click=payloads_pb2.ClickAttributes(element=payloads_pb2.Element(id=f"el-{number}")),
+    )
+
+
+async def seed(client: AuditLogClient, count: int) -> list[Event]:
+    events = [general(n) if n % 2 else click(n) for n in range(count)]
+    for start in range(0, count, 100):
+        response = await client.log_events(events[start : start + 100])
+        assert all(r.WhichOneof("result") == "event" for r in response.results)
+    return events
+
+
+async def head_of(client: AuditLogClient) -> int:
+    answer = await client.stub.GetCheckpoint(service_pb2.GetCheckpointRequest(tenant_id=TENANT))
+    return answer.head_sequence
+
+
+async def verify(client: AuditLogClient) -> Any:
+    return await verify_ledger(client, TENANT)
+
+
+@pytest.mark.asyncio
+async def test_every_event_gets_one_place_in_a_gap_free_chain_that_verifies(
+    client: AuditLogClient,
+) -> None:
+    events = await seed(client, 250)
+    # GetCheckpoint sequences what was acknowledged before it: read your writes.
+    assert await head_of(client) == 250
+    places = []
+    for event in events:
+        stored = await client.get_event(TENANT, event.id)
+        assert len(stored.ledger_hash) == 32
+        places.append(stored.ledger_sequence)
+    assert sorted(places) == list(range(1, 251))
+    report = await verify(client)
+    assert report.ok, report.findings
+    assert (report.first_sequence, report.last_sequence, report.events) == (1, 250, 250)
+    assert report.checkpoints >= 1
+
+
+@pytest.mark.asyncio
+async def test_the_chain_is_what_the_contract_says_it_is(client: AuditLogClient) -> None:
+    """Recomputed here from the contract's words, not with the SDK's helpers."""
+    events = await seed(client, 6)
+    await head_of(client)
+    stored = [await client.get_event(TENANT, e.id) for e in events]
+    chain = hashlib.sha256(b"auditlog.v1 ledger\n" + TENANT.encode()).digest()
+    for event in sorted(stored, key=lambda e: e.ledger_sequence):
+        bare = Event()
+        bare.CopyFrom(event)
+        for position in ("sequence", "ledger_sequence", "ledger_hash"):
+            bare.ClearField(position)
+        digest = hashlib.sha256(bare.SerializeToString(deterministic=True)).digest()
+        assert event_digest(event) == digest
+        chain = hashlib.sha256(
+            chain + struct.pack(">QQ", event.ledger_sequence, event.sequence) + digest
+        ).digest()
+        assert event.ledger_hash == chain
+
+
+async def ledger_blocks(db: Any) -> list[dict[str, Any]]:
+    return [doc async for doc in db.ledger.find({"_id": {"$regex": f"^{TENANT}/b/"}})]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "tampering",
+    ["edit", "delete", "insert", "swap", "truncate", "forge checkpoint"],
+)
+async def test_verify_names_each_kind_of_tampering(
+    server: RunningServer, client: AuditLogClient, db: Any, tampering: str
+) -> None:
+    server.sequencer.checkpoint_every = 1  # a signed checkpoint for each block
+    events = await seed(client, 40)
+    await head_of(client)
+    assert (await verify(client)).ok
+    stored = {e.id: await client.get_event(TENANT, e.id) for e in events}
+    by_place = sorted(stored.values(), key=lambda e: e.ledger_sequence)
+    victim = by_place[10]
+    key = f"{TENANT}/{victim.id}"
+    expected: set[tuple[str, int]]
+    if tampering == "edit":
+        doc_id = key if not victim.sequence else f"{TENANT}/cob-1/{victim.sequence:012d}"
+        field = "start_call.call_id" if victim.HasField("start_call") else "click.element"
+        mongo_field = "start_call.call_id" if victim.HasField("start_call") else "click.element.id"
+        await db.events.update_one({"_id": doc_id}, {"$set": {mongo_field: "forged"}})
+        expected = {("EVENT_CHANGED", victim.ledger_sequence)}
+    elif tampering == "delete":
+        doc_id = key if not victim.sequence else f"{TENANT}/cob-1/{victim.sequence:012d}"
+        await db.events.delete_one({"_id": doc_id})
+        expected = {("EVENT_REMOVED", victim.ledger_sequence)}
+    elif tampering == "insert":
+        # A forged entry spliced into the ledger after the victim, hashes recomputed after it,
+        # as someone with write access but without the signing key could.
+        (block,) = [
+            b for b in await ledger_blocks(db) if b["first"] <= victim.ledger_sequence <= b["last"]
+        ]
+        index = victim.ledger_sequence - block["first"]
+        forged = dict(block["entries"][index])
+        forged["k"] = f"{TENANT}/forged"
+        block["entries"].insert(index + 1, forged)
+        block["last"] += 1
+        await db.ledger.replace_one({"_id": block["_id"]}, block)
+        expected = {("EVENT_INSERTED", victim.ledger_sequence + 1)}
+    elif tampering == "swap":
+        other = by_place[12]
+        assert bool(other.sequence) == bool(victim.sequence)
+        ids = [
+            key if not e.sequence else f"{TENANT}/cob-1/{e.sequence:012d}" for e in (victim, other)
+        ]
+        docs = [await db.events.find_one({"_id": i}) for i in ids]
+        for doc, target in zip(docs, reversed(ids), strict=True):
+            replacement = {k: v for k, v in doc.items() if k != "_id"}
+            await db.events.replace_one({"_id": target}, replacement)
+        expected = {("EVENTS_REORDERED", victim.ledger_sequence)}
+    elif tampering == "truncate":
+        # The ledger's end cut with everything that could rebuild it: its block, the commits
+        # and outboxes it merged, and its events. Only a signed checkpoint past the cut shows it.
+        blocks = sorted(await ledger_blocks(db), key=lambda b: b["first"])
+        last = blocks[-1]
+        before = blocks[-2]["consumed"] if len(blocks) > 1 else {}
+        for writer, n in last["consumed"].items():
+            for k in range(before.get(writer, 0) + 1, n + 1):
+                await db.ledger.delete_one({"_id": f"{TENANT}/c/{writer}/{k:012d}"})
+                await db.events.delete_one({"_id": f"{TENANT}/~o/{writer}/{k:012d}"})
+        await db.events.delete_many({"_id": {"$in": [e["e"] for e in last["entries"]]}})
+        await db.ledger.delete_one({"_id": last["_id"]})
+        server.sequencer.heads.clear()
+        expected = {("LEDGER_TRUNCATED", last["first"])}
+    else:
+        checkpoint = await db.ledger.find_one({"_id": {"$regex": f"^{TENANT}/cp/"}})
+        signature = bytearray(checkpoint["sig"])
+        signature[0] ^= 0xFF
+        await db.ledger.update_one(
+            {"_id": checkpoint["_id"]}, {"$set": {"sig": Binary(bytes(signature))}}
+        )
+        expected = {("CHECKPOINT_FORGED", checkpoint["seq"])}
+    report = await verify(client)
+    found = {(f.kind_name, f.ledger_sequence) for f in report.findings}
+    assert expected <= found, report.findings
+    if tampering == "edit":
+        (finding,) = [f for f in report.findings if f.kind_name == "EVENT_CHANGED"]
+        assert finding.fields == (field,)
+        assert finding.event_id == victim.id
+
+
+@pytest.mark.asyncio
+async def test_a_stored_event_no_ledger_entry_names_is_found_by_the_server(
+    client: AuditLogClient, db: Any
+) -> None:
+    await seed(client, 3)
+    await head_of(client)
+    forged = {
+        "_id": f"{TENANT}/forged-1", "key": f"{TENANT}/forged-1", "id": "forged-1",
+        "tenant_id": TENANT, "type": "LOGGED_IN", "tenant_user_id": "mallory",
+        "occur_time": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        "receive_time": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        "fingerprint": "x", "logged_in": {},
+    }  # fmt: skip
+    await db.events.insert_one(forged)
+    request = service_pb2.VerifyLedgerRequest(tenant_id=TENANT)
+    answers = [r async for r in client.stub.VerifyLedger(request)]
+    findings = [a.finding for a in answers if a.WhichOneof("kind") == "finding"]
+    assert [(f.kind, f.event_id) for f in findings] == [
+        (ledger_pb2.LEDGER_FINDING_KIND_EVENT_INSERTED, "forged-1")
+    ]
+    assert answers[-1].summary.events == 3
+
+
+async def run_cli(server: RunningServer, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        AUDITLOG, *args, "--addr", f"127.0.0.1:{server.port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "AUDITLOG_TOKEN": token()},
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.asyncio
+async def test_an_export_resumes_from_a_cursor_equals_the_list_and_verifies_offline(
+    server: RunningServer, client: AuditLogClient, tmp_path: Path
+) -> None:
+    events = await seed(client, 300)
+    code, jsonl, err = await run_cli(server, "export", "--tenant", TENANT)
+    assert code == 0, err
+    lines = [json.loads(line) for line in jsonl.splitlines()]
+    exported = [line["event"]["event"]["id"] for line in lines if "event" in line]
+    assert sorted(exported) == sorted(e.id for e in events)
+    # Resumed halfway, the rest is exactly the second half.
+    half = [line for line in lines if "event" in line][149]["cursor"]
+    code, rest, err = await run_cli(server, "export", "--tenant", TENANT, "--cursor", half)
+    assert code == 0, err
+    resumed = [json.loads(x)["event"]["event"]["id"] for x in rest.splitlines() if '"event"' in x]
+    assert resumed == exported[150:]
+    listed = {e.id: unledgered(e) async for e in client.list_events(TENANT)}
+    for line in lines:
+        if "event" in line:
+            item = service_pb2.ExportEventsResponse()
+            json_format.ParseDict(line, item)
+            assert unledgered(item.event.event) == listed[item.event.event.id]
+    keys_file = tmp_path / "keys.json"
+    code, keys_json, err = await run_cli(server, "keys")
+    assert code == 0, err
+    keys_file.write_text(keys_json)
+    export_file = tmp_path / "export.jsonl"
+    export_file.write_text(jsonl)
+    report = verify_export_file(
+        str(export_file), TENANT, VerificationKeys.from_file(str(keys_file))
+    )
+    assert report.ok, report.findings
+    assert report.events == 300
+    code, out, err = await run_cli(
+        server, "verify", "--tenant", TENANT, "--file", str(export_file), "--keys", str(keys_file)
+    )
+    assert code == 0, out + err
+    assert "OK: the ledger verifies" in out
+    # A checkpoint kept outside the service is a witness the ledger must still agree with.
+    code, witness_json, err = await run_cli(server, "checkpoint", "--tenant", TENANT)
+    assert code == 0, err
+    witness = json_format.Parse(witness_json, ledger_pb2.Checkpoint())
+    assert 1 <= witness.ledger_sequence <= 300
+    witness_file = tmp_path / "witness.json"
+    witness_file.write_text(witness_json)
+    code, out, err = await run_cli(
+        server, "verify", "--tenant", TENANT, "--witness", str(witness_file)
+    )
+    assert code == 0, out + err
+    witness.ledger_hash = bytes(32)
+    witness_file.write_text(json_format.MessageToJson(witness))
+    code, out, err = await run_cli(
+        server, "verify", "--tenant", TENANT, "--witness", str(witness_file)
+    )
+    assert code == 2
+    assert f"CHECKPOINT_FORGED at {witness.ledger_sequence}" in out
+    code, csv_text, err = await run_cli(server, "export", "--tenant", TENANT, "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert sorted(r["id"] for r in rows) == sorted(e.id for e in events)
+    assert {r["display_name"] for r in rows} == {"[Call] Start", "Clicked on element"}
+
+
+@pytest.mark.asyncio
+async def test_tail_events_follows_the_whole_tenant_and_resumes_from_its_cursor(
+    client: AuditLogClient,
+) -> None:
+    await seed(client, 20)
+    tail = client.tail_events(TENANT)
+    seen: list[int] = []
+    async for event in tail:
+        seen.append(event.ledger_sequence)
+        if event.ledger_sequence == 20:
+            break
+    assert seen == list(range(1, 21))
+    await seed(client, 5)
+    resumed = client.tail_events(TENANT, cursor=tail.cursor)
+    more = []
+    async for event in resumed:
+        more.append(event.ledger_sequence)
+        if len(more) == 5:
+            break
+    assert more == list(range(21, 26))
+
+
+@pytest.mark.asyncio
+async def test_retention_cuts_old_events_behind_a_signed_anchor_and_the_rest_verifies(
+    server: RunningServer, client: AuditLogClient, db: Any
+) -> None:
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    aged = [general(n) for n in range(10)] + [click(n, session="cob-old") for n in range(5)]
+    for event in aged:
+        event.occur_time.FromDatetime(old)
+    await client.log_events(aged)
+    fresh = await seed(client, 10)
+    await head_of(client)
+    request = service_pb2.SetRetentionRequest(tenant_id=TENANT)
+    request.retention.FromTimedelta(dt.timedelta(days=7))
+    await client.stub.SetRetention(request)
+    # Two replicas' jobs at once: one anchor, every event removed once.
+    removed = await asyncio.gather(server.retention.run_once(), server.retention.run_once())
+    assert sum(r.get(TENANT, 0) for r in removed) > 0
+    anchors = [a async for a in db.ledger.find({"_id": {"$regex": f"^{TENANT}/a/"}})]
+    assert len(anchors) == 1
+    assert anchors[0]["first"] == 16
+    for event in aged:
+        assert await db.events.count_documents({"id": event.id, "type": {"$exists": True}}) == 0
+    listed = {e.id async for e in client.list_events(TENANT)}
+    assert listed == {e.id for e in fresh}
+    report = await verify(client)
+    assert report.ok, report.findings
+    assert report.first_sequence == 16
+    assert "retention anchor at sequence 16" in report.start
+    # The old session's later events still tail from its new start.
+    await client.log_event(click(99, session="cob-old"))
+    async for event in client.tail_session(TENANT, "cob-old"):
+        assert event.sequence == 6
+        break
