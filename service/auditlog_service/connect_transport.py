@@ -42,6 +42,7 @@ from connectrpc.server import ConnectASGIApplication, Endpoint
 from google.protobuf import json_format
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from protobuf.wkt import Any as WireAny
@@ -292,8 +293,9 @@ class ConnectTransport:
         info: MethodInfo[Any, Any] = MethodInfo(
             name=method.name,
             service_name=SERVICE.full_name,
-            input=getattr(service_pb2, method.input_type.name),
-            output=getattr(service_pb2, method.output_type.name),
+            # From the descriptor, not service_pb2: a message may live in any file of the contract.
+            input=GetMessageClass(method.input_type),
+            output=GetMessageClass(method.output_type),
             idempotency_level=idempotency,
             stream_type=stream_type,
         )

@@ -1,4 +1,4 @@
-"""The HTTP port speaks the gRPC port's contract: every client gets the same answer to the same call.
+"""The HTTP port speaks the gRPC port's contract: every client gets the same answer to a call.
 
 Clients: grpcio on the gRPC port (the reference), grpcio over the HTTP port (gRPC on h2c), the
 `connectrpc` Python client (Connect binary and JSON, gRPC-Web), `@connectrpc/connect-node` from
@@ -30,6 +30,7 @@ from connectrpc.protocol import ProtocolType
 from google.protobuf import descriptor_pb2, json_format
 from google.protobuf.descriptor import FileDescriptor
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -48,6 +49,7 @@ DETAIL_TYPES: dict[str, type[Message]] = {
     "google.rpc.RetryInfo": error_details_pb2.RetryInfo,
 }
 ACME_SCOPES = ["events:read", "events:write", "sessions:tail"]
+EXPORT_SCOPES = [*ACME_SCOPES, "events:export"]
 
 
 def require_tool(path: str | None, name: str) -> str:
@@ -102,16 +104,15 @@ class Case:
 
 
 def is_caught_up(response: Message) -> bool:
-    return isinstance(response, service_pb2.TailSessionResponse) and response.HasField(
-        "caught_up"
-    )
+    tails = (service_pb2.TailSessionResponse, service_pb2.TailEventsResponse)
+    return isinstance(response, tails) and response.HasField("caught_up")
 
 
 def response_class(method: str) -> type[Message]:
-    return getattr(service_pb2, SERVICE.methods_by_name[method].output_type.name)  # type: ignore[no-any-return]
+    return GetMessageClass(SERVICE.methods_by_name[method].output_type)
 
 
-# ---- the clients ----------------------------------------------------------------------------------
+# ---- the clients -------------------------------------------------------------------------------
 
 
 async def grpcio_answer(address: str, case: Case) -> Answer:
@@ -129,8 +130,6 @@ async def grpcio_answer(address: str, case: Case) -> Answer:
                     if case.stop_after_caught_up and is_caught_up(response):
                         call.cancel()
                         break
-                else:
-                    await call  # ends with the status
             else:
                 unary = channel.unary_unary(method, response_deserializer=parse)
                 response = await unary(case.request.SerializeToString(), metadata=metadata)
@@ -140,9 +139,7 @@ async def grpcio_answer(address: str, case: Case) -> Answer:
             answer.message = error.details() or ""
             status = rpc_status.from_call(error)  # type: ignore[arg-type]
             if status is not None:
-                answer.details = [
-                    decoded_detail(d.TypeName(), d.value) for d in status.details
-                ]
+                answer.details = [decoded_detail(d.TypeName(), d.value) for d in status.details]
     return answer
 
 
@@ -151,8 +148,8 @@ def method_info(name: str) -> MethodInfo[Any, Any]:
     return MethodInfo(
         name=name,
         service_name=SERVICE.full_name,
-        input=getattr(service_pb2, method.input_type.name),
-        output=getattr(service_pb2, method.output_type.name),
+        input=GetMessageClass(method.input_type),
+        output=GetMessageClass(method.output_type),
         idempotency_level=IdempotencyLevel.UNKNOWN,
         stream_type=StreamType.SERVER_STREAM if method.server_streaming else StreamType.UNARY,
     )
@@ -230,7 +227,7 @@ def connect_node_answers(
 
 
 def protoset(path: Path) -> Path:
-    """Descriptors of the contract and of google.rpc's details, for grpcurl (no reflection needed)."""
+    """The contract's and google.rpc's descriptors, for grpcurl (no reflection needed)."""
     files: list[FileDescriptor] = []
 
     def add(file: FileDescriptor) -> None:
@@ -300,6 +297,9 @@ def click(n: int) -> audit_event_pb2.AuditEvent:
 async def seeded(server: RunningServer) -> AsyncIterator[Seeded]:
     async with sdk(f"127.0.0.1:{server.port}") as writer:
         stored = await seed(writer)
+        # Read-your-writes on the ledger: every event has its place before the first answer, so
+        # ledger fields and the export are the same for every client.
+        await writer.stub.GetCheckpoint(service_pb2.GetCheckpointRequest(tenant_id="acme"))
     acme = token("acme", ACME_SCOPES)
     list_request = service_pb2.ListEventsRequest(
         tenant_id="acme",
@@ -312,12 +312,17 @@ async def seeded(server: RunningServer) -> AsyncIterator[Seeded]:
         Case("log a retry", "LogEvent", service_pb2.LogEventRequest(event=stored), acme),
         Case("invalid request", "ListEvents", service_pb2.ListEventsRequest(tenant_id="acme", page_size=-1), acme),  # noqa: E501
         Case("missing token", "ListEvents", list_request, None),
-        Case("expired token", "ListEvents", list_request, token("acme", ACME_SCOPES, ttl_s=-120)),  # noqa: E501
+        Case("expired token", "ListEvents", list_request, token("acme", ACME_SCOPES, ttl_s=-120)),
         Case("missing scope", "TailSession", service_pb2.TailSessionRequest(tenant_id="acme", session_id="cob-c", from_beginning=True), token("acme", ["events:read"])),  # noqa: E501
         Case("another tenant", "GetEvent", service_pb2.GetEventRequest(tenant_id="globex", id=stored.id), acme),  # noqa: E501
         Case("not found", "GetEvent", service_pb2.GetEventRequest(tenant_id="acme", id="no-such-event"), acme),  # noqa: E501
         Case("tail a session", "TailSession", service_pb2.TailSessionRequest(tenant_id="acme", session_id="cob-c", from_beginning=True), acme, stop_after_caught_up=True),  # noqa: E501
         Case("tail with a bad cursor", "TailSession", service_pb2.TailSessionRequest(tenant_id="acme", session_id="cob-c", cursor="not-a-cursor"), acme),  # noqa: E501
+        Case("export the ledger", "ExportEvents", service_pb2.ExportEventsRequest(tenant_id="acme", to_sequence=6), token("acme", EXPORT_SCOPES)),  # noqa: E501
+        Case("export without the scope", "ExportEvents", service_pb2.ExportEventsRequest(tenant_id="acme"), acme),  # noqa: E501
+        Case("tail the tenant", "TailEvents", service_pb2.TailEventsRequest(tenant_id="acme", from_beginning=True), acme, stop_after_caught_up=True),  # noqa: E501
+        Case("verification keys", "GetVerificationKeys", service_pb2.GetVerificationKeysRequest(), acme),  # noqa: E501
+        Case("retention", "GetRetention", service_pb2.GetRetentionRequest(tenant_id="acme"), acme),
     ]  # fmt: skip
     yield Seeded(stored.id, stored, cases)
 
@@ -367,6 +372,12 @@ async def test_every_client_and_protocol_gets_the_same_answers(
     assert "caughtUp" in tail.responses[-1]
     assert sum(r.count('"sequence"') for r in tail.responses) == 5
     assert reference["tail with a bad cursor"].code == "INVALID_ARGUMENT"
+    export = reference["export the ledger"]
+    assert export.code == "OK"
+    assert sum('"event"' in r for r in export.responses) == 6
+    assert "ERROR_REASON_MISSING_SCOPE" in reference["export without the scope"].details[0]
+    assert sum(r.count('"ledgerSequence"') for r in reference["tail the tenant"].responses) == 6
+    assert reference["verification keys"].code == "OK"
 
     clients: dict[str, Callable[[Case], Any]] = {
         "grpcio, gRPC over the HTTP port": lambda c: grpcio_answer(http_address, c),
@@ -405,24 +416,30 @@ async def test_curl_posts_json_over_connect(server: RunningServer, seeded: Seede
     url = f"http://127.0.0.1:{server.http_port}/auditlog.v1.AuditLogService/GetEvent"
     body = json.dumps({"tenantId": "acme", "id": seeded.event_id})
 
-    def post(*headers: str) -> tuple[int, dict[str, Any]]:
+    async def post(*headers: str) -> tuple[int, dict[str, Any]]:
         argv = [curl, "-sS", "-w", "\n%{http_code}", "-H", "content-type: application/json"]
         for header in headers:
             argv += ["-H", header]
-        result = subprocess.run([*argv, "-d", body, url], capture_output=True, text=True, check=True)
-        text, _, status = result.stdout.rpartition("\n")
+        # Not subprocess.run: the server answers from this test's event loop.
+        process = await asyncio.create_subprocess_exec(
+            *argv, "-d", body, url, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        assert process.returncode == 0
+        text, _, status = out.decode().rpartition("\n")
         return int(status), json.loads(text)
 
-    status, answer = post(f"authorization: Bearer {token('acme', ACME_SCOPES)}")
+    status, answer = await post(f"authorization: Bearer {token('acme', ACME_SCOPES)}")
     assert status == 200
     assert answer["event"]["id"] == seeded.event_id
     assert answer["event"]["startCall"] == {"callId": "call-1", "customerId": "c-42"}
     assert answer["event"]["eventType"] == "EVENT_TYPE_START_CALL"
 
-    status, error = post()
+    status, error = await post()
     assert status == 401
     assert error["code"] == "unauthenticated"
-    info = error_details_pb2.ErrorInfo.FromString(base64.b64decode(error["details"][0]["value"] + "=="))
+    detail = base64.b64decode(error["details"][0]["value"] + "==")  # Connect omits the padding
+    info = error_details_pb2.ErrorInfo.FromString(detail)
     assert info.reason == "ERROR_REASON_UNAUTHENTICATED"
 
 
