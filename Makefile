@@ -14,7 +14,7 @@ export PATH := $(ROOT)/.tools/bin:$(PATH)
 
 PY_SOURCES := service tests bench clients/python/examples $(filter-out clients/python/src/auditlog/v1,$(wildcard clients/python/src/auditlog/*.py))
 
-.PHONY: setup chromium run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
+.PHONY: setup chromium console-test run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
 
 # The console's sources, including the generated TypeScript messages it imports.
 CONSOLE_SOURCES := $(shell find console/src console/index.html console/vite.config.ts clients/typescript/src/gen -type f 2>/dev/null)
@@ -87,7 +87,11 @@ pytest: setup
 sdk-test: setup
 	$(PY) -m auditlog_service.devdb with-server -- tools/test-sdks
 
-test: lint typecheck proto-lint proto-breaking check-generated pytest sdk-test
+# The console's unit tests and strict type check (its browser tests are in pytest: tests/browser).
+console-test: console/node_modules/.installed
+	cd console && npm run --silent typecheck && npm test --silent
+
+test: lint typecheck proto-lint proto-breaking check-generated console-test pytest sdk-test
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
