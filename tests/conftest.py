@@ -119,13 +119,47 @@ def settings_for_test(mongodb_uri: str, database_name: str, **changes: object) -
 
 async def stop_or_explain(running: RunningServer, grace_s: float = 0.5) -> None:
     """Stops a server; a stop that hangs fails with the stack of every task still running."""
-    try:
-        await asyncio.wait_for(running.stop(grace_s=grace_s), 60)
-    except TimeoutError:
+    stopping = asyncio.create_task(running.stop(grace_s=grace_s), name="server stop")
+    done, _ = await asyncio.wait([stopping], timeout=60)
+    if not done:
+        # Where everything waits, the stop included, before anything is cancelled.
         stacks = io.StringIO()
         for task in asyncio.all_tasks():
-            task.print_stack(file=stacks)
-        raise AssertionError(f"server stop hung; tasks:\n{stacks.getvalue()}") from None
+            print(f"{task.get_name()}: {' -> '.join(await_chain(task))}", file=stacks)
+        stopping.cancel()
+        raise AssertionError(f"server stop hung; tasks:\n{stacks.getvalue()}")
+    stopping.result()
+
+
+def await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """Where a task waits, through every coroutine it awaits (a task's own stack shows only its
+    outermost coroutine)."""
+    chain: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = next(
+            (
+                getattr(awaited, a)
+                for a in ("cr_frame", "ag_frame", "gi_frame")
+                if hasattr(awaited, a)
+            ),
+            None,
+        )
+        if frame is None:
+            chain.append(repr(awaited)[:120])
+            break
+        chain.append(
+            f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})"
+        )
+        awaited = next(
+            (
+                getattr(awaited, a)
+                for a in ("cr_await", "ag_await", "gi_yieldfrom")
+                if hasattr(awaited, a)
+            ),
+            None,
+        )
+    return chain
 
 
 @pytest_asyncio.fixture

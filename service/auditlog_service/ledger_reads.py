@@ -16,7 +16,7 @@ from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
 from . import convert
 from .convert import Document
 from .event_types import REGISTRY
-from .ledger import LedgerHead, LedgerStore
+from .ledger import LedgerHead, LedgerStore, commit_id, entries_of, placement_id
 from .storage import EventRepository
 
 # Events fetched at once (an `_id` lookup each on FerretDB, one `$in` query on MongoDB).
@@ -125,7 +125,7 @@ class LedgerReader:
         while b <= head.block:
             block = await self.store.block(tenant_id, b)
             if block is not None:
-                for index, entry in enumerate(block["entries"]):
+                for index, entry in enumerate(entries_of(block)):
                     sequence = block["first"] + index
                     if sequence > last:
                         return
@@ -142,7 +142,7 @@ class LedgerReader:
             doc = await self.store.block(tenant_id, b)
             if doc is None:
                 return  # removed by retention: nothing older is kept
-            entries = doc["entries"]
+            entries = entries_of(doc)
             start = len(entries) - 1 if index is None else min(index, len(entries) - 1)
             for i in range(start, -1, -1):
                 yield Placed(doc["first"] + i, b, i, entries[i])
@@ -188,10 +188,14 @@ class LedgerReader:
         if not box:
             return 0, b""
         tenant_id, _, writer, n = box.split("/")
-        commit = await self.store.get(f"{tenant_id}/c/{writer}/{n}")
-        if commit is None or "block" not in commit:
+        commit, placement = await asyncio.gather(
+            self.store.get(commit_id(tenant_id, writer, int(n))),
+            self.store.get(placement_id(tenant_id, writer, int(n))),
+        )
+        if commit is None or placement is None:
             return 0, b""
-        for index, entry in enumerate(commit["entries"]):
+        for index, entry in enumerate(entries_of(commit)):
             if entry["k"] == doc["key"]:
-                return commit["first"] + index, bytes(commit["hashes"][index])
+                hashes = bytes(placement["h"])
+                return placement["first"] + index, hashes[32 * index : 32 * index + 32]
         return 0, b""

@@ -14,6 +14,7 @@ Claims carry no tenant_id, so no query of ListEvents ever matches them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -49,7 +50,7 @@ from .errors import (
     IdConflict,
     SequenceContention,
 )
-from .ledger import LedgerStore, commit_entry, commit_id, outbox_id
+from .ledger import LedgerStore, commit_entry, commit_id, entries_of, outbox_id, pack_entries
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ class EventRepository:
         self.ledger: LedgerStore | None = None
         self.writer_id = ""
         self._outbox_next: dict[str, int] = {}
+        # Per tenant, outboxes (with their event keys) whose group failed before its commit.
+        self._unsettled: dict[str, list[tuple[str, list[str]]]] = {}
         # Tenants this process wrote, and when: its sequencer looks at these first.
         self.written: dict[str, float] = {}
         self.on_committed: Callable[[str], None] | None = None
@@ -169,8 +172,36 @@ class EventRepository:
         self._outbox_next[tenant_id] = n
         return outbox_id(tenant_id, self.writer_id, n)
 
+    def _unsettle(self, group: _GroupWrite) -> None:
+        """A group that failed before its commits were written: its outbox numbers are settled
+        later (settle), as the sequencer takes each writer's outboxes in order, without holes."""
+        keys = group.keys()
+        for tenant_id, box in group.outboxes.items():
+            self._unsettled.setdefault(tenant_id, []).append((box, keys.get(tenant_id, [])))
+
+    async def settle(self, tenant_id: str) -> None:
+        """Writes the commit of each earlier outbox of this tenant whose group failed: what the
+        events naming it say was stored (nothing, when the outbox itself was never written).
+        The first commit of an `_id` wins (the sequencer may have resolved it meanwhile)."""
+        pending = self._unsettled.get(tenant_id)
+        ledger = self.ledger
+        while pending and ledger is not None:
+            box, keys = pending[0]
+            n = int(box.rsplit("/", 1)[1])
+            entries = await self.resolve_outbox(tenant_id, box, keys)
+            with contextlib.suppress(DuplicateKeyError):
+                await ledger.ledger.insert_one(
+                    {"_id": commit_id(tenant_id, self.writer_id, n),
+                     "entries": pack_entries(entries), "at": convert.now_millis(),
+                     "repaired": True}
+                )  # fmt: skip
+            pending.pop(0)
+
     async def commit_group(
-        self, outboxes: dict[str, str], stored: dict[str, list[Document]]
+        self,
+        outboxes: dict[str, str],
+        stored: dict[str, list[Document]],
+        keys: dict[str, list[str]] | None = None,
     ) -> None:
         """Files what a group stored under each tenant's outbox, before its callers hear back.
 
@@ -185,15 +216,23 @@ class EventRepository:
         for tenant_id, box in outboxes.items():
             entries = stored.get(tenant_id, [])
             n = int(box.rsplit("/", 1)[1])
+            try:
+                await self.settle(tenant_id)
+            except PyMongoError as exc:
+                log.warning("earlier outboxes of %s not settled yet (%r)", tenant_id, exc)
             while True:
                 try:
                     await ledger.ledger.insert_one(
-                        {"_id": commit_id(tenant_id, self.writer_id, n), "entries": entries}
+                        {
+                            "_id": commit_id(tenant_id, self.writer_id, n),
+                            "entries": pack_entries(entries),
+                            "at": convert.now_millis(),
+                        }
                     )
                     break
                 except DuplicateKeyError:
                     taken = await ledger.get(commit_id(tenant_id, self.writer_id, n))
-                    seen = {e["k"] for e in (taken or {}).get("entries", [])}
+                    seen = {e["k"] for e in entries_of(taken)} if taken else set()
                     entries = [e for e in entries if e["k"] not in seen]
                     if not entries:
                         break
@@ -208,8 +247,9 @@ class EventRepository:
                         )
                     )  # fmt: skip
                 except PyMongoError as exc:
-                    log.warning(
-                        "commit of %s not written (%r); the sequencer resolves it", box, exc
+                    log.warning("commit of %s not written (%r); settled later", box, exc)
+                    self._unsettled.setdefault(tenant_id, []).append(
+                        (box, (keys or {}).get(tenant_id, []))
                     )
                     break
             self.written[tenant_id] = time.monotonic()
@@ -531,8 +571,8 @@ class EventRepository:
         """
         self.stats["groups"] += 1
         self.stats["events"] += len(writes)
+        group = _GroupWrite(self, writes)
         try:
-            group = _GroupWrite(self, writes)
             if self.ledger is not None:
                 for tenant_id in group.outboxes:
                     await self.ledger.register_writer(tenant_id, self.writer_id)
@@ -541,8 +581,9 @@ class EventRepository:
             mapped = database_errors(exc)
             if mapped is None:
                 raise
+            self._unsettle(group)
             return [mapped] * len(writes)
-        await self.commit_group(group.outboxes, group.committed())
+        await self.commit_group(group.outboxes, group.committed(), group.keys())
         if self.on_session_advanced is not None:
             for (tenant_id, session_id), head in group.advanced.items():
                 self.on_session_advanced(tenant_id, session_id, head)
@@ -632,10 +673,15 @@ class _GroupWrite:
                 )
         return stored
 
-    def _outbox_docs(self) -> list[tuple[int, str, Document]]:
+    def keys(self) -> dict[str, list[str]]:
+        """Per tenant, the keys of the group's events."""
         keys: dict[str, list[str]] = {}
         for write in self.writes:
             keys.setdefault(write.doc["tenant_id"], []).append(write.doc["key"])
+        return keys
+
+    def _outbox_docs(self) -> list[tuple[int, str, Document]]:
+        keys = self.keys()
         now = convert.now_millis()
         return [
             (-1, "outbox", {"_id": box, "keys": keys[tenant_id], "at": now})

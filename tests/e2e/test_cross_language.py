@@ -244,12 +244,16 @@ def millis(ts: timestamp_pb2.Timestamp) -> int:
 
 
 def differences(got: Event, want: Event) -> str:
-    """Empty when `got` is `want` apart from a present receive_time; else the differing fields."""
+    """Empty when `got` is `want` apart from a present receive_time (and the ledger's fields);
+    else the differing fields."""
     if not got.HasField("receive_time"):
         return f"{want.id}: no receive_time"
     stored = Event()
     stored.CopyFrom(got)
     stored.ClearField("receive_time")
+    # The ledger's place is filled in once the event is sequenced, which a test cannot foresee.
+    stored.ClearField("ledger_sequence")
+    stored.ClearField("ledger_hash")
     if stored == want:
         return ""
     a, b = json_format.MessageToDict(stored), json_format.MessageToDict(want)
@@ -441,6 +445,9 @@ def server_address(mongodb_uri: str, tmp_path: Path, tls: DevTls) -> Iterator[st
     env = {**os.environ, "AUDITLOG_LOG_LEVEL": "WARNING", **server_env()}
     if USING_FERRETDB:
         env["AUDITLOG_WRITE_CONCERN"] = "1"
+    # Lists in occur-time order, which the checks below compare to the spec (the ledger's order
+    # is the order of arrival from four programs at once).
+    env["AUDITLOG_LIST_FROM"] = "index"
     with (tmp_path / "server.log").open("wb") as log:
         server = subprocess.Popen(
             [AUDITLOG, "serve", "--listen", address, "--mongodb-uri", mongodb_uri,

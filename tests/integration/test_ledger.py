@@ -27,6 +27,7 @@ from auditlog.ledger import (
     verify_ledger,
 )
 from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, service_pb2
+from auditlog_service.ledger import entries_of, pack_entries
 from auditlog_service.server import RunningServer
 from tests.conftest import token, unledgered
 
@@ -147,9 +148,11 @@ async def test_verify_names_each_kind_of_tampering(
             b for b in await ledger_blocks(db) if b["first"] <= victim.ledger_sequence <= b["last"]
         ]
         index = victim.ledger_sequence - block["first"]
-        forged = dict(block["entries"][index])
+        entries = entries_of(block)
+        forged = dict(entries[index])
         forged["k"] = f"{TENANT}/forged"
-        block["entries"].insert(index + 1, forged)
+        entries.insert(index + 1, forged)
+        block["entries"] = pack_entries(entries)
         block["last"] += 1
         await db.ledger.replace_one({"_id": block["_id"]}, block)
         expected = {("EVENT_INSERTED", victim.ledger_sequence + 1)}
@@ -174,7 +177,7 @@ async def test_verify_names_each_kind_of_tampering(
             for k in range(before.get(writer, 0) + 1, n + 1):
                 await db.ledger.delete_one({"_id": f"{TENANT}/c/{writer}/{k:012d}"})
                 await db.events.delete_one({"_id": f"{TENANT}/~o/{writer}/{k:012d}"})
-        await db.events.delete_many({"_id": {"$in": [e["e"] for e in last["entries"]]}})
+        await db.events.delete_many({"_id": {"$in": [e["e"] for e in entries_of(last)]}})
         await db.ledger.delete_one({"_id": last["_id"]})
         server.sequencer.heads.clear()
         expected = {("LEDGER_TRUNCATED", last["first"])}

@@ -1,10 +1,11 @@
-"""ListEvents: keyset paging visits each event once, in order; each filter returns its events."""
+"""ListEvents, from the indexes and from the ledger: paging visits each event once, in order;
+each filter returns its events."""
 
 from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -12,7 +13,8 @@ import pytest_asyncio
 
 from auditlog import AuditLogClient, AuditLogError
 from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2
-from auditlog_service.server import RunningServer
+from auditlog_service.server import RunningServer, start_server
+from tests.conftest import settings_for_test, stop_or_explain
 from tests.event_samples import valid_event_of_each_type
 
 TENANT = "acme"
@@ -46,6 +48,21 @@ def build_events(count: int) -> list[Event]:
             if len(events) == count:
                 break
     return events
+
+
+@pytest_asyncio.fixture(params=["index", "ledger"])
+async def server(
+    request: pytest.FixtureRequest, mongodb_uri: str, database_name: str
+) -> AsyncIterator[RunningServer]:
+    """Each test runs against both ways of listing: the indexes (MongoDB's default) and the
+    ledger (the embedded database's default, where range reads of an index scan)."""
+    settings = settings_for_test(mongodb_uri, database_name, list_from=request.param)
+    running = await start_server(settings)
+    await running.ready()
+    try:
+        yield running
+    finally:
+        await stop_or_explain(running)
 
 
 @pytest_asyncio.fixture
@@ -87,13 +104,29 @@ async def page_through(
     "order", [enums_pb2.SORT_ORDER_NEWEST_FIRST, enums_pb2.SORT_ORDER_OLDEST_FIRST]
 )
 async def test_paging_yields_each_event_once_in_order(
-    client: AuditLogClient, stored: list[Event], order: int
+    server: RunningServer, client: AuditLogClient, stored: list[Event], order: int
 ) -> None:
     request = service_pb2.ListEventsRequest(tenant_id=TENANT, page_size=97, order=order)  # type: ignore[arg-type]
     seen = await page_through(client, request)
-    expected = sorted(stored, key=sort_key, reverse=order == enums_pb2.SORT_ORDER_NEWEST_FIRST)
-    assert [e.id for e in seen] == [e.id for e in expected]
+    newest_first = order == enums_pb2.SORT_ORDER_NEWEST_FIRST
+    assert_listed(server, seen, stored, newest_first=newest_first)
     assert len({e.id for e in seen}) == 2500
+
+
+def assert_listed(
+    server: RunningServer, got: list[Event], expected: list[Event], *, newest_first: bool
+) -> None:
+    """From the indexes: occur time order, then storage id. From the ledger: ledger order (the
+    order events were recorded), every event once."""
+    if server.settings.list_from == "index":
+        ordered = sorted(expected, key=sort_key, reverse=newest_first)
+        assert [e.id for e in got] == [e.id for e in ordered]
+        return
+    sequences = [e.ledger_sequence for e in got]
+    assert sequences == sorted(sequences, reverse=newest_first)
+    assert len(set(sequences)) == len(sequences)
+    assert 0 not in sequences
+    assert sorted(e.id for e in got) == sorted(e.id for e in expected)
 
 
 def customer_of(event: Event) -> str:
@@ -118,7 +151,7 @@ def in_window(start: dt.datetime, end: dt.datetime) -> Callable[[Event], bool]:
 
 @pytest.mark.asyncio
 async def test_each_filter_returns_exactly_the_matching_events(
-    client: AuditLogClient, stored: list[Event]
+    server: RunningServer, client: AuditLogClient, stored: list[Event]
 ) -> None:
     a_call = next(call_of(e) for e in stored if call_of(e))
     a_session = next(session_of(e) for e in stored if session_of(e))
@@ -165,9 +198,9 @@ async def test_each_filter_returns_exactly_the_matching_events(
     for filt, matches in cases:
         request = service_pb2.ListEventsRequest(tenant_id=TENANT, filter=filt, page_size=1000)
         got = await page_through(client, request)
-        expected = sorted((e for e in stored if matches(e)), key=sort_key, reverse=True)
+        expected = [e for e in stored if matches(e)]
         assert expected, f"the data set has events for {filt}"
-        assert [e.id for e in got] == [e.id for e in expected], str(filt)
+        assert_listed(server, got, expected, newest_first=True)
 
 
 @pytest.mark.asyncio

@@ -257,7 +257,10 @@ func (MeetingAction) EnumDescriptor() ([]byte, []int) {
 	return file_auditlog_v1_enums_proto_rawDescGZIP(), []int{2}
 }
 
-// SortOrder orders the events of a list by occur time.
+// SortOrder orders the events of a list by occur time. A server that lists from its tenant
+// ledger (the embedded development database, where index range reads scan; setting
+// AUDITLOG_LIST_FROM) orders by ledger sequence instead: the order the service recorded the
+// events, which differs from occur-time order only for events sent late or out of order.
 type SortOrder int32
 
 const (

@@ -180,7 +180,11 @@ class _SortOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SortOrder.V
     """Oldest first (ascending occur time, then ascending id)."""
 
 class SortOrder(_SortOrder, metaclass=_SortOrderEnumTypeWrapper):
-    """SortOrder orders the events of a list by occur time."""
+    """SortOrder orders the events of a list by occur time. A server that lists from its tenant
+    ledger (the embedded development database, where index range reads scan; setting
+    AUDITLOG_LIST_FROM) orders by ledger sequence instead: the order the service recorded the
+    events, which differs from occur-time order only for events sent late or out of order.
+    """
 
 SORT_ORDER_UNSPECIFIED: SortOrder.ValueType  # 0
 """The default: newest first."""

@@ -249,7 +249,10 @@ export const MeetingActionSchema: GenEnum<MeetingAction> = /*@__PURE__*/
   enumDesc(file_auditlog_v1_enums, 2);
 
 /**
- * SortOrder orders the events of a list by occur time.
+ * SortOrder orders the events of a list by occur time. A server that lists from its tenant
+ * ledger (the embedded development database, where index range reads scan; setting
+ * AUDITLOG_LIST_FROM) orders by ledger sequence instead: the order the service recorded the
+ * events, which differs from occur-time order only for events sent late or out of order.
  *
  * @generated from enum auditlog.v1.SortOrder
  */
