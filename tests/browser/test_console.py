@@ -344,10 +344,13 @@ async def test_zz_screenshots_of_the_two_views(
         if sample.HasField("cobrowse"):
             sample.cobrowse.session_id = session
     samples["live_view"].live_view.cobrowse_session_id = session
-    masked = samples["input"]
-    masked.input.sensitive = True
-    await write(writer, list(samples.values()))
+    samples["start_call"].start_call.call_id = "call-7f3a"
+    samples["conference_agent"].conference_agent.call_id = "call-7f3a"
+    samples["conference_recording"].conference_recording.call_id = "call-7f3a"
+    samples["input"].input.sensitive = True
+    # The ledger lists newest first in its own order: the varied samples last, so on top.
     await write(writer, [start_call(n, f"agent-{n % 3}", f"cust-{n}") for n in range(8)])
+    await write(writer, list(samples.values()))
 
     await page.goto(sign_in_link(server))
     await expect(page.get_by_role("status")).to_have_text(re.compile(r"^Page 1: \d+ events"))
