@@ -82,7 +82,12 @@ class RunningServer:
         if self._stopping:
             return
         self._stopping = True
-        self._watchdog.cancel()
+        # pymongo turns a CancelledError that lands in some socket operations into AutoReconnect,
+        # which the watchdog takes for an outage and pings again (a stop hung on that ping):
+        # cancel until the task has ended.
+        while not self._watchdog.done():
+            self._watchdog.cancel()
+            await asyncio.wait({self._watchdog}, timeout=0.5)
         with contextlib.suppress(asyncio.CancelledError):
             await self._watchdog
         await self.health.enter_graceful_shutdown()
