@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from auditlog import AuditLogClient
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2
@@ -329,6 +329,30 @@ async def test_a_link_to_another_tenants_event_is_a_permission_error(
     # The same kind of link to the reader's own event works.
     await page.goto(console_url(server, f"#/events/{own.id}?tenant={TENANT}"))
     await expect(page.get_by_text("call-1", exact=True)).to_be_visible()
+
+
+@pytest.mark.asyncio
+async def test_a_narrow_screen_filters_behind_a_disclosure(
+    server: RunningServer, writer: AuditLogClient, browser: Browser
+) -> None:
+    await write(writer, [start_call(n, f"agent-{n % 2}") for n in range(4)])
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, timezone_id="UTC")
+    try:
+        page = await context.new_page()
+        await page.goto(sign_in_link(server))
+        await expect(page.get_by_role("status")).to_have_text("Page 1: 4 events.")
+        # Closed at first on a phone, so the rows come first; one tap opens it.
+        await expect(page.get_by_label("Tenant user")).to_be_hidden()
+        await page.get_by_text("Filters", exact=True).click()
+        await page.get_by_label("Tenant user").fill("agent-1")
+        await page.get_by_role("button", name="Apply filters").click()
+        await expect(page.get_by_role("status")).to_have_text("Page 1: 2 events.")
+        await expect(column(page, "Tenant user")).to_have_text(["agent-1"] * 2)
+        # Nothing wider than the screen: no sideways scrolling to read a row.
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390
+    finally:
+        await context.close()
 
 
 @pytest.mark.asyncio
