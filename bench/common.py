@@ -214,6 +214,8 @@ class ServerProcess:
         env = {
             **os.environ,
             "AUDITLOG_LOG_LEVEL": os.environ.get("AUDITLOG_LOG_LEVEL", "WARNING"),
+            # An ephemeral HTTP port: with the default 8080, a second replica could not start.
+            "AUDITLOG_HTTP_LISTEN": "127.0.0.1:0",
             **AUTH_ENV,
             **(env or {}),
         }
