@@ -8,7 +8,8 @@ every client saw:
 - every acknowledged event is stored exactly once, at the sequence its ack named;
 - every session's sequences are 1..N, and every tail saw exactly 1..N, in order;
 - every GetEvent of an acknowledged event is answered (latency figures);
-- the worst tail stall: how long after its ack an event reached a tail.
+- the worst tail stall: how long after its ack an event reached a tail;
+- the tenant ledger holds every acknowledged event once, 1..N, and verifies.
 
     .venv/bin/python -m bench.soak [--seconds 120] [--kill-every 10]
 """
@@ -29,7 +30,9 @@ from pymongo import AsyncMongoClient
 
 from auditlog import AuditLogClient, AuditLogError
 from auditlog.ids import new_event_id
+from auditlog.ledger import verify_ledger
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2
+from auditlog_service.ledger import block_id, entries_of
 from bench.common import (
     ServerProcess,
     bench_client,
@@ -241,6 +244,43 @@ async def check_database(uri: str, database: str, seen: Observed) -> dict[str, A
     }
 
 
+async def check_ledger(
+    uri: str, database: str, client: AuditLogClient, seen: Observed, wait_s: float = 90.0
+) -> dict[str, Any]:
+    """The tenant's ledger after the kills: once every acknowledged event is in it (a killed
+    writer's outboxes are resolved by the survivors after 10 s, a bounded wait), it holds each
+    once, 1..N without a gap, and verifies through the API."""
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
+    ledger = mongo.get_database(database).get_collection("ledger")
+    keys: list[str] = []
+    sequences: list[int] = []
+    b = 1
+    deadline = time.monotonic() + wait_s
+    try:
+        while time.monotonic() < deadline:
+            block = await ledger.find_one({"_id": block_id(TENANT, b)})
+            if block is not None:
+                entries = entries_of(block)
+                keys += [e["k"].split("/", 1)[1] for e in entries]
+                sequences += range(block["first"], block["first"] + len(entries))
+                b += 1
+                continue
+            if set(seen.acks) <= set(keys):
+                break
+            await asyncio.sleep(0.5)  # bounded wait for the survivors' sequencers
+    finally:
+        await mongo.close()
+    report = await verify_ledger(client, TENANT)
+    return {
+        "ledger_entries": len(keys),
+        "ledger_missing_acknowledged": len(set(seen.acks) - set(keys)),
+        "ledger_twice": len(keys) - len(set(keys)),
+        "ledger_gap_free": sequences == list(range(1, len(sequences) + 1)),
+        "ledger_verifies": report.ok,
+        "ledger_findings": [f.detail for f in report.findings[:3]],
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     seen = Observed()
     with database_process() as (uri, backend, _), tempfile.TemporaryDirectory() as tmp:
@@ -272,6 +312,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 follower.cancel()
             await asyncio.gather(*followers, return_exceptions=True)
             verdict = await check_database(uri, database, seen)
+            verdict.update(await check_ledger(uri, database, clients[0], seen))
         finally:
             for client in [*clients, tail_client]:
                 await client.close()
@@ -306,6 +347,10 @@ def passed(result: dict[str, Any]) -> bool:
         and result["sessions_with_holes"] == 0
         and not result["tails_not_exactly_1_to_n"]
         and result["ack_conflicts"] == 0
+        and result["ledger_missing_acknowledged"] == 0
+        and result["ledger_twice"] == 0
+        and result["ledger_gap_free"]
+        and result["ledger_verifies"]
     )
 
 

@@ -27,7 +27,7 @@ from auditlog.v1 import audit_event_pb2, service_pb2_grpc
 from auditlog_service.config import Settings
 from auditlog_service.devdb import FerretDB, free_port
 from auditlog_service.devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
-from auditlog_service.server import RunningServer, start_server
+from auditlog_service.server import RunningServer, await_chain, start_server
 
 USING_FERRETDB = not os.environ.get("MONGODB_URI")
 
@@ -129,37 +129,6 @@ async def stop_or_explain(running: RunningServer, grace_s: float = 0.5) -> None:
         stopping.cancel()
         raise AssertionError(f"server stop hung; tasks:\n{stacks.getvalue()}")
     stopping.result()
-
-
-def await_chain(task: asyncio.Task[Any]) -> list[str]:
-    """Where a task waits, through every coroutine it awaits (a task's own stack shows only its
-    outermost coroutine)."""
-    chain: list[str] = []
-    awaited: Any = task.get_coro()
-    while awaited is not None:
-        frame = next(
-            (
-                getattr(awaited, a)
-                for a in ("cr_frame", "ag_frame", "gi_frame")
-                if hasattr(awaited, a)
-            ),
-            None,
-        )
-        if frame is None:
-            chain.append(repr(awaited)[:120])
-            break
-        chain.append(
-            f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})"
-        )
-        awaited = next(
-            (
-                getattr(awaited, a)
-                for a in ("cr_await", "ag_await", "gi_yieldfrom")
-                if hasattr(awaited, a)
-            ),
-            None,
-        )
-    return chain
 
 
 @pytest_asyncio.fixture

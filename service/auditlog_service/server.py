@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,6 +46,8 @@ from .tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
+# How long a stop may run past its grace period before the process ends without it.
+STOP_OVERRUN_S = 20.0
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["AuditLogService"].full_name
 
 
@@ -422,4 +426,46 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop_requested.set)
     await stop_requested.wait()
     log.info("shutting down")
-    await running.stop()
+    stopping = asyncio.create_task(running.stop())
+    bound_s = settings.shutdown_grace_s + STOP_OVERRUN_S
+    done, _ = await asyncio.wait([stopping], timeout=bound_s)
+    if not done:
+        # Every acknowledged event is in the database already: a stop that hangs only delays
+        # a restart, so it ends here, with where each task waits, for the next look.
+        for task in asyncio.all_tasks():
+            log.warning(
+                "stop hung %gs; %s: %s", bound_s, task.get_name(), " -> ".join(await_chain(task))
+            )
+        logging.shutdown()
+        os._exit(0)
+    stopping.result()
+
+
+def await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """Where a task waits, through every coroutine it awaits (a task's own stack shows only its
+    outermost coroutine)."""
+    chain: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = next(
+            (
+                getattr(awaited, a)
+                for a in ("cr_frame", "ag_frame", "gi_frame")
+                if hasattr(awaited, a)
+            ),
+            None,
+        )
+        if frame is None:
+            chain.append(repr(awaited)[:120])
+            break
+        code = frame.f_code
+        chain.append(f"{code.co_name} ({os.path.basename(code.co_filename)}:{frame.f_lineno})")
+        awaited = next(
+            (
+                getattr(awaited, a)
+                for a in ("cr_await", "ag_await", "gi_yieldfrom")
+                if hasattr(awaited, a)
+            ),
+            None,
+        )
+    return chain
