@@ -14,9 +14,12 @@ export PATH := $(ROOT)/.tools/bin:$(PATH)
 
 PY_SOURCES := service tests bench clients/python/examples $(filter-out clients/python/src/auditlog/v1,$(wildcard clients/python/src/auditlog/*.py))
 
-.PHONY: setup run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
+.PHONY: setup chromium console-test run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
 
-setup: $(VENV)/.installed node_modules/.installed .tools/bin/ferretdb.stamp .tools/bin/sdk-tools.stamp
+# The console's sources, including the generated TypeScript messages it imports.
+CONSOLE_SOURCES := $(shell find console/src console/index.html console/vite.config.ts clients/typescript/src/gen -type f 2>/dev/null)
+
+setup: $(VENV)/.installed node_modules/.installed .tools/bin/ferretdb.stamp .tools/bin/sdk-tools.stamp console/dist/index.html chromium
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +37,19 @@ node_modules/.installed: package.json package-lock.json
 .tools/bin/sdk-tools.stamp: tools/install-sdk-tools node_modules/.installed
 	tools/install-sdk-tools
 	touch $@
+
+console/node_modules/.installed: console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+# The HTTP port serves console/dist at /; the browser tests drive it.
+console/dist/index.html: console/node_modules/.installed $(CONSOLE_SOURCES)
+	cd console && npm run build --silent
+	touch $@
+
+# The browser tests drive Debian's chromium through Playwright (never a browser download).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 run: setup
 	tools/run-dev
@@ -71,7 +87,11 @@ pytest: setup
 sdk-test: setup
 	$(PY) -m auditlog_service.devdb with-server -- tools/test-sdks
 
-test: lint typecheck proto-lint proto-breaking check-generated pytest sdk-test
+# The console's unit tests and strict type check (its browser tests are in pytest: tests/browser).
+console-test: console/node_modules/.installed
+	cd console && npm run --silent typecheck && npm test --silent
+
+test: lint typecheck proto-lint proto-breaking check-generated console-test pytest sdk-test
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

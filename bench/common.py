@@ -84,7 +84,13 @@ async def running_server(
     uri: str, database_name: str, **changes: Any
 ) -> AsyncIterator[RunningServer]:
     settings = replace(
-        Settings(listen="127.0.0.1:0", mongodb_uri=uri, database=database_name, write_concern="1"),
+        Settings(
+            listen="127.0.0.1:0",
+            http_listen="127.0.0.1:0",
+            mongodb_uri=uri,
+            database=database_name,
+            write_concern="1",
+        ),
         **{**AUTH_SETTINGS, **changes},
     )
     server = await start_server(settings)
@@ -208,6 +214,8 @@ class ServerProcess:
         env = {
             **os.environ,
             "AUDITLOG_LOG_LEVEL": os.environ.get("AUDITLOG_LOG_LEVEL", "WARNING"),
+            # An ephemeral HTTP port: with the default 8080, a second replica could not start.
+            "AUDITLOG_HTTP_LISTEN": "127.0.0.1:0",
             **AUTH_ENV,
             **(env or {}),
         }

@@ -72,6 +72,8 @@ def server_env() -> dict[str, str]:
         "AUDITLOG_JWKS_FILE": str(TEST_KEYS.jwks_file),
         "AUDITLOG_JWT_ISSUER": DEV_ISSUER,
         "AUDITLOG_JWT_AUDIENCE": DEV_AUDIENCE,
+        # An HTTP port of its own: the default 8080 may be taken (by `make run`, another server).
+        "AUDITLOG_HTTP_LISTEN": "127.0.0.1:0",
         "AUDITLOG_CHECKPOINT_KEY_FILE": str(TEST_KEYS.checkpoint_key_file),
     }
 
@@ -98,6 +100,7 @@ def database_name() -> str:
 def settings_for_test(mongodb_uri: str, database_name: str, **changes: object) -> Settings:
     base = Settings(
         listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
         mongodb_uri=mongodb_uri,
         database=database_name,
         write_concern="majority" if not USING_FERRETDB else "1",

@@ -8,6 +8,7 @@ import { formatTime } from "./present.js";
 import { parseRoute, routeHash, type Route } from "./routes.js";
 import { ActivityView } from "./views/activity.js";
 import type { View, ViewContext } from "./views/context.js";
+import { EventView } from "./views/event.js";
 import { SessionView } from "./views/session.js";
 import { signInView } from "./views/signin.js";
 
@@ -70,12 +71,22 @@ export class ConsoleApp {
       signedOut: (problem) => this.signedOut(problem),
     };
     const first = this.view === undefined;
-    this.view = route.view === "session" ? new SessionView(ctx, route.sessionId, route.follow) : new ActivityView(ctx, route.query);
+    this.view =
+      route.view === "session"
+        ? new SessionView(ctx, route.sessionId, route.follow)
+        : route.view === "event"
+          ? new EventView(ctx, route.eventId, route.tenantId)
+          : new ActivityView(ctx, route.query);
     replaceChildren(this.main, this.view.element);
     // A new view is a new page for screen readers and keyboards: start them at its top (not on the
     // first load, where the browser does that already).
     if (!first) this.main.focus({ preventScroll: false });
-    document.title = route.view === "session" ? `Session ${route.sessionId || "review"} · Audit log` : "Activity Logs · Audit log";
+    document.title =
+      route.view === "session"
+        ? `Session ${route.sessionId || "review"} · Audit log`
+        : route.view === "event"
+          ? `Event ${route.eventId} · Audit log`
+          : "Activity Logs · Audit log";
   }
 
   private renderHeader(route: Route | undefined): void {

@@ -90,6 +90,14 @@ describe("filter URL", () => {
     assert.deepEqual(parseRoute(""), { view: "activity", query: emptyQuery() });
     assert.deepEqual(parseRoute("#/nowhere"), { view: "activity", query: emptyQuery() });
   });
+
+  test("event links name their tenant", () => {
+    assert.deepEqual(parseRoute("#/events/01a2%2Fx?tenant=globex"), { view: "event", eventId: "01a2/x", tenantId: "globex" });
+    assert.equal(routeHash({ view: "event", eventId: "01a2/x", tenantId: "globex" }), "#/events/01a2%2Fx?tenant=globex");
+    assert.deepEqual(parseRoute("#/events/e1"), { view: "event", eventId: "e1", tenantId: "" });
+    // Without an id it is the list, filters and all.
+    assert.equal(parseRoute("#/events?user=u").view, "activity");
+  });
 });
 
 describe("ListEventsRequest of a query", () => {

@@ -182,10 +182,17 @@ class CallGuard:
 
     @staticmethod
     def finish(
-        method: str, call: Call | None, peer: str, code: str, started: float | None = None
+        method: str,
+        call: Call | None,
+        peer: str,
+        code: str,
+        started: float | None = None,
+        *,
+        protocol: str = "",
     ) -> None:
         """The access-log line of a finished RPC: who, what, how it ended; never a token, a key
-        or event content."""
+        or event content. `protocol` names the HTTP port's protocol (connect, grpc-web, grpc);
+        calls on the gRPC port have none."""
         if not access_log.isEnabledFor(logging.INFO):
             return
         begun = call.started if call is not None else started or time.monotonic()
@@ -198,6 +205,8 @@ class CallGuard:
             "code": code,
             "duration_ms": round((time.monotonic() - begun) * 1000, 2),
         }
+        if protocol:
+            line["protocol"] = protocol
         if call is not None:
             line["subject"] = call.principal.subject
             line["token_tenant"] = call.principal.tenant

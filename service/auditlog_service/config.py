@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from .validation import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
 DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017/"
 
 
@@ -18,6 +20,14 @@ class Settings:
     """Everything the server can be told; each field has an AUDITLOG_* environment variable."""
 
     listen: str = DEFAULT_LISTEN
+    # The HTTP port for browsers: Connect, gRPC-Web and gRPC over HTTP, and the web console at
+    # "/". Empty: no HTTP port. TLS, mTLS and the plaintext rule are the gRPC port's.
+    http_listen: str = DEFAULT_HTTP_LISTEN
+    # Origins (scheme://host[:port], comma-separated, or "*") whose pages may call the HTTP port
+    # from a browser (CORS). The console served by the port itself needs none.
+    cors_origins: str = ""
+    # The built console (index.html, assets/); empty: console/dist of this repository.
+    console_dir: str = ""
     mongodb_uri: str = DEFAULT_MONGODB_URI
     database: str = "auditlog"
     # MongoDB write concern "w": 1, "majority", ... An event is acknowledged only after this.
@@ -100,6 +110,10 @@ class Settings:
         return self.reflection == "on" or (self.reflection == "" and self.dev)
 
     @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
     def tls(self) -> bool:
         return bool(self.tls_cert or self.tls_key)
 
@@ -133,12 +147,20 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("TLS needs both --tls-cert and --tls-key")
     if settings.tls_client_ca and not settings.tls:
         raise SettingsError("--tls-client-ca needs --tls-cert and --tls-key")
-    host = settings.listen.rsplit(":", 1)[0].strip("[]")
-    if not settings.tls and not settings.insecure and not _is_loopback(host):
-        raise SettingsError(
-            f"refusing to serve plaintext on {settings.listen}: give --tls-cert/--tls-key, listen "
-            "on a loopback address, or pass --insecure"
-        )
+    for flag, address in (("--listen", settings.listen), ("--http-listen", settings.http_listen)):
+        if not address:
+            continue
+        host = address.rsplit(":", 1)[0].strip("[]")
+        if not settings.tls and not settings.insecure and not _is_loopback(host):
+            raise SettingsError(
+                f"refusing to serve plaintext on {address} ({flag}): give --tls-cert/--tls-key, "
+                "listen on a loopback address, or pass --insecure"
+            )
+    for origin in settings.cors_origin_list:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin.rstrip("/")):
+            raise SettingsError(
+                f"AUDITLOG_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])"
+            )
 
 
 def _is_loopback(host: str) -> bool:
@@ -191,6 +213,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags for the settings people change most; the rest come from the environment."""
     parser.add_argument("--listen", help=f"host:port to serve on (default {DEFAULT_LISTEN})")
     parser.add_argument(
+        "--http-listen",
+        help=f"host:port of the HTTP port for browsers and the console (default "
+        f"{DEFAULT_HTTP_LISTEN}; empty: none)",
+    )
+    parser.add_argument(
         "--dev",
         action="store_true",
         default=None,
@@ -217,6 +244,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
     changes: dict[str, object] = {}
     for name in (
         "listen",
+        "http_listen",
         "mongodb_uri",
         "database",
         "write_concern",

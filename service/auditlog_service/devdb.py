@@ -145,6 +145,8 @@ def with_server(command: list[str]) -> int:
             "AUDITLOG_JWT_ISSUER": DEV_ISSUER,
             "AUDITLOG_JWT_AUDIENCE": DEV_AUDIENCE,
             "AUDITLOG_CHECKPOINT_KEY_FILE": str(keys.checkpoint_key_file),
+            # The SDK tests use the gRPC port; the HTTP port must not need 8080 to be free.
+            "AUDITLOG_HTTP_LISTEN": "127.0.0.1:0",
         }
         if db is not None:
             server_env.setdefault("AUDITLOG_WRITE_CONCERN", "1")

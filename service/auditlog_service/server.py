@@ -25,6 +25,13 @@ from .access import CallGuard, TenantLimits
 from .auth import AuthSettings, TokenVerifier
 from .changefeed import TickReader, TickWriter
 from .config import Settings, check_settings
+from .connect_transport import (
+    BrowserApp,
+    BrowserServer,
+    ConnectTransport,
+    HttpTls,
+    default_console_dir,
+)
 from .convert import Document, EventPreparer
 from .devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
 from .errors import AuditLogError, DatabaseUnavailable
@@ -65,6 +72,9 @@ class RunningServer:
     retention: RetentionJob
     health_client: AsyncMongoClient[Document]
     _watchdog: asyncio.Task[None]
+    # The HTTP port for browsers (Connect, gRPC-Web, gRPC; the console): 0 and None when off.
+    http_port: int = 0
+    http: BrowserServer | None = None
     _stopping: bool = False
 
     async def ready(self) -> None:
@@ -76,7 +86,12 @@ class RunningServer:
         if self._stopping:
             return
         self._stopping = True
-        self._watchdog.cancel()
+        # pymongo turns a CancelledError that lands in some socket operations into AutoReconnect,
+        # which the watchdog takes for an outage and pings again (a stop hung on that ping):
+        # cancel until the task has ended.
+        while not self._watchdog.done():
+            self._watchdog.cancel()
+            await asyncio.wait({self._watchdog}, timeout=0.5)
         with contextlib.suppress(asyncio.CancelledError):
             await self._watchdog
         await self.health.enter_graceful_shutdown()
@@ -87,7 +102,11 @@ class RunningServer:
             await self.rpcs.ledger_watches.close()
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         self.rpcs.stop_ingest(drain_s=grace / 2)
-        await self.server.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
+        # Both ports stop together: calls in flight get the same grace on either.
+        stops = [self.server.stop(grace)]
+        if self.http is not None:
+            stops.append(self.http.stop(grace))
+        await asyncio.gather(*stops)
         await self.writer.drain()
         await self.ledger_worker.close()
         await self.retention.close()
@@ -322,7 +341,11 @@ async def start_server(settings: Settings) -> RunningServer:
     if settings.reflection_enabled:
         enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
     port = _listen(server, settings)
+    http = _browser_server(rpcs, guard, settings)
+    http_port = http.bind() if http is not None else 0
     await server.start()
+    if http is not None:
+        http.start()
     hub.start()
     tick_writer.start()
     tick_reader.start()
@@ -343,6 +366,12 @@ async def start_server(settings: Settings) -> RunningServer:
         _watch_database(repository, health_client, health_servicer, settings, serving)
     )
     log.info("auditlog serving on port %d (database %s)", port, settings.database)
+    if http is not None:
+        log.info(
+            "HTTP port %d: Connect, gRPC-Web, gRPC and the web console (%s)",
+            http_port,
+            "TLS" if settings.tls else "plaintext",
+        )
     return RunningServer(
         server,
         port,
@@ -361,7 +390,31 @@ async def start_server(settings: Settings) -> RunningServer:
         retention,
         health_client,
         watchdog,
+        http_port,
+        http,
     )
+
+
+def _browser_server(
+    rpcs: AuditLogRpcs, guard: CallGuard, settings: Settings
+) -> BrowserServer | None:
+    """The HTTP port (unless switched off): the same RPCs, guard and limits as the gRPC port."""
+    if not settings.http_listen:
+        return None
+    transport = ConnectTransport(rpcs, guard, read_max_bytes=settings.max_receive_message_bytes)
+    app = BrowserApp(
+        transport.app,
+        console_dir=Path(settings.console_dir) if settings.console_dir else default_console_dir(),
+        cors_origins=settings.cors_origin_list,
+        slow_consumer_timeout_s=settings.tail_slow_consumer_timeout_s,
+        drain_limit_bytes=settings.max_receive_message_bytes,
+    )
+    tls = (
+        HttpTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        if settings.tls
+        else None
+    )
+    return BrowserServer(app, settings.http_listen, tls)
 
 
 async def serve(settings: Settings) -> None:

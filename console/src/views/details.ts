@@ -4,9 +4,10 @@ import { h, replaceChildren } from "../dom.js";
 import { displayName } from "../event-types.js";
 import { type AuditEvent, AuditEventSchema } from "../gen.js";
 import { type FieldRow, eventFields, sessionOf } from "../present.js";
-import { sessionHash } from "../routes.js";
+import { eventHash, sessionHash } from "../routes.js";
 
-function rowsList(rows: FieldRow[]): HTMLDListElement {
+/** Every field of an event as nested definition lists (the dialog and the event page). */
+export function rowsList(rows: FieldRow[]): HTMLDListElement {
   const dl = h("dl", { class: "fields" });
   for (const row of rows) {
     let value: HTMLElement;
@@ -65,6 +66,7 @@ export class EventDetailsDialog {
       this.body,
       h("p", { class: "details-name" }, event.eventType === 0 ? "(no type)" : displayName(event.eventType)),
       session ? h("p", {}, h("a", { href: sessionHash(session), onclick: () => this.close() }, `Review session ${session}`)) : null,
+      h("p", {}, h("a", { href: eventHash(event.id, event.tenantId), onclick: () => this.close() }, "Link to this event")),
       rowsList(eventFields(event)),
       h("details", {}, h("summary", {}, "JSON"), h("pre", { class: "json" }, toJsonString(AuditEventSchema, event, { prettySpaces: 2 }))),
     );
