@@ -25,6 +25,7 @@ from grpc_status import rpc_status
 
 from auditlog import AuditLogClient, AuditLogError
 from auditlog.client import SessionTail
+from auditlog.ledger import verify_ledger
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.devdb import free_port
 from auditlog_service.server import start_server
@@ -628,3 +629,64 @@ async def test_a_tenant_tail_resumes_across_sigterm_and_sees_each_ledger_entry_o
     assert [sequence for sequence, _ in seen] == list(range(1, total + 1))
     assert {event_id for _, event_id in seen} == {e for w in writers for e in w.acks}
     assert tail.resumes >= 1
+
+
+# ---- 6. one tenant's ledger, written through both processes --------------------------------
+
+
+@pytest.mark.asyncio
+async def test_four_writers_through_two_processes_fill_one_ledger_with_each_event_once(
+    start_service: StartService,
+) -> None:
+    """Batches and streams of general and co-browsing events, through two processes into one
+    tenant: its ledger is 1..N without a gap, verifies, and holds each acknowledged event once."""
+    p1 = await start_service()
+    p2 = await start_service()
+
+    def mixed(name: str, b: int) -> list[Event]:
+        return [
+            login(f"{name}-{b}-{n}", n) if n % 2 else click(f"cob-{name}", f"{name}-{b}-{n}", n)
+            for n in range(20)
+        ]
+
+    async def by_batches(client: AuditLogClient, name: str) -> set[str]:
+        acked = set()
+        for b in range(6):
+            response = await client.log_events(mixed(name, b))
+            assert all(r.WhichOneof("result") == "event" for r in response.results)
+            acked |= {r.event.id for r in response.results}
+        return acked
+
+    async def by_stream(client: AuditLogClient, name: str) -> set[str]:
+        responses = await stream_all(client, [e for b in range(6) for e in mixed(name, b)])
+        assert all(r.WhichOneof("result") == "ack" for r in responses)
+        return {r.ack.id for r in responses}
+
+    async with sdk(p1.address) as on_p1, sdk(p2.address) as on_p2:
+        written = await bounded(
+            asyncio.gather(
+                by_batches(on_p1, "b1"),
+                by_batches(on_p2, "b2"),
+                by_stream(on_p1, "s1"),
+                by_stream(on_p2, "s2"),
+            ),
+            "the four writers",
+        )
+        acked = set().union(*written)
+        assert len(acked) == 4 * 6 * 20
+        # The ledger, read through the other process than most of the writes went: GetCheckpoint
+        # sequences what was acknowledged before it on either process (read your writes).
+        head = await on_p2.stub.GetCheckpoint(service_pb2.GetCheckpointRequest(tenant_id=TENANT))
+        assert head.head_sequence == len(acked)
+        ids, sequences = [], []
+        async for item in on_p1.stub.ExportEvents(
+            service_pb2.ExportEventsRequest(tenant_id=TENANT)
+        ):
+            if item.WhichOneof("item") == "event":
+                ids.append(item.event.entry.event_id)
+                sequences.append(item.event.entry.ledger_sequence)
+        report = await verify_ledger(on_p2, TENANT)
+    assert sequences == list(range(1, len(acked) + 1))
+    assert len(ids) == len(set(ids))
+    assert set(ids) == acked
+    assert report.ok, report.findings
