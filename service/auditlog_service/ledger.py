@@ -81,6 +81,11 @@ def outbox_id(tenant_id: str, writer: str, n: int) -> str:
     return f"{tenant_id}/~o/{writer}/{number(n)}"
 
 
+def outbox_number(box: str) -> int:
+    """n of an outbox `_id` `<T>/~o/<W>/<n>`."""
+    return int(box.rsplit("/", 1)[1])
+
+
 def commit_id(tenant_id: str, writer: str, n: int) -> str:
     return f"{tenant_id}/c/{writer}/{number(n)}"
 
@@ -320,6 +325,24 @@ class LedgerStore:
     async def get(self, _id: str) -> Document | None:
         doc: Document | None = await self.ledger.find_one({"_id": _id})
         return doc
+
+    async def insert_commit(
+        self,
+        tenant_id: str,
+        writer: str,
+        n: int,
+        entries: list[Document],
+        at: Any,
+        *,
+        repaired: bool = False,
+    ) -> None:
+        """Inserts commit n of a writer; DuplicateKeyError when one is there already (the first
+        commit of an `_id` wins: the writer's, or a resolution from the events)."""
+        doc: Document = {"_id": commit_id(tenant_id, writer, n), "entries": pack_entries(entries)}
+        doc["at"] = at
+        if repaired:
+            doc["repaired"] = True
+        await self.ledger.insert_one(doc)
 
     async def exists(self, _id: str) -> bool:
         return await self.ledger.find_one({"_id": _id}, {"_id": 1}) is not None
@@ -622,9 +645,7 @@ class Sequencer:
         entries = await self._resolve_orphan(tenant_id, box_id, outbox["keys"])
         at = outbox["at"]
         try:
-            await self.store.ledger.insert_one(
-                {"_id": cid, "entries": pack_entries(entries), "at": at, "repaired": True}
-            )
+            await self.store.insert_commit(tenant_id, writer, n, entries, at, repaired=True)
         except DuplicateKeyError:
             commit = await self.store.get(cid)
             if commit is None:
@@ -655,9 +676,7 @@ class Sequencer:
         except DuplicateKeyError:
             return None  # it came after all: taken like any other next time
         with contextlib.suppress(DuplicateKeyError):
-            await self.store.ledger.insert_one(
-                {"_id": commit_id(tenant_id, writer, n), "entries": pack_entries([]), "at": at}
-            )
+            await self.store.insert_commit(tenant_id, writer, n, [], at)
         self._first_seen.pop(box_id, None)
         self.stats["repairs"] += 1
         return await self._next_of(tenant_id, writer, n)

@@ -50,7 +50,7 @@ from .errors import (
     IdConflict,
     SequenceContention,
 )
-from .ledger import LedgerStore, commit_entry, commit_id, entries_of, outbox_id, pack_entries
+from .ledger import LedgerStore, commit_entry, commit_id, entries_of, outbox_id, outbox_number
 
 log = logging.getLogger(__name__)
 
@@ -187,13 +187,11 @@ class EventRepository:
         ledger = self.ledger
         while pending and ledger is not None:
             box, keys = pending[0]
-            n = int(box.rsplit("/", 1)[1])
             entries = await self.resolve_outbox(tenant_id, box, keys)
             with contextlib.suppress(DuplicateKeyError):
-                await ledger.ledger.insert_one(
-                    {"_id": commit_id(tenant_id, self.writer_id, n),
-                     "entries": pack_entries(entries), "at": convert.now_millis(),
-                     "repaired": True}
+                await ledger.insert_commit(
+                    tenant_id, self.writer_id, outbox_number(box), entries,
+                    convert.now_millis(), repaired=True,
                 )  # fmt: skip
             pending.pop(0)
 
@@ -215,19 +213,15 @@ class EventRepository:
             return
         for tenant_id, box in outboxes.items():
             entries = stored.get(tenant_id, [])
-            n = int(box.rsplit("/", 1)[1])
+            n = outbox_number(box)
             try:
                 await self.settle(tenant_id)
             except PyMongoError as exc:
                 log.warning("earlier outboxes of %s not settled yet (%r)", tenant_id, exc)
             while True:
                 try:
-                    await ledger.ledger.insert_one(
-                        {
-                            "_id": commit_id(tenant_id, self.writer_id, n),
-                            "entries": pack_entries(entries),
-                            "at": convert.now_millis(),
-                        }
+                    await ledger.insert_commit(
+                        tenant_id, self.writer_id, n, entries, convert.now_millis()
                     )
                     break
                 except DuplicateKeyError:
@@ -239,7 +233,7 @@ class EventRepository:
                     # Re-filed under a new outbox of this writer: its events keep naming the old
                     # one, but a commit is what the sequencer reads first.
                     box = self.next_outbox(tenant_id)
-                    n = int(box.rsplit("/", 1)[1])
+                    n = outbox_number(box)
                     await self._guard(
                         self.events.insert_one(
                             {"_id": box, "keys": [e["k"] for e in entries],
