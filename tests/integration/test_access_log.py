@@ -50,7 +50,7 @@ async def test_each_rpc_writes_one_line_without_tokens_or_content(
     assert entries[0]["tenant"] == "acme"
     assert entries[0]["token_tenant"] == "acme"
     assert entries[0]["peer"].startswith("ipv")
-    assert all(e["duration_ms"] >= 0 for e in entries)
+    assert all(e["duration_ms"] >= 0 for e in entries)  # bound-ok: present, not a speed goal
     text = "\n".join(lines)
     for secret in (acme_token, acme_token.split(".")[2], SECRET_TEXT, "4111"):
         assert secret not in text
