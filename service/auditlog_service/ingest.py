@@ -9,10 +9,11 @@ Within a group, a session's events keep their arrival order and take consecutive
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 
 from auditlog.ids import new_event_id
-from auditlog.ledger import event_digest, field_digests
+from auditlog.ledger import recorded_form
 from auditlog.v1 import audit_event_pb2
 
 from . import convert
@@ -83,8 +84,8 @@ class EventWriter:
         write = EventWrite(doc, occur_time_given=prepared.occur_time_given)
         if self._repository.ledger is not None:
             stored = convert.stored_event(prepared, event_id=event_id, receive_time=receive_time)
-            write.digest = event_digest(stored)
-            write.field_digests = field_digests(stored)
+            write.recorded = recorded_form(stored)
+            write.digest = hashlib.sha256(write.recorded).digest()
         return PendingEvent(prepared, write, self._committer.submit_nowait(write))
 
     async def write(self, event: audit_event_pb2.AuditEvent) -> tuple[PendingEvent, Outcome]:

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -148,15 +149,17 @@ def filter_fields(doc: Document) -> Document:
     return fields
 
 
-def commit_entry(doc: Document, digest: bytes, digests: dict[str, bytes]) -> Document:
-    """The ledger's record of one stored event (before it has a place in the ledger)."""
+def commit_entry(doc: Document, recorded: bytes, digest: bytes = b"") -> Document:
+    """The ledger's record of one stored event (before it has a place in the ledger): the
+    event's recorded form (auditlog.ledger.recorded_form) and its SHA-256, where it is stored,
+    and what ListEvents filters on. Entries of older ledgers carry field digests ("f", paths
+    with ":" for ".") instead of the recorded form."""
     return {
         "k": doc["key"],
         "e": doc["_id"],
         "q": doc.get("sequence", 0),
-        "d": Binary(digest),
-        # Document keys cannot hold ".", so field paths are stored with ":" instead.
-        "f": {path.replace(".", ":"): Binary(value) for path, value in digests.items()},
+        "d": digest or hashlib.sha256(recorded).digest(),
+        "r": recorded,
         "x": filter_fields(doc),
     }
 
@@ -695,10 +698,8 @@ class Sequencer:
                 sequence += 1
                 running = chain_hash(running, sequence, entry["q"], bytes(entry["d"]))
                 hashes.append(running)
-                entries.append(
-                    {"k": entry["k"], "e": entry["e"], "q": entry["q"], "d": entry["d"],
-                     "f": entry["f"], "x": entry["x"], "h": Binary(running)}
-                )  # fmt: skip
+                # The commit's record as it is (recorded form, or older field digests).
+                entries.append({**entry, "h": Binary(running)})
             consumed[item.writer] = item.n
             placed.append((item, first, hashes))
         b = head.block + 1

@@ -97,12 +97,28 @@ def ledger_entry(placed: Placed) -> ledger_pb2.LedgerEntry:
         event_id=entry["k"].split("/", 1)[1],
         session_sequence=entry["q"],
         event_digest=bytes(entry["d"]),
-        field_digests={path.replace(":", "."): bytes(value) for path, value in entry["f"].items()},
+        recorded_event=bytes(entry.get("r", b"")),
+        field_digests={
+            path.replace(":", "."): bytes(value) for path, value in entry.get("f", {}).items()
+        },
     )
 
 
 def with_ledger_fields(doc: Document, placed: Placed) -> audit_event_pb2.AuditEvent:
     event = convert.from_document(doc)
+    event.ledger_sequence = placed.sequence
+    event.ledger_hash = bytes(placed.entry["h"])
+    return event
+
+
+def recorded_event(placed: Placed) -> audit_event_pb2.AuditEvent | None:
+    """The event as the ledger recorded it, with its positions (None for entries of older
+    ledgers, which recorded field digests only)."""
+    recorded = placed.entry.get("r")
+    if recorded is None:
+        return None
+    event = audit_event_pb2.AuditEvent.FromString(recorded)
+    event.sequence = placed.entry["q"]
     event.ledger_sequence = placed.sequence
     event.ledger_hash = bytes(placed.entry["h"])
     return event

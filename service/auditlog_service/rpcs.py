@@ -44,6 +44,7 @@ from .ledger_reads import (
     LedgerReader,
     Placed,
     ledger_entry,
+    recorded_event,
     with_ledger_fields,
 )
 from .ledger_tail import LedgerWatches
@@ -563,6 +564,8 @@ class AuditLogRpcs:
             async for placed in walk:
                 examined += 1
                 last = placed
+                if placed.sequence < head.first:
+                    break  # before the retention anchor: removed, and so is everything older
                 if wanted.matches(placed.entry["x"]):
                     matched.append(placed)
                     if len(matched) == page_size:
@@ -571,14 +574,21 @@ class AuditLogRpcs:
                 if examined >= MAX_EXAMINED:
                     stopped = True  # a short page (AIP-158): the next one goes on from here
                     break
-            fetched = await reader.fetch(matched)
+            # Each event as the ledger recorded it (no read of the events themselves); entries
+            # of older ledgers, which hold no recorded form, are fetched.
+            listed = [(placed, recorded_event(placed)) for placed in matched]
+            missing = [placed for placed, event in listed if event is None]
+            fetched = {p.sequence: doc for p, doc in await reader.fetch(missing)}
         response = service_pb2.ListEventsResponse()
         size = 0
         cut: Placed | None = None
-        for placed, doc in fetched:
-            if doc is None:
-                continue  # removed (retention, or tampering: VerifyLedger reports it)
-            event = with_ledger_fields(doc, placed)
+        for placed, recorded in listed:
+            if recorded is not None:
+                event = recorded
+            elif (doc := fetched.get(placed.sequence)) is not None:
+                event = with_ledger_fields(doc, placed)
+            else:
+                continue  # removed (tampering: VerifyLedger reports it)
             size += event.ByteSize() + _FRAMING_BYTES
             if response.events and size > MAX_RESPONSE_BYTES:
                 cut = placed

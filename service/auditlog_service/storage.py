@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import time
@@ -39,7 +38,7 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
-from auditlog.ledger import event_digest, field_digests
+from auditlog.ledger import recorded_form
 
 from . import convert
 from .convert import Document
@@ -77,9 +76,9 @@ class EventWrite:
     doc: Document
     # A retry that leaves occur_time to the server matches whatever time the first attempt got.
     occur_time_given: bool = True
-    # For the ledger: the event's digest and its fields' digests (auditlog.ledger).
+    # For the ledger: the event's recorded form and its digest (auditlog.ledger).
+    recorded: bytes = b""
     digest: bytes = b""
-    field_digests: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
     def is_retry_of(self, existing: Document) -> bool:
         """Whether `existing`, stored under this event's id, is this very event."""
@@ -264,8 +263,7 @@ class EventRepository:
             doc = found.event
             if doc is None or doc.get("ob") != box:
                 continue  # not stored, or stored by another attempt (with its own outbox)
-            event = convert.from_document(doc)
-            entries.append(commit_entry(doc, event_digest(event), field_digests(event)))
+            entries.append(commit_entry(doc, recorded_form(convert.from_document(doc))))
         return entries
 
     async def _guard(self, operation: Awaitable[Any]) -> Any:
@@ -663,7 +661,7 @@ class _GroupWrite:
             if isinstance(outcome, Stored) and not outcome.already_stored:
                 doc = outcome.doc
                 stored.setdefault(doc["tenant_id"], []).append(
-                    commit_entry(doc, write.digest, write.field_digests)
+                    commit_entry(doc, write.recorded, write.digest)
                 )
         return stored
 

@@ -390,8 +390,16 @@ type LedgerEntry struct {
 	// The event's digest as recorded when it was written (see AuditEvent.ledger_hash).
 	EventDigest []byte `protobuf:"bytes,5,opt,name=event_digest,json=eventDigest,proto3" json:"event_digest,omitempty"`
 	// Digests of the event's fields as recorded (dotted field path -> first 8 bytes of SHA-256 of
-	// the field's deterministic serialization), so that a verifier can name what changed.
-	FieldDigests  map[string][]byte `protobuf:"bytes,6,rep,name=field_digests,json=fieldDigests,proto3" json:"field_digests,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// the field's deterministic serialization). Filled only for entries written before
+	// recorded_event existed; a verifier uses recorded_event when it is set.
+	//
+	// Deprecated: Marked as deprecated in auditlog/v1/ledger.proto.
+	FieldDigests map[string][]byte `protobuf:"bytes,6,rep,name=field_digests,json=fieldDigests,proto3" json:"field_digests,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The event as recorded when it was written: the deterministic serialization whose SHA-256 is
+	// event_digest (the event as stored, with sequence, ledger_sequence and ledger_hash cleared).
+	// A verifier that finds a stored event changed parses it and names the fields that differ;
+	// bytes that do not hash to event_digest are not trusted for that.
+	RecordedEvent []byte `protobuf:"bytes,7,opt,name=recorded_event,json=recordedEvent,proto3" json:"recorded_event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,9 +469,17 @@ func (x *LedgerEntry) GetEventDigest() []byte {
 	return nil
 }
 
+// Deprecated: Marked as deprecated in auditlog/v1/ledger.proto.
 func (x *LedgerEntry) GetFieldDigests() map[string][]byte {
 	if x != nil {
 		return x.FieldDigests
+	}
+	return nil
+}
+
+func (x *LedgerEntry) GetRecordedEvent() []byte {
+	if x != nil {
+		return x.RecordedEvent
 	}
 	return nil
 }
@@ -722,15 +738,16 @@ const file_auditlog_v1_ledger_proto_rawDesc = "" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x03 \x01(\fR\tpublicKey\"\xd2\x02\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\"\xfd\x02\n" +
 	"\vLedgerEntry\x12'\n" +
 	"\x0fledger_sequence\x18\x01 \x01(\x03R\x0eledgerSequence\x12\x1f\n" +
 	"\vledger_hash\x18\x02 \x01(\fR\n" +
 	"ledgerHash\x12\x19\n" +
 	"\bevent_id\x18\x03 \x01(\tR\aeventId\x12)\n" +
 	"\x10session_sequence\x18\x04 \x01(\x03R\x0fsessionSequence\x12!\n" +
-	"\fevent_digest\x18\x05 \x01(\fR\veventDigest\x12O\n" +
-	"\rfield_digests\x18\x06 \x03(\v2*.auditlog.v1.LedgerEntry.FieldDigestsEntryR\ffieldDigests\x1a?\n" +
+	"\fevent_digest\x18\x05 \x01(\fR\veventDigest\x12S\n" +
+	"\rfield_digests\x18\x06 \x03(\v2*.auditlog.v1.LedgerEntry.FieldDigestsEntryB\x02\x18\x01R\ffieldDigests\x12%\n" +
+	"\x0erecorded_event\x18\a \x01(\fR\rrecordedEvent\x1a?\n" +
 	"\x11FieldDigestsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"`\n" +

@@ -46,11 +46,17 @@ def genesis_hash(tenant_id: str) -> bytes:
     return hashlib.sha256(b"auditlog.v1 ledger\n" + tenant_id.encode()).digest()
 
 
-def event_digest(event: AuditEvent) -> bytes:
-    """digest(e): of the event as stored, without its session and ledger positions."""
+def recorded_form(event: AuditEvent) -> bytes:
+    """The bytes the ledger records of an event: its deterministic serialization as stored,
+    without its session and ledger positions (LedgerEntry.recorded_event)."""
     if event.sequence or event.ledger_sequence or event.ledger_hash:
         event = _without_positions(event)
-    return hashlib.sha256(event.SerializeToString(deterministic=True)).digest()
+    return event.SerializeToString(deterministic=True)
+
+
+def event_digest(event: AuditEvent) -> bytes:
+    """digest(e): SHA-256 of the event's recorded form."""
+    return hashlib.sha256(recorded_form(event)).digest()
 
 
 def _without_positions(event: AuditEvent) -> AuditEvent:
@@ -111,6 +117,20 @@ def differing_fields(recorded: Mapping[str, bytes], event: AuditEvent) -> list[s
     """The field paths whose digest differs (or that appear or vanish) between the two."""
     now = field_digests(event)
     return sorted(path for path in set(recorded) | set(now) if recorded.get(path) != now.get(path))
+
+
+def changed_fields(entry: ledger_pb2.LedgerEntry, event: AuditEvent) -> list[str]:
+    """The fields in which a stored event differs from what its ledger entry recorded: from the
+    recorded event when its bytes are the ones the digest covers (so they cannot mislead), else
+    from the field digests of older ledgers; empty when neither is at hand."""
+    recorded = entry.recorded_event
+    if recorded and hashlib.sha256(recorded).digest() == entry.event_digest:
+        original = AuditEvent()
+        original.ParseFromString(recorded)
+        return differing_fields(field_digests(original), event)
+    if entry.field_digests:
+        return differing_fields(entry.field_digests, event)
+    return []
 
 
 # ---- signatures ----------------------------------------------------------------------------
@@ -384,7 +404,7 @@ class LedgerVerifier:
             self._reordered(other, n)
             return
         self._mismatched[n] = (entry.event_digest, digest)
-        fields = differing_fields(entry.field_digests, event)
+        fields = changed_fields(entry, event)
         if event.sequence != entry.session_sequence:
             fields.append("sequence")
         self._find(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uditlog/v1/ledger.proto\x12\x0b\x61uditlog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\nCheckpoint\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\'\n\x0fledger_sequence\x18\x02 \x01(\x03R\x0eledgerSequence\x12\x1f\n\x0bledger_hash\x18\x03 \x01(\x0cR\nledgerHash\x12.\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12\x15\n\x06key_id\x18\x05 \x01(\tR\x05keyId\x12\x1c\n\tsignature\x18\x06 \x01(\x0cR\tsignature\"\xf7\x01\n\x0fRetentionAnchor\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12%\n\x0e\x66irst_sequence\x18\x02 \x01(\x03R\rfirstSequence\x12#\n\rprevious_hash\x18\x03 \x01(\x0cR\x0cpreviousHash\x12.\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reason\x12\x15\n\x06key_id\x18\x06 \x01(\tR\x05keyId\x12\x1c\n\tsignature\x18\x07 \x01(\x0cR\tsignature\"e\n\x0fVerificationKey\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x1d\n\npublic_key\x18\x03 \x01(\x0cR\tpublicKey\"\xd2\x02\n\x0bLedgerEntry\x12\'\n\x0fledger_sequence\x18\x01 \x01(\x03R\x0eledgerSequence\x12\x1f\n\x0bledger_hash\x18\x02 \x01(\x0cR\nledgerHash\x12\x19\n\x08\x65vent_id\x18\x03 \x01(\tR\x07\x65ventId\x12)\n\x10session_sequence\x18\x04 \x01(\x03R\x0fsessionSequence\x12!\n\x0c\x65vent_digest\x18\x05 \x01(\x0cR\x0b\x65ventDigest\x12O\n\rfield_digests\x18\x06 \x03(\x0b\x32*.auditlog.v1.LedgerEntry.FieldDigestsEntryR\x0c\x66ieldDigests\x1a?\n\x11\x46ieldDigestsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x0cR\x05value:\x02\x38\x01\"`\n\x0eVerifyProgress\x12)\n\x10verified_through\x18\x01 \x01(\x03R\x0fverifiedThrough\x12#\n\rlast_sequence\x18\x02 \x01(\x03R\x0clastSequence\"\xb7\x01\n\rLedgerFinding\x12\x32\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.auditlog.v1.LedgerFindingKindR\x04kind\x12\'\n\x0fledger_sequence\x18\x02 \x01(\x03R\x0eledgerSequence\x12\x19\n\x08\x65vent_id\x18\x03 \x01(\tR\x07\x65ventId\x12\x16\n\x06\x66ields\x18\x04 \x03(\tR\x06\x66ields\x12\x16\n\x06\x64\x65tail\x18\x05 \x01(\tR\x06\x64\x65tail\"\xc7\x01\n\rVerifySummary\x12%\n\x0e\x66irst_sequence\x18\x01 \x01(\x03R\rfirstSequence\x12#\n\rlast_sequence\x18\x02 \x01(\x03R\x0clastSequence\x12\x16\n\x06\x65vents\x18\x03 \x01(\x03R\x06\x65vents\x12 \n\x0b\x63heckpoints\x18\x04 \x01(\x03R\x0b\x63heckpoints\x12\x1a\n\x08\x66indings\x18\x05 \x01(\x03R\x08\x66indings\x12\x14\n\x05start\x18\x06 \x01(\tR\x05start*\x80\x03\n\x11LedgerFindingKind\x12#\n\x1fLEDGER_FINDING_KIND_UNSPECIFIED\x10\x00\x12%\n!LEDGER_FINDING_KIND_EVENT_CHANGED\x10\x01\x12%\n!LEDGER_FINDING_KIND_EVENT_REMOVED\x10\x02\x12&\n\"LEDGER_FINDING_KIND_EVENT_INSERTED\x10\x03\x12(\n$LEDGER_FINDING_KIND_EVENTS_REORDERED\x10\x04\x12$\n LEDGER_FINDING_KIND_SEQUENCE_GAP\x10\x05\x12(\n$LEDGER_FINDING_KIND_LEDGER_TRUNCATED\x10\x06\x12)\n%LEDGER_FINDING_KIND_CHECKPOINT_FORGED\x10\x07\x12+\n\'LEDGER_FINDING_KIND_CHECKPOINT_MISMATCH\x10\x08\x42_\n\x0eio.auditlog.v1B\x0bLedgerProtoP\x01Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uditlog/v1/ledger.proto\x12\x0b\x61uditlog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\nCheckpoint\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\'\n\x0fledger_sequence\x18\x02 \x01(\x03R\x0eledgerSequence\x12\x1f\n\x0bledger_hash\x18\x03 \x01(\x0cR\nledgerHash\x12.\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12\x15\n\x06key_id\x18\x05 \x01(\tR\x05keyId\x12\x1c\n\tsignature\x18\x06 \x01(\x0cR\tsignature\"\xf7\x01\n\x0fRetentionAnchor\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12%\n\x0e\x66irst_sequence\x18\x02 \x01(\x03R\rfirstSequence\x12#\n\rprevious_hash\x18\x03 \x01(\x0cR\x0cpreviousHash\x12.\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reason\x12\x15\n\x06key_id\x18\x06 \x01(\tR\x05keyId\x12\x1c\n\tsignature\x18\x07 \x01(\x0cR\tsignature\"e\n\x0fVerificationKey\x12\x15\n\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x1d\n\npublic_key\x18\x03 \x01(\x0cR\tpublicKey\"\xfd\x02\n\x0bLedgerEntry\x12\'\n\x0fledger_sequence\x18\x01 \x01(\x03R\x0eledgerSequence\x12\x1f\n\x0bledger_hash\x18\x02 \x01(\x0cR\nledgerHash\x12\x19\n\x08\x65vent_id\x18\x03 \x01(\tR\x07\x65ventId\x12)\n\x10session_sequence\x18\x04 \x01(\x03R\x0fsessionSequence\x12!\n\x0c\x65vent_digest\x18\x05 \x01(\x0cR\x0b\x65ventDigest\x12S\n\rfield_digests\x18\x06 \x03(\x0b\x32*.auditlog.v1.LedgerEntry.FieldDigestsEntryB\x02\x18\x01R\x0c\x66ieldDigests\x12%\n\x0erecorded_event\x18\x07 \x01(\x0cR\rrecordedEvent\x1a?\n\x11\x46ieldDigestsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x0cR\x05value:\x02\x38\x01\"`\n\x0eVerifyProgress\x12)\n\x10verified_through\x18\x01 \x01(\x03R\x0fverifiedThrough\x12#\n\rlast_sequence\x18\x02 \x01(\x03R\x0clastSequence\"\xb7\x01\n\rLedgerFinding\x12\x32\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.auditlog.v1.LedgerFindingKindR\x04kind\x12\'\n\x0fledger_sequence\x18\x02 \x01(\x03R\x0eledgerSequence\x12\x19\n\x08\x65vent_id\x18\x03 \x01(\tR\x07\x65ventId\x12\x16\n\x06\x66ields\x18\x04 \x03(\tR\x06\x66ields\x12\x16\n\x06\x64\x65tail\x18\x05 \x01(\tR\x06\x64\x65tail\"\xc7\x01\n\rVerifySummary\x12%\n\x0e\x66irst_sequence\x18\x01 \x01(\x03R\rfirstSequence\x12#\n\rlast_sequence\x18\x02 \x01(\x03R\x0clastSequence\x12\x16\n\x06\x65vents\x18\x03 \x01(\x03R\x06\x65vents\x12 \n\x0b\x63heckpoints\x18\x04 \x01(\x03R\x0b\x63heckpoints\x12\x1a\n\x08\x66indings\x18\x05 \x01(\x03R\x08\x66indings\x12\x14\n\x05start\x18\x06 \x01(\tR\x05start*\x80\x03\n\x11LedgerFindingKind\x12#\n\x1fLEDGER_FINDING_KIND_UNSPECIFIED\x10\x00\x12%\n!LEDGER_FINDING_KIND_EVENT_CHANGED\x10\x01\x12%\n!LEDGER_FINDING_KIND_EVENT_REMOVED\x10\x02\x12&\n\"LEDGER_FINDING_KIND_EVENT_INSERTED\x10\x03\x12(\n$LEDGER_FINDING_KIND_EVENTS_REORDERED\x10\x04\x12$\n LEDGER_FINDING_KIND_SEQUENCE_GAP\x10\x05\x12(\n$LEDGER_FINDING_KIND_LEDGER_TRUNCATED\x10\x06\x12)\n%LEDGER_FINDING_KIND_CHECKPOINT_FORGED\x10\x07\x12+\n\'LEDGER_FINDING_KIND_CHECKPOINT_MISMATCH\x10\x08\x42_\n\x0eio.auditlog.v1B\x0bLedgerProtoP\x01Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\016io.auditlog.v1B\013LedgerProtoP\001Z>github.com/auditlog/auditlog/clients/go/auditlog/v1;auditlogv1'
   _globals['_LEDGERENTRY_FIELDDIGESTSENTRY']._loaded_options = None
   _globals['_LEDGERENTRY_FIELDDIGESTSENTRY']._serialized_options = b'8\001'
-  _globals['_LEDGERFINDINGKIND']._serialized_start=1474
-  _globals['_LEDGERFINDINGKIND']._serialized_end=1858
+  _globals['_LEDGERENTRY'].fields_by_name['field_digests']._loaded_options = None
+  _globals['_LEDGERENTRY'].fields_by_name['field_digests']._serialized_options = b'\030\001'
+  _globals['_LEDGERFINDINGKIND']._serialized_start=1517
+  _globals['_LEDGERFINDINGKIND']._serialized_end=1901
   _globals['_CHECKPOINT']._serialized_start=75
   _globals['_CHECKPOINT']._serialized_end=291
   _globals['_RETENTIONANCHOR']._serialized_start=294
@@ -44,13 +46,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFICATIONKEY']._serialized_start=543
   _globals['_VERIFICATIONKEY']._serialized_end=644
   _globals['_LEDGERENTRY']._serialized_start=647
-  _globals['_LEDGERENTRY']._serialized_end=985
-  _globals['_LEDGERENTRY_FIELDDIGESTSENTRY']._serialized_start=922
-  _globals['_LEDGERENTRY_FIELDDIGESTSENTRY']._serialized_end=985
-  _globals['_VERIFYPROGRESS']._serialized_start=987
-  _globals['_VERIFYPROGRESS']._serialized_end=1083
-  _globals['_LEDGERFINDING']._serialized_start=1086
-  _globals['_LEDGERFINDING']._serialized_end=1269
-  _globals['_VERIFYSUMMARY']._serialized_start=1272
-  _globals['_VERIFYSUMMARY']._serialized_end=1471
+  _globals['_LEDGERENTRY']._serialized_end=1028
+  _globals['_LEDGERENTRY_FIELDDIGESTSENTRY']._serialized_start=965
+  _globals['_LEDGERENTRY_FIELDDIGESTSENTRY']._serialized_end=1028
+  _globals['_VERIFYPROGRESS']._serialized_start=1030
+  _globals['_VERIFYPROGRESS']._serialized_end=1126
+  _globals['_LEDGERFINDING']._serialized_start=1129
+  _globals['_LEDGERFINDING']._serialized_end=1312
+  _globals['_VERIFYSUMMARY']._serialized_start=1315
+  _globals['_VERIFYSUMMARY']._serialized_end=1514
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _LedgerFindingKind:
@@ -246,6 +251,7 @@ class LedgerEntry(_message.Message):
     SESSION_SEQUENCE_FIELD_NUMBER: _builtins.int
     EVENT_DIGEST_FIELD_NUMBER: _builtins.int
     FIELD_DIGESTS_FIELD_NUMBER: _builtins.int
+    RECORDED_EVENT_FIELD_NUMBER: _builtins.int
     ledger_sequence: _builtins.int
     """The entry's position in the tenant's ledger."""
     ledger_hash: _builtins.bytes
@@ -256,10 +262,18 @@ class LedgerEntry(_message.Message):
     """The event's sequence in its co-browsing session (0 for general events)."""
     event_digest: _builtins.bytes
     """The event's digest as recorded when it was written (see AuditEvent.ledger_hash)."""
+    recorded_event: _builtins.bytes
+    """The event as recorded when it was written: the deterministic serialization whose SHA-256 is
+    event_digest (the event as stored, with sequence, ledger_sequence and ledger_hash cleared).
+    A verifier that finds a stored event changed parses it and names the fields that differ;
+    bytes that do not hash to event_digest are not trusted for that.
+    """
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def field_digests(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]:
         """Digests of the event's fields as recorded (dotted field path -> first 8 bytes of SHA-256 of
-        the field's deterministic serialization), so that a verifier can name what changed.
+        the field's deterministic serialization). Filled only for entries written before
+        recorded_event existed; a verifier uses recorded_event when it is set.
         """
 
     def __init__(
@@ -271,10 +285,11 @@ class LedgerEntry(_message.Message):
         session_sequence: _builtins.int = ...,
         event_digest: _builtins.bytes = ...,
         field_digests: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
+        recorded_event: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_digest", b"event_digest", "event_id", b"event_id", "field_digests", b"field_digests", "ledger_hash", b"ledger_hash", "ledger_sequence", b"ledger_sequence", "session_sequence", b"session_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_digest", b"event_digest", "event_id", b"event_id", "field_digests", b"field_digests", "ledger_hash", b"ledger_hash", "ledger_sequence", b"ledger_sequence", "recorded_event", b"recorded_event", "session_sequence", b"session_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,64 @@
+"""The ledger's record of an event: its recorded form, its digest, and naming what changed."""
+
+from __future__ import annotations
+
+import hashlib
+
+from auditlog.ledger import changed_fields, event_digest, field_digests, recorded_form
+from auditlog.v1 import audit_event_pb2, ledger_pb2
+from tests.event_samples import valid_event_of_each_type
+
+
+def an_event() -> audit_event_pb2.AuditEvent:
+    event = valid_event_of_each_type("acme")["start_call"]
+    event.id = "ev-1"
+    return event
+
+
+def entry_of(event: audit_event_pb2.AuditEvent) -> ledger_pb2.LedgerEntry:
+    recorded = recorded_form(event)
+    return ledger_pb2.LedgerEntry(
+        event_id=event.id,
+        event_digest=hashlib.sha256(recorded).digest(),
+        recorded_event=recorded,
+    )
+
+
+def test_the_recorded_form_leaves_out_positions_and_is_what_the_digest_covers() -> None:
+    event = an_event()
+    placed = audit_event_pb2.AuditEvent()
+    placed.CopyFrom(event)
+    placed.sequence, placed.ledger_sequence, placed.ledger_hash = 7, 42, b"h" * 32
+    assert recorded_form(placed) == recorded_form(event)
+    assert event_digest(placed) == hashlib.sha256(recorded_form(event)).digest()
+    assert audit_event_pb2.AuditEvent.FromString(recorded_form(placed)) == event
+
+
+def test_a_changed_event_is_compared_with_its_recorded_form_field_by_field() -> None:
+    event = an_event()
+    entry = entry_of(event)
+    assert changed_fields(entry, event) == []
+    event.start_call.customer_id = "someone-else"
+    event.tenant_user_id = "agent-9"
+    assert changed_fields(entry, event) == ["start_call.customer_id", "tenant_user_id"]
+
+
+def test_recorded_bytes_that_do_not_hash_to_the_digest_name_nothing() -> None:
+    event = an_event()
+    entry = entry_of(event)
+    forged = audit_event_pb2.AuditEvent()
+    forged.CopyFrom(event)
+    forged.tenant_user_id = "agent-9"
+    # Whoever edits the stored event and the recorded form alike cannot steer what is named.
+    entry.recorded_event = recorded_form(forged)
+    event.start_call.customer_id = "someone-else"
+    assert changed_fields(entry, event) == []
+
+
+def test_entries_of_older_ledgers_name_fields_from_their_field_digests() -> None:
+    event = an_event()
+    entry = ledger_pb2.LedgerEntry(event_id=event.id, event_digest=event_digest(event))
+    for path, digest in field_digests(event).items():
+        entry.field_digests[path] = digest
+    event.start_call.customer_id = "someone-else"
+    assert changed_fields(entry, event) == ["start_call.customer_id"]
