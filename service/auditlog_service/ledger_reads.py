@@ -197,6 +197,22 @@ class LedgerReader:
             for p, doc in zip(items, found, strict=True)
         ]
 
+    async def events(
+        self, placed: list[Placed]
+    ) -> list[tuple[Placed, audit_event_pb2.AuditEvent | None]]:
+        """Each entry's event as the ledger recorded it, without reading the events; entries of
+        older ledgers (no recorded form) are fetched. None: no longer stored."""
+        listed = [(p, recorded_event(p)) for p in placed]
+        missing = [p for p, event in listed if event is None]
+        if not missing:
+            return listed
+        stored = {p.sequence: doc for p, doc in await self.fetch(missing)}
+        events: list[tuple[Placed, audit_event_pb2.AuditEvent | None]] = []
+        for p, event in listed:
+            doc = stored.get(p.sequence) if event is None else None
+            events.append((p, with_ledger_fields(doc, p) if doc is not None else event))
+        return events
+
     async def ledger_fields(self, doc: Document) -> tuple[int, bytes]:
         """An event's ledger sequence and hash, from the commit of its group (0 and b"" until it
         is sequenced)."""

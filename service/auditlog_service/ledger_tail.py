@@ -25,7 +25,7 @@ from .errors import (
 )
 from .event_types import REGISTRY
 from .ledger import LedgerHead, Sequencer
-from .ledger_reads import LedgerReader, with_ledger_fields
+from .ledger_reads import LedgerReader
 from .tail import SessionWatch, TailSettings
 from .tokens import TokenError, TokenSigner
 
@@ -169,10 +169,9 @@ class LedgerWatches:
                 ]
                 batch = service_pb2.TailEventBatch()
                 size = 0
-                for item, doc in await reader.fetch(placed):
-                    if doc is None:
+                for item, event in await reader.events(placed):
+                    if event is None:
                         continue
-                    event = with_ledger_fields(doc, item)
                     size += event.ByteSize()
                     batch.events.append(event)
                     if size >= settings.max_batch_bytes:

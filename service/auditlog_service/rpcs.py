@@ -44,7 +44,6 @@ from .ledger_reads import (
     LedgerReader,
     Placed,
     ledger_entry,
-    recorded_event,
     with_ledger_fields,
 )
 from .ledger_tail import LedgerWatches
@@ -574,20 +573,12 @@ class AuditLogRpcs:
                 if examined >= MAX_EXAMINED:
                     stopped = True  # a short page (AIP-158): the next one goes on from here
                     break
-            # Each event as the ledger recorded it (no read of the events themselves); entries
-            # of older ledgers, which hold no recorded form, are fetched.
-            listed = [(placed, recorded_event(placed)) for placed in matched]
-            missing = [placed for placed, event in listed if event is None]
-            fetched = {p.sequence: doc for p, doc in await reader.fetch(missing)}
+            listed = await reader.events(matched)
         response = service_pb2.ListEventsResponse()
         size = 0
         cut: Placed | None = None
-        for placed, recorded in listed:
-            if recorded is not None:
-                event = recorded
-            elif (doc := fetched.get(placed.sequence)) is not None:
-                event = with_ledger_fields(doc, placed)
-            else:
+        for placed, event in listed:
+            if event is None:
                 continue  # removed (tampering: VerifyLedger reports it)
             size += event.ByteSize() + _FRAMING_BYTES
             if response.events and size > MAX_RESPONSE_BYTES:
