@@ -29,6 +29,8 @@ class PendingEvent:
     prepared: convert.PreparedEvent
     write: EventWrite
     outcome: asyncio.Future[Outcome]
+    # The event as stored, when the ledger's digest already needed it built.
+    stored: audit_event_pb2.AuditEvent | None = None
 
     def stored_event(self, outcome: Outcome) -> audit_event_pb2.AuditEvent:
         """The event as stored: from what is at hand, or as read back for an earlier attempt."""
@@ -37,6 +39,10 @@ class PendingEvent:
         if outcome.already_stored:
             return convert.from_document(outcome.doc)
         doc = outcome.doc
+        if self.stored is not None:
+            if "sequence" in doc:
+                self.stored.sequence = doc["sequence"]
+            return self.stored
         return convert.stored_event(
             self.prepared,
             event_id=doc["id"],
@@ -82,11 +88,12 @@ class EventWriter:
         # The ledger's digests are of the event as stored, which does not depend on the
         # session slot it will get (that goes into the chain beside the digest).
         write = EventWrite(doc, occur_time_given=prepared.occur_time_given)
+        stored = None
         if self._repository.ledger is not None:
             stored = convert.stored_event(prepared, event_id=event_id, receive_time=receive_time)
             write.recorded = recorded_form(stored)
             write.digest = hashlib.sha256(write.recorded).digest()
-        return PendingEvent(prepared, write, self._committer.submit_nowait(write))
+        return PendingEvent(prepared, write, self._committer.submit_nowait(write), stored)
 
     async def write(self, event: audit_event_pb2.AuditEvent) -> tuple[PendingEvent, Outcome]:
         pending = self.submit(event)
