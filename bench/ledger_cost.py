@@ -11,7 +11,7 @@ the session race is bench/replica_contention.py's subject, not this one's).
 Ledger lag: during the one-tenant rounds a poll of the database's next ledger block records,
 per event, the time from its writer's acknowledgement to the block that holds it (goal: p99 <=
 1 s); a TailEvents subscriber (from now) records the arrival on a tail besides (the tail reads
-each event by `_id`, which on FerretDB bounds its rate).
+the ledger's blocks, which hold the recorded events).
 
 At the end every tenant's ledger is checked: it verifies (chain, no gap, checkpoints), and it
 holds every acknowledged event exactly once.
@@ -363,7 +363,7 @@ def markdown(result: dict[str, Any]) -> str:
         "(goal p99 <= 1 s).",
         "",
         f"Tail lag (acknowledgement to arrival on a TailEvents subscriber: the above plus the "
-        f"tail's reads of the events, one `_id` lookup each on FerretDB, {tail['events']:,} "
+        f"tail's wake-up and its read of the block (recorded events), {tail['events']:,} "
         f"events): p50 {tail['p50_ms']} ms, p99 {tail['p99_ms']} ms, max {tail['max_ms']} ms.",
         "",
         "| tenant | entries | verifies | gap-free | each acknowledged event once |",

@@ -67,9 +67,9 @@ COMMIT_WAIT_S = 10.0
 # Commits kept from one block's reads for the next (more are dropped: re-read when needed).
 MAX_READ_AHEAD = 1024
 # After losing a block to another sequencer, the background worker leaves the tenant to it this
-# long (the other one sequences every tenant it wrote lately, at once; a dead one's outboxes are
-# picked up after this).
-YIELD_AFTER_LOSS_S = 0.5
+# long, and again as long as the other one is seen writing blocks (it sequences every writer's
+# commits, ours included); when it stops, for whatever reason, this one takes over.
+YIELD_AFTER_LOSS_S = 0.25
 # Blocks whose last sequence is remembered per tenant (for block_of's search without reads).
 MAX_KNOWN_BLOCK_RANGES = 100_000
 
@@ -553,6 +553,7 @@ class Sequencer:
         self._first_seen: dict[str, float] = {}  # outbox _id -> when it was first seen uncommitted
         self._read_ahead: dict[str, _Pending] = {}  # commit _id -> what it holds
         self._yield_until: dict[str, float] = {}  # tenant -> when to sequence it in the background
+        self._rivals: set[str] = set()  # tenants another sequencer was seen writing lately
         self._checkpointed: dict[str, tuple[int, float]] = {}
         self.on_block: Any = None  # called with (tenant, head) after a block is written here
         self.stats: dict[str, int] = {"blocks": 0, "entries": 0, "lost": 0, "repairs": 0}
@@ -572,13 +573,25 @@ class Sequencer:
         self.heads[tenant_id] = head
         return head
 
-    async def sequence(self, tenant_id: str, *, probe_holes: bool = False) -> LedgerHead:
+    async def sequence(
+        self, tenant_id: str, *, probe_holes: bool = False, defer: bool = False
+    ) -> LedgerHead:
         """Sequences everything of the tenant that is ready; the head afterwards.
 
         `probe_holes` also looks past a writer's missing outbox (see _void_hole): the
         background worker's periodic sweep does, not every call (it costs a read per writer).
+        `defer` (the background worker) leaves the tenant to another sequencer that has written
+        a block since the last look: one read instead of reading every writer's commits and
+        losing the block race again.
         """
         async with self.lock(tenant_id):
+            if defer and tenant_id in self._rivals:
+                known = self.heads.get(tenant_id)
+                head = await self.current(tenant_id)
+                if known is not None and head.block > known.block:
+                    self._yield_until[tenant_id] = time.monotonic() + YIELD_AFTER_LOSS_S
+                    return head
+                self._rivals.discard(tenant_id)  # it stopped: this one takes over
             while True:
                 head = await self.current(tenant_id)
                 pending = await self._ready(tenant_id, head, probe_holes)
@@ -593,6 +606,9 @@ class Sequencer:
                     for item in pending:
                         self._read_ahead[commit_id(tenant_id, item.writer, item.n)] = item
                     self._yield_until[tenant_id] = time.monotonic() + YIELD_AFTER_LOSS_S
+                    self._rivals.add(tenant_id)
+                    if defer:
+                        return await self.current(tenant_id)
 
     async def _ready(
         self, tenant_id: str, head: LedgerHead, probe_holes: bool = False
@@ -832,7 +848,7 @@ class LedgerWorker:
                 if self._sequencer.yielding(tenant_id):
                     continue
                 try:
-                    await self._sequencer.sequence(tenant_id, probe_holes=sweep)
+                    await self._sequencer.sequence(tenant_id, probe_holes=sweep, defer=True)
                 except PyMongoError as exc:
                     log.warning("sequencing %s failed, retrying: %r", tenant_id, exc)
                 except Exception:
