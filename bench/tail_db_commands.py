@@ -39,6 +39,7 @@ from bench.common import (
     CpuMeter,
     ServerProcess,
     bench_client,
+    cobrowse_event,
     code_version,
     cpu_pressure,
     database_process,
@@ -50,7 +51,6 @@ from bench.common import (
 from bench.tail_bench import (
     TENANT,
     OwnConnectionClient,
-    cobrowse_event,
     drain,
     latency_summary,
     log,
