@@ -175,6 +175,11 @@ async def running_server(
         await server.stop(grace_s=1.0)
 
 
+def log(message: str) -> None:
+    """A progress line with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -190,7 +195,7 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
 
 
 def write_result(name: str, data: dict[str, Any], markdown: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / name).parent.mkdir(parents=True, exist_ok=True)  # a name may have folders
     data = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **data}
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)

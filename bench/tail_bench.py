@@ -54,6 +54,7 @@ from bench.common import (
     event_document,
     general_event,
     load_average,
+    log,
     percentile,
     rss_mb,
     write_result,
@@ -72,10 +73,6 @@ GOALS = {
     "idle_cpu_percent": 5.0,
     "idle_rss_mb": 200.0,
 }
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # ---- events ----------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from bench.common import (
     cpu_pressure,
     database_process,
     load_average,
+    log,
     percentile,
     running_server,
     write_result,
@@ -53,7 +54,6 @@ from bench.tail_bench import (
     OwnConnectionClient,
     drain,
     latency_summary,
-    log,
     stop_tasks,
 )
 
