@@ -11,10 +11,10 @@ import time
 STEPS = {
     # LogEvents, StreamEvents and unary LogEvent, each against its baseline.
     "ingest": ("bench.ingest", "bench.ingest"),
-    # Tail latency, 1,000 idle tails, streaming ingest; --full preloads 1,000,000 events.
+    # Tail latency, 1,000 idle tails, streaming ingest; --full preloads 1,000,000 events. The
+    # idle window stays 30 s: a shorter one is all or nothing of the 60 s safety probe.
     "tail": (
-        "bench.tail_bench --preload 20000 --latency-seconds 5 --idle-seconds 5 "
-        "--output tail_bench_quick",
+        "bench.tail_bench --preload 20000 --latency-seconds 5 --output tail_bench_quick",
         "bench.tail_bench",
     ),
     # ListEvents first pages on one tenant of that many events.

@@ -156,7 +156,8 @@ def draw(folder: Path, output: Path) -> None:
         figure.suptitle(
             f"auditlog benchmarks ({ingest.get('backend')}, {ingest.get('machine_cpus')} CPUs; "
             f"ingest at {ingest.get('code', '')[:12]}, load {ingest.get('load_before')}); "
-            "open markers: before issue 11",
+            "open markers: before issue 11\neach row from its bench/results/<name>.json as last "
+            "written: see the .md beside it for when, where and how",
             fontsize=10,
         )
     figure.tight_layout()
