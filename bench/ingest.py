@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import signal
@@ -54,6 +55,7 @@ from auditlog_service.devdb import free_port
 from auditlog_service.ledger import outbox_id
 from auditlog_service.storage import EventRepository
 from bench.common import (
+    RESULTS,
     ChildServer,
     CpuMeter,
     ServerProcess,
@@ -83,6 +85,8 @@ GROUP = 256  # events per group commit (the service's default): one outbox id pe
 STREAM_IN_FLIGHT = BATCH  # unanswered events per stream: what a LogEvents caller has in flight
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"ratio": 0.8, "batch_service_cpu_us": 20.0}
+# This bench's own run before issue 11's work (`--output ingest_before`): later runs show it too.
+BEFORE_RUN = "ingest_before"
 
 
 @dataclass(frozen=True)
@@ -639,6 +643,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+def before_run(earlier: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per path, the figures of an earlier run in the shape of BEFORE."""
+    figures = {}
+    for name, path in earlier["paths"].items():
+        sides = path["sides"]
+        figures[name] = {
+            "service": sides["service"]["events_per_s"],
+            "baseline": sides[path["baseline"]]["events_per_s"],
+            "ratio": path["ratio"],
+            "service_cpu_us": sides["service"]["cpu_us_per_event"]["service"],
+        }
+        if "ratio_events_only" in path:
+            figures[name]["ratio_events_only"] = path["ratio_events_only"]
+    return figures
+
+
 # ---- report ------------------------------------------------------------------------------------
 
 
@@ -650,14 +670,16 @@ def us(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f} µs"
 
 
-def before_cell(before: dict[str, float]) -> str:
+def before_cell(before: dict[str, float] | None) -> str:
+    if before is None:
+        return "n/a"
     text = f"{before['service']:,.0f} vs {before['baseline']:,.0f}: {before['ratio']:g}"
     if "ratio_events_only" in before:
         text += f" ({before['ratio_events_only']:g})"
-    return text + f", {before['service_cpu_us']:g} µs"
+    return text + f", {before['service_cpu_us']:,.0f} µs"
 
 
-def main_row(path: dict[str, Any]) -> str:
+def main_row(path: dict[str, Any], with_before_run: bool) -> str:
     sides = path["sides"]
     service, baseline = sides["service"], sides[path["baseline"]]
     cpu = service["cpu_us_per_event"]
@@ -679,9 +701,10 @@ def main_row(path: dict[str, Any]) -> str:
         base += f" ({rate(only['events_per_s'])} event docs only)"
         ratio_text += f" ({path['ratio_events_only']:g})"
         database += f" ({us(only['cpu_us_per_event'].get('database'))})"
+    earlier = f" {before_cell(path.get('before_run'))} |" if with_before_run else ""
     return (
         f"| {path['label']} | {rate(service['events_per_s'])} | {base} | {ratio_text} | "
-        f"{service_cpu} | {database} | {before_cell(path['before'])} |"
+        f"{service_cpu} | {database} | {before_cell(path['before'])} |{earlier}"
     )
 
 
@@ -736,6 +759,10 @@ def workers_section(data: dict[str, Any]) -> list[str]:
 
 def markdown(data: dict[str, Any]) -> str:
     args = data["args"]
+    earlier = data.get("before_run")
+    earlier_header = (
+        f" before, this bench (`{BEFORE_RUN}.md`, code {earlier['code'][:12]}) |" if earlier else ""
+    )
     lines = [
         "# Ingest against its baselines (issue 11)",
         "",
@@ -746,9 +773,9 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "| path | service | raw `insert_many` of the same documents | ratio (goal >= 0.8) | "
         "service CPU per event (batch goal <= 20 µs) | database CPU per event: service / "
-        "baseline | before (issue 11): service vs baseline: ratio, CPU |",
-        "|---|---:|---:|---:|---:|---:|---|",
-        *[main_row(path) for path in data["paths"].values()],
+        "baseline | before (issue 11): service vs baseline: ratio, CPU |" + earlier_header,
+        "|---|---:|---:|---:|---:|---:|---|" + "---|" * bool(earlier),
+        *[main_row(path, bool(earlier)) for path in data["paths"].values()],
         "",
         "Rounds (events/s):",
         "",
@@ -812,6 +839,13 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown paths {sorted(unknown)}; choose from {','.join(PATHS)}")
     data = asyncio.run(run(args))
+    earlier = RESULTS / f"{BEFORE_RUN}.json"
+    if args.output != BEFORE_RUN and earlier.exists():
+        earlier_data = json.loads(earlier.read_text())
+        data["before_run"] = {"code": earlier_data["code"], "load": earlier_data["load_before"]}
+        for name, figures in before_run(earlier_data).items():
+            if name in data["paths"]:
+                data["paths"][name]["before_run"] = figures
     data["machine_cpus"] = os.cpu_count()
     data["command"] = " ".join(["python -m bench.ingest", *sys.argv[1:]])
     data["notes"] += args.note

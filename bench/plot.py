@@ -32,6 +32,11 @@ def load(folder: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def load_ingest(folder: Path) -> dict[str, Any] | None:
+    """The latest ingest run: after issue 11's work when there is one, else the one before."""
+    return load(folder, "ingest") or load(folder, "ingest_before")
+
+
 def sized(folder: Path, pattern: str) -> list[tuple[int, dict[str, Any]]]:
     """Result files named like `pattern` with a size in it, smallest first."""
     found = []
@@ -42,11 +47,17 @@ def sized(folder: Path, pattern: str) -> list[tuple[int, dict[str, Any]]]:
     return sorted(found, key=lambda item: item[0])
 
 
+def before_of(path: dict[str, Any]) -> dict[str, float]:
+    """This bench's own run before the work when there is one, else issue 11's figures."""
+    before: dict[str, float] = path.get("before_run") or path["before"]
+    return before
+
+
 def ratios(folder: Path) -> list[Bar]:
     bars = []
-    ingest = load(folder, "ingest")
+    ingest = load_ingest(folder)
     for path in (ingest or {}).get("paths", {}).values():
-        before = path["before"]
+        before = before_of(path)
         against = "bare grpc.aio echo" if path["baseline"] == "echo" else "raw insert_many"
         bars.append(
             Bar(f"{path['label']} / {against}", path["ratio"], path["goal"], before["ratio"])
@@ -72,12 +83,12 @@ def ratios(folder: Path) -> list[Bar]:
 
 
 def cpu_per_event(folder: Path) -> list[Bar]:
-    ingest = load(folder, "ingest")
+    ingest = load_ingest(folder)
     bars = []
     for path in (ingest or {}).get("paths", {}).values():
         goal = 20.0 if path["rpc"] != "LogEvent" else None  # the goal is the batch path's
         cpu = path["sides"]["service"]["cpu_us_per_event"]["service"]
-        bars.append(Bar(path["label"], cpu, goal, path["before"]["service_cpu_us"], True))
+        bars.append(Bar(path["label"], cpu, goal, before_of(path)["service_cpu_us"], True))
     return bars
 
 
@@ -151,13 +162,14 @@ def draw(folder: Path, output: Path) -> None:
         )
     if latency_pairs:
         latency_panel(next(boxes), latency_pairs)
-    ingest = load(folder, "ingest")
+    ingest = load_ingest(folder)
     if ingest:
         figure.suptitle(
             f"auditlog benchmarks ({ingest.get('backend')}, {ingest.get('machine_cpus')} CPUs; "
             f"ingest at {ingest.get('code', '')[:12]}, load {ingest.get('load_before')}); "
-            "open markers: before issue 11\neach row from its bench/results/<name>.json as last "
-            "written: see the .md beside it for when, where and how",
+            "open markers: before issue 11's work\n"
+            "each row from its bench/results/<name>.json as last written: see the .md beside it "
+            "for when, where and how",
             fontsize=10,
         )
     figure.tight_layout()
