@@ -507,13 +507,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                     sys.exit(supervise(settings, argv))
                 except OSError as error:  # a port that cannot be reserved
                     sys.exit(f"auditlog serve: {error}")
-            asyncio.run(
-                serve(
-                    settings,
-                    worker=None if worker is None else int(worker),
-                    supervisor_fd=None if supervisor_fd is None else int(supervisor_fd),
-                )
+            serving = serve(
+                settings,
+                worker=None if worker is None else int(worker),
+                supervisor_fd=None if supervisor_fd is None else int(supervisor_fd),
             )
+            if settings.event_loop == "uvloop":
+                import uvloop
+
+                uvloop.run(serving)
+            else:
+                asyncio.run(serving)
         except SettingsError as error:
             sys.exit(f"auditlog serve: {error}")
         return

@@ -442,6 +442,7 @@ async def serve(
     running = await start_server(settings, worker=worker)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
     if supervisor_fd is not None:
