@@ -16,7 +16,7 @@ from auditlog.ids import new_event_id
 from auditlog.ledger import recorded_form
 from auditlog.v1 import audit_event_pb2
 
-from . import convert
+from . import convert, metrics
 from .errors import AuditLogError
 from .group_commit import GroupCommitter
 from .storage import EventRepository, EventWrite, Outcome
@@ -72,7 +72,7 @@ class EventWriter:
         self._preparer = preparer
         self._repository = repository
         self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
-            repository.insert_events,
+            metrics.observed_group_write(repository.insert_events),
             max_items=max_group,
             max_delay_s=max_delay_s,
             max_in_flight=max_in_flight,

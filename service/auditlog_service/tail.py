@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from auditlog.v1 import enums_pb2, service_pb2
 
-from . import convert
+from . import convert, metrics
 from .errors import (
     AuditLogError,
     CursorOutOfRange,
@@ -222,11 +222,13 @@ class TailHub:
             watch = self._watches.setdefault(key, SessionWatch(key, head))
             watch.advance(head)
         watch.tails += 1
+        metrics.tail_opened("session")
         try:
             sequence = await self._start_sequence(request, watch.head)
             async for item in self._follow(request, watch, sequence, expires_at):
                 yield item
         finally:
+            metrics.tail_closed("session")
             self._tails -= 1
             watch.tails -= 1
             if watch.tails == 0 and self._watches.get(key) is watch:
