@@ -54,8 +54,10 @@ class Settings:
     # Server selection / socket timeouts: how long an RPC waits for an unreachable database
     # before it fails with UNAVAILABLE.
     mongodb_timeout_ms: int = 3000
-    # Group commit of concurrent LogEvent calls into one insert_many.
-    group_commit_max_events: int = 256
+    # Group commit of concurrent LogEvent calls, batches and streams: a group is what waits, up
+    # to this many events (a LogEvents batch of 1,000 is one group, one unordered insert of its
+    # general events).
+    group_commit_max_events: int = 1000
     group_commit_max_delay_ms: float = 1.5
     # Groups written at once; a session's events are never in two of them.
     group_commit_in_flight: int = 2
