@@ -66,6 +66,8 @@ MAX_BLOCK_ENTRIES = 500
 COMMIT_WAIT_S = 10.0
 # Commits kept from one block's reads for the next (more are dropped: re-read when needed).
 MAX_READ_AHEAD = 1024
+# A writer's commits read at once after the one a sequencer needs.
+PREFETCH = 3
 # After losing a block to another sequencer, the background worker leaves the tenant to it this
 # long, and again as long as the other one is seen writing blocks (it sequences every writer's
 # commits, ours included); when it stops, for whatever reason, this one takes over.
@@ -652,6 +654,7 @@ class Sequencer:
         box_id = outbox_id(tenant_id, writer, n)
         commit = await self.store.get(cid)
         if commit is not None:
+            await self._prefetch(tenant_id, writer, n)
             self._first_seen.pop(box_id, None)
             return _Pending(writer, n, commit["at"], entries_of(commit))
         outbox = await self.store.events.find_one({"_id": box_id})
@@ -673,6 +676,19 @@ class Sequencer:
         self._first_seen.pop(box_id, None)
         self.stats["repairs"] += 1
         return _Pending(writer, n, at, entries, repair=True)
+
+    async def _prefetch(self, tenant_id: str, writer: str, n: int) -> None:
+        """Reads the commits after n of a writer at once (a busy writer has several waiting:
+        read one after the other, each would put a round trip into the ledger's lag)."""
+        following = [
+            (k, commit_id(tenant_id, writer, k))
+            for k in range(n + 1, n + 1 + PREFETCH)
+            if commit_id(tenant_id, writer, k) not in self._read_ahead
+        ]
+        docs = await asyncio.gather(*(self.store.get(cid) for _, cid in following))
+        for (k, cid), doc in zip(following, docs, strict=True):
+            if doc is not None:
+                self._read_ahead[cid] = _Pending(writer, k, doc["at"], entries_of(doc))
 
     async def _void_hole(self, tenant_id: str, writer: str, n: int) -> _Pending | None:
         """Outbox n of a writer that is missing while a later one exists: a group that failed
