@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -58,8 +59,11 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 50
 PAGE_TOKEN_PURPOSE = "page"
 EXPORT_CURSOR_PURPOSE = "export-cursor"
-# A ledger-served ListEvents page looks at no more entries than this (then a short page).
+# A ledger-served ListEvents page looks at no more entries than this, nor for longer than this
+# (then a short page): a rare filter answers every call well within a second, even on a busy
+# machine, where 5,000 entries took up to 1 s at 1,000,000 events.
 MAX_EXAMINED = 5000
+MAX_EXAMINE_S = 0.3
 # Responses stay below the 4 MiB that gRPC clients accept by default, with room for the envelope.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
 # The tag and length prefix of one repeated message field, at most.
@@ -589,8 +593,9 @@ class AuditLogRpcs:
         self, call: Call, request: service_pb2.ListEventsRequest
     ) -> service_pb2.ListEventsResponse:
         """A page read from the ledger by `_id`: newest first from the head (oldest first from
-        the start), filters evaluated on the entries, at most MAX_EXAMINED entries looked at, so
-        that no call scans the collection; a page may be short, with a next page token."""
+        the start), filters evaluated on the entries, at most MAX_EXAMINED entries looked at (for
+        at most MAX_EXAMINE_S), so that no call scans the collection; a page may be short, with a
+        next page token."""
         sequencer, reader = self._ledger()
         _, fingerprint = list_query(request, self._limits)
         page_size = min(request.page_size or DEFAULT_PAGE_SIZE, self._limits.max_page_size)
@@ -612,6 +617,7 @@ class AuditLogRpcs:
             examined = 0
             last: Placed | None = None
             stopped = False
+            examine_until = time.monotonic() + MAX_EXAMINE_S
             async for placed in walk:
                 examined += 1
                 last = placed
@@ -622,7 +628,7 @@ class AuditLogRpcs:
                     if len(matched) == page_size:
                         stopped = True
                         break
-                if examined >= MAX_EXAMINED:
+                if examined >= MAX_EXAMINED or time.monotonic() > examine_until:
                     stopped = True  # a short page (AIP-158): the next one goes on from here
                     break
             listed = await reader.events(matched)
