@@ -594,13 +594,18 @@ class Sequencer:
                     self._yield_until[tenant_id] = time.monotonic() + YIELD_AFTER_LOSS_S
                     return head
                 self._rivals.discard(tenant_id)  # it stopped: this one takes over
+            head = await self.current(tenant_id)
             while True:
-                head = await self.current(tenant_id)
                 pending = await self._ready(tenant_id, head, probe_holes)
                 if not pending:
                     await self._maybe_checkpoint(head)
                     return head
-                if not await self._write_block(head, pending):
+                written = await self._write_block(head, pending)
+                if written is not None:
+                    # Its own block is the head: no read (a rival's block b + 1 would make the
+                    # next insert fail on its `_id`, and that re-reads).
+                    head = written
+                else:
                     self.stats["lost"] += 1  # another sequencer wrote it: re-read and go on
                     # What it did not take is read once only; and for a moment the background
                     # worker leaves this tenant to the other sequencer, which is evidently
@@ -609,8 +614,9 @@ class Sequencer:
                         self._read_ahead[commit_id(tenant_id, item.writer, item.n)] = item
                     self._yield_until[tenant_id] = time.monotonic() + YIELD_AFTER_LOSS_S
                     self._rivals.add(tenant_id)
+                    head = await self.current(tenant_id)
                     if defer:
-                        return await self.current(tenant_id)
+                        return head
 
     async def _ready(
         self, tenant_id: str, head: LedgerHead, probe_holes: bool = False
@@ -716,7 +722,8 @@ class Sequencer:
         self.stats["repairs"] += 1
         return await self._next_of(tenant_id, writer, n)
 
-    async def _write_block(self, head: LedgerHead, pending: list[_Pending]) -> bool:
+    async def _write_block(self, head: LedgerHead, pending: list[_Pending]) -> LedgerHead | None:
+        """Inserts the next block; its head, or None when another sequencer wrote it first."""
         tenant_id = head.tenant_id
         entries: list[Document] = []
         running = head.hash
@@ -750,7 +757,7 @@ class Sequencer:
         try:
             await self.store.ledger.insert_one(doc)
         except DuplicateKeyError:
-            return False
+            return None
         new_head = LedgerHead(tenant_id, b, sequence, running, consumed, head.first)
         self.heads[tenant_id] = new_head
         self.stats["blocks"] += 1
@@ -762,7 +769,7 @@ class Sequencer:
         finally:
             if self.on_block is not None:
                 self.on_block(tenant_id, new_head)
-        return True
+        return new_head
 
     async def _place(
         self, head: LedgerHead, placed: list[tuple[_Pending, int, list[bytes]]]
