@@ -110,10 +110,11 @@ class LedgerWatches:
         if self._tails >= self.settings.max_tails:
             raise TooManyTails(f"this server already serves {self._tails} tails; try another")
         tenant_id = request.tenant_id
-        self._tails += 1
+        # Read before the tail is counted: a failed read must not keep a tail's place.
         head = await self._sequencer.current(tenant_id)
         watch = self._watches.setdefault(tenant_id, SessionWatch(("", tenant_id), head.sequence))
         watch.advance(head.sequence)
+        self._tails += 1
         watch.tails += 1
         metrics.tail_opened("tenant")
         try:

@@ -917,10 +917,10 @@ class AuditLogRpcs:
         """The tenant's ledger, replayed then live (see LedgerWatches)."""
         check(validation.validate_tail_events_request(request, self._limits))
         self._guard.require_tenant(call, request.tenant_id)
-        self._guard.open_tail(request.tenant_id)
         watches = self.ledger_watches
         if watches is None:
             raise DatabaseUnavailable("the ledger is not running on this server", writing=False)
+        self._guard.open_tail(request.tenant_id)
         cursor = request.cursor if request.WhichOneof("start") == "cursor" else ""
         try:
             with database_failures(read=True):
