@@ -14,7 +14,7 @@ export PATH := $(ROOT)/.tools/bin:$(PATH)
 
 PY_SOURCES := service tests bench clients/python/examples $(filter-out clients/python/src/auditlog/v1,$(wildcard clients/python/src/auditlog/*.py))
 
-.PHONY: setup chromium console-test run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest clean
+.PHONY: setup chromium console-test run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest bench clean
 
 # The console's sources, including the generated TypeScript messages it imports.
 CONSOLE_SOURCES := $(shell find console/src console/index.html console/vite.config.ts clients/typescript/src/gen -type f 2>/dev/null)
@@ -24,7 +24,7 @@ setup: $(VENV)/.installed node_modules/.installed .tools/bin/ferretdb.stamp .too
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e clients/python -e '.[dev]'
+	$(PY) -m pip install -q -e clients/python -e '.[dev,bench]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -92,6 +92,12 @@ console-test: console/node_modules/.installed
 	cd console && npm run --silent typecheck && npm test --silent
 
 test: lint typecheck proto-lint proto-breaking check-generated console-test pytest sdk-test
+
+# The benchmarks with their baselines side by side, into bench/results/*.md|json, and a plot of
+# them (bench/results/summary.png): minutes at these sizes; FULL=1 for the 1,000,000-event runs.
+# Not part of `test`: they measure the machine as much as the code.
+bench: $(VENV)/.installed .tools/bin/ferretdb.stamp
+	$(PY) -m bench $(if $(FULL),--full)
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

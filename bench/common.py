@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import platform
@@ -12,7 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditlog import AuditLogClient, bearer_interceptors
+from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2
+from auditlog_service import convert
 from auditlog_service.config import Settings
+from auditlog_service.convert import Document
 from auditlog_service.devdb import FerretDB, free_port
 from auditlog_service.devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
 from auditlog_service.server import RunningServer, start_server
@@ -42,9 +47,78 @@ def bench_client(target: str, **options: Any) -> AuditLogClient:
     return AuditLogClient(target, token=bench_token(), **options)
 
 
-def bench_channel(target: str) -> grpc.aio.Channel:
-    """A raw channel whose calls carry a platform token."""
-    return grpc.aio.insecure_channel(target, interceptors=bearer_interceptors(bench_token()))
+def bench_channel(target: str, *, own_connection: bool = False) -> grpc.aio.Channel:
+    """A raw channel whose calls carry a platform token.
+
+    With `own_connection`, the channel gets a TCP connection of its own: channels with equal
+    arguments share one otherwise, and a server's workers (SO_REUSEPORT) are given connections,
+    not calls.
+    """
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
+    return grpc.aio.insecure_channel(
+        target, options=options, interceptors=bearer_interceptors(bench_token())
+    )
+
+
+# ---- events and the documents the service stores for them ------------------------------------
+
+
+def cobrowse_event(tenant: str, session: str, index: int) -> audit_event_pb2.AuditEvent:
+    """A co-browsing event of one of four kinds, by index."""
+    event = audit_event_pb2.AuditEvent(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant,
+        tenant_user_id=f"agent-{index % 50}",
+        cobrowse=audit_event_pb2.CobrowseContext(
+            session_id=session,
+            actor=enums_pb2.ACTOR_AGENT if index % 3 == 0 else enums_pb2.ACTOR_CUSTOMER,
+        ),
+    )
+    kind = index % 4
+    if kind == 0:
+        event.click.element.CopyFrom(payloads_pb2.Element(name="Buy now", id=f"el-{index % 100}"))
+    elif kind == 1:
+        event.scroll.position.CopyFrom(payloads_pb2.ScrollPosition(top=index % 5000, left=0))
+    elif kind == 2:
+        event.input.text = f"value {index}"
+        event.input.element.id = f"field-{index % 20}"
+        event.input.sensitive = index % 10 == 2
+    else:
+        event.page_change.page_name = f"Product {index % 40}"
+        event.page_change.url = f"https://shop.example/p/{index % 40}"
+    return event
+
+
+def general_event(tenant: str, index: int) -> audit_event_pb2.AuditEvent:
+    """A general platform event of one of four kinds, by index."""
+    event = audit_event_pb2.AuditEvent(
+        id=str(uuid.uuid4()), tenant_id=tenant, tenant_user_id=f"agent-{index % 50}"
+    )
+    kind = index % 4
+    customer = f"cust-{index % 997}"
+    if kind == 0:
+        event.start_call.call_id = f"call-{index}"
+        event.start_call.customer_id = customer
+    elif kind == 1:
+        event.messenger_send.customer_id = customer
+    elif kind == 2:
+        event.logged_in.SetInParent()
+    else:
+        event.status_change.customer_id = customer
+        event.status_change.previous_status = "Unresolved"
+        event.status_change.status = "Done"
+        event.status_change.message_id = f"msg-{index}"
+    return event
+
+
+# The service's conversion with a key of its own: fingerprints differ, sizes do not.
+PREPARER = convert.EventPreparer("bench")
+
+
+def event_document(event: audit_event_pb2.AuditEvent, receive_time: dt.datetime) -> Document:
+    """The stored document of an event, by the service's own conversion."""
+    prepared = PREPARER.prepare(event)
+    return convert.to_document(prepared, event_id=prepared.event.id, receive_time=receive_time)
 
 
 AUTH_SETTINGS = {
@@ -101,6 +175,11 @@ async def running_server(
         await server.stop(grace_s=1.0)
 
 
+def log(message: str) -> None:
+    """A progress line with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -116,7 +195,7 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
 
 
 def write_result(name: str, data: dict[str, Any], markdown: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / name).parent.mkdir(parents=True, exist_ok=True)  # a name may have folders
     data = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **data}
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
@@ -166,57 +245,80 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
-class CpuMeter:
-    """CPU share of named processes over a window, in % of one core."""
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, theirs, ...), from /proc (Linux)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return sorted(found)
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+
+class CpuMeter:
+    """CPU share of named processes over a window, in % of one core; `cpu_s` has the seconds.
+
+    A name in `trees` counts its process and every process below it (a supervisor and its
+    workers): a worker started during the window counts with all its CPU, one that ended
+    during it without any.
+    """
+
+    def __init__(self, pids: dict[str, int | None], trees: Collection[str] = ()) -> None:
         self._pids = {name: pid for name, pid in pids.items() if pid is not None}
-        self._start: dict[str, float] = {}
+        self._trees = set(trees)
+        self._start: dict[str, dict[int, float]] = {}
         self._started_at = 0.0
+        self.cpu_s: dict[str, float] = {}
+        self.elapsed_s = 0.0
+
+    def _read(self) -> dict[str, dict[int, float]]:
+        used: dict[str, dict[int, float]] = {}
+        for name, pid in self._pids.items():
+            used[name] = {pid: cpu_seconds(pid)}
+            for child in descendants(pid) if name in self._trees else []:
+                with contextlib.suppress(OSError):  # ended meanwhile
+                    used[name][child] = cpu_seconds(child)
+        return used
 
     def start(self) -> None:
         self._started_at = time.perf_counter()
-        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._start = self._read()
 
     def stop(self) -> dict[str, float]:
-        elapsed = time.perf_counter() - self._started_at
-        return {
-            name: round(100 * (cpu_seconds(pid) - self._start[name]) / elapsed, 2)
-            for name, pid in self._pids.items()
+        self.elapsed_s = time.perf_counter() - self._started_at
+        now = self._read()
+        self.cpu_s = {
+            name: sum(used - self._start[name].get(pid, 0.0) for pid, used in now[name].items())
+            for name in self._pids
         }
+        return {name: round(100 * used / self.elapsed_s, 2) for name, used in self.cpu_s.items()}
 
 
-class ServerProcess:
-    """`auditlog serve` as a child process on a free port, for cross-process measurements."""
+AUDITLOG = str(Path(sys.executable).with_name("auditlog"))
+
+
+class ChildServer:
+    """A gRPC server as a child process (`command`, which listens on `port`), for
+    cross-process measurements: its CPU and memory are its own."""
 
     def __init__(
-        self,
-        uri: str,
-        database_name: str,
-        log_path: Path,
-        *extra: str,
-        env: dict[str, str] | None = None,
-        port: int | None = None,
+        self, command: list[str], port: int, log_path: Path, env: dict[str, str] | None = None
     ) -> None:
-        self.port = port or free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        command = [
-            str(Path(sys.executable).parent / "auditlog"),
-            "serve",
-            "--listen",
-            self.target,
-            "--mongodb-uri",
-            uri,
-            "--database",
-            database_name,
-            *extra,
-        ]
+        self.port = port
+        self.target = f"127.0.0.1:{port}"
         env = {
             **os.environ,
             "AUDITLOG_LOG_LEVEL": os.environ.get("AUDITLOG_LOG_LEVEL", "WARNING"),
-            # An ephemeral HTTP port: with the default 8080, a second replica could not start.
-            "AUDITLOG_HTTP_LISTEN": "127.0.0.1:0",
-            **AUTH_ENV,
             **(env or {}),
         }
         with log_path.open("ab") as log:
@@ -249,6 +351,46 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class ServerProcess(ChildServer):
+    """`auditlog serve` as a child process on a free port."""
+
+    def __init__(
+        self,
+        uri: str,
+        database_name: str,
+        log_path: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        port = port or free_port()
+        command = [
+            AUDITLOG,
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--mongodb-uri",
+            uri,
+            "--database",
+            database_name,
+            *extra,
+        ]
+        env = {
+            # An ephemeral HTTP port: with the default 8080, a second replica could not start.
+            "AUDITLOG_HTTP_LISTEN": "127.0.0.1:0",
+            **AUTH_ENV,
+            **(env or {}),
+        }
+        super().__init__(command, port, log_path, env)
+
+
+def serve_flags() -> str:
+    """`auditlog serve --help`: which flags this checkout's server takes."""
+    return subprocess.run(
+        [AUDITLOG, "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def cpu_pressure() -> dict[str, float] | None:

@@ -38,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from auditlog import AuditLogClient, bearer_interceptors
 from auditlog.client import _SERVICE_CONFIG, SessionTail
-from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
+from auditlog.v1 import audit_event_pb2, service_pb2, service_pb2_grpc
 from auditlog_service import convert
 from auditlog_service.config import Settings
 from auditlog_service.storage import EventRepository
@@ -47,10 +47,14 @@ from bench.common import (
     ServerProcess,
     bench_client,
     bench_token,
+    cobrowse_event,
     code_version,
     cpu_pressure,
     database_process,
+    event_document,
+    general_event,
     load_average,
+    log,
     percentile,
     rss_mb,
     write_result,
@@ -71,66 +75,7 @@ GOALS = {
 }
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 # ---- events ----------------------------------------------------------------------------------
-
-
-def cobrowse_event(tenant: str, session: str, index: int) -> Event:
-    """A co-browsing event of one of four kinds, by index."""
-    event = Event(
-        id=str(uuid.uuid4()),
-        tenant_id=tenant,
-        tenant_user_id=f"agent-{index % 50}",
-        cobrowse=audit_event_pb2.CobrowseContext(
-            session_id=session,
-            actor=enums_pb2.ACTOR_AGENT if index % 3 == 0 else enums_pb2.ACTOR_CUSTOMER,
-        ),
-    )
-    kind = index % 4
-    if kind == 0:
-        event.click.element.CopyFrom(payloads_pb2.Element(name="Buy now", id=f"el-{index % 100}"))
-    elif kind == 1:
-        event.scroll.position.CopyFrom(payloads_pb2.ScrollPosition(top=index % 5000, left=0))
-    elif kind == 2:
-        event.input.text = f"value {index}"
-        event.input.element.id = f"field-{index % 20}"
-        event.input.sensitive = index % 10 == 2
-    else:
-        event.page_change.page_name = f"Product {index % 40}"
-        event.page_change.url = f"https://shop.example/p/{index % 40}"
-    return event
-
-
-def general_event(tenant: str, index: int) -> Event:
-    """A general platform event of one of four kinds, by index."""
-    event = Event(id=str(uuid.uuid4()), tenant_id=tenant, tenant_user_id=f"agent-{index % 50}")
-    kind = index % 4
-    customer = f"cust-{index % 997}"
-    if kind == 0:
-        event.start_call.call_id = f"call-{index}"
-        event.start_call.customer_id = customer
-    elif kind == 1:
-        event.messenger_send.customer_id = customer
-    elif kind == 2:
-        event.logged_in.SetInParent()
-    else:
-        event.status_change.customer_id = customer
-        event.status_change.previous_status = "Unresolved"
-        event.status_change.status = "Done"
-        event.status_change.message_id = f"msg-{index}"
-    return event
-
-
-PREPARER = convert.EventPreparer("bench")
-
-
-def to_document(event: Event, receive_time: Any) -> Document:
-    """The stored document of an event, by the service's own conversion (like bench fill())."""
-    prepared = PREPARER.prepare(event)
-    return convert.to_document(prepared, event_id=prepared.event.id, receive_time=receive_time)
 
 
 def preload_documents(first: int, last: int) -> list[Document]:
@@ -144,12 +89,12 @@ def preload_documents(first: int, last: int) -> list[Document]:
     docs = []
     for index in range(first, last):
         if index % 2 == 0:
-            docs.append(to_document(general_event(PRELOAD_TENANTS[index % 4], index), now))
+            docs.append(event_document(general_event(PRELOAD_TENANTS[index % 4], index), now))
             continue
         c = index // 2
         number = c % PRELOAD_SESSIONS
         tenant = PRELOAD_TENANTS[number % len(PRELOAD_TENANTS)]
-        doc = to_document(cobrowse_event(tenant, f"pre-{number:05d}", c), now)
+        doc = event_document(cobrowse_event(tenant, f"pre-{number:05d}", c), now)
         convert.assign_slot(doc, c // PRELOAD_SESSIONS + 1)
         docs += [convert.id_claim(doc), doc]
     return docs
@@ -515,7 +460,7 @@ async def raw_insert(
     for number, event in enumerate(ingest_events(kind, args.ingest_events, sessions)):
         if number and number % 1000 == 0:
             batches.append([])
-        doc = to_document(event, now)
+        doc = event_document(event, now)
         if kind == "cobrowse":
             session = event.cobrowse.session_id
             convert.assign_slot(doc, next_sequence[session])

@@ -39,10 +39,12 @@ from bench.common import (
     CpuMeter,
     ServerProcess,
     bench_client,
+    cobrowse_event,
     code_version,
     cpu_pressure,
     database_process,
     load_average,
+    log,
     percentile,
     running_server,
     write_result,
@@ -50,10 +52,8 @@ from bench.common import (
 from bench.tail_bench import (
     TENANT,
     OwnConnectionClient,
-    cobrowse_event,
     drain,
     latency_summary,
-    log,
     stop_tasks,
 )
 
