@@ -357,9 +357,10 @@ class AuditLogRpcs:
                             [
                                 FieldViolation(
                                     f"requests[{index}].events",
-                                    f"more than {self._limits.max_batch_events} events",
+                                    f"at most {self._limits.max_batch_events} events per request",
                                 )
-                            ]
+                            ],
+                            enums_pb2.ERROR_REASON_BATCH_TOO_LARGE,
                         )
                     )
                 return [

@@ -646,15 +646,17 @@ async def test_stream_batches_get_one_result_per_event_in_order(stub: Stub, db: 
     batch[bad_at] = sample("scroll", clearing("cobrowse.session_id"))
     single = sample("logged_in")
     both = service_pb2.StreamEventsRequest(event=sample("logged_in"), events=[sample("logged_in")])
+    too_many = service_pb2.StreamEventsRequest(events=valid_batch(LIMITS.max_batch_events + 1))
     requests = [
         service_pb2.StreamEventsRequest(events=batch),
         stream_request(single),
         both,
+        too_many,
     ]
     call = stub.StreamEvents(iter(requests), timeout=TIMEOUT_S)
     responses = [response async for response in call]
     assert await call.code() == grpc.StatusCode.OK
-    assert [r.request_index for r in responses] == [0, 1, 2]
+    assert [r.request_index for r in responses] == [0, 1, 2, 3]
 
     first = responses[0]
     assert first.WhichOneof("result") is None
@@ -676,6 +678,9 @@ async def test_stream_batches_get_one_result_per_event_in_order(stub: Stub, db: 
     assert (responses[1].WhichOneof("result"), responses[1].ack.id) == ("ack", single.id)
     assert responses[2].WhichOneof("result") == "error"
     assert [v.field for v in responses[2].error.field_violations] == ["requests[2].event"]
+    # More than a batch may hold: none of it is taken.
+    assert responses[3].error.reason == enums_pb2.ERROR_REASON_BATCH_TOO_LARGE
+    assert [v.field for v in responses[3].error.field_violations] == ["requests[3].events"]
     # A retry of part of the batch, once it was answered: already stored.
     retry = stub.StreamEvents(
         iter([service_pb2.StreamEventsRequest(events=batch[:2])]), timeout=TIMEOUT_S
