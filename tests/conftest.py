@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import io
 import os
 import shutil
@@ -131,14 +132,21 @@ async def stop_or_explain(running: RunningServer, grace_s: float = 0.5) -> None:
     stopping.result()
 
 
-@pytest_asyncio.fixture
-async def server(mongodb_uri: str, database_name: str) -> AsyncIterator[RunningServer]:
-    running = await start_server(settings_for_test(mongodb_uri, database_name))
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A started server, ready (the database answered), stopped at the end."""
+    running = await start_server(settings)
     await running.ready()
     try:
         yield running
     finally:
         await stop_or_explain(running)
+
+
+@pytest_asyncio.fixture
+async def server(mongodb_uri: str, database_name: str) -> AsyncIterator[RunningServer]:
+    async with serving(settings_for_test(mongodb_uri, database_name)) as running:
+        yield running
 
 
 @pytest_asyncio.fixture

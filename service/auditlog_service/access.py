@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import metrics
 from .auth import (
     ANY_TENANT,
     SCOPE_ADMIN,
@@ -192,10 +193,12 @@ class CallGuard:
     ) -> None:
         """The access-log line of a finished RPC: who, what, how it ended; never a token, a key
         or event content. `protocol` names the HTTP port's protocol (connect, grpc-web, grpc);
-        calls on the gRPC port have none."""
+        calls on the gRPC port have none. Also where both transports' RPCs are counted, once."""
+        begun = call.started if call is not None else started or time.monotonic()
+        seconds = time.monotonic() - begun
+        metrics.rpc_finished(method, code, protocol, seconds)
         if not access_log.isEnabledFor(logging.INFO):
             return
-        begun = call.started if call is not None else started or time.monotonic()
         now = time.time()
         line: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
@@ -203,7 +206,7 @@ class CallGuard:
             "peer": peer,
             "method": method,
             "code": code,
-            "duration_ms": round((time.monotonic() - begun) * 1000, 2),
+            "duration_ms": round(seconds * 1000, 2),
         }
         if protocol:
             line["protocol"] = protocol

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,8 @@ from pymongo.errors import (
     PyMongoError,
     WriteConcernError,
 )
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ class TickWriter(_StoppableLoops):
         self._heartbeat_s = heartbeat_s
         self._keep_ticks = keep_ticks
         self._pending: dict[SessionKey, int] = {}
+        # Wall-clock time of the first advance waiting in _pending: the start of the tick lag.
+        self._pending_since = 0.0
         self._wake = asyncio.Event()
         self._next = 1
         self._cleaned_up_to = 1
@@ -104,6 +109,8 @@ class TickWriter(_StoppableLoops):
 
     def note(self, tenant_id: str, session_id: str, head: int) -> None:
         key = (tenant_id, session_id)
+        if not self._pending:
+            self._pending_since = time.time()
         if self._pending.get(key, 0) < head:
             self._pending[key] = head
         self._wake.set()
@@ -119,6 +126,8 @@ class TickWriter(_StoppableLoops):
             doc = {
                 "p": self.process_id,
                 "n": self._next,
+                # For the readers' tick-lag metric (wall clock: readers may be elsewhere).
+                "at": self._pending_since,
                 # Sub-documents, not nested arrays: FerretDB v1 rejects arrays inside arrays.
                 "heads": [
                     {"t": tenant, "s": session, "h": head}
@@ -283,6 +292,8 @@ class TickReader(_StoppableLoops):
                 found = True
                 number += 1
                 self._positions[process_id] = number
+                if "at" in doc:
+                    metrics.tick_read(time.time() - doc["at"])
                 for advance in doc["heads"]:
                     self._deliver(advance["t"], advance["s"], advance["h"])
         return found

@@ -28,6 +28,7 @@ from .devkeys import DevKeys
 from .event_types import REGISTRY
 from .server import serve
 from .textsafety import spreadsheet_safe, terminal_safe
+from .workers import SUPERVISOR_FD_ENV, WORKER_ENV, supervise
 
 DEFAULT_ADDR = os.environ.get("AUDITLOG_ADDR", "127.0.0.1:50051")
 
@@ -488,14 +489,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    # Set only in the processes a supervisor (workers.py) started.
+    worker = os.environ.get(WORKER_ENV)
+    supervisor_fd = os.environ.get(SUPERVISOR_FD_ENV)
+    who = "" if worker is None else f"[worker {worker} pid %(process)d] "
     logging.basicConfig(
         level=os.environ.get("AUDITLOG_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
     )
     if args.command == "serve":
         try:
-            asyncio.run(serve(settings_from_args(args)))
+            settings = settings_from_args(args)
+            if worker is None and settings.workers > 1:
+                try:
+                    sys.exit(supervise(settings, argv))
+                except OSError as error:  # a port that cannot be reserved
+                    sys.exit(f"auditlog serve: {error}")
+            serving = serve(
+                settings,
+                worker=None if worker is None else int(worker),
+                supervisor_fd=None if supervisor_fd is None else int(supervisor_fd),
+            )
+            if settings.event_loop == "uvloop":
+                import uvloop
+
+                uvloop.run(serving)
+            else:
+                asyncio.run(serving)
         except SettingsError as error:
             sys.exit(f"auditlog serve: {error}")
         return

@@ -16,6 +16,16 @@ DEFAULT_MONGODB_URI = "mongodb://127.0.0.1:27017/"
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """The service's TLS, the same on every port: certificate (chain), key, and the client CA
+    whose certificates clients must present (mTLS), all PEM files."""
+
+    cert: str
+    key: str
+    client_ca: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the server can be told; each field has an AUDITLOG_* environment variable."""
 
@@ -23,6 +33,15 @@ class Settings:
     # The HTTP port for browsers: Connect, gRPC-Web and gRPC over HTTP, and the web console at
     # "/". Empty: no HTTP port. TLS, mTLS and the plaintext rule are the gRPC port's.
     http_listen: str = DEFAULT_HTTP_LISTEN
+    # Server processes on the listen addresses (SO_REUSEPORT), under a supervisor that restarts
+    # a crashed one and stops all on SIGTERM. 1: this process serves, no supervisor.
+    workers: int = 1
+    # host:port of the Prometheus endpoint (/metrics); empty: no metrics. With several workers
+    # the supervisor serves it, summed over the workers. TLS and the plaintext rule as above.
+    metrics_listen: str = ""
+    # The event loop of `auditlog serve`: "asyncio", or "uvloop" (about 10 % less CPU per unary
+    # call in bench/results/workers*.md; the test suite runs in-process servers on asyncio).
+    event_loop: str = "asyncio"
     # Origins (scheme://host[:port], comma-separated, or "*") whose pages may call the HTTP port
     # from a browser (CORS). The console served by the port itself needs none.
     cors_origins: str = ""
@@ -35,8 +54,10 @@ class Settings:
     # Server selection / socket timeouts: how long an RPC waits for an unreachable database
     # before it fails with UNAVAILABLE.
     mongodb_timeout_ms: int = 3000
-    # Group commit of concurrent LogEvent calls into one insert_many.
-    group_commit_max_events: int = 256
+    # Group commit of concurrent LogEvent calls, batches and streams: a group is what waits, up
+    # to this many events (a LogEvents batch of 1,000 is one group, one unordered insert of its
+    # general events).
+    group_commit_max_events: int = 1000
     group_commit_max_delay_ms: float = 1.5
     # Groups written at once; a session's events are never in two of them.
     group_commit_in_flight: int = 2
@@ -117,6 +138,10 @@ class Settings:
     def tls(self) -> bool:
         return bool(self.tls_cert or self.tls_key)
 
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_client_ca) if self.tls else None
+
 
 class SettingsError(ValueError):
     """The settings cannot run a server (a missing secret, a half TLS setup, ...)."""
@@ -147,7 +172,15 @@ def check_settings(settings: Settings) -> None:
         raise SettingsError("TLS needs both --tls-cert and --tls-key")
     if settings.tls_client_ca and not settings.tls:
         raise SettingsError("--tls-client-ca needs --tls-cert and --tls-key")
-    for flag, address in (("--listen", settings.listen), ("--http-listen", settings.http_listen)):
+    if settings.event_loop not in ("asyncio", "uvloop"):
+        raise SettingsError("AUDITLOG_EVENT_LOOP must be asyncio or uvloop")
+    if settings.workers < 1:
+        raise SettingsError("--workers must be at least 1")
+    for flag, address in (
+        ("--listen", settings.listen),
+        ("--http-listen", settings.http_listen),
+        ("--metrics-listen", settings.metrics_listen),
+    ):
         if not address:
             continue
         host = address.rsplit(":", 1)[0].strip("[]")
@@ -218,6 +251,18 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_HTTP_LISTEN}; empty: none)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on the same ports (SO_REUSEPORT) under a supervisor (default 1)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        help="host:port of a Prometheus endpoint at /metrics (default: none)",
+    )
+    parser.add_argument(
+        "--event-loop", choices=["asyncio", "uvloop"], help="event loop (default asyncio)"
+    )
+    parser.add_argument(
         "--dev",
         action="store_true",
         default=None,
@@ -245,6 +290,9 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
     for name in (
         "listen",
         "http_listen",
+        "workers",
+        "metrics_listen",
+        "event_loop",
         "mongodb_uri",
         "database",
         "write_concern",

@@ -49,7 +49,9 @@ from protobuf.wkt import Any as WireAny
 
 from auditlog.v1 import service_pb2
 
+from . import metrics
 from .access import Call, CallGuard
+from .config import TlsFiles
 from .error_details import CURSOR_TRAILER, to_status
 from .errors import AuditLogError
 from .rpcs import AuditLogRpcs, UnparsableRequest
@@ -233,6 +235,7 @@ class _CallGuardInterceptor:
             code = _grpc_code_name(error.code)
         elif isinstance(error, _ClientNotReading):
             code = "RESOURCE_EXHAUSTED"
+            metrics.slow_consumer_ended(start.method)
         else:
             code = "UNKNOWN"
         self._guard.finish(
@@ -592,20 +595,11 @@ async def _respond(
 # ---- the server --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HttpTls:
-    """TLS of the HTTP port: the gRPC port's certificate and key (and client CA for mTLS)."""
-
-    cert: str
-    key: str
-    client_ca: str = ""
-
-
 class BrowserServer:
     """The HTTP port on hypercorn (HTTP/1.1, and HTTP/2 with TLS or h2c for gRPC), in the same
     event loop as the gRPC server."""
 
-    def __init__(self, app: BrowserApp, listen: str, tls: HttpTls | None = None) -> None:
+    def __init__(self, app: BrowserApp, listen: str, tls: TlsFiles | None = None) -> None:
         self._app = app
         self._listen = listen
         self._tls = tls
@@ -614,14 +608,17 @@ class BrowserServer:
         self._config = HypercornConfig()
         self.port = 0
 
-    def bind(self) -> int:
-        """Binds the port now (so that a busy port fails start-up at once); returns it."""
+    def bind(self, *, reuse_port: bool = False) -> int:
+        """Binds the port now (so that a busy port fails start-up at once); returns it.
+        With `reuse_port`, workers of one supervisor share it (SO_REUSEPORT)."""
         host, _, port = self._listen.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((host, int(port)))
             # Listening from here on: a client connecting before the server task runs waits in

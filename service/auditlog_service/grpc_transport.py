@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 
 from auditlog.v1 import service_pb2
 
+from . import metrics
 from .access import Call, CallGuard, failure_code
 from .error_details import CURSOR_TRAILER, to_status
 from .errors import AuditLogError, SlowConsumer
@@ -171,6 +172,7 @@ class GrpcTransport:
                     )
                     if cursor:
                         error.metadata["cursor"] = cursor
+                    metrics.slow_consumer_ended(method)
                     raise error from None
                 if response.DESCRIPTOR.fields_by_name.get("cursor") is not None:
                     cursor = response.cursor

@@ -9,6 +9,7 @@ Within a group, a session's events keep their arrival order and take consecutive
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from auditlog.ids import new_event_id
 from auditlog.ledger import recorded_form
 from auditlog.v1 import audit_event_pb2
 
-from . import convert
+from . import convert, metrics
 from .errors import AuditLogError
 from .group_commit import GroupCommitter
 from .storage import EventRepository, EventWrite, Outcome
@@ -72,18 +73,20 @@ class EventWriter:
         self._preparer = preparer
         self._repository = repository
         self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
-            repository.insert_events,
+            metrics.observed_group_write(repository.insert_events),
             max_items=max_group,
             max_delay_s=max_delay_s,
             max_in_flight=max_in_flight,
             key=_session_of,
         )
 
-    def submit(self, event: audit_event_pb2.AuditEvent) -> PendingEvent:
-        """Queue one validated event."""
+    def submit(
+        self, event: audit_event_pb2.AuditEvent, receive_time: dt.datetime | None = None
+    ) -> PendingEvent:
+        """Queue one validated event (received now, or with the batch it came in)."""
         prepared = self._preparer.prepare(event)
         event_id = prepared.event.id or new_event_id()
-        receive_time = convert.now_millis()
+        receive_time = receive_time or convert.now_millis()
         doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)
         # The ledger's digests are of the event as stored, which does not depend on the
         # session slot it will get (that goes into the chain beside the digest).
@@ -102,7 +105,8 @@ class EventWriter:
     async def write_many(
         self, events: list[audit_event_pb2.AuditEvent]
     ) -> list[tuple[PendingEvent, Outcome]]:
-        pending = [self.submit(event) for event in events]
+        received = convert.now_millis()  # one receive time for a batch
+        pending = [self.submit(event, received) for event in events]
         outcomes = await asyncio.shield(asyncio.gather(*(p.outcome for p in pending)))
         return list(zip(pending, outcomes, strict=True))
 

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from auditlog.ledger import (
     anchor_text,
@@ -66,6 +66,11 @@ MAX_BLOCK_ENTRIES = 500
 COMMIT_WAIT_S = 10.0
 # Commits kept from one block's reads for the next (more are dropped: re-read when needed).
 MAX_READ_AHEAD = 1024
+# A writer's commits read at once after the one a sequencer needs.
+PREFETCH = 3
+# Blocks written in one insert when a tenant has a backlog.
+BLOCKS_PER_INSERT = 4
+DUPLICATE_KEY = 11000
 # After losing a block to another sequencer, the background worker leaves the tenant to it this
 # long, and again as long as the other one is seen writing blocks (it sequences every writer's
 # commits, ours included); when it stops, for whatever reason, this one takes over.
@@ -521,6 +526,11 @@ class _Pending:
     repair: bool = False  # resolved from the events (no commit came)
 
 
+# A block built, not yet written: its document, the head after it, and where each commit of it
+# landed (first sequence, hashes).
+_Block = tuple[Document, LedgerHead, list[tuple[_Pending, int, list[bytes]]]]
+
+
 class Sequencer:
     """Merges a tenant's outboxes into ledger blocks; any replica may run it for any tenant.
 
@@ -592,13 +602,28 @@ class Sequencer:
                     self._yield_until[tenant_id] = time.monotonic() + YIELD_AFTER_LOSS_S
                     return head
                 self._rivals.discard(tenant_id)  # it stopped: this one takes over
+            head = await self.current(tenant_id)
             while True:
-                head = await self.current(tenant_id)
-                pending = await self._ready(tenant_id, head, probe_holes)
-                if not pending:
+                # With a backlog, several blocks go in one insert: the round trips per block,
+                # not the entries, bound how fast a busy tenant is sequenced.
+                blocks: list[_Block] = []
+                following = head
+                while len(blocks) < BLOCKS_PER_INSERT:
+                    pending = await self._ready(tenant_id, following, probe_holes)
+                    if not pending:
+                        break
+                    blocks.append(self._build_block(following, pending))
+                    following = blocks[-1][1]
+                if not blocks:
                     await self._maybe_checkpoint(head)
                     return head
-                if not await self._write_block(head, pending):
+                written = await self._write_blocks(blocks)
+                if written == len(blocks):
+                    # Its own block is the head: no read (a rival's block b + 1 would make the
+                    # next insert fail on its `_id`, and that re-reads).
+                    head = blocks[-1][1]
+                else:
+                    pending = [item for _, _, placed in blocks[written:] for item, _, _ in placed]
                     self.stats["lost"] += 1  # another sequencer wrote it: re-read and go on
                     # What it did not take is read once only; and for a moment the background
                     # worker leaves this tenant to the other sequencer, which is evidently
@@ -607,8 +632,9 @@ class Sequencer:
                         self._read_ahead[commit_id(tenant_id, item.writer, item.n)] = item
                     self._yield_until[tenant_id] = time.monotonic() + YIELD_AFTER_LOSS_S
                     self._rivals.add(tenant_id)
+                    head = await self.current(tenant_id)
                     if defer:
-                        return await self.current(tenant_id)
+                        return head
 
     async def _ready(
         self, tenant_id: str, head: LedgerHead, probe_holes: bool = False
@@ -652,6 +678,7 @@ class Sequencer:
         box_id = outbox_id(tenant_id, writer, n)
         commit = await self.store.get(cid)
         if commit is not None:
+            await self._prefetch(tenant_id, writer, n)
             self._first_seen.pop(box_id, None)
             return _Pending(writer, n, commit["at"], entries_of(commit))
         outbox = await self.store.events.find_one({"_id": box_id})
@@ -673,6 +700,19 @@ class Sequencer:
         self._first_seen.pop(box_id, None)
         self.stats["repairs"] += 1
         return _Pending(writer, n, at, entries, repair=True)
+
+    async def _prefetch(self, tenant_id: str, writer: str, n: int) -> None:
+        """Reads the commits after n of a writer at once (a busy writer has several waiting:
+        read one after the other, each would put a round trip into the ledger's lag)."""
+        following = [
+            (k, commit_id(tenant_id, writer, k))
+            for k in range(n + 1, n + 1 + PREFETCH)
+            if commit_id(tenant_id, writer, k) not in self._read_ahead
+        ]
+        docs = await asyncio.gather(*(self.store.get(cid) for _, cid in following))
+        for (k, cid), doc in zip(following, docs, strict=True):
+            if doc is not None:
+                self._read_ahead[cid] = _Pending(writer, k, doc["at"], entries_of(doc))
 
     async def _void_hole(self, tenant_id: str, writer: str, n: int) -> _Pending | None:
         """Outbox n of a writer that is missing while a later one exists: a group that failed
@@ -700,7 +740,8 @@ class Sequencer:
         self.stats["repairs"] += 1
         return await self._next_of(tenant_id, writer, n)
 
-    async def _write_block(self, head: LedgerHead, pending: list[_Pending]) -> bool:
+    def _build_block(self, head: LedgerHead, pending: list[_Pending]) -> _Block:
+        """The block after `head` holding `pending`."""
         tenant_id = head.tenant_id
         entries: list[Document] = []
         running = head.hash
@@ -731,36 +772,49 @@ class Sequencer:
             "at": convert.now_millis(),
             "entries": pack_entries(entries),
         }
+        return doc, LedgerHead(tenant_id, b, sequence, running, consumed, head.first), placed
+
+    async def _write_blocks(self, blocks: list[_Block]) -> int:
+        """Inserts consecutive blocks in one ordered insert; how many were written (the first
+        that another sequencer wrote first stops it)."""
+        tenant_id = blocks[0][1].tenant_id
         try:
-            await self.store.ledger.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        new_head = LedgerHead(tenant_id, b, sequence, running, consumed, head.first)
+            await self.store.ledger.insert_many([doc for doc, _, _ in blocks], ordered=True)
+            written = len(blocks)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or [{}]
+            if exc.details.get("writeConcernErrors") or errors[0].get("code") != DUPLICATE_KEY:
+                raise
+            written = errors[0]["index"]
+        if written == 0:
+            return 0
+        new_head = blocks[written - 1][1]
         self.heads[tenant_id] = new_head
-        self.stats["blocks"] += 1
-        self.stats["entries"] += len(entries)
-        # Where each commit's events landed, for GetEvent (a hint: the block is the truth),
-        # written beside the checkpoint (one round trip instead of two per block).
+        self.stats["blocks"] += written
+        self.stats["entries"] += new_head.sequence - blocks[0][0]["first"] + 1
+        # Where each commit's events landed, for GetEvent (a hint: the blocks are the truth),
+        # written beside the checkpoint (one round trip instead of two).
         try:
-            await asyncio.gather(self._place(new_head, placed), self._maybe_checkpoint(new_head))
+            await asyncio.gather(
+                self._place(tenant_id, blocks[:written]), self._maybe_checkpoint(new_head)
+            )
         finally:
             if self.on_block is not None:
                 self.on_block(tenant_id, new_head)
-        return True
+        return written
 
-    async def _place(
-        self, head: LedgerHead, placed: list[tuple[_Pending, int, list[bytes]]]
-    ) -> None:
+    async def _place(self, tenant_id: str, blocks: list[_Block]) -> None:
         # Inserted, not updated into the commit: on FerretDB an update rewrites the document.
         with contextlib.suppress(PyMongoError):
             await self.store.ledger.insert_many(
                 [
                     {
-                        "_id": placement_id(head.tenant_id, item.writer, item.n),
+                        "_id": placement_id(tenant_id, item.writer, item.n),
                         "b": head.block,
                         "first": first,
                         "h": Binary(b"".join(hashes)),
                     }
+                    for _, head, placed in blocks
                     for item, first, hashes in placed
                 ],
                 ordered=False,

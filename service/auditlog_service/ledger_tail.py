@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from auditlog.v1 import enums_pb2, service_pb2
 
+from . import metrics
 from .errors import (
     AuditLogError,
     CursorOutOfRange,
@@ -109,11 +110,13 @@ class LedgerWatches:
         if self._tails >= self.settings.max_tails:
             raise TooManyTails(f"this server already serves {self._tails} tails; try another")
         tenant_id = request.tenant_id
-        self._tails += 1
+        # Read before the tail is counted: a failed read must not keep a tail's place.
         head = await self._sequencer.current(tenant_id)
         watch = self._watches.setdefault(tenant_id, SessionWatch(("", tenant_id), head.sequence))
         watch.advance(head.sequence)
+        self._tails += 1
         watch.tails += 1
+        metrics.tail_opened("tenant")
         try:
             start = request.WhichOneof("start")
             if start == "cursor":
@@ -132,6 +135,7 @@ class LedgerWatches:
             async for response in self._follow(request, reader, watch, sequence, expires_at):
                 yield response
         finally:
+            metrics.tail_closed("tenant")
             self._tails -= 1
             watch.tails -= 1
             if watch.tails == 0 and self._watches.get(tenant_id) is watch:

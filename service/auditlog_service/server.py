@@ -16,11 +16,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import PyMongoError
 
 from auditlog.v1 import service_pb2
 
+from . import metrics
 from .access import CallGuard, TenantLimits
 from .auth import AuthSettings, TokenVerifier
 from .changefeed import TickReader, TickWriter
@@ -29,7 +30,6 @@ from .connect_transport import (
     BrowserApp,
     BrowserServer,
     ConnectTransport,
-    HttpTls,
     default_console_dir,
 )
 from .convert import Document, EventPreparer
@@ -38,6 +38,7 @@ from .errors import AuditLogError, DatabaseUnavailable
 from .grpc_transport import GrpcTransport
 from .ingest import EventWriter
 from .ledger import LedgerSigner, LedgerStore, LedgerWorker, Sequencer
+from .metrics import MetricsEndpoint
 from .retention import RetentionJob
 from .rpcs import AuditLogRpcs
 from .storage import EventRepository
@@ -75,6 +76,9 @@ class RunningServer:
     # The HTTP port for browsers (Connect, gRPC-Web, gRPC; the console): 0 and None when off.
     http_port: int = 0
     http: BrowserServer | None = None
+    # The Prometheus endpoint of this process: 0 and None when off, or served by a supervisor.
+    metrics_port: int = 0
+    metrics_endpoint: MetricsEndpoint | None = None
     _stopping: bool = False
 
     async def ready(self) -> None:
@@ -114,6 +118,8 @@ class RunningServer:
         await self.tick_writer.close()
         await self.client.close()
         await self.health_client.close()
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.stop()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
@@ -223,9 +229,15 @@ def resolve_dev_mode(settings: Settings) -> Settings:
     )
 
 
-async def start_server(settings: Settings) -> RunningServer:
+async def start_server(settings: Settings, *, worker: int | None = None) -> RunningServer:
+    """Starts serving; `worker` is this process's number under a supervisor (workers.py): its
+    ports are shared with the other workers (SO_REUSEPORT) and the supervisor serves metrics."""
     settings = resolve_dev_mode(settings)
     check_settings(settings)
+    listeners: list[monitoring.CommandListener] = []
+    if settings.metrics_listen:
+        metrics.enable()
+        listeners.append(metrics.DatabaseCommandTimer())
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         settings.mongodb_uri,
         tz_aware=True,
@@ -233,6 +245,7 @@ async def start_server(settings: Settings) -> RunningServer:
         connectTimeoutMS=settings.mongodb_timeout_ms,
         socketTimeoutMS=max(10_000, settings.mongodb_timeout_ms * 4),
         retryWrites=True,
+        event_listeners=listeners,
     )
     repository = EventRepository(client, settings.database, settings.write_concern_w)
     writer = EventWriter(
@@ -245,7 +258,8 @@ async def start_server(settings: Settings) -> RunningServer:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # Only workers share a port: a lone server on a taken port must fail, loudly.
+            ("grpc.so_reuseport", 0 if worker is None else 1),
         ]
     )
     token_signer = TokenSigner(settings.token_secret)
@@ -342,7 +356,12 @@ async def start_server(settings: Settings) -> RunningServer:
         enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
     port = _listen(server, settings)
     http = _browser_server(rpcs, guard, settings)
-    http_port = http.bind() if http is not None else 0
+    http_port = http.bind(reuse_port=worker is not None) if http is not None else 0
+    endpoint = (
+        metrics.start_endpoint(settings.metrics_listen, tls=settings.tls_files)
+        if settings.metrics_listen and worker is None
+        else None
+    )
     await server.start()
     if http is not None:
         http.start()
@@ -392,6 +411,8 @@ async def start_server(settings: Settings) -> RunningServer:
         watchdog,
         http_port,
         http,
+        endpoint.port if endpoint is not None else 0,
+        endpoint,
     )
 
 
@@ -409,21 +430,29 @@ def _browser_server(
         slow_consumer_timeout_s=settings.tail_slow_consumer_timeout_s,
         drain_limit_bytes=settings.max_receive_message_bytes,
     )
-    tls = (
-        HttpTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-        if settings.tls
-        else None
-    )
-    return BrowserServer(app, settings.http_listen, tls)
+    return BrowserServer(app, settings.http_listen, settings.tls_files)
 
 
-async def serve(settings: Settings) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
-    running = await start_server(settings)
+async def serve(
+    settings: Settings, *, worker: int | None = None, supervisor_fd: int | None = None
+) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully. A worker also stops when its
+    supervisor is gone: `supervisor_fd` is the read end of a pipe only the supervisor writes
+    to, which reads as EOF once it has exited, however it ended."""
+    running = await start_server(settings, worker=worker)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
+    if supervisor_fd is not None:
+
+        def supervisor_gone() -> None:
+            loop.remove_reader(supervisor_fd)
+            log.warning("the supervisor is gone; stopping")
+            stop_requested.set()
+
+        loop.add_reader(supervisor_fd, supervisor_gone)
     await stop_requested.wait()
     log.info("shutting down")
     stopping = asyncio.create_task(running.stop())

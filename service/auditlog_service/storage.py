@@ -57,6 +57,9 @@ DUPLICATE_KEY = 11000
 # FerretDB v1 keeps ordered-insert semantics only within a chunk of this many documents.
 FERRETDB_ORDERED_CHUNK = 100
 FERRETDB_RACING_CHUNK = 16
+# From this many general events in a group on, they are written in one unordered insert (a
+# group smaller than an ordered chunk is written in one round trip anyway).
+UNORDERED_MIN_EVENTS = FERRETDB_ORDERED_CHUNK
 # A session's events of one group give up after this many lost races (then ABORTED: retry);
 # with each race aiming past the winner's run, reaching it takes a writer that is never first.
 MAX_SLOT_RACES = 32
@@ -603,6 +606,16 @@ class EventRepository:
                 return start + error["index"], error
         return len(items), None
 
+    async def _insert_unordered(self, items: list[Document]) -> dict[int, dict[str, Any]]:
+        """Inserts in one unordered insert (every document is tried); the failures by index."""
+        try:
+            await self.events.insert_many(items, ordered=False)
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise WriteConcernError("write concern not satisfied") from exc
+            return {error["index"]: error for error in exc.details["writeErrors"]}
+        return {}
+
     async def _read(self, _id: str) -> Document | None:
         doc: Document | None = await self._guard(self.events.find_one({"_id": _id}))
         return doc
@@ -760,6 +773,12 @@ class _GroupWrite:
         # of them loses a race, the insert stops early, which is cheap everywhere, and on
         # FerretDB (which inserts a failed batch again one document at a time up to the
         # failure) costs a few documents rather than most of the group.
+        # General events need no order among themselves: in a large group they go in one
+        # unordered insert of their own (one round trip for all instead of one per chunk of an
+        # ordered insert on FerretDB), beside the sessions' ordered inserts.
+        general: list[tuple[int, str, Document]] = []
+        if len(main) >= UNORDERED_MIN_EVENTS:
+            general, main = main, []
         main[:0] = shared + alone
         # Each session that other processes write too goes in an insert of its own, beside the
         # rest: a lost race there stops only that session's run, and on FerretDB, which answers
@@ -768,25 +787,32 @@ class _GroupWrite:
         if not self._outboxes_written:
             # Every event of the group is covered by its outbox before it can be stored.
             outboxes = self._outbox_docs()
-            if risky:
+            if risky or general:
                 inserted, error = await repository._insert_ordered([d for _, _, d in outboxes])
                 if error is not None and error.get("code") != DUPLICATE_KEY:
                     return await self._failed(outboxes[inserted], error, pending)
             else:
                 main[:0] = outboxes
-            self._outboxes_written = bool(risky)
+            self._outboxes_written = bool(risky or general)
         batches = [batch for batch in (main, *risky) if batch]
         repository.stats["rounds"] += 1
         # After a lost race in this group, smaller inserts: FerretDB re-inserts a failed one
         # document by document up to the failure, which in a large insert costs more than the
         # extra round trips of small ones.
         chunk = FERRETDB_RACING_CHUNK if self.races else FERRETDB_ORDERED_CHUNK
-        results = await asyncio.gather(
+        ordered = asyncio.gather(
             *(
                 repository._insert_ordered([item for _, _, item in batch], chunk=chunk)
                 for batch in batches
             )
         )
+        if general:
+            results, failures = await asyncio.gather(
+                ordered, repository._insert_unordered([doc for _, _, doc in general])
+            )
+            await self._unordered_outcomes(general, failures)
+        else:
+            results = await ordered
         for batch, (inserted, _) in zip(batches, results, strict=True):
             for index, role, item in batch[:inserted]:
                 if role == "record":
@@ -799,6 +825,26 @@ class _GroupWrite:
             if error is not None and not await self._failed(batch[inserted], error, pending):
                 return False
         return True
+
+    async def _unordered_outcomes(
+        self,
+        general: list[tuple[int, str, Document]],
+        failures: dict[int, dict[str, Any]],
+    ) -> None:
+        """The outcome of each general event of an unordered insert: stored, or what its
+        failure means (an id taken: a retry or a clash; else the database's error)."""
+        for position, (index, _, doc) in enumerate(general):
+            if position not in failures:
+                self._stored(index, doc)
+        taken = [general[p][0] for p, e in failures.items() if e.get("code") == DUPLICATE_KEY]
+        for position, error in failures.items():
+            if error.get("code") != DUPLICATE_KEY:
+                self.outcomes[general[position][0]] = DatabaseUnavailable(
+                    f"write error {error.get('code')}"
+                )
+        if taken:
+            # A replayed batch: every id it holds is looked up at once.
+            await asyncio.gather(*(self._resolve_taken_id(index) for index in taken))
 
     async def _failed(
         self, failed: tuple[int, str, Document], error: dict[str, Any], pending: list[int]

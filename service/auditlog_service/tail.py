@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from auditlog.v1 import enums_pb2, service_pb2
 
-from . import convert
+from . import convert, metrics
 from .errors import (
     AuditLogError,
     CursorOutOfRange,
@@ -212,21 +212,24 @@ class TailHub:
         if self._tails >= self.settings.max_tails:
             raise TooManyTails(f"this server already serves {self._tails} tails; try another")
         key = (request.tenant_id, request.session_id)
-        self._tails += 1
         watch = self._watches.get(key)
         if watch is None:
             # Not the cached head: this process may not have written the session for a while.
+            # (Before the tail is counted: a failed read must not keep a tail's place.)
             head = await self._repository.fresh_head(*key)
             # Another tail of this session may have created the watch during the await: share
             # it, or this tail would wait on a watch that nothing ever advances.
             watch = self._watches.setdefault(key, SessionWatch(key, head))
             watch.advance(head)
+        self._tails += 1
         watch.tails += 1
+        metrics.tail_opened("session")
         try:
             sequence = await self._start_sequence(request, watch.head)
             async for item in self._follow(request, watch, sequence, expires_at):
                 yield item
         finally:
+            metrics.tail_closed("session")
             self._tails -= 1
             watch.tails -= 1
             if watch.tails == 0 and self._watches.get(key) is watch:

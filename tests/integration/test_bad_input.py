@@ -637,6 +637,60 @@ async def test_stream_of_every_bad_event_between_good_ones(stub: Stub, db: Any) 
 
 
 @pytest.mark.asyncio
+async def test_stream_batches_get_one_result_per_event_in_order(stub: Stub, db: Any) -> None:
+    """A request may carry a batch: one response with a result per event (a bad one gets its
+    own error, named by its place in the batch); single events and batches mix on one stream."""
+    samples = valid_event_of_each_type(TENANT)
+    batch = list(samples.values())
+    bad_at = 4
+    batch[bad_at] = sample("scroll", clearing("cobrowse.session_id"))
+    single = sample("logged_in")
+    both = service_pb2.StreamEventsRequest(event=sample("logged_in"), events=[sample("logged_in")])
+    too_many = service_pb2.StreamEventsRequest(events=valid_batch(LIMITS.max_batch_events + 1))
+    requests = [
+        service_pb2.StreamEventsRequest(events=batch),
+        stream_request(single),
+        both,
+        too_many,
+    ]
+    call = stub.StreamEvents(iter(requests), timeout=TIMEOUT_S)
+    responses = [response async for response in call]
+    assert await call.code() == grpc.StatusCode.OK
+    assert [r.request_index for r in responses] == [0, 1, 2, 3]
+
+    first = responses[0]
+    assert first.WhichOneof("result") is None
+    assert len(first.results) == len(batch)
+    for index, (event, result) in enumerate(zip(batch, first.results, strict=True)):
+        if index == bad_at:
+            assert result.WhichOneof("result") == "error"
+            assert [v.field for v in result.error.field_violations] == [
+                f"requests[0].events[{bad_at}].cobrowse.session_id"
+            ]
+        else:
+            assert result.WhichOneof("result") == "ack", index
+            assert result.ack.id == event.id
+            assert not result.ack.already_stored
+    clicks = [
+        r.ack.sequence for e, r in zip(batch, first.results, strict=True) if e.cobrowse.session_id
+    ]
+    assert clicks == list(range(1, len(clicks) + 1))  # a session's events in batch order
+    assert (responses[1].WhichOneof("result"), responses[1].ack.id) == ("ack", single.id)
+    assert responses[2].WhichOneof("result") == "error"
+    assert [v.field for v in responses[2].error.field_violations] == ["requests[2].event"]
+    # More than a batch may hold: none of it is taken.
+    assert responses[3].error.reason == enums_pb2.ERROR_REASON_BATCH_TOO_LARGE
+    assert [v.field for v in responses[3].error.field_violations] == ["requests[3].events"]
+    # A retry of part of the batch, once it was answered: already stored.
+    retry = stub.StreamEvents(
+        iter([service_pb2.StreamEventsRequest(events=batch[:2])]), timeout=TIMEOUT_S
+    )
+    (again,) = [response async for response in retry]
+    assert [r.ack.already_stored for r in again.results] == [True, True]
+    assert await db.events.count_documents(EVENTS) == len(batch) - 1 + 1
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("misuse", ["other tenant", "other filter", "other order", "tampered"])
 async def test_page_token_used_for_another_request_is_invalid(
     stub: Stub, db: Any, misuse: str

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from auditlog import AuditLogClient, AuditLogError
-from auditlog.v1 import audit_event_pb2
+from auditlog.v1 import audit_event_pb2, enums_pb2
 from tests.conftest import EVENTS
 from tests.event_samples import valid_event_of_each_type
 
@@ -80,3 +80,41 @@ async def test_retried_batch_reports_already_stored(client: AuditLogClient, db: 
     assert [r.already_stored for r in second.results] == [True] * 42
     assert [r.event for r in second.results] == [r.event for r in first.results]
     assert await db.events.count_documents(EVENTS) == 42
+
+
+def general_events(count: int) -> list[audit_event_pb2.AuditEvent]:
+    events: list[audit_event_pb2.AuditEvent] = []
+    while len(events) < count:
+        events.extend(
+            e for e in valid_event_of_each_type(TENANT).values() if not e.cobrowse.ListFields()
+        )
+    return events[:count]
+
+
+@pytest.mark.asyncio
+async def test_a_replayed_batch_of_general_events_with_new_and_clashing_ones(
+    client: AuditLogClient, db: Any
+) -> None:
+    """Large groups write general events in one unordered insert: each duplicate in it is
+    told apart (a retry of the same event, or another event under a taken id), and the rest
+    is stored."""
+    first = general_events(300)
+    stored = await client.log_events(first)
+    assert all(r.WhichOneof("result") == "event" for r in stored.results)
+    clash = audit_event_pb2.AuditEvent()
+    clash.CopyFrom(first[7])
+    clash.tenant_user_id = "someone-else"
+    fresh = general_events(50)
+    replay = first[:150] + fresh[:25] + [clash] + first[150:] + fresh[25:]
+    response = await client.log_events(replay)
+    outcomes = [
+        "error" if r.WhichOneof("result") == "error" else ("again" if r.already_stored else "new")
+        for r in response.results
+    ]
+    assert outcomes == ["again"] * 150 + ["new"] * 25 + ["error"] + ["again"] * 150 + ["new"] * 25
+    assert response.results[175].error.reason == enums_pb2.ERROR_REASON_ID_CONFLICT
+    assert await db.events.count_documents(EVENTS) == 350
+    stored_first = {r.event.id: r.event for r in stored.results}
+    for event, result in zip(replay, response.results, strict=True):
+        if result.already_stored:
+            assert result.event == stored_first[event.id]

@@ -137,7 +137,8 @@ class ServiceProcess:
         return await self.wait_for_exit()
 
 
-StartService = Callable[[], Awaitable[ServiceProcess]]
+# Extra arguments of `auditlog serve` go after the database's.
+StartService = Callable[..., Awaitable[ServiceProcess]]
 
 
 @pytest_asyncio.fixture
@@ -153,7 +154,7 @@ async def start_service(
     env.setdefault("AUDITLOG_HEALTH_CHECK_INTERVAL_S", "0.2")
     env.setdefault("AUDITLOG_MONGODB_TIMEOUT_MS", "1500")
 
-    async def start() -> ServiceProcess:
+    async def start(*extra: str) -> ServiceProcess:
         port = free_port()
         log_path = tmp_path / f"service-{len(started) + 1}-{port}.log"
         log_file = log_path.open("wb")
@@ -166,6 +167,7 @@ async def start_service(
             mongodb_uri,
             "--database",
             database_name,
+            *extra,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,

@@ -25,9 +25,13 @@ SAFE = Settings(
         ({"tls_client_ca": "ca.pem"}, "--tls-client-ca"),
         ({"listen": "0.0.0.0:50051"}, "plaintext"),
         ({"listen": "10.1.2.3:50051"}, "plaintext"),
+        ({"metrics_listen": "0.0.0.0:9464"}, "--metrics-listen"),
+        ({"workers": 0}, "--workers"),
     ],
 )
-def test_unsafe_settings_are_refused_with_the_way_out(changes: dict[str, str], says: str) -> None:
+def test_unsafe_settings_are_refused_with_the_way_out(
+    changes: dict[str, object], says: str
+) -> None:
     with pytest.raises(SettingsError, match=says):
         check_settings(Settings(**{**SAFE.__dict__, **changes}))  # type: ignore[arg-type]
 
@@ -41,6 +45,8 @@ def test_unsafe_settings_are_refused_with_the_way_out(changes: dict[str, str], s
         {"listen": "0.0.0.0:50051", "insecure": True},
         {"listen": "0.0.0.0:50051", "tls_cert": "c.pem", "tls_key": "k.pem"},
         {"jwks_file": "", "jwks_url": "https://idp.example/jwks"},
+        {"metrics_listen": "127.0.0.1:9464", "workers": 4},
+        {"metrics_listen": "0.0.0.0:9464", "insecure": True},
     ],
 )
 def test_safe_settings_pass(changes: dict[str, object]) -> None:

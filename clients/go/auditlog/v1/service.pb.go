@@ -475,11 +475,15 @@ func (x *LogEventsResponse) GetResults() []*LogEventResult {
 	return nil
 }
 
-// StreamEventsRequest carries one event on the ingest stream.
+// StreamEventsRequest carries one event, or a batch of events, on the ingest stream.
 type StreamEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The event. Output-only fields are ignored.
-	Event         *AuditEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	Event *AuditEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// A batch instead of `event` (at most as many as a LogEvents request takes), answered by one
+	// StreamEventsResponse with one entry of `results` per event, in order. A request carries
+	// `event` or `events`, not both.
+	Events        []*AuditEvent `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -521,6 +525,100 @@ func (x *StreamEventsRequest) GetEvent() *AuditEvent {
 	return nil
 }
 
+func (x *StreamEventsRequest) GetEvents() []*AuditEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// StreamEventResult is the answer to one event of a batch on the ingest stream.
+type StreamEventResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stored, or not.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*StreamEventResult_Ack
+	//	*StreamEventResult_Error
+	Result        isStreamEventResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamEventResult) Reset() {
+	*x = StreamEventResult{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamEventResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamEventResult) ProtoMessage() {}
+
+func (x *StreamEventResult) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamEventResult.ProtoReflect.Descriptor instead.
+func (*StreamEventResult) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StreamEventResult) GetResult() isStreamEventResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *StreamEventResult) GetAck() *EventAck {
+	if x != nil {
+		if x, ok := x.Result.(*StreamEventResult_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+func (x *StreamEventResult) GetError() *EventError {
+	if x != nil {
+		if x, ok := x.Result.(*StreamEventResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isStreamEventResult_Result interface {
+	isStreamEventResult_Result()
+}
+
+type StreamEventResult_Ack struct {
+	// The event was stored (acknowledged by the database).
+	Ack *EventAck `protobuf:"bytes,1,opt,name=ack,proto3,oneof"`
+}
+
+type StreamEventResult_Error struct {
+	// Why the event was not stored.
+	Error *EventError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*StreamEventResult_Ack) isStreamEventResult_Result() {}
+
+func (*StreamEventResult_Error) isStreamEventResult_Result() {}
+
 // EventAck acknowledges one stored event.
 type EventAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -538,7 +636,7 @@ type EventAck struct {
 
 func (x *EventAck) Reset() {
 	*x = EventAck{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[8]
+	mi := &file_auditlog_v1_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +648,7 @@ func (x *EventAck) String() string {
 func (*EventAck) ProtoMessage() {}
 
 func (x *EventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[8]
+	mi := &file_auditlog_v1_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +661,7 @@ func (x *EventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventAck.ProtoReflect.Descriptor instead.
 func (*EventAck) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{8}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EventAck) GetId() string {
@@ -605,14 +703,16 @@ type StreamEventsResponse struct {
 	//
 	//	*StreamEventsResponse_Ack
 	//	*StreamEventsResponse_Error
-	Result        isStreamEventsResponse_Result `protobuf_oneof:"result"`
+	Result isStreamEventsResponse_Result `protobuf_oneof:"result"`
+	// For a request with `events`: results[i] answers events[i].
+	Results       []*StreamEventResult `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamEventsResponse) Reset() {
 	*x = StreamEventsResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[9]
+	mi := &file_auditlog_v1_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +724,7 @@ func (x *StreamEventsResponse) String() string {
 func (*StreamEventsResponse) ProtoMessage() {}
 
 func (x *StreamEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[9]
+	mi := &file_auditlog_v1_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +737,7 @@ func (x *StreamEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamEventsResponse.ProtoReflect.Descriptor instead.
 func (*StreamEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{9}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StreamEventsResponse) GetRequestIndex() int64 {
@@ -672,6 +772,13 @@ func (x *StreamEventsResponse) GetError() *EventError {
 	return nil
 }
 
+func (x *StreamEventsResponse) GetResults() []*StreamEventResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 type isStreamEventsResponse_Result interface {
 	isStreamEventsResponse_Result()
 }
@@ -682,7 +789,8 @@ type StreamEventsResponse_Ack struct {
 }
 
 type StreamEventsResponse_Error struct {
-	// Why the event was not stored; the stream goes on.
+	// Why the event was not stored; the stream goes on. For a batch: why none of it was taken
+	// (e.g. both `event` and `events` set, or more events than a batch may hold).
 	Error *EventError `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
 }
 
@@ -703,7 +811,7 @@ type GetEventRequest struct {
 
 func (x *GetEventRequest) Reset() {
 	*x = GetEventRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[10]
+	mi := &file_auditlog_v1_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +823,7 @@ func (x *GetEventRequest) String() string {
 func (*GetEventRequest) ProtoMessage() {}
 
 func (x *GetEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[10]
+	mi := &file_auditlog_v1_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +836,7 @@ func (x *GetEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEventRequest.ProtoReflect.Descriptor instead.
 func (*GetEventRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{10}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetEventRequest) GetTenantId() string {
@@ -756,7 +864,7 @@ type GetEventResponse struct {
 
 func (x *GetEventResponse) Reset() {
 	*x = GetEventResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[11]
+	mi := &file_auditlog_v1_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +876,7 @@ func (x *GetEventResponse) String() string {
 func (*GetEventResponse) ProtoMessage() {}
 
 func (x *GetEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[11]
+	mi := &file_auditlog_v1_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +889,7 @@ func (x *GetEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEventResponse.ProtoReflect.Descriptor instead.
 func (*GetEventResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{11}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetEventResponse) GetEvent() *AuditEvent {
@@ -817,7 +925,7 @@ type EventFilter struct {
 
 func (x *EventFilter) Reset() {
 	*x = EventFilter{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[12]
+	mi := &file_auditlog_v1_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +937,7 @@ func (x *EventFilter) String() string {
 func (*EventFilter) ProtoMessage() {}
 
 func (x *EventFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[12]
+	mi := &file_auditlog_v1_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +950,7 @@ func (x *EventFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventFilter.ProtoReflect.Descriptor instead.
 func (*EventFilter) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{12}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EventFilter) GetStartTime() *timestamppb.Timestamp {
@@ -920,7 +1028,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[13]
+	mi := &file_auditlog_v1_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1040,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[13]
+	mi := &file_auditlog_v1_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1053,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{13}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListEventsRequest) GetTenantId() string {
@@ -997,7 +1105,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[14]
+	mi := &file_auditlog_v1_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1117,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[14]
+	mi := &file_auditlog_v1_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1130,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{14}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListEventsResponse) GetEvents() []*AuditEvent {
@@ -1063,7 +1171,7 @@ type TailSessionRequest struct {
 
 func (x *TailSessionRequest) Reset() {
 	*x = TailSessionRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[15]
+	mi := &file_auditlog_v1_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1183,7 @@ func (x *TailSessionRequest) String() string {
 func (*TailSessionRequest) ProtoMessage() {}
 
 func (x *TailSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[15]
+	mi := &file_auditlog_v1_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1196,7 @@ func (x *TailSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailSessionRequest.ProtoReflect.Descriptor instead.
 func (*TailSessionRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{15}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TailSessionRequest) GetTenantId() string {
@@ -1200,7 +1308,7 @@ type TailEventBatch struct {
 
 func (x *TailEventBatch) Reset() {
 	*x = TailEventBatch{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[16]
+	mi := &file_auditlog_v1_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1320,7 @@ func (x *TailEventBatch) String() string {
 func (*TailEventBatch) ProtoMessage() {}
 
 func (x *TailEventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[16]
+	mi := &file_auditlog_v1_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1333,7 @@ func (x *TailEventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventBatch.ProtoReflect.Descriptor instead.
 func (*TailEventBatch) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{16}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TailEventBatch) GetEvents() []*AuditEvent {
@@ -1246,7 +1354,7 @@ type TailCaughtUp struct {
 
 func (x *TailCaughtUp) Reset() {
 	*x = TailCaughtUp{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[17]
+	mi := &file_auditlog_v1_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1366,7 @@ func (x *TailCaughtUp) String() string {
 func (*TailCaughtUp) ProtoMessage() {}
 
 func (x *TailCaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[17]
+	mi := &file_auditlog_v1_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1379,7 @@ func (x *TailCaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailCaughtUp.ProtoReflect.Descriptor instead.
 func (*TailCaughtUp) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{17}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TailCaughtUp) GetHeadSequence() int64 {
@@ -1294,7 +1402,7 @@ type TailHeartbeat struct {
 
 func (x *TailHeartbeat) Reset() {
 	*x = TailHeartbeat{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[18]
+	mi := &file_auditlog_v1_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1414,7 @@ func (x *TailHeartbeat) String() string {
 func (*TailHeartbeat) ProtoMessage() {}
 
 func (x *TailHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[18]
+	mi := &file_auditlog_v1_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1427,7 @@ func (x *TailHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailHeartbeat.ProtoReflect.Descriptor instead.
 func (*TailHeartbeat) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{18}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TailHeartbeat) GetHeadSequence() int64 {
@@ -1355,7 +1463,7 @@ type TailSessionResponse struct {
 
 func (x *TailSessionResponse) Reset() {
 	*x = TailSessionResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[19]
+	mi := &file_auditlog_v1_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1475,7 @@ func (x *TailSessionResponse) String() string {
 func (*TailSessionResponse) ProtoMessage() {}
 
 func (x *TailSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[19]
+	mi := &file_auditlog_v1_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1488,7 @@ func (x *TailSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailSessionResponse.ProtoReflect.Descriptor instead.
 func (*TailSessionResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{19}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TailSessionResponse) GetKind() isTailSessionResponse_Kind {
@@ -1468,7 +1576,7 @@ type ExportEventsRequest struct {
 
 func (x *ExportEventsRequest) Reset() {
 	*x = ExportEventsRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[20]
+	mi := &file_auditlog_v1_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1588,7 @@ func (x *ExportEventsRequest) String() string {
 func (*ExportEventsRequest) ProtoMessage() {}
 
 func (x *ExportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[20]
+	mi := &file_auditlog_v1_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1601,7 @@ func (x *ExportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ExportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{20}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExportEventsRequest) GetTenantId() string {
@@ -1550,7 +1658,7 @@ type ExportEventsResponse struct {
 
 func (x *ExportEventsResponse) Reset() {
 	*x = ExportEventsResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[21]
+	mi := &file_auditlog_v1_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1670,7 @@ func (x *ExportEventsResponse) String() string {
 func (*ExportEventsResponse) ProtoMessage() {}
 
 func (x *ExportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[21]
+	mi := &file_auditlog_v1_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1683,7 @@ func (x *ExportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ExportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{21}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExportEventsResponse) GetItem() isExportEventsResponse_Item {
@@ -1658,7 +1766,7 @@ type ExportedEvent struct {
 
 func (x *ExportedEvent) Reset() {
 	*x = ExportedEvent{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[22]
+	mi := &file_auditlog_v1_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1778,7 @@ func (x *ExportedEvent) String() string {
 func (*ExportedEvent) ProtoMessage() {}
 
 func (x *ExportedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[22]
+	mi := &file_auditlog_v1_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1791,7 @@ func (x *ExportedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportedEvent.ProtoReflect.Descriptor instead.
 func (*ExportedEvent) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{22}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExportedEvent) GetEvent() *AuditEvent {
@@ -1713,7 +1821,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[23]
+	mi := &file_auditlog_v1_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1833,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[23]
+	mi := &file_auditlog_v1_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1846,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{23}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetCheckpointRequest) GetTenantId() string {
@@ -1770,7 +1878,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[24]
+	mi := &file_auditlog_v1_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1890,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[24]
+	mi := &file_auditlog_v1_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1903,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{24}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() *Checkpoint {
@@ -1828,7 +1936,7 @@ type GetVerificationKeysRequest struct {
 
 func (x *GetVerificationKeysRequest) Reset() {
 	*x = GetVerificationKeysRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[25]
+	mi := &file_auditlog_v1_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1948,7 @@ func (x *GetVerificationKeysRequest) String() string {
 func (*GetVerificationKeysRequest) ProtoMessage() {}
 
 func (x *GetVerificationKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[25]
+	mi := &file_auditlog_v1_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1961,7 @@ func (x *GetVerificationKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerificationKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetVerificationKeysRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{25}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{26}
 }
 
 // GetVerificationKeysResponse lists the public keys.
@@ -1867,7 +1975,7 @@ type GetVerificationKeysResponse struct {
 
 func (x *GetVerificationKeysResponse) Reset() {
 	*x = GetVerificationKeysResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[26]
+	mi := &file_auditlog_v1_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +1987,7 @@ func (x *GetVerificationKeysResponse) String() string {
 func (*GetVerificationKeysResponse) ProtoMessage() {}
 
 func (x *GetVerificationKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[26]
+	mi := &file_auditlog_v1_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2000,7 @@ func (x *GetVerificationKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerificationKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetVerificationKeysResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{26}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetVerificationKeysResponse) GetKeys() []*VerificationKey {
@@ -1917,7 +2025,7 @@ type VerifyLedgerRequest struct {
 
 func (x *VerifyLedgerRequest) Reset() {
 	*x = VerifyLedgerRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[27]
+	mi := &file_auditlog_v1_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2037,7 @@ func (x *VerifyLedgerRequest) String() string {
 func (*VerifyLedgerRequest) ProtoMessage() {}
 
 func (x *VerifyLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[27]
+	mi := &file_auditlog_v1_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2050,7 @@ func (x *VerifyLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyLedgerRequest.ProtoReflect.Descriptor instead.
 func (*VerifyLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{27}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *VerifyLedgerRequest) GetTenantId() string {
@@ -1983,7 +2091,7 @@ type VerifyLedgerResponse struct {
 
 func (x *VerifyLedgerResponse) Reset() {
 	*x = VerifyLedgerResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[28]
+	mi := &file_auditlog_v1_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2103,7 @@ func (x *VerifyLedgerResponse) String() string {
 func (*VerifyLedgerResponse) ProtoMessage() {}
 
 func (x *VerifyLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[28]
+	mi := &file_auditlog_v1_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2116,7 @@ func (x *VerifyLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyLedgerResponse.ProtoReflect.Descriptor instead.
 func (*VerifyLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{28}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *VerifyLedgerResponse) GetKind() isVerifyLedgerResponse_Kind {
@@ -2083,7 +2191,7 @@ type SetRetentionRequest struct {
 
 func (x *SetRetentionRequest) Reset() {
 	*x = SetRetentionRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[29]
+	mi := &file_auditlog_v1_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2203,7 @@ func (x *SetRetentionRequest) String() string {
 func (*SetRetentionRequest) ProtoMessage() {}
 
 func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[29]
+	mi := &file_auditlog_v1_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2216,7 @@ func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{29}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetRetentionRequest) GetTenantId() string {
@@ -2136,7 +2244,7 @@ type SetRetentionResponse struct {
 
 func (x *SetRetentionResponse) Reset() {
 	*x = SetRetentionResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[30]
+	mi := &file_auditlog_v1_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2256,7 @@ func (x *SetRetentionResponse) String() string {
 func (*SetRetentionResponse) ProtoMessage() {}
 
 func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[30]
+	mi := &file_auditlog_v1_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2269,7 @@ func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{30}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetRetentionResponse) GetRetention() *durationpb.Duration {
@@ -2182,7 +2290,7 @@ type GetRetentionRequest struct {
 
 func (x *GetRetentionRequest) Reset() {
 	*x = GetRetentionRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[31]
+	mi := &file_auditlog_v1_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2194,7 +2302,7 @@ func (x *GetRetentionRequest) String() string {
 func (*GetRetentionRequest) ProtoMessage() {}
 
 func (x *GetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[31]
+	mi := &file_auditlog_v1_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2207,7 +2315,7 @@ func (x *GetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*GetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{31}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetRetentionRequest) GetTenantId() string {
@@ -2230,7 +2338,7 @@ type GetRetentionResponse struct {
 
 func (x *GetRetentionResponse) Reset() {
 	*x = GetRetentionResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[32]
+	mi := &file_auditlog_v1_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2350,7 @@ func (x *GetRetentionResponse) String() string {
 func (*GetRetentionResponse) ProtoMessage() {}
 
 func (x *GetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[32]
+	mi := &file_auditlog_v1_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2363,7 @@ func (x *GetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*GetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{32}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetRetentionResponse) GetRetention() *durationpb.Duration {
@@ -2294,7 +2402,7 @@ type TailEventsRequest struct {
 
 func (x *TailEventsRequest) Reset() {
 	*x = TailEventsRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[33]
+	mi := &file_auditlog_v1_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2306,7 +2414,7 @@ func (x *TailEventsRequest) String() string {
 func (*TailEventsRequest) ProtoMessage() {}
 
 func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[33]
+	mi := &file_auditlog_v1_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2319,7 +2427,7 @@ func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsRequest.ProtoReflect.Descriptor instead.
 func (*TailEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{33}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TailEventsRequest) GetTenantId() string {
@@ -2414,7 +2522,7 @@ type TailEventsResponse struct {
 
 func (x *TailEventsResponse) Reset() {
 	*x = TailEventsResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[34]
+	mi := &file_auditlog_v1_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2426,7 +2534,7 @@ func (x *TailEventsResponse) String() string {
 func (*TailEventsResponse) ProtoMessage() {}
 
 func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[34]
+	mi := &file_auditlog_v1_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2439,7 +2547,7 @@ func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsResponse.ProtoReflect.Descriptor instead.
 func (*TailEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{34}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TailEventsResponse) GetKind() isTailEventsResponse_Kind {
@@ -2540,18 +2648,24 @@ const file_auditlog_v1_service_proto_rawDesc = "" +
 	"\x0ealready_stored\x18\x03 \x01(\bR\ralreadyStoredB\b\n" +
 	"\x06result\"J\n" +
 	"\x11LogEventsResponse\x125\n" +
-	"\aresults\x18\x01 \x03(\v2\x1b.auditlog.v1.LogEventResultR\aresults\"D\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.auditlog.v1.LogEventResultR\aresults\"u\n" +
 	"\x13StreamEventsRequest\x12-\n" +
-	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventR\x05event\"\x9c\x01\n" +
+	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventR\x05event\x12/\n" +
+	"\x06events\x18\x02 \x03(\v2\x17.auditlog.v1.AuditEventR\x06events\"y\n" +
+	"\x11StreamEventResult\x12)\n" +
+	"\x03ack\x18\x01 \x01(\v2\x15.auditlog.v1.EventAckH\x00R\x03ack\x12/\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.auditlog.v1.EventErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"\x9c\x01\n" +
 	"\bEventAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12=\n" +
 	"\freceive_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vreceiveTime\x12%\n" +
-	"\x0ealready_stored\x18\x04 \x01(\bR\ralreadyStored\"\xa1\x01\n" +
+	"\x0ealready_stored\x18\x04 \x01(\bR\ralreadyStored\"\xdb\x01\n" +
 	"\x14StreamEventsResponse\x12#\n" +
 	"\rrequest_index\x18\x01 \x01(\x03R\frequestIndex\x12)\n" +
 	"\x03ack\x18\x02 \x01(\v2\x15.auditlog.v1.EventAckH\x00R\x03ack\x12/\n" +
-	"\x05error\x18\x03 \x01(\v2\x17.auditlog.v1.EventErrorH\x00R\x05errorB\b\n" +
+	"\x05error\x18\x03 \x01(\v2\x17.auditlog.v1.EventErrorH\x00R\x05error\x128\n" +
+	"\aresults\x18\x04 \x03(\v2\x1e.auditlog.v1.StreamEventResultR\aresultsB\b\n" +
 	"\x06result\">\n" +
 	"\x0fGetEventRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
@@ -2704,7 +2818,7 @@ func file_auditlog_v1_service_proto_rawDescGZIP() []byte {
 	return file_auditlog_v1_service_proto_rawDescData
 }
 
-var file_auditlog_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_auditlog_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_auditlog_v1_service_proto_goTypes = []any{
 	(*LogEventRequest)(nil),             // 0: auditlog.v1.LogEventRequest
 	(*LogEventResponse)(nil),            // 1: auditlog.v1.LogEventResponse
@@ -2714,131 +2828,136 @@ var file_auditlog_v1_service_proto_goTypes = []any{
 	(*LogEventResult)(nil),              // 5: auditlog.v1.LogEventResult
 	(*LogEventsResponse)(nil),           // 6: auditlog.v1.LogEventsResponse
 	(*StreamEventsRequest)(nil),         // 7: auditlog.v1.StreamEventsRequest
-	(*EventAck)(nil),                    // 8: auditlog.v1.EventAck
-	(*StreamEventsResponse)(nil),        // 9: auditlog.v1.StreamEventsResponse
-	(*GetEventRequest)(nil),             // 10: auditlog.v1.GetEventRequest
-	(*GetEventResponse)(nil),            // 11: auditlog.v1.GetEventResponse
-	(*EventFilter)(nil),                 // 12: auditlog.v1.EventFilter
-	(*ListEventsRequest)(nil),           // 13: auditlog.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),          // 14: auditlog.v1.ListEventsResponse
-	(*TailSessionRequest)(nil),          // 15: auditlog.v1.TailSessionRequest
-	(*TailEventBatch)(nil),              // 16: auditlog.v1.TailEventBatch
-	(*TailCaughtUp)(nil),                // 17: auditlog.v1.TailCaughtUp
-	(*TailHeartbeat)(nil),               // 18: auditlog.v1.TailHeartbeat
-	(*TailSessionResponse)(nil),         // 19: auditlog.v1.TailSessionResponse
-	(*ExportEventsRequest)(nil),         // 20: auditlog.v1.ExportEventsRequest
-	(*ExportEventsResponse)(nil),        // 21: auditlog.v1.ExportEventsResponse
-	(*ExportedEvent)(nil),               // 22: auditlog.v1.ExportedEvent
-	(*GetCheckpointRequest)(nil),        // 23: auditlog.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 24: auditlog.v1.GetCheckpointResponse
-	(*GetVerificationKeysRequest)(nil),  // 25: auditlog.v1.GetVerificationKeysRequest
-	(*GetVerificationKeysResponse)(nil), // 26: auditlog.v1.GetVerificationKeysResponse
-	(*VerifyLedgerRequest)(nil),         // 27: auditlog.v1.VerifyLedgerRequest
-	(*VerifyLedgerResponse)(nil),        // 28: auditlog.v1.VerifyLedgerResponse
-	(*SetRetentionRequest)(nil),         // 29: auditlog.v1.SetRetentionRequest
-	(*SetRetentionResponse)(nil),        // 30: auditlog.v1.SetRetentionResponse
-	(*GetRetentionRequest)(nil),         // 31: auditlog.v1.GetRetentionRequest
-	(*GetRetentionResponse)(nil),        // 32: auditlog.v1.GetRetentionResponse
-	(*TailEventsRequest)(nil),           // 33: auditlog.v1.TailEventsRequest
-	(*TailEventsResponse)(nil),          // 34: auditlog.v1.TailEventsResponse
-	(*AuditEvent)(nil),                  // 35: auditlog.v1.AuditEvent
-	(ResultView)(0),                     // 36: auditlog.v1.ResultView
-	(ErrorReason)(0),                    // 37: auditlog.v1.ErrorReason
-	(*durationpb.Duration)(nil),         // 38: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 39: google.protobuf.Timestamp
-	(EventType)(0),                      // 40: auditlog.v1.EventType
-	(Actor)(0),                          // 41: auditlog.v1.Actor
-	(SortOrder)(0),                      // 42: auditlog.v1.SortOrder
-	(*Checkpoint)(nil),                  // 43: auditlog.v1.Checkpoint
-	(*RetentionAnchor)(nil),             // 44: auditlog.v1.RetentionAnchor
-	(*LedgerEntry)(nil),                 // 45: auditlog.v1.LedgerEntry
-	(*VerificationKey)(nil),             // 46: auditlog.v1.VerificationKey
-	(*VerifyProgress)(nil),              // 47: auditlog.v1.VerifyProgress
-	(*LedgerFinding)(nil),               // 48: auditlog.v1.LedgerFinding
-	(*VerifySummary)(nil),               // 49: auditlog.v1.VerifySummary
+	(*StreamEventResult)(nil),           // 8: auditlog.v1.StreamEventResult
+	(*EventAck)(nil),                    // 9: auditlog.v1.EventAck
+	(*StreamEventsResponse)(nil),        // 10: auditlog.v1.StreamEventsResponse
+	(*GetEventRequest)(nil),             // 11: auditlog.v1.GetEventRequest
+	(*GetEventResponse)(nil),            // 12: auditlog.v1.GetEventResponse
+	(*EventFilter)(nil),                 // 13: auditlog.v1.EventFilter
+	(*ListEventsRequest)(nil),           // 14: auditlog.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),          // 15: auditlog.v1.ListEventsResponse
+	(*TailSessionRequest)(nil),          // 16: auditlog.v1.TailSessionRequest
+	(*TailEventBatch)(nil),              // 17: auditlog.v1.TailEventBatch
+	(*TailCaughtUp)(nil),                // 18: auditlog.v1.TailCaughtUp
+	(*TailHeartbeat)(nil),               // 19: auditlog.v1.TailHeartbeat
+	(*TailSessionResponse)(nil),         // 20: auditlog.v1.TailSessionResponse
+	(*ExportEventsRequest)(nil),         // 21: auditlog.v1.ExportEventsRequest
+	(*ExportEventsResponse)(nil),        // 22: auditlog.v1.ExportEventsResponse
+	(*ExportedEvent)(nil),               // 23: auditlog.v1.ExportedEvent
+	(*GetCheckpointRequest)(nil),        // 24: auditlog.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 25: auditlog.v1.GetCheckpointResponse
+	(*GetVerificationKeysRequest)(nil),  // 26: auditlog.v1.GetVerificationKeysRequest
+	(*GetVerificationKeysResponse)(nil), // 27: auditlog.v1.GetVerificationKeysResponse
+	(*VerifyLedgerRequest)(nil),         // 28: auditlog.v1.VerifyLedgerRequest
+	(*VerifyLedgerResponse)(nil),        // 29: auditlog.v1.VerifyLedgerResponse
+	(*SetRetentionRequest)(nil),         // 30: auditlog.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),        // 31: auditlog.v1.SetRetentionResponse
+	(*GetRetentionRequest)(nil),         // 32: auditlog.v1.GetRetentionRequest
+	(*GetRetentionResponse)(nil),        // 33: auditlog.v1.GetRetentionResponse
+	(*TailEventsRequest)(nil),           // 34: auditlog.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),          // 35: auditlog.v1.TailEventsResponse
+	(*AuditEvent)(nil),                  // 36: auditlog.v1.AuditEvent
+	(ResultView)(0),                     // 37: auditlog.v1.ResultView
+	(ErrorReason)(0),                    // 38: auditlog.v1.ErrorReason
+	(*durationpb.Duration)(nil),         // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 40: google.protobuf.Timestamp
+	(EventType)(0),                      // 41: auditlog.v1.EventType
+	(Actor)(0),                          // 42: auditlog.v1.Actor
+	(SortOrder)(0),                      // 43: auditlog.v1.SortOrder
+	(*Checkpoint)(nil),                  // 44: auditlog.v1.Checkpoint
+	(*RetentionAnchor)(nil),             // 45: auditlog.v1.RetentionAnchor
+	(*LedgerEntry)(nil),                 // 46: auditlog.v1.LedgerEntry
+	(*VerificationKey)(nil),             // 47: auditlog.v1.VerificationKey
+	(*VerifyProgress)(nil),              // 48: auditlog.v1.VerifyProgress
+	(*LedgerFinding)(nil),               // 49: auditlog.v1.LedgerFinding
+	(*VerifySummary)(nil),               // 50: auditlog.v1.VerifySummary
 }
 var file_auditlog_v1_service_proto_depIdxs = []int32{
-	35, // 0: auditlog.v1.LogEventRequest.event:type_name -> auditlog.v1.AuditEvent
-	35, // 1: auditlog.v1.LogEventResponse.event:type_name -> auditlog.v1.AuditEvent
-	35, // 2: auditlog.v1.LogEventsRequest.events:type_name -> auditlog.v1.AuditEvent
-	36, // 3: auditlog.v1.LogEventsRequest.result_view:type_name -> auditlog.v1.ResultView
-	37, // 4: auditlog.v1.EventError.reason:type_name -> auditlog.v1.ErrorReason
+	36, // 0: auditlog.v1.LogEventRequest.event:type_name -> auditlog.v1.AuditEvent
+	36, // 1: auditlog.v1.LogEventResponse.event:type_name -> auditlog.v1.AuditEvent
+	36, // 2: auditlog.v1.LogEventsRequest.events:type_name -> auditlog.v1.AuditEvent
+	37, // 3: auditlog.v1.LogEventsRequest.result_view:type_name -> auditlog.v1.ResultView
+	38, // 4: auditlog.v1.EventError.reason:type_name -> auditlog.v1.ErrorReason
 	3,  // 5: auditlog.v1.EventError.field_violations:type_name -> auditlog.v1.FieldViolation
-	38, // 6: auditlog.v1.EventError.retry_delay:type_name -> google.protobuf.Duration
-	35, // 7: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
+	39, // 6: auditlog.v1.EventError.retry_delay:type_name -> google.protobuf.Duration
+	36, // 7: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
 	4,  // 8: auditlog.v1.LogEventResult.error:type_name -> auditlog.v1.EventError
-	8,  // 9: auditlog.v1.LogEventResult.ack:type_name -> auditlog.v1.EventAck
+	9,  // 9: auditlog.v1.LogEventResult.ack:type_name -> auditlog.v1.EventAck
 	5,  // 10: auditlog.v1.LogEventsResponse.results:type_name -> auditlog.v1.LogEventResult
-	35, // 11: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
-	39, // 12: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
-	8,  // 13: auditlog.v1.StreamEventsResponse.ack:type_name -> auditlog.v1.EventAck
-	4,  // 14: auditlog.v1.StreamEventsResponse.error:type_name -> auditlog.v1.EventError
-	35, // 15: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
-	39, // 16: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
-	39, // 17: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
-	40, // 18: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
-	41, // 19: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
-	12, // 20: auditlog.v1.ListEventsRequest.filter:type_name -> auditlog.v1.EventFilter
-	42, // 21: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
-	35, // 22: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
-	39, // 23: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
-	40, // 24: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
-	35, // 25: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
-	39, // 26: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
-	16, // 27: auditlog.v1.TailSessionResponse.events:type_name -> auditlog.v1.TailEventBatch
-	17, // 28: auditlog.v1.TailSessionResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
-	18, // 29: auditlog.v1.TailSessionResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
-	12, // 30: auditlog.v1.ExportEventsRequest.filter:type_name -> auditlog.v1.EventFilter
-	22, // 31: auditlog.v1.ExportEventsResponse.event:type_name -> auditlog.v1.ExportedEvent
-	43, // 32: auditlog.v1.ExportEventsResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
-	44, // 33: auditlog.v1.ExportEventsResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
-	35, // 34: auditlog.v1.ExportedEvent.event:type_name -> auditlog.v1.AuditEvent
-	45, // 35: auditlog.v1.ExportedEvent.entry:type_name -> auditlog.v1.LedgerEntry
-	43, // 36: auditlog.v1.GetCheckpointResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
-	44, // 37: auditlog.v1.GetCheckpointResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
-	46, // 38: auditlog.v1.GetVerificationKeysResponse.keys:type_name -> auditlog.v1.VerificationKey
-	47, // 39: auditlog.v1.VerifyLedgerResponse.progress:type_name -> auditlog.v1.VerifyProgress
-	48, // 40: auditlog.v1.VerifyLedgerResponse.finding:type_name -> auditlog.v1.LedgerFinding
-	49, // 41: auditlog.v1.VerifyLedgerResponse.summary:type_name -> auditlog.v1.VerifySummary
-	38, // 42: auditlog.v1.SetRetentionRequest.retention:type_name -> google.protobuf.Duration
-	38, // 43: auditlog.v1.SetRetentionResponse.retention:type_name -> google.protobuf.Duration
-	38, // 44: auditlog.v1.GetRetentionResponse.retention:type_name -> google.protobuf.Duration
-	44, // 45: auditlog.v1.GetRetentionResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
-	40, // 46: auditlog.v1.TailEventsRequest.event_types:type_name -> auditlog.v1.EventType
-	16, // 47: auditlog.v1.TailEventsResponse.events:type_name -> auditlog.v1.TailEventBatch
-	17, // 48: auditlog.v1.TailEventsResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
-	18, // 49: auditlog.v1.TailEventsResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
-	0,  // 50: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
-	2,  // 51: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
-	7,  // 52: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
-	10, // 53: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
-	13, // 54: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
-	15, // 55: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
-	33, // 56: auditlog.v1.AuditLogService.TailEvents:input_type -> auditlog.v1.TailEventsRequest
-	20, // 57: auditlog.v1.AuditLogService.ExportEvents:input_type -> auditlog.v1.ExportEventsRequest
-	23, // 58: auditlog.v1.AuditLogService.GetCheckpoint:input_type -> auditlog.v1.GetCheckpointRequest
-	25, // 59: auditlog.v1.AuditLogService.GetVerificationKeys:input_type -> auditlog.v1.GetVerificationKeysRequest
-	27, // 60: auditlog.v1.AuditLogService.VerifyLedger:input_type -> auditlog.v1.VerifyLedgerRequest
-	29, // 61: auditlog.v1.AuditLogService.SetRetention:input_type -> auditlog.v1.SetRetentionRequest
-	31, // 62: auditlog.v1.AuditLogService.GetRetention:input_type -> auditlog.v1.GetRetentionRequest
-	1,  // 63: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
-	6,  // 64: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
-	9,  // 65: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
-	11, // 66: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
-	14, // 67: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
-	19, // 68: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
-	34, // 69: auditlog.v1.AuditLogService.TailEvents:output_type -> auditlog.v1.TailEventsResponse
-	21, // 70: auditlog.v1.AuditLogService.ExportEvents:output_type -> auditlog.v1.ExportEventsResponse
-	24, // 71: auditlog.v1.AuditLogService.GetCheckpoint:output_type -> auditlog.v1.GetCheckpointResponse
-	26, // 72: auditlog.v1.AuditLogService.GetVerificationKeys:output_type -> auditlog.v1.GetVerificationKeysResponse
-	28, // 73: auditlog.v1.AuditLogService.VerifyLedger:output_type -> auditlog.v1.VerifyLedgerResponse
-	30, // 74: auditlog.v1.AuditLogService.SetRetention:output_type -> auditlog.v1.SetRetentionResponse
-	32, // 75: auditlog.v1.AuditLogService.GetRetention:output_type -> auditlog.v1.GetRetentionResponse
-	63, // [63:76] is the sub-list for method output_type
-	50, // [50:63] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	36, // 11: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
+	36, // 12: auditlog.v1.StreamEventsRequest.events:type_name -> auditlog.v1.AuditEvent
+	9,  // 13: auditlog.v1.StreamEventResult.ack:type_name -> auditlog.v1.EventAck
+	4,  // 14: auditlog.v1.StreamEventResult.error:type_name -> auditlog.v1.EventError
+	40, // 15: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
+	9,  // 16: auditlog.v1.StreamEventsResponse.ack:type_name -> auditlog.v1.EventAck
+	4,  // 17: auditlog.v1.StreamEventsResponse.error:type_name -> auditlog.v1.EventError
+	8,  // 18: auditlog.v1.StreamEventsResponse.results:type_name -> auditlog.v1.StreamEventResult
+	36, // 19: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
+	40, // 20: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
+	40, // 21: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
+	41, // 22: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
+	42, // 23: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
+	13, // 24: auditlog.v1.ListEventsRequest.filter:type_name -> auditlog.v1.EventFilter
+	43, // 25: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
+	36, // 26: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
+	40, // 27: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
+	41, // 28: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
+	36, // 29: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
+	40, // 30: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
+	17, // 31: auditlog.v1.TailSessionResponse.events:type_name -> auditlog.v1.TailEventBatch
+	18, // 32: auditlog.v1.TailSessionResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
+	19, // 33: auditlog.v1.TailSessionResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
+	13, // 34: auditlog.v1.ExportEventsRequest.filter:type_name -> auditlog.v1.EventFilter
+	23, // 35: auditlog.v1.ExportEventsResponse.event:type_name -> auditlog.v1.ExportedEvent
+	44, // 36: auditlog.v1.ExportEventsResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
+	45, // 37: auditlog.v1.ExportEventsResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
+	36, // 38: auditlog.v1.ExportedEvent.event:type_name -> auditlog.v1.AuditEvent
+	46, // 39: auditlog.v1.ExportedEvent.entry:type_name -> auditlog.v1.LedgerEntry
+	44, // 40: auditlog.v1.GetCheckpointResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
+	45, // 41: auditlog.v1.GetCheckpointResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
+	47, // 42: auditlog.v1.GetVerificationKeysResponse.keys:type_name -> auditlog.v1.VerificationKey
+	48, // 43: auditlog.v1.VerifyLedgerResponse.progress:type_name -> auditlog.v1.VerifyProgress
+	49, // 44: auditlog.v1.VerifyLedgerResponse.finding:type_name -> auditlog.v1.LedgerFinding
+	50, // 45: auditlog.v1.VerifyLedgerResponse.summary:type_name -> auditlog.v1.VerifySummary
+	39, // 46: auditlog.v1.SetRetentionRequest.retention:type_name -> google.protobuf.Duration
+	39, // 47: auditlog.v1.SetRetentionResponse.retention:type_name -> google.protobuf.Duration
+	39, // 48: auditlog.v1.GetRetentionResponse.retention:type_name -> google.protobuf.Duration
+	45, // 49: auditlog.v1.GetRetentionResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
+	41, // 50: auditlog.v1.TailEventsRequest.event_types:type_name -> auditlog.v1.EventType
+	17, // 51: auditlog.v1.TailEventsResponse.events:type_name -> auditlog.v1.TailEventBatch
+	18, // 52: auditlog.v1.TailEventsResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
+	19, // 53: auditlog.v1.TailEventsResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
+	0,  // 54: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
+	2,  // 55: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
+	7,  // 56: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
+	11, // 57: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
+	14, // 58: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
+	16, // 59: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
+	34, // 60: auditlog.v1.AuditLogService.TailEvents:input_type -> auditlog.v1.TailEventsRequest
+	21, // 61: auditlog.v1.AuditLogService.ExportEvents:input_type -> auditlog.v1.ExportEventsRequest
+	24, // 62: auditlog.v1.AuditLogService.GetCheckpoint:input_type -> auditlog.v1.GetCheckpointRequest
+	26, // 63: auditlog.v1.AuditLogService.GetVerificationKeys:input_type -> auditlog.v1.GetVerificationKeysRequest
+	28, // 64: auditlog.v1.AuditLogService.VerifyLedger:input_type -> auditlog.v1.VerifyLedgerRequest
+	30, // 65: auditlog.v1.AuditLogService.SetRetention:input_type -> auditlog.v1.SetRetentionRequest
+	32, // 66: auditlog.v1.AuditLogService.GetRetention:input_type -> auditlog.v1.GetRetentionRequest
+	1,  // 67: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
+	6,  // 68: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
+	10, // 69: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
+	12, // 70: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
+	15, // 71: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
+	20, // 72: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
+	35, // 73: auditlog.v1.AuditLogService.TailEvents:output_type -> auditlog.v1.TailEventsResponse
+	22, // 74: auditlog.v1.AuditLogService.ExportEvents:output_type -> auditlog.v1.ExportEventsResponse
+	25, // 75: auditlog.v1.AuditLogService.GetCheckpoint:output_type -> auditlog.v1.GetCheckpointResponse
+	27, // 76: auditlog.v1.AuditLogService.GetVerificationKeys:output_type -> auditlog.v1.GetVerificationKeysResponse
+	29, // 77: auditlog.v1.AuditLogService.VerifyLedger:output_type -> auditlog.v1.VerifyLedgerResponse
+	31, // 78: auditlog.v1.AuditLogService.SetRetention:output_type -> auditlog.v1.SetRetentionResponse
+	33, // 79: auditlog.v1.AuditLogService.GetRetention:output_type -> auditlog.v1.GetRetentionResponse
+	67, // [67:80] is the sub-list for method output_type
+	54, // [54:67] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_auditlog_v1_service_proto_init() }
@@ -2854,37 +2973,41 @@ func file_auditlog_v1_service_proto_init() {
 		(*LogEventResult_Error)(nil),
 		(*LogEventResult_Ack)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[9].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[8].OneofWrappers = []any{
+		(*StreamEventResult_Ack)(nil),
+		(*StreamEventResult_Error)(nil),
+	}
+	file_auditlog_v1_service_proto_msgTypes[10].OneofWrappers = []any{
 		(*StreamEventsResponse_Ack)(nil),
 		(*StreamEventsResponse_Error)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[15].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[16].OneofWrappers = []any{
 		(*TailSessionRequest_Cursor)(nil),
 		(*TailSessionRequest_StartTime)(nil),
 		(*TailSessionRequest_FromBeginning)(nil),
 		(*TailSessionRequest_FromNow)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[19].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[20].OneofWrappers = []any{
 		(*TailSessionResponse_Events)(nil),
 		(*TailSessionResponse_CaughtUp)(nil),
 		(*TailSessionResponse_Heartbeat)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[21].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[22].OneofWrappers = []any{
 		(*ExportEventsResponse_Event)(nil),
 		(*ExportEventsResponse_Checkpoint)(nil),
 		(*ExportEventsResponse_Anchor)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[28].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[29].OneofWrappers = []any{
 		(*VerifyLedgerResponse_Progress)(nil),
 		(*VerifyLedgerResponse_Finding)(nil),
 		(*VerifyLedgerResponse_Summary)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[33].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[34].OneofWrappers = []any{
 		(*TailEventsRequest_Cursor)(nil),
 		(*TailEventsRequest_FromBeginning)(nil),
 		(*TailEventsRequest_FromNow)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[34].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[35].OneofWrappers = []any{
 		(*TailEventsResponse_Events)(nil),
 		(*TailEventsResponse_CaughtUp)(nil),
 		(*TailEventsResponse_Heartbeat)(nil),
@@ -2895,7 +3018,7 @@ func file_auditlog_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditlog_v1_service_proto_rawDesc), len(file_auditlog_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -57,8 +57,9 @@ type AuditLogServiceClient interface {
 	// Scope: events:write.
 	LogEvents(ctx context.Context, in *LogEventsRequest, opts ...grpc.CallOption) (*LogEventsResponse, error)
 	// A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
-	// An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
-	// goes on. Scope: events:write.
+	// A request carries one event, or a batch of them (`events`: one response with a result per
+	// event; gRPC's cost per message is paid once for the batch). An event of a tenant the token
+	// does not cover gets its own PERMISSION_DENIED error; the stream goes on. Scope: events:write.
 	StreamEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamEventsRequest, StreamEventsResponse], error)
 	// Returns one event of a tenant by id. Scope: events:read.
 	GetEvent(ctx context.Context, in *GetEventRequest, opts ...grpc.CallOption) (*GetEventResponse, error)
@@ -294,8 +295,9 @@ type AuditLogServiceServer interface {
 	// Scope: events:write.
 	LogEvents(context.Context, *LogEventsRequest) (*LogEventsResponse, error)
 	// A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
-	// An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
-	// goes on. Scope: events:write.
+	// A request carries one event, or a batch of them (`events`: one response with a result per
+	// event; gRPC's cost per message is paid once for the batch). An event of a tenant the token
+	// does not cover gets its own PERMISSION_DENIED error; the stream goes on. Scope: events:write.
 	StreamEvents(grpc.BidiStreamingServer[StreamEventsRequest, StreamEventsResponse]) error
 	// Returns one event of a tenant by id. Scope: events:read.
 	GetEvent(context.Context, *GetEventRequest) (*GetEventResponse, error)

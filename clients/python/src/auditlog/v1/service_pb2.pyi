@@ -239,27 +239,68 @@ Global___LogEventsResponse: _TypeAlias = LogEventsResponse  # noqa: Y015
 
 @_typing.final
 class StreamEventsRequest(_message.Message):
-    """StreamEventsRequest carries one event on the ingest stream."""
+    """StreamEventsRequest carries one event, or a batch of events, on the ingest stream."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> _audit_event_pb2.AuditEvent:
         """The event. Output-only fields are ignored."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_audit_event_pb2.AuditEvent]:
+        """A batch instead of `event` (at most as many as a LogEvents request takes), answered by one
+        StreamEventsResponse with one entry of `results` per event, in order. A request carries
+        `event` or `events`, not both.
+        """
 
     def __init__(
         self,
         *,
         event: _audit_event_pb2.AuditEvent | None = ...,
+        events: _abc.Iterable[_audit_event_pb2.AuditEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamEventsRequest: _TypeAlias = StreamEventsRequest  # noqa: Y015
+
+@_typing.final
+class StreamEventResult(_message.Message):
+    """StreamEventResult is the answer to one event of a batch on the ingest stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ack(self) -> Global___EventAck:
+        """The event was stored (acknowledged by the database)."""
+
+    @_builtins.property
+    def error(self) -> Global___EventError:
+        """Why the event was not stored."""
+
+    def __init__(
+        self,
+        *,
+        ack: Global___EventAck | None = ...,
+        error: Global___EventError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["ack", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___StreamEventResult: _TypeAlias = StreamEventResult  # noqa: Y015
 
 @_typing.final
 class EventAck(_message.Message):
@@ -306,6 +347,7 @@ class StreamEventsResponse(_message.Message):
     REQUEST_INDEX_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
     request_index: _builtins.int
     """Position of the answered request in the stream, counting from 0."""
     @_builtins.property
@@ -314,7 +356,13 @@ class StreamEventsResponse(_message.Message):
 
     @_builtins.property
     def error(self) -> Global___EventError:
-        """Why the event was not stored; the stream goes on."""
+        """Why the event was not stored; the stream goes on. For a batch: why none of it was taken
+        (e.g. both `event` and `events` set, or more events than a batch may hold).
+        """
+
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamEventResult]:
+        """For a request with `events`: results[i] answers events[i]."""
 
     def __init__(
         self,
@@ -322,10 +370,11 @@ class StreamEventsResponse(_message.Message):
         request_index: _builtins.int = ...,
         ack: Global___EventAck | None = ...,
         error: Global___EventError | None = ...,
+        results: _abc.Iterable[Global___StreamEventResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "request_index", b"request_index", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "error", b"error", "request_index", b"request_index", "result", b"result", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["ack", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015

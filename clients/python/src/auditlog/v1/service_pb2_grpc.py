@@ -142,8 +142,9 @@ class AuditLogServiceServicer:
 
     def StreamEvents(self, request_iterator, context):
         """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
-        An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
-        goes on. Scope: events:write.
+        A request carries one event, or a batch of them (`events`: one response with a result per
+        event; gRPC's cost per message is paid once for the batch). An event of a tenant the token
+        does not cover gets its own PERMISSION_DENIED error; the stream goes on. Scope: events:write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,8 +54,9 @@ class AuditLogServiceStub:
     """
     StreamEvents: _grpc.StreamStreamMultiCallable[_service_pb2.StreamEventsRequest, _service_pb2.StreamEventsResponse]
     """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
-    An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
-    goes on. Scope: events:write.
+    A request carries one event, or a batch of them (`events`: one response with a result per
+    event; gRPC's cost per message is paid once for the batch). An event of a tenant the token
+    does not cover gets its own PERMISSION_DENIED error; the stream goes on. Scope: events:write.
     """
     GetEvent: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetEventRequest, _service_pb2.GetEventResponse]
     """Returns one event of a tenant by id. Scope: events:read."""
@@ -123,8 +124,9 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     """
     StreamEvents: _aio.StreamStreamMultiCallable[_service_pb2.StreamEventsRequest, _service_pb2.StreamEventsResponse]  # type: ignore[assignment]
     """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
-    An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
-    goes on. Scope: events:write.
+    A request carries one event, or a batch of them (`events`: one response with a result per
+    event; gRPC's cost per message is paid once for the batch). An event of a tenant the token
+    does not cover gets its own PERMISSION_DENIED error; the stream goes on. Scope: events:write.
     """
     GetEvent: _aio.UnaryUnaryMultiCallable[_service_pb2.GetEventRequest, _service_pb2.GetEventResponse]  # type: ignore[assignment]
     """Returns one event of a tenant by id. Scope: events:read."""
@@ -207,8 +209,9 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_service_pb2.StreamEventsResponse], _abc.AsyncIterator[_service_pb2.StreamEventsResponse]]:
         """A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
-        An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
-        goes on. Scope: events:write.
+        A request carries one event, or a batch of them (`events`: one response with a result per
+        event; gRPC's cost per message is paid once for the batch). An event of a tenant the token
+        does not cover gets its own PERMISSION_DENIED error; the stream goes on. Scope: events:write.
         """
 
     @_abc_1.abstractmethod

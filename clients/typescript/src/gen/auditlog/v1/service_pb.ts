@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auditlog/v1/service.proto.
  */
 export const file_auditlog_v1_service: GenFile = /*@__PURE__*/
-  fileDesc("ChlhdWRpdGxvZy92MS9zZXJ2aWNlLnByb3RvEgthdWRpdGxvZy52MSI5Cg9Mb2dFdmVudFJlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50IlIKEExvZ0V2ZW50UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EhYKDmFscmVhZHlfc3RvcmVkGAIgASgIImkKEExvZ0V2ZW50c1JlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBIsCgtyZXN1bHRfdmlldxgCIAEoDjIXLmF1ZGl0bG9nLnYxLlJlc3VsdFZpZXciNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkivAEKCkV2ZW50RXJyb3ISDAoEY29kZRgBIAEoBRIoCgZyZWFzb24YAiABKA4yGC5hdWRpdGxvZy52MS5FcnJvclJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjUKEGZpZWxkX3Zpb2xhdGlvbnMYBCADKAsyGy5hdWRpdGxvZy52MS5GaWVsZFZpb2xhdGlvbhIuCgtyZXRyeV9kZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKsAQoOTG9nRXZlbnRSZXN1bHQSKAoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50SAASKAoFZXJyb3IYAiABKAsyFy5hdWRpdGxvZy52MS5FdmVudEVycm9ySAASJAoDYWNrGAQgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIWCg5hbHJlYWR5X3N0b3JlZBgDIAEoCEIICgZyZXN1bHQiQQoRTG9nRXZlbnRzUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVzdWx0Ij0KE1N0cmVhbUV2ZW50c1JlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50InIKCEV2ZW50QWNrEgoKAmlkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEjAKDHJlY2VpdmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOYWxyZWFkeV9zdG9yZWQYBCABKAgihwEKFFN0cmVhbUV2ZW50c1Jlc3BvbnNlEhUKDXJlcXVlc3RfaW5kZXgYASABKAMSJAoDYWNrGAIgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIoCgVlcnJvchgDIAEoCzIXLmF1ZGl0bG9nLnYxLkV2ZW50RXJyb3JIAEIICgZyZXN1bHQiMAoPR2V0RXZlbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSI6ChBHZXRFdmVudFJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCKWAgoLRXZlbnRGaWx0ZXISLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2V2ZW50X3R5cGVzGAMgAygOMhYuYXVkaXRsb2cudjEuRXZlbnRUeXBlEhYKDnRlbmFudF91c2VyX2lkGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEg8KB2NhbGxfaWQYBiABKAkSGwoTY29icm93c2Vfc2Vzc2lvbl9pZBgHIAEoCRIhCgVhY3RvchgIIAEoDjISLmF1ZGl0bG9nLnYxLkFjdG9yIp4BChFMaXN0RXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSKAoGZmlsdGVyGAIgASgLMhguYXVkaXRsb2cudjEuRXZlbnRGaWx0ZXISJQoFb3JkZXIYAyABKA4yFi5hdWRpdGxvZy52MS5Tb3J0T3JkZXISEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiVgoSTGlzdEV2ZW50c1Jlc3BvbnNlEicKBmV2ZW50cxgBIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuMBChJUYWlsU2Vzc2lvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoGY3Vyc29yGAMgASgJSAASMAoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIYCg5mcm9tX2JlZ2lubmluZxgFIAEoCEgAEhIKCGZyb21fbm93GAYgASgISAASKwoLZXZlbnRfdHlwZXMYByADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQiOQoOVGFpbEV2ZW50QmF0Y2gSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCIlCgxUYWlsQ2F1Z2h0VXASFQoNaGVhZF9zZXF1ZW5jZRgBIAEoAyJXCg1UYWlsSGVhcnRiZWF0EhUKDWhlYWRfc2VxdWVuY2UYASABKAMSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr0BChNUYWlsU2Vzc2lvblJlc3BvbnNlEi0KBmV2ZW50cxgBIAEoCzIbLmF1ZGl0bG9nLnYxLlRhaWxFdmVudEJhdGNoSAASLgoJY2F1Z2h0X3VwGAIgASgLMhkuYXVkaXRsb2cudjEuVGFpbENhdWdodFVwSAASLwoJaGVhcnRiZWF0GAMgASgLMhouYXVkaXRsb2cudjEuVGFpbEhlYXJ0YmVhdEgAEg4KBmN1cnNvchgKIAEoCUIGCgRraW5kIo4BChNFeHBvcnRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIoCgZmaWx0ZXIYAiABKAsyGC5hdWRpdGxvZy52MS5FdmVudEZpbHRlchIOCgZjdXJzb3IYAyABKAkSEwoLdG9fc2VxdWVuY2UYBCABKAMSFQoNZnJvbV9zZXF1ZW5jZRgFIAEoAyK6AQoURXhwb3J0RXZlbnRzUmVzcG9uc2USKwoFZXZlbnQYASABKAsyGi5hdWRpdGxvZy52MS5FeHBvcnRlZEV2ZW50SAASLQoKY2hlY2twb2ludBgCIAEoCzIXLmF1ZGl0bG9nLnYxLkNoZWNrcG9pbnRIABIuCgZhbmNob3IYAyABKAsyHC5hdWRpdGxvZy52MS5SZXRlbnRpb25BbmNob3JIABIOCgZjdXJzb3IYCiABKAlCBgoEaXRlbSJgCg1FeHBvcnRlZEV2ZW50EiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBInCgVlbnRyeRgCIAEoCzIYLmF1ZGl0bG9nLnYxLkxlZGdlckVudHJ5Ij4KFEdldENoZWNrcG9pbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRITCgthdF9zZXF1ZW5jZRgCIAEoAyKJAQoVR2V0Q2hlY2twb2ludFJlc3BvbnNlEisKCmNoZWNrcG9pbnQYASABKAsyFy5hdWRpdGxvZy52MS5DaGVja3BvaW50EhUKDWhlYWRfc2VxdWVuY2UYAiABKAMSLAoGYW5jaG9yGAMgASgLMhwuYXVkaXRsb2cudjEuUmV0ZW50aW9uQW5jaG9yIhwKGkdldFZlcmlmaWNhdGlvbktleXNSZXF1ZXN0IkkKG0dldFZlcmlmaWNhdGlvbktleXNSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwuYXVkaXRsb2cudjEuVmVyaWZpY2F0aW9uS2V5IlQKE1ZlcmlmeUxlZGdlclJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhUKDWZyb21fc2VxdWVuY2UYAiABKAMSEwoLdG9fc2VxdWVuY2UYAyABKAMirQEKFFZlcmlmeUxlZGdlclJlc3BvbnNlEi8KCHByb2dyZXNzGAEgASgLMhsuYXVkaXRsb2cudjEuVmVyaWZ5UHJvZ3Jlc3NIABItCgdmaW5kaW5nGAIgASgLMhouYXVkaXRsb2cudjEuTGVkZ2VyRmluZGluZ0gAEi0KB3N1bW1hcnkYAyABKAsyGi5hdWRpdGxvZy52MS5WZXJpZnlTdW1tYXJ5SABCBgoEa2luZCJWChNTZXRSZXRlbnRpb25SZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIsCglyZXRlbnRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iRAoUU2V0UmV0ZW50aW9uUmVzcG9uc2USLAoJcmV0ZW50aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIigKE0dldFJldGVudGlvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJInIKFEdldFJldGVudGlvblJlc3BvbnNlEiwKCXJldGVudGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgZhbmNob3IYAiABKAsyHC5hdWRpdGxvZy52MS5SZXRlbnRpb25BbmNob3IinAEKEVRhaWxFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIQCgZjdXJzb3IYAiABKAlIABIYCg5mcm9tX2JlZ2lubmluZxgDIAEoCEgAEhIKCGZyb21fbm93GAQgASgISAASKwoLZXZlbnRfdHlwZXMYBSADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQivAEKElRhaWxFdmVudHNSZXNwb25zZRItCgZldmVudHMYASABKAsyGy5hdWRpdGxvZy52MS5UYWlsRXZlbnRCYXRjaEgAEi4KCWNhdWdodF91cBgCIAEoCzIZLmF1ZGl0bG9nLnYxLlRhaWxDYXVnaHRVcEgAEi8KCWhlYXJ0YmVhdBgDIAEoCzIaLmF1ZGl0bG9nLnYxLlRhaWxIZWFydGJlYXRIABIOCgZjdXJzb3IYCiABKAlCBgoEa2luZDLWCAoPQXVkaXRMb2dTZXJ2aWNlEkcKCExvZ0V2ZW50EhwuYXVkaXRsb2cudjEuTG9nRXZlbnRSZXF1ZXN0Gh0uYXVkaXRsb2cudjEuTG9nRXZlbnRSZXNwb25zZRJKCglMb2dFdmVudHMSHS5hdWRpdGxvZy52MS5Mb2dFdmVudHNSZXF1ZXN0Gh4uYXVkaXRsb2cudjEuTG9nRXZlbnRzUmVzcG9uc2USVwoMU3RyZWFtRXZlbnRzEiAuYXVkaXRsb2cudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlN0cmVhbUV2ZW50c1Jlc3BvbnNlKAEwARJHCghHZXRFdmVudBIcLmF1ZGl0bG9nLnYxLkdldEV2ZW50UmVxdWVzdBodLmF1ZGl0bG9nLnYxLkdldEV2ZW50UmVzcG9uc2USTQoKTGlzdEV2ZW50cxIeLmF1ZGl0bG9nLnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh8uYXVkaXRsb2cudjEuTGlzdEV2ZW50c1Jlc3BvbnNlElIKC1RhaWxTZXNzaW9uEh8uYXVkaXRsb2cudjEuVGFpbFNlc3Npb25SZXF1ZXN0GiAuYXVkaXRsb2cudjEuVGFpbFNlc3Npb25SZXNwb25zZTABEk8KClRhaWxFdmVudHMSHi5hdWRpdGxvZy52MS5UYWlsRXZlbnRzUmVxdWVzdBofLmF1ZGl0bG9nLnYxLlRhaWxFdmVudHNSZXNwb25zZTABElUKDEV4cG9ydEV2ZW50cxIgLmF1ZGl0bG9nLnYxLkV4cG9ydEV2ZW50c1JlcXVlc3QaIS5hdWRpdGxvZy52MS5FeHBvcnRFdmVudHNSZXNwb25zZTABElYKDUdldENoZWNrcG9pbnQSIS5hdWRpdGxvZy52MS5HZXRDaGVja3BvaW50UmVxdWVzdBoiLmF1ZGl0bG9nLnYxLkdldENoZWNrcG9pbnRSZXNwb25zZRJoChNHZXRWZXJpZmljYXRpb25LZXlzEicuYXVkaXRsb2cudjEuR2V0VmVyaWZpY2F0aW9uS2V5c1JlcXVlc3QaKC5hdWRpdGxvZy52MS5HZXRWZXJpZmljYXRpb25LZXlzUmVzcG9uc2USVQoMVmVyaWZ5TGVkZ2VyEiAuYXVkaXRsb2cudjEuVmVyaWZ5TGVkZ2VyUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlZlcmlmeUxlZGdlclJlc3BvbnNlMAESUwoMU2V0UmV0ZW50aW9uEiAuYXVkaXRsb2cudjEuU2V0UmV0ZW50aW9uUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlNldFJldGVudGlvblJlc3BvbnNlElMKDEdldFJldGVudGlvbhIgLmF1ZGl0bG9nLnYxLkdldFJldGVudGlvblJlcXVlc3QaIS5hdWRpdGxvZy52MS5HZXRSZXRlbnRpb25SZXNwb25zZUJgCg5pby5hdWRpdGxvZy52MUIMU2VydmljZVByb3RvUAFaPmdpdGh1Yi5jb20vYXVkaXRsb2cvYXVkaXRsb2cvY2xpZW50cy9nby9hdWRpdGxvZy92MTthdWRpdGxvZ3YxYgZwcm90bzM", [file_auditlog_v1_audit_event, file_auditlog_v1_enums, file_auditlog_v1_ledger, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlhdWRpdGxvZy92MS9zZXJ2aWNlLnByb3RvEgthdWRpdGxvZy52MSI5Cg9Mb2dFdmVudFJlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50IlIKEExvZ0V2ZW50UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EhYKDmFscmVhZHlfc3RvcmVkGAIgASgIImkKEExvZ0V2ZW50c1JlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBIsCgtyZXN1bHRfdmlldxgCIAEoDjIXLmF1ZGl0bG9nLnYxLlJlc3VsdFZpZXciNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkivAEKCkV2ZW50RXJyb3ISDAoEY29kZRgBIAEoBRIoCgZyZWFzb24YAiABKA4yGC5hdWRpdGxvZy52MS5FcnJvclJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjUKEGZpZWxkX3Zpb2xhdGlvbnMYBCADKAsyGy5hdWRpdGxvZy52MS5GaWVsZFZpb2xhdGlvbhIuCgtyZXRyeV9kZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKsAQoOTG9nRXZlbnRSZXN1bHQSKAoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50SAASKAoFZXJyb3IYAiABKAsyFy5hdWRpdGxvZy52MS5FdmVudEVycm9ySAASJAoDYWNrGAQgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIWCg5hbHJlYWR5X3N0b3JlZBgDIAEoCEIICgZyZXN1bHQiQQoRTG9nRXZlbnRzUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVzdWx0ImYKE1N0cmVhbUV2ZW50c1JlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EicKBmV2ZW50cxgCIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQibQoRU3RyZWFtRXZlbnRSZXN1bHQSJAoDYWNrGAEgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIoCgVlcnJvchgCIAEoCzIXLmF1ZGl0bG9nLnYxLkV2ZW50RXJyb3JIAEIICgZyZXN1bHQicgoIRXZlbnRBY2sSCgoCaWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSMAoMcmVjZWl2ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5hbHJlYWR5X3N0b3JlZBgEIAEoCCK4AQoUU3RyZWFtRXZlbnRzUmVzcG9uc2USFQoNcmVxdWVzdF9pbmRleBgBIAEoAxIkCgNhY2sYAiABKAsyFS5hdWRpdGxvZy52MS5FdmVudEFja0gAEigKBWVycm9yGAMgASgLMhcuYXVkaXRsb2cudjEuRXZlbnRFcnJvckgAEi8KB3Jlc3VsdHMYBCADKAsyHi5hdWRpdGxvZy52MS5TdHJlYW1FdmVudFJlc3VsdEIICgZyZXN1bHQiMAoPR2V0RXZlbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSI6ChBHZXRFdmVudFJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCKWAgoLRXZlbnRGaWx0ZXISLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2V2ZW50X3R5cGVzGAMgAygOMhYuYXVkaXRsb2cudjEuRXZlbnRUeXBlEhYKDnRlbmFudF91c2VyX2lkGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEg8KB2NhbGxfaWQYBiABKAkSGwoTY29icm93c2Vfc2Vzc2lvbl9pZBgHIAEoCRIhCgVhY3RvchgIIAEoDjISLmF1ZGl0bG9nLnYxLkFjdG9yIp4BChFMaXN0RXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSKAoGZmlsdGVyGAIgASgLMhguYXVkaXRsb2cudjEuRXZlbnRGaWx0ZXISJQoFb3JkZXIYAyABKA4yFi5hdWRpdGxvZy52MS5Tb3J0T3JkZXISEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiVgoSTGlzdEV2ZW50c1Jlc3BvbnNlEicKBmV2ZW50cxgBIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuMBChJUYWlsU2Vzc2lvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoGY3Vyc29yGAMgASgJSAASMAoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIYCg5mcm9tX2JlZ2lubmluZxgFIAEoCEgAEhIKCGZyb21fbm93GAYgASgISAASKwoLZXZlbnRfdHlwZXMYByADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQiOQoOVGFpbEV2ZW50QmF0Y2gSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCIlCgxUYWlsQ2F1Z2h0VXASFQoNaGVhZF9zZXF1ZW5jZRgBIAEoAyJXCg1UYWlsSGVhcnRiZWF0EhUKDWhlYWRfc2VxdWVuY2UYASABKAMSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr0BChNUYWlsU2Vzc2lvblJlc3BvbnNlEi0KBmV2ZW50cxgBIAEoCzIbLmF1ZGl0bG9nLnYxLlRhaWxFdmVudEJhdGNoSAASLgoJY2F1Z2h0X3VwGAIgASgLMhkuYXVkaXRsb2cudjEuVGFpbENhdWdodFVwSAASLwoJaGVhcnRiZWF0GAMgASgLMhouYXVkaXRsb2cudjEuVGFpbEhlYXJ0YmVhdEgAEg4KBmN1cnNvchgKIAEoCUIGCgRraW5kIo4BChNFeHBvcnRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIoCgZmaWx0ZXIYAiABKAsyGC5hdWRpdGxvZy52MS5FdmVudEZpbHRlchIOCgZjdXJzb3IYAyABKAkSEwoLdG9fc2VxdWVuY2UYBCABKAMSFQoNZnJvbV9zZXF1ZW5jZRgFIAEoAyK6AQoURXhwb3J0RXZlbnRzUmVzcG9uc2USKwoFZXZlbnQYASABKAsyGi5hdWRpdGxvZy52MS5FeHBvcnRlZEV2ZW50SAASLQoKY2hlY2twb2ludBgCIAEoCzIXLmF1ZGl0bG9nLnYxLkNoZWNrcG9pbnRIABIuCgZhbmNob3IYAyABKAsyHC5hdWRpdGxvZy52MS5SZXRlbnRpb25BbmNob3JIABIOCgZjdXJzb3IYCiABKAlCBgoEaXRlbSJgCg1FeHBvcnRlZEV2ZW50EiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBInCgVlbnRyeRgCIAEoCzIYLmF1ZGl0bG9nLnYxLkxlZGdlckVudHJ5Ij4KFEdldENoZWNrcG9pbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRITCgthdF9zZXF1ZW5jZRgCIAEoAyKJAQoVR2V0Q2hlY2twb2ludFJlc3BvbnNlEisKCmNoZWNrcG9pbnQYASABKAsyFy5hdWRpdGxvZy52MS5DaGVja3BvaW50EhUKDWhlYWRfc2VxdWVuY2UYAiABKAMSLAoGYW5jaG9yGAMgASgLMhwuYXVkaXRsb2cudjEuUmV0ZW50aW9uQW5jaG9yIhwKGkdldFZlcmlmaWNhdGlvbktleXNSZXF1ZXN0IkkKG0dldFZlcmlmaWNhdGlvbktleXNSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwuYXVkaXRsb2cudjEuVmVyaWZpY2F0aW9uS2V5IlQKE1ZlcmlmeUxlZGdlclJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhUKDWZyb21fc2VxdWVuY2UYAiABKAMSEwoLdG9fc2VxdWVuY2UYAyABKAMirQEKFFZlcmlmeUxlZGdlclJlc3BvbnNlEi8KCHByb2dyZXNzGAEgASgLMhsuYXVkaXRsb2cudjEuVmVyaWZ5UHJvZ3Jlc3NIABItCgdmaW5kaW5nGAIgASgLMhouYXVkaXRsb2cudjEuTGVkZ2VyRmluZGluZ0gAEi0KB3N1bW1hcnkYAyABKAsyGi5hdWRpdGxvZy52MS5WZXJpZnlTdW1tYXJ5SABCBgoEa2luZCJWChNTZXRSZXRlbnRpb25SZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIsCglyZXRlbnRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iRAoUU2V0UmV0ZW50aW9uUmVzcG9uc2USLAoJcmV0ZW50aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIigKE0dldFJldGVudGlvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJInIKFEdldFJldGVudGlvblJlc3BvbnNlEiwKCXJldGVudGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgZhbmNob3IYAiABKAsyHC5hdWRpdGxvZy52MS5SZXRlbnRpb25BbmNob3IinAEKEVRhaWxFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIQCgZjdXJzb3IYAiABKAlIABIYCg5mcm9tX2JlZ2lubmluZxgDIAEoCEgAEhIKCGZyb21fbm93GAQgASgISAASKwoLZXZlbnRfdHlwZXMYBSADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQivAEKElRhaWxFdmVudHNSZXNwb25zZRItCgZldmVudHMYASABKAsyGy5hdWRpdGxvZy52MS5UYWlsRXZlbnRCYXRjaEgAEi4KCWNhdWdodF91cBgCIAEoCzIZLmF1ZGl0bG9nLnYxLlRhaWxDYXVnaHRVcEgAEi8KCWhlYXJ0YmVhdBgDIAEoCzIaLmF1ZGl0bG9nLnYxLlRhaWxIZWFydGJlYXRIABIOCgZjdXJzb3IYCiABKAlCBgoEa2luZDLWCAoPQXVkaXRMb2dTZXJ2aWNlEkcKCExvZ0V2ZW50EhwuYXVkaXRsb2cudjEuTG9nRXZlbnRSZXF1ZXN0Gh0uYXVkaXRsb2cudjEuTG9nRXZlbnRSZXNwb25zZRJKCglMb2dFdmVudHMSHS5hdWRpdGxvZy52MS5Mb2dFdmVudHNSZXF1ZXN0Gh4uYXVkaXRsb2cudjEuTG9nRXZlbnRzUmVzcG9uc2USVwoMU3RyZWFtRXZlbnRzEiAuYXVkaXRsb2cudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlN0cmVhbUV2ZW50c1Jlc3BvbnNlKAEwARJHCghHZXRFdmVudBIcLmF1ZGl0bG9nLnYxLkdldEV2ZW50UmVxdWVzdBodLmF1ZGl0bG9nLnYxLkdldEV2ZW50UmVzcG9uc2USTQoKTGlzdEV2ZW50cxIeLmF1ZGl0bG9nLnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh8uYXVkaXRsb2cudjEuTGlzdEV2ZW50c1Jlc3BvbnNlElIKC1RhaWxTZXNzaW9uEh8uYXVkaXRsb2cudjEuVGFpbFNlc3Npb25SZXF1ZXN0GiAuYXVkaXRsb2cudjEuVGFpbFNlc3Npb25SZXNwb25zZTABEk8KClRhaWxFdmVudHMSHi5hdWRpdGxvZy52MS5UYWlsRXZlbnRzUmVxdWVzdBofLmF1ZGl0bG9nLnYxLlRhaWxFdmVudHNSZXNwb25zZTABElUKDEV4cG9ydEV2ZW50cxIgLmF1ZGl0bG9nLnYxLkV4cG9ydEV2ZW50c1JlcXVlc3QaIS5hdWRpdGxvZy52MS5FeHBvcnRFdmVudHNSZXNwb25zZTABElYKDUdldENoZWNrcG9pbnQSIS5hdWRpdGxvZy52MS5HZXRDaGVja3BvaW50UmVxdWVzdBoiLmF1ZGl0bG9nLnYxLkdldENoZWNrcG9pbnRSZXNwb25zZRJoChNHZXRWZXJpZmljYXRpb25LZXlzEicuYXVkaXRsb2cudjEuR2V0VmVyaWZpY2F0aW9uS2V5c1JlcXVlc3QaKC5hdWRpdGxvZy52MS5HZXRWZXJpZmljYXRpb25LZXlzUmVzcG9uc2USVQoMVmVyaWZ5TGVkZ2VyEiAuYXVkaXRsb2cudjEuVmVyaWZ5TGVkZ2VyUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlZlcmlmeUxlZGdlclJlc3BvbnNlMAESUwoMU2V0UmV0ZW50aW9uEiAuYXVkaXRsb2cudjEuU2V0UmV0ZW50aW9uUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlNldFJldGVudGlvblJlc3BvbnNlElMKDEdldFJldGVudGlvbhIgLmF1ZGl0bG9nLnYxLkdldFJldGVudGlvblJlcXVlc3QaIS5hdWRpdGxvZy52MS5HZXRSZXRlbnRpb25SZXNwb25zZUJgCg5pby5hdWRpdGxvZy52MUIMU2VydmljZVByb3RvUAFaPmdpdGh1Yi5jb20vYXVkaXRsb2cvYXVkaXRsb2cvY2xpZW50cy9nby9hdWRpdGxvZy92MTthdWRpdGxvZ3YxYgZwcm90bzM", [file_auditlog_v1_audit_event, file_auditlog_v1_enums, file_auditlog_v1_ledger, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * LogEventRequest carries one event to store.
@@ -248,7 +248,7 @@ export const LogEventsResponseSchema: GenMessage<LogEventsResponse> = /*@__PURE_
   messageDesc(file_auditlog_v1_service, 6);
 
 /**
- * StreamEventsRequest carries one event on the ingest stream.
+ * StreamEventsRequest carries one event, or a batch of events, on the ingest stream.
  *
  * @generated from message auditlog.v1.StreamEventsRequest
  */
@@ -259,6 +259,15 @@ export type StreamEventsRequest = Message<"auditlog.v1.StreamEventsRequest"> & {
    * @generated from field: auditlog.v1.AuditEvent event = 1;
    */
   event?: AuditEvent | undefined;
+
+  /**
+   * A batch instead of `event` (at most as many as a LogEvents request takes), answered by one
+   * StreamEventsResponse with one entry of `results` per event, in order. A request carries
+   * `event` or `events`, not both.
+   *
+   * @generated from field: repeated auditlog.v1.AuditEvent events = 2;
+   */
+  events: AuditEvent[];
 };
 
 /**
@@ -267,6 +276,43 @@ export type StreamEventsRequest = Message<"auditlog.v1.StreamEventsRequest"> & {
  */
 export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
   messageDesc(file_auditlog_v1_service, 7);
+
+/**
+ * StreamEventResult is the answer to one event of a batch on the ingest stream.
+ *
+ * @generated from message auditlog.v1.StreamEventResult
+ */
+export type StreamEventResult = Message<"auditlog.v1.StreamEventResult"> & {
+  /**
+   * Stored, or not.
+   *
+   * @generated from oneof auditlog.v1.StreamEventResult.result
+   */
+  result: {
+    /**
+     * The event was stored (acknowledged by the database).
+     *
+     * @generated from field: auditlog.v1.EventAck ack = 1;
+     */
+    value: EventAck;
+    case: "ack";
+  } | {
+    /**
+     * Why the event was not stored.
+     *
+     * @generated from field: auditlog.v1.EventError error = 2;
+     */
+    value: EventError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message auditlog.v1.StreamEventResult.
+ * Use `create(StreamEventResultSchema)` to create a new message.
+ */
+export const StreamEventResultSchema: GenMessage<StreamEventResult> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 8);
 
 /**
  * EventAck acknowledges one stored event.
@@ -308,7 +354,7 @@ export type EventAck = Message<"auditlog.v1.EventAck"> & {
  * Use `create(EventAckSchema)` to create a new message.
  */
 export const EventAckSchema: GenMessage<EventAck> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 8);
+  messageDesc(file_auditlog_v1_service, 9);
 
 /**
  * StreamEventsResponse answers one StreamEventsRequest.
@@ -338,13 +384,21 @@ export type StreamEventsResponse = Message<"auditlog.v1.StreamEventsResponse"> &
     case: "ack";
   } | {
     /**
-     * Why the event was not stored; the stream goes on.
+     * Why the event was not stored; the stream goes on. For a batch: why none of it was taken
+     * (e.g. both `event` and `events` set, or more events than a batch may hold).
      *
      * @generated from field: auditlog.v1.EventError error = 3;
      */
     value: EventError;
     case: "error";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * For a request with `events`: results[i] answers events[i].
+   *
+   * @generated from field: repeated auditlog.v1.StreamEventResult results = 4;
+   */
+  results: StreamEventResult[];
 };
 
 /**
@@ -352,7 +406,7 @@ export type StreamEventsResponse = Message<"auditlog.v1.StreamEventsResponse"> &
  * Use `create(StreamEventsResponseSchema)` to create a new message.
  */
 export const StreamEventsResponseSchema: GenMessage<StreamEventsResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 9);
+  messageDesc(file_auditlog_v1_service, 10);
 
 /**
  * GetEventRequest names one event.
@@ -380,7 +434,7 @@ export type GetEventRequest = Message<"auditlog.v1.GetEventRequest"> & {
  * Use `create(GetEventRequestSchema)` to create a new message.
  */
 export const GetEventRequestSchema: GenMessage<GetEventRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 10);
+  messageDesc(file_auditlog_v1_service, 11);
 
 /**
  * GetEventResponse returns one event.
@@ -401,7 +455,7 @@ export type GetEventResponse = Message<"auditlog.v1.GetEventResponse"> & {
  * Use `create(GetEventResponseSchema)` to create a new message.
  */
 export const GetEventResponseSchema: GenMessage<GetEventResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 11);
+  messageDesc(file_auditlog_v1_service, 12);
 
 /**
  * EventFilter selects events; every set field must match (AND), a repeated field matches any of its
@@ -472,7 +526,7 @@ export type EventFilter = Message<"auditlog.v1.EventFilter"> & {
  * Use `create(EventFilterSchema)` to create a new message.
  */
 export const EventFilterSchema: GenMessage<EventFilter> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 12);
+  messageDesc(file_auditlog_v1_service, 13);
 
 /**
  * ListEventsRequest asks for one page of a tenant's events.
@@ -521,7 +575,7 @@ export type ListEventsRequest = Message<"auditlog.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 13);
+  messageDesc(file_auditlog_v1_service, 14);
 
 /**
  * ListEventsResponse is one page of events.
@@ -550,7 +604,7 @@ export type ListEventsResponse = Message<"auditlog.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 14);
+  messageDesc(file_auditlog_v1_service, 15);
 
 /**
  * TailSessionRequest asks for a co-browsing session's events, replayed and then live.
@@ -626,7 +680,7 @@ export type TailSessionRequest = Message<"auditlog.v1.TailSessionRequest"> & {
  * Use `create(TailSessionRequestSchema)` to create a new message.
  */
 export const TailSessionRequestSchema: GenMessage<TailSessionRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 15);
+  messageDesc(file_auditlog_v1_service, 16);
 
 /**
  * TailEventBatch carries consecutive events of the session.
@@ -647,7 +701,7 @@ export type TailEventBatch = Message<"auditlog.v1.TailEventBatch"> & {
  * Use `create(TailEventBatchSchema)` to create a new message.
  */
 export const TailEventBatchSchema: GenMessage<TailEventBatch> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 16);
+  messageDesc(file_auditlog_v1_service, 17);
 
 /**
  * TailCaughtUp marks the end of replay: what follows is live.
@@ -668,7 +722,7 @@ export type TailCaughtUp = Message<"auditlog.v1.TailCaughtUp"> & {
  * Use `create(TailCaughtUpSchema)` to create a new message.
  */
 export const TailCaughtUpSchema: GenMessage<TailCaughtUp> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 17);
+  messageDesc(file_auditlog_v1_service, 18);
 
 /**
  * TailHeartbeat is sent while the session is idle, so clients see that the stream is alive.
@@ -696,7 +750,7 @@ export type TailHeartbeat = Message<"auditlog.v1.TailHeartbeat"> & {
  * Use `create(TailHeartbeatSchema)` to create a new message.
  */
 export const TailHeartbeatSchema: GenMessage<TailHeartbeat> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 18);
+  messageDesc(file_auditlog_v1_service, 19);
 
 /**
  * TailSessionResponse is one message of a session tail.
@@ -748,7 +802,7 @@ export type TailSessionResponse = Message<"auditlog.v1.TailSessionResponse"> & {
  * Use `create(TailSessionResponseSchema)` to create a new message.
  */
 export const TailSessionResponseSchema: GenMessage<TailSessionResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 19);
+  messageDesc(file_auditlog_v1_service, 20);
 
 /**
  * ExportEventsRequest asks for a tenant's events in ledger order.
@@ -797,7 +851,7 @@ export type ExportEventsRequest = Message<"auditlog.v1.ExportEventsRequest"> & {
  * Use `create(ExportEventsRequestSchema)` to create a new message.
  */
 export const ExportEventsRequestSchema: GenMessage<ExportEventsRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 20);
+  messageDesc(file_auditlog_v1_service, 21);
 
 /**
  * ExportEventsResponse is one item of an export.
@@ -849,7 +903,7 @@ export type ExportEventsResponse = Message<"auditlog.v1.ExportEventsResponse"> &
  * Use `create(ExportEventsResponseSchema)` to create a new message.
  */
 export const ExportEventsResponseSchema: GenMessage<ExportEventsResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 21);
+  messageDesc(file_auditlog_v1_service, 22);
 
 /**
  * ExportedEvent is an event with what the ledger recorded of it.
@@ -878,7 +932,7 @@ export type ExportedEvent = Message<"auditlog.v1.ExportedEvent"> & {
  * Use `create(ExportedEventSchema)` to create a new message.
  */
 export const ExportedEventSchema: GenMessage<ExportedEvent> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 22);
+  messageDesc(file_auditlog_v1_service, 23);
 
 /**
  * GetCheckpointRequest asks for a signed checkpoint of a tenant's ledger.
@@ -906,7 +960,7 @@ export type GetCheckpointRequest = Message<"auditlog.v1.GetCheckpointRequest"> &
  * Use `create(GetCheckpointRequestSchema)` to create a new message.
  */
 export const GetCheckpointRequestSchema: GenMessage<GetCheckpointRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 23);
+  messageDesc(file_auditlog_v1_service, 24);
 
 /**
  * GetCheckpointResponse returns a checkpoint and the ledger's current state.
@@ -941,7 +995,7 @@ export type GetCheckpointResponse = Message<"auditlog.v1.GetCheckpointResponse">
  * Use `create(GetCheckpointResponseSchema)` to create a new message.
  */
 export const GetCheckpointResponseSchema: GenMessage<GetCheckpointResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 24);
+  messageDesc(file_auditlog_v1_service, 25);
 
 /**
  * GetVerificationKeysRequest asks for the public keys checkpoints are signed with.
@@ -956,7 +1010,7 @@ export type GetVerificationKeysRequest = Message<"auditlog.v1.GetVerificationKey
  * Use `create(GetVerificationKeysRequestSchema)` to create a new message.
  */
 export const GetVerificationKeysRequestSchema: GenMessage<GetVerificationKeysRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 25);
+  messageDesc(file_auditlog_v1_service, 26);
 
 /**
  * GetVerificationKeysResponse lists the public keys.
@@ -977,7 +1031,7 @@ export type GetVerificationKeysResponse = Message<"auditlog.v1.GetVerificationKe
  * Use `create(GetVerificationKeysResponseSchema)` to create a new message.
  */
 export const GetVerificationKeysResponseSchema: GenMessage<GetVerificationKeysResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 26);
+  messageDesc(file_auditlog_v1_service, 27);
 
 /**
  * VerifyLedgerRequest asks the server to verify a tenant's ledger.
@@ -1012,7 +1066,7 @@ export type VerifyLedgerRequest = Message<"auditlog.v1.VerifyLedgerRequest"> & {
  * Use `create(VerifyLedgerRequestSchema)` to create a new message.
  */
 export const VerifyLedgerRequestSchema: GenMessage<VerifyLedgerRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 27);
+  messageDesc(file_auditlog_v1_service, 28);
 
 /**
  * VerifyLedgerResponse is progress, a finding, or the summary at the end.
@@ -1057,7 +1111,7 @@ export type VerifyLedgerResponse = Message<"auditlog.v1.VerifyLedgerResponse"> &
  * Use `create(VerifyLedgerResponseSchema)` to create a new message.
  */
 export const VerifyLedgerResponseSchema: GenMessage<VerifyLedgerResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 28);
+  messageDesc(file_auditlog_v1_service, 29);
 
 /**
  * SetRetentionRequest sets how long a tenant's events are kept.
@@ -1085,7 +1139,7 @@ export type SetRetentionRequest = Message<"auditlog.v1.SetRetentionRequest"> & {
  * Use `create(SetRetentionRequestSchema)` to create a new message.
  */
 export const SetRetentionRequestSchema: GenMessage<SetRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 29);
+  messageDesc(file_auditlog_v1_service, 30);
 
 /**
  * SetRetentionResponse confirms a tenant's retention.
@@ -1106,7 +1160,7 @@ export type SetRetentionResponse = Message<"auditlog.v1.SetRetentionResponse"> &
  * Use `create(SetRetentionResponseSchema)` to create a new message.
  */
 export const SetRetentionResponseSchema: GenMessage<SetRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 30);
+  messageDesc(file_auditlog_v1_service, 31);
 
 /**
  * GetRetentionRequest asks how long a tenant's events are kept.
@@ -1127,7 +1181,7 @@ export type GetRetentionRequest = Message<"auditlog.v1.GetRetentionRequest"> & {
  * Use `create(GetRetentionRequestSchema)` to create a new message.
  */
 export const GetRetentionRequestSchema: GenMessage<GetRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 31);
+  messageDesc(file_auditlog_v1_service, 32);
 
 /**
  * GetRetentionResponse says how long a tenant's events are kept.
@@ -1155,7 +1209,7 @@ export type GetRetentionResponse = Message<"auditlog.v1.GetRetentionResponse"> &
  * Use `create(GetRetentionResponseSchema)` to create a new message.
  */
 export const GetRetentionResponseSchema: GenMessage<GetRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 32);
+  messageDesc(file_auditlog_v1_service, 33);
 
 /**
  * TailEventsRequest asks for a tenant's ledger, replayed and then live: every event of the tenant,
@@ -1215,7 +1269,7 @@ export type TailEventsRequest = Message<"auditlog.v1.TailEventsRequest"> & {
  * Use `create(TailEventsRequestSchema)` to create a new message.
  */
 export const TailEventsRequestSchema: GenMessage<TailEventsRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 33);
+  messageDesc(file_auditlog_v1_service, 34);
 
 /**
  * TailEventsResponse is one message of a tenant tail.
@@ -1267,7 +1321,7 @@ export type TailEventsResponse = Message<"auditlog.v1.TailEventsResponse"> & {
  * Use `create(TailEventsResponseSchema)` to create a new message.
  */
 export const TailEventsResponseSchema: GenMessage<TailEventsResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 34);
+  messageDesc(file_auditlog_v1_service, 35);
 
 /**
  * AuditLogService records a tenant's audit trail and serves it back.
@@ -1309,8 +1363,9 @@ export const AuditLogService: GenService<{
   },
   /**
    * A long-lived ingest stream for high-volume producers: events in, one ack per event out, in order.
-   * An event of a tenant the token does not cover gets its own PERMISSION_DENIED error; the stream
-   * goes on. Scope: events:write.
+   * A request carries one event, or a batch of them (`events`: one response with a result per
+   * event; gRPC's cost per message is paid once for the batch). An event of a tenant the token
+   * does not cover gets its own PERMISSION_DENIED error; the stream goes on. Scope: events:write.
    *
    * @generated from rpc auditlog.v1.AuditLogService.StreamEvents
    */
