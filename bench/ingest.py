@@ -8,7 +8,8 @@ writes to a database of its own, so no side inserts into a bigger collection tha
   events (built beforehand with its own conversion, untimed), 1,000 events per call, 4 callers;
 - batch-cobrowse: the same with co-browsing events; the raw baseline writes each event's id
   claim beside it, as the service does (two documents per event), and also without the claims;
-- stream-general: StreamEvents, one event per message, 1 stream; the baseline of batch-general;
+- stream-general: StreamEvents, one event per message (--stream-batch N: N per message), 1 stream;
+  the baseline of batch-general;
 - stream-cobrowse: 4 streams of co-browsing events; the baselines of batch-cobrowse;
 - unary: LogEvent, 64 concurrent callers over 8 connections, against a bare grpc.aio server of
   the same method that answers with the event and no database (`--echo-server`, this file).
@@ -20,7 +21,7 @@ requests built before the window; a caller that runs out ends the window early (
 server has that flag (else it says so and skips them).
 
     .venv/bin/python -m bench.ingest [--seconds 5] [--rounds 3] [--paths unary,batch-general]
-        [--workers N] [--compare-workers]
+        [--workers N] [--compare-workers] [--stream-batch N]
 """
 
 from __future__ import annotations
@@ -210,6 +211,11 @@ def requests_of(spec: PathSpec, events: list[Event], batch: int) -> list[Any]:
             service_pb2.LogEventsRequest(events=events[n : n + batch])
             for n in range(0, len(events), batch)
         ]
+    if spec.rpc == "StreamEvents" and batch > 1:
+        return [
+            service_pb2.StreamEventsRequest(events=events[n : n + batch])
+            for n in range(0, len(events), batch)
+        ]
     if spec.rpc == "StreamEvents":
         return [service_pb2.StreamEventsRequest(event=event) for event in events]
     return [service_pb2.LogEventRequest(event=event) for event in events]
@@ -244,7 +250,8 @@ def raw_batches(per_event: list[list[Document]]) -> list[list[tuple[int, list[Do
     return [batches[k::RAW_CALLERS] for k in range(RAW_CALLERS)]
 
 
-def build_pool(spec: PathSpec, tenant: str, events_per_caller: int, batch: int = BATCH) -> Pool:
+def build_pool(spec: PathSpec, tenant: str, events_per_caller: int, batch: int) -> Pool:
+    """`batch`: events per LogEvents request, or per StreamEvents message."""
     if spec.rpc == "LogEvents":
         events_per_caller = max(batch, math.ceil(events_per_caller / batch) * batch)
     per_caller = [caller_events(spec, tenant, k, events_per_caller) for k in range(spec.callers)]
@@ -339,7 +346,14 @@ def service_load(spec: PathSpec, stubs: list[Any], requests: list[list[Any]]) ->
         # Unanswered events are bounded, as a producer that buffers would bound them: enough to
         # keep the service's pipeline full (it writes groups of 256), few enough that answering
         # what was sent before the deadline does not take the window far past it.
-        unanswered = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        per_message = max([len(request.events) for request in requests[k][:1]] + [1])
+        unanswered = asyncio.Semaphore(max(1, STREAM_IN_FLIGHT // per_message))
+
+        def tally(result: Any, events: int) -> None:
+            if result.WhichOneof("result") == "ack":
+                window.events += events
+            else:
+                window.error(enums_pb2.ErrorReason.Name(result.error.reason), events)
 
         async def outgoing() -> Any:
             for request in requests[k]:
@@ -354,10 +368,10 @@ def service_load(spec: PathSpec, stubs: list[Any], requests: list[list[Any]]) ->
         try:
             async for response in stubs[k % len(stubs)].StreamEvents(outgoing(), timeout=300):
                 unanswered.release()
-                if response.WhichOneof("result") == "ack":
-                    window.events += 1
-                else:
-                    window.error(enums_pb2.ErrorReason.Name(response.error.reason))
+                for result in response.results:  # a batch's, one per event
+                    tally(result, 1)
+                if not response.results:  # one event's, or why none of a batch was taken
+                    tally(response, len(requests[k][response.request_index].events) or 1)
         except grpc.aio.AioRpcError as error:
             window.error(error.code().name)
 
@@ -546,10 +560,14 @@ async def run_path(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     spec = PATHS[name]
     started = time.perf_counter()
-    pool = build_pool(spec, TENANT, math.ceil(args.max_rate * args.seconds / spec.callers))
+    batch = {"LogEvents": BATCH, "StreamEvents": args.stream_batch}.get(spec.rpc, 1)
+    label = spec.label + (
+        f", {batch} per message" if spec.rpc == "StreamEvents" and batch > 1 else ""
+    )
+    pool = build_pool(spec, TENANT, math.ceil(args.max_rate * args.seconds / spec.callers), batch)
     # Enough for the warm-up's seconds at today's rates, in smaller batches: it should warm
     # connections, caches and the first groups, not fill the database.
-    warm = build_pool(spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 20, batch=100)
+    warm = build_pool(spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 20, min(batch, 100))
     log(f"{name}: {pool.events:,} events built in {time.perf_counter() - started:.1f} s")
 
     def service(count: int | None) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -568,7 +586,7 @@ async def run_path(
             )
     measured = await compare(bench, name, sides, args.rounds)
     result: dict[str, Any] = {
-        "label": spec.label,
+        "label": label,
         "rpc": spec.rpc,
         "kind": spec.kind,
         "callers": spec.callers,
@@ -591,7 +609,7 @@ async def run_path(
         args.rounds,
     )
     return result, {
-        "label": spec.label,
+        "label": label,
         "baseline": baseline,
         "sides": by_workers,
         "ratio_2_to_1": ratio(by_workers, "workers_2", "workers_1"),
@@ -820,6 +838,12 @@ def main() -> None:
         "--compare-workers",
         action="store_true",
         help=f"also --workers 1 vs 2 on {' and '.join(WORKER_PATHS)}",
+    )
+    parser.add_argument(
+        "--stream-batch",
+        type=int,
+        default=1,
+        help="events per StreamEvents message (default 1; more: a batch, servers since 1983d45)",
     )
     parser.add_argument("--warm-up", type=float, default=1.0, help="unmeasured seconds per turn")
     parser.add_argument(
