@@ -94,7 +94,7 @@ console-test: console/node_modules/.installed
 test: lint typecheck proto-lint proto-breaking check-generated console-test pytest sdk-test
 
 # The benchmarks with their baselines side by side, into bench/results/*.md|json, and a plot of
-# them (bench/results/summary.png): minutes at these sizes; FULL=1 for the 1,000,000-event runs.
+# them (bench/results/summary.png): about 20 minutes here; FULL=1 for the 1,000,000-event runs.
 # Not part of `test`: they measure the machine as much as the code.
 bench: $(VENV)/.installed .tools/bin/ferretdb.stamp
 	$(PY) -m bench $(if $(FULL),--full)
