@@ -30,6 +30,7 @@ from auditlog_service.convert import Document
 from auditlog_service.devdb import FerretDB, free_port
 from auditlog_service.devkeys import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
 from auditlog_service.server import RunningServer, start_server
+from auditlog_service.workers import child_pids
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -247,19 +248,9 @@ def load_average() -> list[float]:
 
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (children, theirs, ...), from /proc (Linux)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # ended meanwhile
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        parents.setdefault(parent, []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:
-        children = parents.get(todo.pop(), [])
+        children = child_pids(todo.pop())
         found += children
         todo += children
     return sorted(found)
