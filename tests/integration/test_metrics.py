@@ -124,8 +124,9 @@ async def test_rpcs_and_stored_events_are_counted_on_both_transports(
     assert delta("auditlog_rpc_duration_seconds_bucket", method="LogEvent", le="+Inf", **ok) == 3
     # Every stored event went through a group commit and its insert.
     assert delta("auditlog_group_commit_events_sum") == 7
-    assert delta("auditlog_group_commit_duration_seconds_count") >= 1
-    assert delta("auditlog_db_command_duration_seconds_count", command="insert", outcome="ok") >= 1
+    assert delta("auditlog_group_commit_duration_seconds_count") >= 1  # bound-ok: a count
+    inserts = delta("auditlog_db_command_duration_seconds_count", command="insert", outcome="ok")
+    assert inserts >= 1  # bound-ok: a count of observations, not a time
 
 
 @pytest.mark.asyncio
