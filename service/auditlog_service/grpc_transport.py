@@ -101,9 +101,9 @@ class GrpcTransport:
         self._guard = guard
         self._slow_consumer_timeout_s = slow_consumer_timeout_s
 
-    async def _begin(self, method: str, context: Context) -> Call:
+    async def _begin(self, method: str, peer: str, context: Context) -> Call:
         return await self._guard.begin(
-            method, _authorization(context), context.peer(), context.time_remaining()
+            method, _authorization(context), peer, context.time_remaining()
         )
 
     def _unary(
@@ -113,9 +113,10 @@ class GrpcTransport:
             call: Call | None = None
             code = "OK"
             started = time.monotonic()
+            peer = context.peer()
             try:
                 # The caller first: an unauthenticated request is refused unread.
-                call = await self._begin(method, context)
+                call = await self._begin(method, peer, context)
                 if isinstance(request, UnparsableRequest):
                     raise request.as_error()
                 return await run(call, request)
@@ -123,7 +124,7 @@ class GrpcTransport:
                 code = failure_code(error)
                 await abort(context, error)
             finally:
-                self._guard.finish(method, call, context.peer(), code, started)
+                self._guard.finish(method, call, peer, code, started)
 
         return handle
 
@@ -132,9 +133,12 @@ class GrpcTransport:
     ) -> AsyncIterator[service_pb2.StreamEventsResponse]:
         call: Call | None = None
         code = "OK"
+        # Read now: after a client's cancel, context.peer() in the finally below crashes the
+        # grpcio 1.85 aio server (a segfault; tests/integration/test_cancelled_calls.py).
+        peer = context.peer()
         try:
             try:
-                call = await self._begin("StreamEvents", context)
+                call = await self._begin("StreamEvents", peer, context)
             except AuditLogError:
                 # Refused before anything was read: let a producer that is still sending finish
                 # (briefly) first, since ending a call during a client's write makes some gRPC
@@ -150,7 +154,7 @@ class GrpcTransport:
             code = "CANCELLED"
             raise
         finally:
-            self._guard.finish("StreamEvents", call, context.peer(), code)
+            self._guard.finish("StreamEvents", call, peer, code)
 
     async def _server_stream(self, method: str, request: Any, context: Context) -> None:
         # Written with context.write, not yield, so that a write that blocks on a client that
@@ -158,8 +162,9 @@ class GrpcTransport:
         call: Call | None = None
         code = "OK"
         cursor = ""
+        peer = context.peer()  # not in the finally: see _stream_events
         try:
-            call = await self._begin(method, context)
+            call = await self._begin(method, peer, context)
             if isinstance(request, UnparsableRequest):
                 raise request.as_error()
             async for response in getattr(self._rpcs, rpc_name(method))(call, request):
@@ -183,7 +188,7 @@ class GrpcTransport:
             code = "CANCELLED"
             raise
         finally:
-            self._guard.finish(method, call, context.peer(), code)
+            self._guard.finish(method, call, peer, code)
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         rpcs = self._rpcs
