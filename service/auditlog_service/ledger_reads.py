@@ -20,7 +20,7 @@ from .ledger import LedgerHead, LedgerStore, commit_id, entries_of, placement_id
 from .storage import EventRepository
 
 # Events fetched at once (an `_id` lookup each on FerretDB, one `$in` query on MongoDB).
-FETCH_CONCURRENCY = 64
+FETCH_BATCH = 1000  # ids per `$in` (the most our FerretDB patch pushes down)
 
 
 @dataclass(frozen=True)
@@ -173,23 +173,15 @@ class LedgerReader:
         (export and verify, where the verifier names the swap); otherwise such a slot is None.
         """
         items = list(placed)
-        found: list[Document | None] = []
-        if self.repository.range_reads:
-            ids = [p.entry["e"] for p in items]
-            by_id: dict[str, Document] = {}
-            for start in range(0, len(ids), 1000):
-                cursor = self.repository.events.find({"_id": {"$in": ids[start : start + 1000]}})
-                async for doc in cursor:
-                    by_id[doc["_id"]] = doc
-            found = [by_id.get(p.entry["e"]) for p in items]
-        else:
-            for start in range(0, len(items), FETCH_CONCURRENCY):
-                found += await asyncio.gather(
-                    *(
-                        self.repository._read(p.entry["e"])
-                        for p in items[start : start + FETCH_CONCURRENCY]
-                    )
-                )
+        # One `$in` per 1,000 entries: an index search on MongoDB, and on the dev database too
+        # (our FerretDB patch pushes it down; one find_one per event was 6x slower there).
+        ids = [p.entry["e"] for p in items]
+        by_id: dict[str, Document] = {}
+        for start in range(0, len(ids), FETCH_BATCH):
+            cursor = self.repository.events.find({"_id": {"$in": ids[start : start + FETCH_BATCH]}})
+            async for doc in cursor:
+                by_id[doc["_id"]] = doc
+        found = [by_id.get(p.entry["e"]) for p in items]
         if as_stored:
             return list(zip(items, found, strict=True))
         return [

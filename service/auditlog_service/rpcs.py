@@ -40,7 +40,7 @@ from .event_types import REGISTRY
 from .ingest import EventWriter, PendingEvent
 from .ledger import LedgerHead, Sequencer, retention_id
 from .ledger_reads import (
-    FETCH_CONCURRENCY,
+    FETCH_BATCH,
     EntryFilter,
     LedgerReader,
     Placed,
@@ -735,7 +735,7 @@ class AuditLogRpcs:
             async for placed in reader.forward(tenant_id, first, last, head):
                 if wanted.everything or wanted.matches(placed.entry["x"]):
                     batch.append(placed)
-                if len(batch) >= FETCH_CONCURRENCY:
+                if len(batch) >= FETCH_BATCH:
                     for response in await flush():
                         call.events_returned += response.HasField("event")
                         yield response
@@ -828,7 +828,7 @@ class AuditLogRpcs:
 
             async for placed in reader.forward(tenant_id, first, last, head):
                 batch.append(placed)
-                if len(batch) >= FETCH_CONCURRENCY * 4:
+                if len(batch) >= FETCH_BATCH:
                     await check_batch()
                     for response in findings():
                         yield response
