@@ -4,6 +4,7 @@ result per event in order, bad events answered alone, batches split below the se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -170,3 +171,33 @@ async def test_a_failing_source_ends_the_stream_with_its_error(client: AuditLogC
 
     with pytest.raises(ValueError, match="source broke"):
         await results_of(client, broken())
+
+
+@pytest.mark.asyncio
+async def test_events_in_flight_stay_within_the_window(client: AuditLogClient) -> None:
+    sizes = record_requests(client)
+    events = [call_start(n) for n in range(60)]
+    taken = 0
+    async for result in client.stream_events(events, max_batch=8, max_in_flight=10):
+        assert result.HasField("ack")
+        # Sent but not yet taken by this loop: never more than the window.
+        assert sum(sizes) - taken <= 10
+        taken += 1
+    assert taken == 60
+    assert max(sizes) <= 8
+
+
+@pytest.mark.asyncio
+async def test_leaving_the_loop_early_ends_the_call(client: AuditLogClient) -> None:
+    async def endless() -> AsyncIterator[Event]:
+        n = 0
+        while True:
+            yield call_start(n)
+            n += 1
+
+    async with contextlib.aclosing(client.stream_events(endless())) as results:
+        async for result in results:
+            assert result.HasField("ack")
+            break
+    # The client still works after the abandoned stream.
+    assert (await client.log_event(call_start(-1))).event.start_call.call_id == "call--1"
