@@ -33,9 +33,11 @@ from .events import (
     to_timestamp,
 )
 from .ids import new_event_id, uuid7
+from .stream import MAX_STREAM_BATCH, EventStream
 
 __all__ = [
     "LOGGER_CLOSED",
+    "MAX_STREAM_BATCH",
     "PAYLOADS",
     "QUEUE_FULL",
     "RETRYABLE_CODES",
@@ -44,6 +46,7 @@ __all__ = [
     "BatchSender",
     "BatchingLogger",
     "DeliveryFailure",
+    "EventStream",
     "PayloadSpec",
     "SessionTail",
     "TokenSource",

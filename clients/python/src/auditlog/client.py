@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -433,6 +433,39 @@ class AuditLogClient:
             id=id,
         )
         return (await self.log_event(event, timeout_s=timeout_s)).event
+
+    def stream_events(
+        self,
+        events: AsyncIterable[AuditEvent] | Iterable[AuditEvent],
+        *,
+        max_batch: int = 1000,
+        max_in_flight: int | None = None,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[service_pb2.StreamEventResult]:
+        """Send `events` over one StreamEvents call, batched; one result per event, in order.
+
+        Each request carries the events ready at that moment (a lone event is sent at once), at
+        most `max_batch`; at most `max_in_flight` events (default 4 x `max_batch`) are sent and
+        not yet yielded. A result is an ack (id, sequence, receive time, already_stored) or the
+        event's error; a failed call raises AuditLogError. Empty ids are filled in. The call has
+        no deadline unless `timeout_s` is given. See EventStream.
+
+        >>> async for result in client.stream_events(events):
+        ...     if result.WhichOneof("result") == "error":
+        ...         print(result.error.reason, result.error.message)
+        """
+        # stream.py builds on this module (AuditLogError), so it is imported when first used.
+        from .stream import EventStream
+
+        return aiter(
+            EventStream(
+                self.stub,
+                events,
+                max_batch=max_batch,
+                max_in_flight=max_in_flight,
+                timeout_s=timeout_s,
+            )
+        )
 
     # ---- reading -----------------------------------------------------------------------------
 
