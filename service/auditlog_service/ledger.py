@@ -68,6 +68,9 @@ COMMIT_WAIT_S = 10.0
 MAX_READ_AHEAD = 1024
 # A writer's commits read at once after the one a sequencer needs.
 PREFETCH = 3
+# Commits older than this when read mean a backlog: read ahead then, not for a writer that the
+# ledger keeps up with (there, read-ahead finds nothing and costs a read per commit).
+PREFETCH_AFTER_MS = 200
 # Blocks written in one insert when a tenant has a backlog.
 BLOCKS_PER_INSERT = 4
 DUPLICATE_KEY = 11000
@@ -725,9 +728,15 @@ class Sequencer:
         box_id = outbox_id(tenant_id, writer, n)
         commit = await self.store.get(cid)
         if commit is not None:
-            await self._prefetch(tenant_id, writer, n)
+            if time.time() * 1000 - convert.datetime_to_millis(commit["at"]) > PREFETCH_AFTER_MS:
+                # The writer is ahead of the ledger: its next commits are likely there.
+                await self._prefetch(tenant_id, writer, n)
             self._first_seen.pop(box_id, None)
             return _Pending(writer, n, commit["at"], entries_of(commit))
+        if not probe_holes and box_id not in self._first_seen:
+            # A commit not there yet is the rule (its writer is busy with it); the sweeps look
+            # into its outbox and start a dead writer's COMMIT_WAIT_S, not every pass.
+            return None
         outbox = await self.store.events.find_one({"_id": box_id})
         if outbox is None:
             return await self._void_hole(tenant_id, writer, n) if probe_holes else None
