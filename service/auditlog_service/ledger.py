@@ -374,7 +374,9 @@ class LedgerStore:
             self._own_commits.pop(next(iter(self._own_commits)))  # a sequencer elsewhere reads them
         self._own_commits[doc["_id"]] = doc
         if not repaired:
-            self._own_last[(tenant_id, writer)] = n
+            # Groups commit concurrently: a later number may be in before an earlier one.
+            key = (tenant_id, writer)
+            self._own_last[key] = max(n, self._own_last.get(key, 0))
 
     def unwritten_own_commit(self, tenant_id: str, writer: str, n: int) -> bool:
         """Whether n is past the last commit this process inserted as `writer` (so it is not

@@ -8,6 +8,7 @@ the fields ListEvents filters on, and only the events that match are fetched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
@@ -188,6 +189,36 @@ class LedgerReader:
             (p, doc if doc is not None and doc.get("key") == p.entry["k"] else None)
             for p, doc in zip(items, found, strict=True)
         ]
+
+    async def fetched(
+        self, placed: AsyncIterator[Placed], *, as_stored: bool = False
+    ) -> AsyncIterator[list[tuple[Placed, Document | None]]]:
+        """The entries with their stored events, FETCH_BATCH at a time, the next batch's read
+        under way while the caller works on (or waits to send) this one: the database, not
+        this process, bounds export and verify."""
+        batch: list[Placed] = []
+        ahead: asyncio.Task[list[tuple[Placed, Document | None]]] | None = None
+        try:
+            async for item in placed:
+                batch.append(item)
+                if len(batch) >= FETCH_BATCH:
+                    previous, ahead = (
+                        ahead,
+                        asyncio.create_task(self.fetch(batch, as_stored=as_stored)),
+                    )
+                    batch = []
+                    if previous is not None:
+                        yield await previous
+            if ahead is not None:
+                yield await ahead
+                ahead = None
+            if batch:
+                yield await self.fetch(batch, as_stored=as_stored)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
 
     async def events(
         self, placed: list[Placed]

@@ -40,7 +40,6 @@ from .event_types import REGISTRY
 from .ingest import EventWriter, PendingEvent
 from .ledger import LedgerHead, Sequencer, retention_id
 from .ledger_reads import (
-    FETCH_BATCH,
     EntryFilter,
     LedgerReader,
     Placed,
@@ -709,39 +708,24 @@ class AuditLogRpcs:
                     anchor=anchor, cursor=self._export_cursor(tenant_id, first - 1)
                 )
             checkpoints = await sequencer.store.checkpoints_between(tenant_id, first, last)
-            batch: list[Placed] = []
 
-            async def flush() -> list[service_pb2.ExportEventsResponse]:
-                out = []
-                for placed, doc in await reader.fetch(batch, as_stored=True):
+            async def selected() -> AsyncIterator[Placed]:
+                async for placed in reader.forward(tenant_id, first, last, head):
+                    if wanted.everything or wanted.matches(placed.entry["x"]):
+                        yield placed
+
+            async for fetched in reader.fetched(selected(), as_stored=True):
+                for placed, doc in fetched:
                     item = service_pb2.ExportedEvent(entry=ledger_entry(placed))
                     if doc is not None:
                         item.event.CopyFrom(with_ledger_fields(doc, placed))
-                    out.append(
-                        service_pb2.ExportEventsResponse(
-                            event=item, cursor=self._export_cursor(tenant_id, placed.sequence)
-                        )
-                    )
+                    cursor = self._export_cursor(tenant_id, placed.sequence)
+                    call.events_returned += 1
+                    yield service_pb2.ExportEventsResponse(event=item, cursor=cursor)
                     while checkpoints and checkpoints[0].ledger_sequence <= placed.sequence:
-                        out.append(
-                            service_pb2.ExportEventsResponse(
-                                checkpoint=checkpoints.pop(0),
-                                cursor=self._export_cursor(tenant_id, placed.sequence),
-                            )
+                        yield service_pb2.ExportEventsResponse(
+                            checkpoint=checkpoints.pop(0), cursor=cursor
                         )
-                batch.clear()
-                return out
-
-            async for placed in reader.forward(tenant_id, first, last, head):
-                if wanted.everything or wanted.matches(placed.entry["x"]):
-                    batch.append(placed)
-                if len(batch) >= FETCH_BATCH:
-                    for response in await flush():
-                        call.events_returned += response.HasField("event")
-                        yield response
-            for response in await flush():
-                call.events_returned += response.HasField("event")
-                yield response
 
     def _export_cursor(self, tenant_id: str, sequence: int) -> str:
         return self._signer.encode(EXPORT_CURSOR_PURPOSE, {"t": tenant_id, "s": sequence})
@@ -806,7 +790,6 @@ class AuditLogRpcs:
                 verifier.start_at(first, previous)
             checkpoints = await sequencer.store.checkpoints_between(tenant_id, first, last)
             seen: set[str] = set()
-            batch: list[Placed] = []
             reported = 0
 
             def findings() -> list[service_pb2.VerifyLedgerResponse]:
@@ -815,8 +798,9 @@ class AuditLogRpcs:
                 reported = len(verifier.report.findings)
                 return [service_pb2.VerifyLedgerResponse(finding=f.to_proto()) for f in new]
 
-            async def check_batch() -> None:
-                for placed, doc in await reader.fetch(batch, as_stored=True):
+            walk = reader.forward(tenant_id, first, last, head)
+            async for fetched in reader.fetched(walk, as_stored=True):
+                for placed, doc in fetched:
                     item = service_pb2.ExportedEvent(entry=ledger_entry(placed))
                     if doc is not None:
                         item.event.CopyFrom(with_ledger_fields(doc, placed))
@@ -824,20 +808,13 @@ class AuditLogRpcs:
                     verifier.event(item)
                     while checkpoints and checkpoints[0].ledger_sequence <= placed.sequence:
                         verifier.checkpoint(checkpoints.pop(0))
-                batch.clear()
-
-            async for placed in reader.forward(tenant_id, first, last, head):
-                batch.append(placed)
-                if len(batch) >= FETCH_BATCH:
-                    await check_batch()
-                    for response in findings():
-                        yield response
-                    yield service_pb2.VerifyLedgerResponse(
-                        progress=ledger_pb2.VerifyProgress(
-                            verified_through=placed.sequence, last_sequence=last
-                        )
+                for response in findings():
+                    yield response
+                yield service_pb2.VerifyLedgerResponse(
+                    progress=ledger_pb2.VerifyProgress(
+                        verified_through=fetched[-1][0].sequence, last_sequence=last
                     )
-            await check_batch()
+                )
             latest = await sequencer.store.latest_checkpoint(tenant_id)
             verifier.finish(latest if request.to_sequence == 0 else None)
             if request.from_sequence == 0 and request.to_sequence == 0:

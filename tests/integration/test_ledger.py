@@ -29,7 +29,7 @@ from auditlog.ledger import (
 from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, service_pb2
 from auditlog_service.ledger import entries_of, pack_entries
 from auditlog_service.server import RunningServer
-from tests.conftest import token, unledgered
+from tests.conftest import sdk, serving, settings_for_test, token, unledgered
 
 TENANT = "acme"
 AUDITLOG = str(Path(sys.executable).with_name("auditlog"))
@@ -88,6 +88,27 @@ async def test_every_event_gets_one_place_in_a_gap_free_chain_that_verifies(
     assert report.ok, report.findings
     assert (report.first_sequence, report.last_sequence, report.events) == (1, 250, 250)
     assert report.checkpoints >= 1
+
+
+@pytest.mark.asyncio
+async def test_get_checkpoint_covers_every_acknowledged_event_after_concurrent_bursts(
+    mongodb_uri: str, database_name: str
+) -> None:
+    """Groups of one process commit concurrently, so their commits may land out of order (small
+    groups, several in flight, make that frequent): the head GetCheckpoint sequences to must
+    still hold every event acknowledged before it."""
+    settings = settings_for_test(
+        mongodb_uri, database_name, group_commit_max_events=3, group_commit_in_flight=4
+    )
+    acknowledged = 0
+    async with serving(settings) as server, sdk(f"127.0.0.1:{server.port}") as client:
+        for burst in range(12):
+            batches = [[general(n) for n in range(2 + (burst + writer) % 5)] for writer in range(8)]
+            responses = await asyncio.gather(*(client.log_events(batch) for batch in batches))
+            for response in responses:
+                assert all(r.WhichOneof("result") == "event" for r in response.results)
+            acknowledged += sum(len(batch) for batch in batches)
+            assert await head_of(client) == acknowledged, f"burst {burst}"
 
 
 @pytest.mark.asyncio
