@@ -324,6 +324,11 @@ class LedgerHead:
         return cls(tenant_id, hash=genesis_hash(tenant_id))
 
 
+def _once_each(writers: list[str]) -> list[str]:
+    """A writer listed twice (a registration retried after a lost answer) counts once."""
+    return list(dict.fromkeys(writers))
+
+
 class LedgerStore:
     """`_id` reads and unique inserts of the ledger's documents."""
 
@@ -446,7 +451,7 @@ class LedgerStore:
             and read_at is not None
             and time.monotonic() - read_at < WRITER_LIST_TTL_S
         ):
-            return list(dict.fromkeys(names))
+            return _once_each(names)
         self._writers_read_at[tenant_id] = time.monotonic()
         return await self._read_writers(tenant_id)
 
@@ -463,8 +468,7 @@ class LedgerStore:
                 break  # not yet readable: read again next time
             names.append(doc["w"])
         self._writer_counts[tenant_id] = len(names)
-        # A writer listed twice (a registration retried after a lost answer) counts once.
-        return list(dict.fromkeys(names))
+        return _once_each(names)
 
     async def tenants(self) -> list[str]:
         last = await self.last_number("~tl/", self._tenant_count)

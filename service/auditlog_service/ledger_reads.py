@@ -112,6 +112,14 @@ def with_ledger_fields(doc: Document, placed: Placed) -> audit_event_pb2.AuditEv
     return event
 
 
+def exported_event(placed: Placed, doc: Document | None) -> service_pb2.ExportedEvent:
+    """An entry with the event stored at its place, as export and verify compare them."""
+    item = service_pb2.ExportedEvent(entry=ledger_entry(placed))
+    if doc is not None:
+        item.event.CopyFrom(with_ledger_fields(doc, placed))
+    return item
+
+
 def recorded_event(placed: Placed) -> audit_event_pb2.AuditEvent | None:
     """The event as the ledger recorded it, with its positions (None for entries of older
     ledgers, which recorded field digests only)."""

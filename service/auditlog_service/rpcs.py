@@ -43,8 +43,7 @@ from .ledger_reads import (
     EntryFilter,
     LedgerReader,
     Placed,
-    ledger_entry,
-    with_ledger_fields,
+    exported_event,
 )
 from .ledger_tail import LedgerWatches
 from .retention import retention_seconds
@@ -716,9 +715,7 @@ class AuditLogRpcs:
 
             async for fetched in reader.fetched(selected(), as_stored=True):
                 for placed, doc in fetched:
-                    item = service_pb2.ExportedEvent(entry=ledger_entry(placed))
-                    if doc is not None:
-                        item.event.CopyFrom(with_ledger_fields(doc, placed))
+                    item = exported_event(placed, doc)
                     cursor = self._export_cursor(tenant_id, placed.sequence)
                     call.events_returned += 1
                     yield service_pb2.ExportEventsResponse(event=item, cursor=cursor)
@@ -801,9 +798,7 @@ class AuditLogRpcs:
             walk = reader.forward(tenant_id, first, last, head)
             async for fetched in reader.fetched(walk, as_stored=True):
                 for placed, doc in fetched:
-                    item = service_pb2.ExportedEvent(entry=ledger_entry(placed))
-                    if doc is not None:
-                        item.event.CopyFrom(with_ledger_fields(doc, placed))
+                    item = exported_event(placed, doc)
                     seen.add(placed.entry["e"])
                     verifier.event(item)
                     while checkpoints and checkpoints[0].ledger_sequence <= placed.sequence:
