@@ -389,8 +389,9 @@ async def part_idle(
         connections = established_connections(server.port)
         replayed = sum(t.last_sequence for t in tails)
         log(f"idle: {count} tails caught up in {caught_up_s:.1f} s on {connections} connections")
-        # The safety prober sleeps one full interval while it has no watches, so wait until its
-        # first round over these tails has begun: the window then shows the steady state.
+        # The safety prober (up to ea07ab8) sleeps one full interval while it has no watches, so
+        # wait until its first round over these tails has begun: the window then shows the
+        # steady state. (Later code probes within a second of the first watch.)
         steady_at = server_started + Settings().tail_safety_probe_interval_s + 2
         await asyncio.sleep(max(args.idle_settle, steady_at - time.perf_counter()))
         settled_s = time.perf_counter() - started - caught_up_s

@@ -295,7 +295,7 @@ async def idle_scenario(server: RunningServer, args: Any) -> dict[str, Any]:
     opened_at = time.perf_counter()
     async with tails_on(target, sessions, 20):
         after_writes = await counted_window(args.idle_seconds)
-        # The safety prober sleeps a full interval while it has no watches: wait for its round.
+        # The safety prober (up to ea07ab8) sleeps a full interval while it has no watches.
         steady = max(opened_at + server.settings.tail_safety_probe_interval_s, written_at + 60)
         await asyncio.sleep(max(0.0, steady + 2 - time.perf_counter()))
         later = await counted_window(args.idle_seconds)
@@ -378,7 +378,7 @@ async def breakdown_variant(
             await seed_sessions(server.target, sessions, tenant=tenant)
         sessions = sessions[:count]
         async with tails_on(server.target, sessions, 20, tenant=tenant, from_now=not seeded):
-            # The safety prober sleeps a full interval before its first round.
+            # The safety prober (up to ea07ab8) sleeps a full interval before its first round.
             probing = count and PROBE not in env
             steady = started + (PROBE_INTERVAL_S + 2 if probing else 2)
             await asyncio.sleep(max(0.0 if seeded else 2.0, steady - time.perf_counter()))
