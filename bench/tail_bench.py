@@ -14,6 +14,9 @@ processes, so that their CPU and memory can be read from /proc; this process is 
 
 Run: `.venv/bin/python -m bench.tail_bench` (defaults: 1,000,000 preloaded events, 30 s
 windows); while developing: `--preload 20000 --latency-seconds 5 --idle-seconds 5`.
+`--baseline <checkout>` runs parts 1 and 2 on another checkout's code (`git archive <commit>
+service clients/python/src` unpacked) and on this code, alternating for `--rounds` rounds,
+each run on a database of its own: a before/after comparison under the same load.
 """
 
 from __future__ import annotations
@@ -193,10 +196,10 @@ def established_connections(port: int) -> int:
 
 @contextlib.asynccontextmanager
 async def servers(
-    uri: str, database_name: str, log_dir: Path, *names: str
+    uri: str, database_name: str, log_dir: Path, *names: str, env: dict[str, str] | None = None
 ) -> AsyncIterator[list[ServerProcess]]:
     started = [
-        ServerProcess(uri, database_name, log_dir / f"server-{name}.log", *SERVER_ARGS)
+        ServerProcess(uri, database_name, log_dir / f"server-{name}.log", *SERVER_ARGS, env=env)
         for name in names
     ]
     try:
@@ -325,9 +328,14 @@ async def latency_case(
 
 
 async def part_latency(
-    uri: str, database_name: str, log_dir: Path, ferret_pid: int | None, args: Any
+    uri: str,
+    database_name: str,
+    log_dir: Path,
+    ferret_pid: int | None,
+    args: Any,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    async with servers(uri, database_name, log_dir, "a", "b") as (a, b):
+    async with servers(uri, database_name, log_dir, "a", "b", env=env) as (a, b):
         pids = {"server_a": a.pid, "server_b": b.pid, "database": ferret_pid, "bench": os.getpid()}
         same = await latency_case("same-process", a, a, args, pids)
         log(f"same process: {same['ack_to_receipt']}")
@@ -350,12 +358,17 @@ async def part_latency(
 
 
 async def part_idle(
-    uri: str, database_name: str, log_dir: Path, ferret_pid: int | None, args: Any
+    uri: str,
+    database_name: str,
+    log_dir: Path,
+    ferret_pid: int | None,
+    args: Any,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     count, channels = args.idle_tails, args.idle_channels
     sessions = [f"idle-{uuid.uuid4().hex[:6]}-{i:04d}" for i in range(count)]
     server_started = time.perf_counter()
-    async with servers(uri, database_name, log_dir, "idle") as (server,):
+    async with servers(uri, database_name, log_dir, "idle", env=env) as (server,):
         rss_started = rss_mb(server.pid)
         async with bench_client(server.target) as writer:
             events = [cobrowse_event(TENANT, s, k) for s in sessions for k in range(2)]
@@ -376,8 +389,9 @@ async def part_idle(
         connections = established_connections(server.port)
         replayed = sum(t.last_sequence for t in tails)
         log(f"idle: {count} tails caught up in {caught_up_s:.1f} s on {connections} connections")
-        # The safety prober sleeps one full interval while it has no watches, so wait until its
-        # first round over these tails has begun: the window then shows the steady state.
+        # The safety prober (up to ea07ab8) sleeps one full interval while it has no watches, so
+        # wait until its first round over these tails has begun: the window then shows the
+        # steady state. (Later code probes within a second of the first watch.)
         steady_at = server_started + Settings().tail_safety_probe_interval_s + 2
         await asyncio.sleep(max(args.idle_settle, steady_at - time.perf_counter()))
         settled_s = time.perf_counter() - started - caught_up_s
@@ -718,12 +732,131 @@ def markdown(data: dict[str, Any]) -> str:
             f"StreamEvents reaches {cobrowse.get('ratio_stream_to_raw_with_id_claims')} of it.",
             "",
         ]
+    if data.get("runs"):
+        lines += runs_markdown(data)
     if data.get("notes"):
         lines += ["## Notes", "", *[f"- {note}" for note in data["notes"]], ""]
     return "\n".join(lines)
 
 
 # ---- main ------------------------------------------------------------------------------------
+
+
+def baseline_path(checkout: str) -> str:
+    """The PYTHONPATH that runs `auditlog serve` with another checkout's service and SDK."""
+    base = Path(checkout).resolve()
+    return f"{base / 'service'}:{base / 'clients/python/src'}"
+
+
+async def baseline_runs(
+    uri: str,
+    database_name: str,
+    client: AsyncMongoClient[Document],
+    log_dir: Path,
+    ferret_pid: int | None,
+    args: Any,
+) -> list[dict[str, Any]]:
+    """Parts 1 and 2 (those asked for) with the baseline's code and this code, alternating
+    (--rounds rounds, each round in the other order than the last), each run on a database of
+    its own with its own preload, so that no run inherits another's ledger or sessions."""
+    codes = [("baseline", {"PYTHONPATH": baseline_path(args.baseline)}), ("this code", {})]
+    runs: list[dict[str, Any]] = []
+    for number in range(args.rounds):
+        for code, env in codes if number % 2 == 0 else codes[::-1]:
+            name = f"{database_name}_{len(runs)}"
+            await EventRepository(client, name, 1).ensure_indexes()
+            run: dict[str, Any] = {"round": number + 1, "code": code}
+            run["preload"] = await preload(client.get_database(name), args.preload, args.chunk)
+            log(f"round {number + 1}, {code}: preloaded {args.preload:,} events into {name}")
+            if "1" in args.parts:
+                run["latency"] = await part_latency(uri, name, log_dir, ferret_pid, args, env)
+            if "2" in args.parts:
+                run["idle"] = await part_idle(uri, name, log_dir, ferret_pid, args, env)
+            runs.append(run)
+            await client.drop_database(name)
+    return runs
+
+
+def runs_markdown(data: dict[str, Any]) -> list[str]:
+    """The baseline and this code, run after run, and the median of each."""
+    runs = data["runs"]
+    label = data.get("baseline_label") or data["baseline"]
+    lines = [
+        "## Baseline and this code, alternating",
+        "",
+        f"Baseline: {label} (`auditlog serve` with that checkout's service on its PYTHONPATH). "
+        "Each run on a database of its own, with its own preload; the order alternates from "
+        "round to round.",
+        "",
+    ]
+    codes = list(dict.fromkeys(run["code"] for run in runs))
+    if any("latency" in run for run in runs):
+        lines += [
+            "### 1. Writer's ack -> tail's receipt",
+            "",
+            "| round | code | same process p50 / p99 | across processes p50 / p99 | missing "
+            "| server A / B CPU |",
+            "|---:|---|---:|---:|---:|---|",
+        ]
+        for run in runs:
+            same, cross = run["latency"]["same_process"], run["latency"]["cross_process"]
+            a, c = same["ack_to_receipt"], cross["ack_to_receipt"]
+            lines.append(
+                f"| {run['round']} | {run['code']} | {a.get('p50_ms')} / {a.get('p99_ms')} ms | "
+                f"{c.get('p50_ms')} / {c.get('p99_ms')} ms | "
+                f"{same['missing_in_tails'] + cross['missing_in_tails']} | "
+                f"{same['cpu_percent_of_core'].get('server_a')} / "
+                f"{cross['cpu_percent_of_core'].get('server_b')} % |"
+            )
+        for code in codes:
+            mine = [run["latency"] for run in runs if run["code"] == code]
+            same_p99 = statistics.median(
+                r["same_process"]["ack_to_receipt"]["p99_ms"] for r in mine
+            )
+            cross_p99 = statistics.median(
+                r["cross_process"]["ack_to_receipt"]["p99_ms"] for r in mine
+            )
+            lines.append(f"| median | {code} | p99 {same_p99:g} ms | p99 {cross_p99:g} ms | | |")
+        lines.append("")
+    if any("idle" in run for run in runs):
+        tails = next(run["idle"]["tails"] for run in runs if "idle" in run)
+        lines += [
+            f"### 2. {tails:,} idle tails on one server process",
+            "",
+            "| round | code | server CPU | database CPU | server RSS end | client CPU "
+            "| heartbeats in window | tails alive |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for run in runs:
+            idle = run["idle"]
+            cpu = idle["cpu_percent_of_core"]
+            lines.append(
+                f"| {run['round']} | {run['code']} | {cpu['server']:g} % | "
+                f"{cpu.get('database', 'n/a')} % | {idle['rss_mb']['end']} MB | "
+                f"{cpu.get('bench', 0):g} % | {idle['heartbeats_received']:,} | "
+                f"{idle['tails_alive_at_end']:,} |"
+            )
+        for code in codes:
+            mine = [run["idle"] for run in runs if run["code"] == code]
+            server = statistics.median(r["cpu_percent_of_core"]["server"] for r in mine)
+            database = statistics.median(
+                r["cpu_percent_of_core"].get("database", 0.0) for r in mine
+            )
+            rss = statistics.median(r["rss_mb"]["end"] for r in mine)
+            lines.append(f"| median | {code} | {server:g} % | {database:g} % | {rss:g} MB | | | |")
+        lines += [
+            "",
+            f"Goals: server CPU <= {GOALS['idle_cpu_percent']:g} % of a core, server RSS <= "
+            f"{GOALS['idle_rss_mb']:g} MB. Each window {args_window(runs)} s, after the tails "
+            "caught up and the safety prober's first round began.",
+            "",
+        ]
+    return lines
+
+
+def args_window(runs: list[dict[str, Any]]) -> str:
+    windows = {run["idle"]["window_seconds"] for run in runs if "idle" in run}
+    return "/".join(f"{w:g}" for w in sorted(windows))
 
 
 async def main(args: Any, command: str) -> None:
@@ -743,11 +876,20 @@ async def main(args: Any, command: str) -> None:
         data["backend"] = backend
         client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True)
         try:
-            db = client.get_database(database_name)
-            await EventRepository(client, database_name, 1).ensure_indexes()
-            log(f"preloading {args.preload:,} events into {backend} ({uri}, {database_name})")
-            data["preload"] = await preload(db, args.preload, args.chunk)
-            log(f"preload done: {data['preload']}")
+            if args.baseline:
+                data["baseline"] = args.baseline
+                data["baseline_label"] = args.baseline_label
+                data["runs"] = await baseline_runs(
+                    uri, database_name, client, log_dir, ferret_pid, args
+                )
+                data["preload"] = data["runs"][-1]["preload"]
+                args.parts = ""
+            else:
+                db = client.get_database(database_name)
+                await EventRepository(client, database_name, 1).ensure_indexes()
+                log(f"preloading {args.preload:,} events into {backend} ({uri}, {database_name})")
+                data["preload"] = await preload(db, args.preload, args.chunk)
+                log(f"preload done: {data['preload']}")
             if "1" in args.parts:
                 data["latency"] = await part_latency(uri, database_name, log_dir, ferret_pid, args)
             if "2" in args.parts:
@@ -794,5 +936,13 @@ if __name__ == "__main__":
     parser.add_argument("--ingest-sessions", type=int, default=10)
     parser.add_argument("--output", default="tail_bench", help="bench/results/<output>.json/.md")
     parser.add_argument("--note", action="append", help="a line for the Notes section")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="a checkout of other code (its service/ and clients/python/src/, e.g. `git archive "
+        "<commit>` unpacked): parts 1 and 2 run on it and on this code, alternating",
+    )
+    parser.add_argument("--baseline-label", default="", help="what --baseline is, for the table")
+    parser.add_argument("--rounds", type=int, default=2, help="with --baseline: rounds")
     arguments = parser.parse_args()
     asyncio.run(main(arguments, " ".join(["python -m bench.tail_bench", *sys.argv[1:]])))

@@ -7,11 +7,15 @@ them (FerretDB's queueing included), and how many writes were in flight when eac
 1. the LogEvent write path alone (--rate events/s over --sessions sessions, no tails);
 2. the same with one tail per session on the writing server;
 3. the same with the tails on a second server (the tick streams wake them);
-4. --idle-tails idle tails: commands per second;
-5. an idle `auditlog serve` process's CPU: without tails, then with tails and heartbeats and
-   safety probes switched off and on through its environment;
+4. --idle-tails idle tails on sessions the server has just written (as tail_bench's part 2):
+   commands per second, by command and by the shape of the `_id` looked up (ledger block,
+   writer slot, commit, outbox, session slot, tick, ...), right after the writes and later;
+5. an idle `auditlog serve` process's CPU: without tails (ledger off and on, and just after
+   writes), then with tails and heartbeats and safety probes switched off and on through its
+   environment, and with the ledger off;
 6. the database alone: insert_one with 1, 4 and 16 concurrent writers, and find_one.
-Run: `.venv/bin/python -m bench.tail_db_commands [--seconds 10] [--idle-seconds 30]`.
+Run: `.venv/bin/python -m bench.tail_db_commands [--seconds 10] [--idle-seconds 30]`;
+`--only idle,breakdown --output <name>` runs some sections into bench/results/<name>.md.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from bench.common import (
 from bench.tail_bench import (
     TENANT,
     OwnConnectionClient,
+    baseline_path,
     drain,
     latency_summary,
     stop_tasks,
@@ -59,6 +64,33 @@ from bench.tail_bench import (
 
 WRITES = {"insert", "update", "delete", "findAndModify"}
 PROBE_INTERVAL_S = Settings().tail_safety_probe_interval_s
+
+
+# What an `_id` names (see ledger.py's layout and storage's slot ids), by its shape.
+LEDGER_ID_SHAPES = {
+    "~o": "outbox",
+    "w": "writer slot",
+    "b": "block",
+    "c": "commit",
+    "p": "placement",
+    "cp": "checkpoint",
+    "a": "anchor",
+}
+
+
+def id_shape(doc_id: str) -> str:
+    """A label for an `_id`: `~tl/<k>` (tenant list), `<T>/b/<n>` (block), `<T>/~o/<W>/<n>`
+    (outbox), `<T>/<S>/<slot>` (session slot), `<process>/<n>` (tick), ..."""
+    parts = doc_id.split("/")
+    if parts[0] in ("~t", "~tl"):
+        return "tenant list" if parts[0] == "~tl" else "tenant"
+    if len(parts) >= 3 and parts[1] in LEDGER_ID_SHAPES:
+        return LEDGER_ID_SHAPES[parts[1]]
+    if len(parts) == 3 and parts[2].isdigit():
+        return "session slot"
+    if len(parts) == 2 and parts[1].isdigit():
+        return "tick"
+    return "other"
 
 
 class CommandCounter(monitoring.CommandListener):
@@ -83,7 +115,10 @@ class CommandCounter(monitoring.CommandListener):
             return name
         shape = ""
         if name == "find":
-            shape = " {" + ",".join(sorted(command.get("filter", {}))) + "}"
+            query = command.get("filter", {})
+            shape = " {" + ",".join(sorted(query)) + "}"
+            if list(query) == ["_id"] and isinstance(query["_id"], str):
+                shape = " {_id: " + id_shape(query["_id"]) + "}"
         elif name in ("update", "delete"):
             key = "updates" if name == "update" else "deletes"
             first = (command.get(key) or [{}])[0]
@@ -173,11 +208,11 @@ async def write_load(
 
 @contextlib.asynccontextmanager
 async def tails_on(
-    target: str, sessions: list[str], channels: int, **kwargs: Any
+    target: str, sessions: list[str], channels: int, tenant: str = TENANT, **kwargs: Any
 ) -> AsyncIterator[list[Any]]:
     clients = [OwnConnectionClient(target, i) for i in range(channels)]
     tails = [
-        clients[i % channels].tail_session(TENANT, session, **kwargs)
+        clients[i % channels].tail_session(tenant, session, **kwargs)
         for i, session in enumerate(sessions)
     ]
     tasks = [asyncio.create_task(drain(tail)) for tail in tails]
@@ -221,25 +256,55 @@ async def write_scenario(
     return result
 
 
+async def seed_sessions(
+    target: str, sessions: list[str], per_session: int = 2, tenant: str = TENANT
+) -> None:
+    """Writes `per_session` events into each session through the server, as tail_bench's part 2
+    does: its tails then replay them, and the server has just written their tenant."""
+    async with bench_client(target) as writer:
+        events = [cobrowse_event(tenant, s, k) for s in sessions for k in range(per_session)]
+        for first in range(0, len(events), 500):
+            response = await writer.log_events(events[first : first + 500])
+            bad = [r for r in response.results if r.WhichOneof("result") != "event"]
+            if bad:
+                raise RuntimeError(f"seeding sessions failed: {bad[0]}")
+
+
+async def counted_window(seconds: float) -> dict[str, Any]:
+    COUNTER.reset()
+    meter = CpuMeter(PIDS)
+    meter.start()
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    cpu = meter.stop()
+    rows = COUNTER.report(elapsed, "per_second")
+    log(f"idle: {sum(r['count'] for r in rows) / elapsed:.1f} commands/s, cpu {cpu}")
+    return {"seconds": round(elapsed, 1), "commands": rows, "cpu_percent_of_core": cpu}
+
+
 async def idle_scenario(server: RunningServer, args: Any) -> dict[str, Any]:
+    """Idle tails as tail_bench's part 2 has them: sessions of 2 events written through the
+    server, tails from the beginning. Two windows: right after the writes (the ledger has just
+    sequenced their tenant), and once the safety prober's round has begun and the writes are
+    more than a minute old."""
     sessions = [f"idle-{uuid.uuid4().hex[:6]}-{i:04d}" for i in range(args.idle_tails)]
-    async with tails_on(f"127.0.0.1:{server.port}", sessions, 20, from_now=True):
-        # The safety prober sleeps a full interval while it has no watches: wait for its round.
-        await asyncio.sleep(server.settings.tail_safety_probe_interval_s + 2)
-        COUNTER.reset()
-        meter = CpuMeter(PIDS)
-        meter.start()
-        started = time.perf_counter()
-        await asyncio.sleep(args.idle_seconds)
-        seconds = time.perf_counter() - started
-        cpu = meter.stop()
-        rows = COUNTER.report(seconds, "per_second")
-    log(f"idle: {sum(r['count'] for r in rows) / seconds:.1f} commands/s, cpu {cpu}")
+    target = f"127.0.0.1:{server.port}"
+    await seed_sessions(target, sessions)
+    written_at = time.perf_counter()
+    opened_at = time.perf_counter()
+    async with tails_on(target, sessions, 20):
+        after_writes = await counted_window(args.idle_seconds)
+        # The safety prober (up to ea07ab8) sleeps a full interval while it has no watches.
+        steady = max(opened_at + server.settings.tail_safety_probe_interval_s, written_at + 60)
+        await asyncio.sleep(max(0.0, steady + 2 - time.perf_counter()))
+        later = await counted_window(args.idle_seconds)
     return {
         "tails": len(sessions),
-        "seconds": round(seconds, 1),
-        "commands": rows,
-        "cpu_percent_of_core": cpu,
+        "seconds": later["seconds"],
+        "commands": later["commands"],
+        "cpu_percent_of_core": later["cpu_percent_of_core"],
+        "after_writes": after_writes,
     }
 
 
@@ -248,38 +313,81 @@ PROBE = "AUDITLOG_TAIL_SAFETY_PROBE_INTERVAL_S"
 OFF = "1000000"
 
 
+LEDGER = "AUDITLOG_LEDGER"
+
+
 async def idle_breakdown(uri: str, database_name: str, args: Any) -> list[dict[str, Any]]:
-    """An idle `auditlog serve` process's CPU with its periodic work switched off bit by bit."""
+    """An idle `auditlog serve` process's CPU with its periodic work switched off bit by bit.
+
+    Variants "after writes" first write 2 events into each of --idle-tails sessions through
+    the server (the tails then replay them, as in tail_bench's part 2) and measure from the
+    moment the tails are caught up, within a minute of the writes; the others use sessions
+    that were never written."""
     tails = args.idle_tails
+    off = {HEARTBEAT: OFF, PROBE: OFF}
     variants = [
-        ("no tails: the process's own pollers only", 0, {}),
-        (f"{tails:,} tails, heartbeats and safety probes off", tails, {HEARTBEAT: OFF, PROBE: OFF}),
-        (f"{tails:,} tails, heartbeats on, safety probes off", tails, {PROBE: OFF}),
-        (f"{tails:,} tails, defaults (heartbeats and safety probes on)", tails, {}),
+        ("no tails, ledger off", 0, {LEDGER: "0"}, False),
+        ("no tails: the process's own pollers only", 0, {}, False),
+        (f"no tails, just after writing {2 * tails:,} events of one tenant", 0, {}, True),
+        (f"{tails:,} tails, heartbeats and safety probes off", tails, off, False),
+        (f"{tails:,} tails, heartbeats on, safety probes off", tails, {PROBE: OFF}, False),
+        (f"{tails:,} tails, defaults (heartbeats and safety probes on)", tails, {}, False),
+        (f"{tails:,} tails, defaults, ledger off", tails, {LEDGER: "0"}, False),
+        (f"{tails:,} tails after writes, heartbeats and safety probes off", tails, off, True),
     ]
+    if args.variants:
+        variants = [variants[int(k) - 1] for k in args.variants.split(",")]
+    codes: list[tuple[str, dict[str, str]]] = [("this code", {})]
+    if args.baseline:
+        # The same variant with the code of another checkout (e.g. `git archive <commit>`
+        # unpacked): its service and SDK folders first on the server's PYTHONPATH.
+        codes.append(("baseline", {"PYTHONPATH": baseline_path(args.baseline)}))
     rows = []
     with tempfile.TemporaryDirectory(prefix="auditlog-diag-") as tmp:
-        for label, count, env in variants:
-            server = ServerProcess(
-                uri, database_name, Path(tmp) / "server.log", "--write-concern", "1", env=env
-            )
-            try:
-                await server.wait_serving()
-                started = time.perf_counter()
-                sessions = [f"brk-{uuid.uuid4().hex[:6]}-{i:04d}" for i in range(count)]
-                async with tails_on(server.target, sessions, 20, from_now=True):
-                    # The safety prober sleeps a full interval before its first round.
-                    steady = started + (2 if PROBE in env or not count else PROBE_INTERVAL_S + 2)
-                    await asyncio.sleep(max(2.0, steady - time.perf_counter()))
-                    meter = CpuMeter({"server": server.pid, "database": PIDS.get("database")})
-                    meter.start()
-                    await asyncio.sleep(args.breakdown_seconds)
-                    cpu = meter.stop()
-                    rows.append({"variant": label, "cpu_percent_of_core": cpu})
-                    log(f"idle breakdown: {label}: {cpu}")
-            finally:
-                server.stop()
+        for number, (label, count, env, seeded) in enumerate(variants):
+            # Alternating which code goes first, so that a drift in the machine's load does not
+            # always favour the same one.
+            for code, code_env in codes if number % 2 else codes[::-1]:
+                cpu = await breakdown_variant(
+                    uri, f"{database_name}_{len(rows)}", Path(tmp), count, {**env, **code_env},
+                    seeded, args,
+                )  # fmt: skip
+                rows.append({"variant": label, "code": code, "cpu_percent_of_core": cpu})
+                log(f"idle breakdown: {label} ({code}): {cpu}")
     return rows
+
+
+async def breakdown_variant(
+    uri: str,
+    database_name: str,
+    tmp: Path,
+    count: int,
+    env: dict[str, str],
+    seeded: bool,
+    args: Any,
+) -> dict[str, float]:
+    """One server process (on a database of its own) with `count` idle tails: its CPU share
+    and the database's over --breakdown-seconds once steady."""
+    tenant = f"brk-{uuid.uuid4().hex[:6]}"
+    server = ServerProcess(uri, database_name, tmp / "server.log", "--write-concern", "1", env=env)
+    try:
+        await server.wait_serving()
+        started = time.perf_counter()
+        sessions = [f"s-{i:04d}" for i in range(args.idle_tails if seeded else count)]
+        if seeded:
+            await seed_sessions(server.target, sessions, tenant=tenant)
+        sessions = sessions[:count]
+        async with tails_on(server.target, sessions, 20, tenant=tenant, from_now=not seeded):
+            # The safety prober (up to ea07ab8) sleeps a full interval before its first round.
+            probing = count and PROBE not in env
+            steady = started + (PROBE_INTERVAL_S + 2 if probing else 2)
+            await asyncio.sleep(max(0.0 if seeded else 2.0, steady - time.perf_counter()))
+            meter = CpuMeter({"server": server.pid, "database": PIDS.get("database")})
+            meter.start()
+            await asyncio.sleep(args.breakdown_seconds)
+            return meter.stop()
+    finally:
+        server.stop()
 
 
 async def database_alone(uri: str) -> list[dict[str, Any]]:
@@ -345,6 +453,30 @@ async def database_alone(uri: str) -> list[dict[str, Any]]:
     return rows
 
 
+def breakdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per variant; with a baseline, its figures beside this code's."""
+    codes = list(dict.fromkeys(row.get("code", "this code") for row in rows))
+    by_variant: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        by_variant.setdefault(row["variant"], {})[row.get("code", "this code")] = row[
+            "cpu_percent_of_core"
+        ]
+    names = sorted(codes, key=lambda code: code != "baseline")
+    lines = [
+        "| variant | "
+        + " | ".join(f"server CPU ({c})" for c in names)
+        + " | "
+        + " | ".join(f"database CPU ({c})" for c in names)
+        + " |",
+        "|---|" + "---:|" * (2 * len(names)),
+    ]
+    for variant, cpu in by_variant.items():
+        servers = [f"{cpu[c].get('server')} %" if c in cpu else "" for c in names]
+        databases = [f"{cpu[c].get('database', 'n/a')} %" if c in cpu else "" for c in names]
+        lines.append(f"| {variant} | " + " | ".join(servers + databases) + " |")
+    return lines
+
+
 def command_table(rows: list[dict[str, Any]], unit: str) -> list[str]:
     lines = [
         f"| command | count | {unit.replace('_', ' ')} | p50 | p99 | max |",
@@ -370,7 +502,7 @@ def markdown(data: dict[str, Any]) -> str:
         f"{data['cpu_pressure_after']}.",
         "",
     ]
-    for scenario in data["write"]:
+    for scenario in data.get("write", []):
         ack, conc = scenario["send_to_ack"], scenario["write_concurrency"]
         lines += [
             f"## {scenario['scenario']}",
@@ -385,28 +517,59 @@ def markdown(data: dict[str, Any]) -> str:
             *command_table(scenario["commands"], "per_event"),
             "",
         ]
-    idle = data["idle"]
+    if "idle" in data:
+        idle = data["idle"]
+        lines += [
+            f"## {idle['tails']:,} idle tails",
+            "",
+            "Sessions of 2 events each written through the server, then one tail per session "
+            "from the beginning (as tail_bench's part 2); `find ... {_id: <shape>}` names what "
+            "an `_id` lookup read (block, writer slot, commit, outbox, session slot, tick, ...).",
+            "",
+        ]
+        after = idle.get("after_writes")
+        if after is not None:
+            lines += [
+                f"### Right after the writes ({after['seconds']:g} s from the tails' catch-up)",
+                "",
+                f"CPU (% of a core): {after['cpu_percent_of_core']}.",
+                "",
+                *command_table(after["commands"], "per_second"),
+                "",
+            ]
+        lines += [
+            f"### Steady ({idle['seconds']:g} s, the safety prober's round begun, the writes more "
+            "than a minute old)",
+            "",
+            f"CPU (% of a core): {idle['cpu_percent_of_core']}.",
+            "",
+            *command_table(idle["commands"], "per_second"),
+            "",
+        ]
+    if "idle_breakdown" in data:
+        lines += [
+            f"## An idle `auditlog serve` process, piece by piece ({data['breakdown_seconds']:g} "
+            "s windows)",
+            "",
+            "Periodic work switched off through the environment (AUDITLOG_TAIL_HEARTBEAT_"
+            "INTERVAL_S, AUDITLOG_TAIL_SAFETY_PROBE_INTERVAL_S = 1,000,000 s, AUDITLOG_LEDGER=0). "
+            '"After writes": 2 events in each session written through the server first, the '
+            "window starting when the tails are caught up (within a minute of the writes); the "
+            "other variants tail sessions never written. Each server runs on a database of its "
+            "own. CPU from /proc, % of one core."
+            + (
+                f" Baseline: {data['baseline_label'] or data['baseline']}, each variant run on "
+                "it and on this code one after the other (alternating which goes first)."
+                if data.get("baseline")
+                else ""
+            ),
+            "",
+            *breakdown_table(data["idle_breakdown"]),
+            "",
+        ]
+    if "database_alone" not in data:
+        return "\n".join(lines) + "\n"
     lines += [
-        f"## {idle['tails']:,} idle tails, {idle['seconds']:g} s",
-        "",
-        f"CPU (% of a core): {idle['cpu_percent_of_core']}.",
-        "",
-        *command_table(idle["commands"], "per_second"),
-        "",
-        f"## An idle `auditlog serve` process, piece by piece ({data['breakdown_seconds']:g} s "
-        "windows)",
-        "",
-        "Periodic work switched off through the environment (AUDITLOG_TAIL_HEARTBEAT_INTERVAL_S, "
-        "AUDITLOG_TAIL_SAFETY_PROBE_INTERVAL_S = 1,000,000 s); CPU from /proc, % of one core.",
-        "",
-        "| variant | server CPU | database CPU |",
-        "|---|---:|---:|",
-        *[
-            f"| {row['variant']} | {row['cpu_percent_of_core'].get('server')} % | "
-            f"{row['cpu_percent_of_core'].get('database', 'n/a')} % |"
-            for row in data["idle_breakdown"]
-        ],
-        "",
         "## The database alone: one-document commands, sequential and concurrent",
         "",
         "| command | concurrent | per second | database CPU per command | p50 | p99 | max |",
@@ -438,24 +601,30 @@ async def main(args: Any) -> None:
         "rate": args.rate,
         "sessions": args.sessions,
         "breakdown_seconds": args.breakdown_seconds,
+        "baseline": args.baseline,
+        "baseline_label": args.baseline_label,
     }
     with database_process() as (uri, backend, database_pid):
         data["backend"] = backend
         PIDS["database"] = database_pid
         name = f"bench_diag_{uuid.uuid4().hex[:8]}"
-        async with running_server(uri, name) as a, running_server(uri, name) as b:
-            data["write"] = [
-                await write_scenario("LogEvent only", a, None, args),
-                await write_scenario("LogEvent, tails on the same server", a, a, args),
-                await write_scenario("LogEvent on A, tails on B", a, b, args),
-            ]
-        async with running_server(uri, name) as server:
-            data["idle"] = await idle_scenario(server, args)
-        data["idle_breakdown"] = await idle_breakdown(uri, name, args)
-        data["database_alone"] = await database_alone(uri)
+        if "write" in args.only:
+            async with running_server(uri, name) as a, running_server(uri, name) as b:
+                data["write"] = [
+                    await write_scenario("LogEvent only", a, None, args),
+                    await write_scenario("LogEvent, tails on the same server", a, a, args),
+                    await write_scenario("LogEvent on A, tails on B", a, b, args),
+                ]
+        if "idle" in args.only:
+            async with running_server(uri, name) as server:
+                data["idle"] = await idle_scenario(server, args)
+        if "breakdown" in args.only:
+            data["idle_breakdown"] = await idle_breakdown(uri, name, args)
+        if "database" in args.only:
+            data["database_alone"] = await database_alone(uri)
     data["load_after"] = load_average()
     data["cpu_pressure_after"] = cpu_pressure()
-    write_result("tail_db_commands", data, markdown(data))
+    write_result(args.output, data, markdown(data))
 
 
 if __name__ == "__main__":
@@ -466,4 +635,21 @@ if __name__ == "__main__":
     parser.add_argument("--idle-tails", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--breakdown-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default={"write", "idle", "breakdown", "database"},
+        help="comma-separated sections: write, idle, breakdown, database (default: all)",
+    )
+    parser.add_argument("--output", default="tail_db_commands", help="bench/results/<output>")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="a checkout of other code (its service/ and clients/python/src/): each breakdown "
+        "variant also runs on it, alternating with this code",
+    )
+    parser.add_argument("--baseline-label", default="", help="what --baseline is, for the table")
+    parser.add_argument(
+        "--variants", default="", help="breakdown variants to run, by number (1-based), e.g. 3,8"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -5,8 +5,9 @@ A tick says "these sessions now reach these heads". A process writes ticks only 
 process reads every live process's next tick with one `_id` lookup per stream per poll: the idle
 cost of live tails is O(processes), not O(sessions). Ticks only wake pollers up; the session slots
 stay the truth. Each process also beats (a counter in its `tail_processes` document, every
-second); when a process's beat stops for a few seconds, or it says goodbye, every reader probes
-the sessions it follows, which covers the ticks a crashed writer never wrote, within seconds.
+second); when a process's beat stops for a few seconds, or it says goodbye, or its beat counts
+a tick it could not write, every reader probes the sessions it follows, which covers the ticks
+a crashed writer never wrote, within seconds.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class TickWriter(_StoppableLoops):
         self._next = 1
         self._cleaned_up_to = 1
         self._beat = 0
+        # Ticks this process could not write (in its beat: readers then probe their sessions).
+        self._dropped = 0
 
     def start(self) -> None:
         self._tasks = [
@@ -151,10 +154,11 @@ class TickWriter(_StoppableLoops):
                     if await self._pause(backoff):
                         return
                     backoff = min(backoff * 2, 2.0)
-                except PyMongoError as exc:
-                    # Not transient: drop this wake-up; the tails' safety probe still finds the
-                    # events, and the next tick is tried afresh.
+                except Exception as exc:
+                    # Not transient: drop this wake-up, and say so in the next beat, so that
+                    # every reader probes the sessions it follows; the next tick is tried afresh.
                     log.error("tick write rejected, dropped: %r", exc)
+                    self._dropped += 1
                     break
 
     async def _heartbeat_loop(self) -> None:
@@ -169,6 +173,7 @@ class TickWriter(_StoppableLoops):
                         "seen_at": now,
                         "next": self._next,
                         "beat": self._beat,
+                        "dropped": self._dropped,
                     },
                     upsert=True,
                 )
@@ -189,7 +194,8 @@ class TickReader(_StoppableLoops):
 
     A process whose beat stops for `dead_after_s` (by this reader's clock: the beat is a counter,
     so clocks need not agree), or whose document is gone, is reported to `process_gone`, and so
-    is a newly seen one: either may have written ticks this reader will never read.
+    is a newly seen one, and one whose beat counts a tick it could not write: each may have
+    written events whose ticks this reader will never read.
     """
 
     def __init__(
@@ -222,6 +228,8 @@ class TickReader(_StoppableLoops):
         self._positions: dict[str, int] = {}
         # process id -> (last beat seen, when this reader saw it change)
         self._beats: dict[str, tuple[int, float]] = {}
+        # process id -> ticks it reported dropped, when last seen
+        self._dropped: dict[str, int] = {}
         # Reading positions of processes taken for dead, in case they beat again.
         self._parked: dict[str, int] = {}
 
@@ -252,6 +260,12 @@ class TickReader(_StoppableLoops):
             elif now - last[1] > self._dead_after_s:
                 continue  # its beat stopped: dead, or cut off from the database
             live[process_id] = doc["next"]
+            dropped = doc.get("dropped", 0)
+            if dropped > self._dropped.setdefault(process_id, dropped):
+                self._dropped[process_id] = dropped
+                if process_id in self._positions and self._process_gone is not None:
+                    log.warning("process %s dropped a tick; probing its sessions", process_id)
+                    self._process_gone(process_id)
         for process_id, next_number in live.items():
             # This process's own ticks reach its tails directly, so its stream is not read.
             if process_id == self._own_process_id or process_id in self._positions:
@@ -280,6 +294,7 @@ class TickReader(_StoppableLoops):
                 if now - beat_seen > self._forget_after_s:
                     del self._beats[process_id]
                     self._parked.pop(process_id, None)
+                    self._dropped.pop(process_id, None)
 
     async def poll_once(self) -> bool:
         """Reads every new tick; True when there was at least one."""
@@ -310,6 +325,11 @@ class TickReader(_StoppableLoops):
                 found = await self.poll_once()
             except PyMongoError as exc:
                 log.warning("tick poll failed: %r", exc)
+                found = False
+            except Exception:
+                # Never the end of the loop: without it this process's tails would hear of
+                # other processes' writes from the safety probe only.
+                log.exception("tick poll failed")
                 found = False
             # Adaptive: quick after activity while tails wait here, else backing off to
             # max_interval_s (ticks then only keep this process's idea of session heads fresh).

@@ -339,6 +339,7 @@ class LedgerStore:
         self.events = events
         self._writer_counts: dict[str, int] = {}
         self._tenant_count = 0
+        self._tenant_names: list[str] = []  # the tenant list `~tl/<k>`, k = 1, 2, ... read so far
         self._registered: set[tuple[str, str]] = set()
         self._writer_names: dict[str, list[str]] = {}
         self._block_ranges: dict[str, dict[int, int]] = {}  # tenant -> block -> last sequence
@@ -471,10 +472,20 @@ class LedgerStore:
         return _once_each(names)
 
     async def tenants(self) -> list[str]:
-        last = await self.last_number("~tl/", self._tenant_count)
-        self._tenant_count = last
-        docs = await asyncio.gather(*(self.get(f"~tl/{number(k)}") for k in range(1, last + 1)))
-        return sorted({doc["t"] for doc in docs if doc is not None})
+        """Every tenant (the list only grows: what was read once is not read again, so a look
+        for new tenants is one lookup)."""
+        names = self._tenant_names
+        known = len(names)
+        last = await self.last_number("~tl/", known)
+        self._tenant_count = max(self._tenant_count, last)
+        docs = await asyncio.gather(
+            *(self.get(f"~tl/{number(k)}") for k in range(known + 1, last + 1))
+        )
+        for doc in docs:
+            if doc is None:
+                break  # not yet readable: read again next time
+            names.append(doc["t"])
+        return sorted(set(names))
 
     # ---- blocks ------------------------------------------------------------------------------
 
@@ -623,6 +634,28 @@ class Sequencer:
     def yielding(self, tenant_id: str) -> bool:
         """Whether another sequencer was seen writing this tenant's ledger a moment ago."""
         return time.monotonic() < self._yield_until.get(tenant_id, 0.0)
+
+    def waiting(self, tenant_id: str) -> bool:
+        """Whether a look at the tenant found an outbox (or a hole) past its known head whose
+        commit has not come: its writer is still writing it, or it is resolved after
+        COMMIT_WAIT_S. (An entry that a rival's block consumed meanwhile does not count.)"""
+        prefix = f"{tenant_id}/~o/"
+        head = self.heads.get(tenant_id)
+        consumed = head.consumed if head is not None else {}
+        for box in self._first_seen:
+            if box.startswith(prefix):
+                writer, n = box[len(prefix) :].rsplit("/", 1)
+                if int(n) > consumed.get(writer, 0):
+                    return True
+        return False
+
+    def checkpoint_due(self, tenant_id: str) -> float | None:
+        """When (time.monotonic()) the tenant's known head is due for a checkpoint by time, or
+        None when no checkpoint is due (its head signed, or not looked at here yet)."""
+        head, done = self.heads.get(tenant_id), self._checkpointed.get(tenant_id)
+        if head is None or done is None or head.sequence <= done[0]:
+            return None
+        return done[1] + self.checkpoint_interval_s
 
     def lock(self, tenant_id: str) -> asyncio.Lock:
         lock = self._locks.get(tenant_id)
@@ -911,8 +944,15 @@ class Sequencer:
 
 
 class LedgerWorker:
-    """Runs the sequencer in the background: at once for tenants this process just wrote, and
-    every `sweep_s` for every tenant (to merge the outboxes of writers that died)."""
+    """Runs the sequencer in the background: at once for tenants this process just wrote; again
+    every `interval_s` while a tenant's last pass left something to do (a rival sequencer at
+    work, an outbox whose commit has not come, a failure); and in sweeps of every tenant (to
+    merge the outboxes of writers that died, void their holes, and sign the checkpoint that
+    is due by time). A tenant is swept every `sweep_s` while it is active (written here in the
+    last minute, or found changed or unsettled); a sweep that finds it idle doubles its
+    interval, up to `idle_sweep_max_s`, and a checkpoint due by time brings its sweep forward.
+    So an idle process sends a lookup per `sweep_s` (for new tenants) and a few per tenant and
+    `idle_sweep_max_s`, not a poll per tenant it wrote lately."""
 
     def __init__(
         self,
@@ -921,15 +961,20 @@ class LedgerWorker:
         *,
         interval_s: float = 0.05,
         sweep_s: float = 5.0,
+        idle_sweep_max_s: float = 60.0,
     ) -> None:
         self._sequencer = sequencer
-        self._recently_written = recently_written  # () -> iterable of tenant ids
+        self._recently_written = recently_written  # (within_s) -> iterable of tenant ids
         self._interval_s = interval_s
         self._sweep_s = sweep_s
+        self._idle_sweep_max_s = idle_sweep_max_s
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._dirty: set[str] = set()
+        self._unsettled: set[str] = set()  # looked at again after interval_s
+        self._sweep_at: dict[str, float] = {}  # tenant -> when its next sweep is due (loop time)
+        self._sweep_every: dict[str, float] = {}  # tenant -> its sweep interval now
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -952,28 +997,68 @@ class LedgerWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def _timeout(self, now: float, listed_at: float) -> float:
+        if self._unsettled:
+            return self._interval_s
+        due = min([listed_at + self._sweep_s, *self._sweep_at.values()])
+        return min(max(due - now, 0.0), self._sweep_s)
+
+    def _schedule(self, tenant_id: str, now: float, *, swept: bool, active: bool) -> None:
+        """The tenant's next sweep: within `sweep_s` while active, later and later while idle,
+        and no later than its checkpoint by time. Only a sweep puts the next one later (a
+        tenant written without a pause is still swept every `sweep_s`: its holes are voided
+        only by sweeps)."""
+        every = self._sweep_s
+        if not active:
+            every = min(2 * self._sweep_every.get(tenant_id, self._sweep_s), self._idle_sweep_max_s)
+        self._sweep_every[tenant_id] = every
+        at = now + every
+        if not swept and tenant_id in self._sweep_at:
+            at = min(at, self._sweep_at[tenant_id])
+        due = self._sequencer.checkpoint_due(tenant_id)
+        if due is not None:  # on the monotonic clock, as the loop's time is
+            at = min(at, now + max(due - time.monotonic(), 0.0) + 0.01)
+        self._sweep_at[tenant_id] = at
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        swept_at = loop.time()
+        listed_at = loop.time()
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                await asyncio.wait_for(self._wake.wait(), self._timeout(loop.time(), listed_at))
             self._wake.clear()
-            tenants = set(self._dirty) | set(self._recently_written())
-            self._dirty.clear()
-            sweep = loop.time() - swept_at > self._sweep_s
-            if sweep:
-                swept_at = loop.time()
+            now = loop.time()
+            if now - listed_at >= self._sweep_s:
+                listed_at = now
                 with contextlib.suppress(PyMongoError):
-                    tenants |= set(await self._sequencer.store.tenants())
+                    for tenant_id in await self._sequencer.store.tenants():
+                        self._sweep_at.setdefault(tenant_id, now)
+            swept = {t for t, at in self._sweep_at.items() if at <= now}
+            tenants = self._dirty | self._unsettled | swept
+            self._dirty.clear()
+            self._unsettled.clear()
+            active = set(self._recently_written(60.0)) if swept else set()
             for tenant_id in sorted(tenants):
                 if self._stop.is_set():
                     return
                 if self._sequencer.yielding(tenant_id):
+                    self._unsettled.add(tenant_id)
                     continue
+                before = self._sequencer.heads.get(tenant_id)
                 try:
-                    await self._sequencer.sequence(tenant_id, probe_holes=sweep, defer=True)
+                    head = await self._sequencer.sequence(
+                        tenant_id, probe_holes=tenant_id in swept, defer=True
+                    )
+                    changed = before is None or head.block != before.block
+                    if self._sequencer.yielding(tenant_id) or self._sequencer.waiting(tenant_id):
+                        self._unsettled.add(tenant_id)
                 except PyMongoError as exc:
                     log.warning("sequencing %s failed, retrying: %r", tenant_id, exc)
+                    self._unsettled.add(tenant_id)
+                    changed = True
                 except Exception:
                     log.exception("sequencing %s failed", tenant_id)
+                    changed = True  # swept again within sweep_s
+                busy = changed or tenant_id in self._unsettled or tenant_id in active
+                if tenant_id in swept or tenant_id not in self._sweep_at or busy:
+                    self._schedule(tenant_id, loop.time(), swept=tenant_id in swept, active=busy)

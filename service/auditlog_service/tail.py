@@ -44,9 +44,14 @@ class TailSettings:
     heartbeat_interval_s: float = 10.0
     # A write to a client that does not read for this long ends its tail (RESOURCE_EXHAUSTED).
     slow_consumer_timeout_s: float = 10.0
-    # Each watch probes head+1 this often even without a wake-up: the safety net for a tick
-    # lost with a crashed writer. Rare, so slow: at 1,000 idle sessions this is 17 lookups/s.
+    # Each watch probes head+1 this often even without a wake-up: the last safety net for a
+    # tick that never came. (A writer that stops beating, and one that reports a tick it could
+    # not write, make every watch probe at once: see changefeed.py.)
     safety_probe_interval_s: float = 60.0
+    # ... but the prober sends no more than this many probes a second, whatever the number of
+    # watches: an idle process's cost stays a small fixed poll (at 1,000 idle sessions each is
+    # then probed every 500 s instead of 17 lookups/s).
+    safety_probes_per_s: float = 2.0
     max_batch_events: int = 256
     max_batch_bytes: int = 1024 * 1024
 
@@ -74,8 +79,11 @@ class SessionWatch:
         """Waits until the head passes `sequence`; False on timeout."""
         if self.head > sequence:
             return True
+        # asyncio.timeout, not wait_for: no task per wait (a thousand idle tails each time out
+        # once per heartbeat interval).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait()
         return self.head > sequence
 
 
@@ -142,17 +150,23 @@ class TailHub:
         watch.advance(head)
 
     async def _probe_loop(self) -> None:
-        interval = self.settings.safety_probe_interval_s
+        """Probes the watches one by one, round after round: spread over the interval (a
+        thousand idle sessions never probe in a burst) and never faster than
+        safety_probes_per_s. A round covers the watches at its start; new ones join the next."""
+        settings = self.settings
+        interval = settings.safety_probe_interval_s
+        gap = 1 / settings.safety_probes_per_s
+        round_: list[tuple[SessionKey, SessionWatch]] = []
         while True:
-            watches = list(self._watches.items())
-            if not watches:
-                await asyncio.sleep(interval)
-                continue
-            for key, watch in watches:
-                # Spread over the interval, so a thousand idle sessions never probe in a burst.
-                await asyncio.sleep(interval / len(watches))
-                if self._watches.get(key) is watch:
-                    await self._probe(key, watch)
+            if not round_:
+                round_ = list(self._watches.items())
+                if not round_:
+                    await asyncio.sleep(min(interval, 1.0))
+                    continue
+            key, watch = round_.pop()
+            await asyncio.sleep(max(interval / max(len(self._watches), 1), gap))
+            if self._watches.get(key) is watch:
+                await self._probe(key, watch)
 
     # ---- cursors -----------------------------------------------------------------------------
 
@@ -251,6 +265,8 @@ class TailHub:
         )
         caught_up = False
         settings = self.settings
+        # The last cursor made, by sequence: an idle tail's heartbeats all carry the same one.
+        cursor_at, cursor = -1, ""
         while True:
             if self.closing:
                 raise ShuttingDown("the server is shutting down; resume on another server")
@@ -302,9 +318,9 @@ class TailHub:
                     continue
                 heartbeat = service_pb2.TailHeartbeat(head_sequence=watch.head)
                 heartbeat.server_time.GetCurrentTime()
+                if cursor_at != sequence:
+                    cursor_at, cursor = sequence, self.encode_cursor(key, sequence)
                 yield (
-                    service_pb2.TailSessionResponse(
-                        heartbeat=heartbeat, cursor=self.encode_cursor(key, sequence)
-                    ),
+                    service_pb2.TailSessionResponse(heartbeat=heartbeat, cursor=cursor),
                     sequence,
                 )
