@@ -11,6 +11,7 @@ stored as canonical JSON text, because MongoDB-compatible servers differ in whic
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -55,7 +56,9 @@ def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
 
 
+@functools.lru_cache(maxsize=256)
 def datetime_to_millis(value: dt.datetime) -> int:
+    # Cached: a batch's events share one receive time, and the same times come back in reads.
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -206,10 +209,7 @@ class PreparedEvent:
     event: audit_event_pb2.AuditEvent
     spec: EventTypeSpec
     fingerprint: str
-
-    @property
-    def occur_time_given(self) -> bool:
-        return self.event.HasField("occur_time")
+    occur_time_given: bool
 
 
 class EventPreparer:
@@ -225,9 +225,15 @@ class EventPreparer:
     def __init__(self, secret: str) -> None:
         self._key = hashlib.sha256(b"auditlog input fingerprint\0" + secret.encode()).digest()
 
-    def prepare(self, incoming: audit_event_pb2.AuditEvent) -> PreparedEvent:
-        event = audit_event_pb2.AuditEvent()
-        event.CopyFrom(incoming)
+    def prepare(
+        self, incoming: audit_event_pb2.AuditEvent, *, owned: bool = False
+    ) -> PreparedEvent:
+        """`incoming` normalised; an `owned` message (nobody reads it afterwards) is normalised
+        in place rather than copied."""
+        event = incoming
+        if not owned:
+            event = audit_event_pb2.AuditEvent()
+            event.CopyFrom(incoming)
         # What the server does not know it cannot store, so it must not count either.
         event.DiscardUnknownFields()
         event.ClearField("receive_time")
@@ -263,25 +269,44 @@ class EventPreparer:
                     self._key, event.input.text.encode(), hashlib.sha256
                 ).digest()
                 event.input.text = INPUT_MASK
-        return PreparedEvent(event, spec, self._fingerprint(event, secret_digest))
+        given = event.HasField("occur_time")
+        return PreparedEvent(event, spec, self._fingerprint(event, secret_digest), given)
 
     @staticmethod
     def _fingerprint(event: audit_event_pb2.AuditEvent, secret_digest: bytes) -> str:
-        content = audit_event_pb2.AuditEvent()
-        content.CopyFrom(event)
-        content.ClearField("id")
-        content.ClearField("occur_time")
-        digest = hashlib.sha256(content.SerializeToString(deterministic=True))
+        # id and occur_time are taken out for the serialization and put back, which is
+        # cheaper than serializing a copy without them.
+        event_id = event.id
+        occur = event.occur_time
+        given = event.HasField("occur_time")
+        seconds, nanos = occur.seconds, occur.nanos
+        event.ClearField("id")
+        event.ClearField("occur_time")
+        digest = hashlib.sha256(event.SerializeToString(deterministic=True))
+        if event_id:
+            event.id = event_id
+        if given:
+            occur = event.occur_time
+            occur.SetInParent()
+            occur.seconds, occur.nanos = seconds, nanos
         digest.update(secret_digest)
         return digest.hexdigest()
 
 
 def stored_event(
-    prepared: PreparedEvent, *, event_id: str, receive_time: dt.datetime, sequence: int = 0
+    prepared: PreparedEvent,
+    *,
+    event_id: str,
+    receive_time: dt.datetime,
+    sequence: int = 0,
+    in_place: bool = False,
 ) -> audit_event_pb2.AuditEvent:
-    """The event as a later read returns it, built from what is at hand, not from a document."""
-    event = audit_event_pb2.AuditEvent()
-    event.CopyFrom(prepared.event)
+    """The event as a later read returns it, built from what is at hand, not from a document;
+    `in_place` turns the prepared event itself into it (when nothing needs it as it was)."""
+    event = prepared.event
+    if not in_place:
+        event = audit_event_pb2.AuditEvent()
+        event.CopyFrom(prepared.event)
     event.id = event_id
     event.event_type = prepared.spec.event_type  # type: ignore[assignment]
     datetime_to_timestamp(receive_time, event.receive_time)

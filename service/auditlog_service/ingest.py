@@ -27,11 +27,10 @@ from .storage import EventRepository, EventWrite, Outcome
 class PendingEvent:
     """An event on its way to the database; `outcome` resolves once the database answered."""
 
-    prepared: convert.PreparedEvent
     write: EventWrite
     outcome: asyncio.Future[Outcome]
-    # The event as stored, when the ledger's digest already needed it built.
-    stored: audit_event_pb2.AuditEvent | None = None
+    # The event as stored (the prepared event, completed in place once its document was built).
+    stored: audit_event_pb2.AuditEvent
 
     def stored_event(self, outcome: Outcome) -> audit_event_pb2.AuditEvent:
         """The event as stored: from what is at hand, or as read back for an earlier attempt."""
@@ -39,17 +38,9 @@ class PendingEvent:
             raise outcome
         if outcome.already_stored:
             return convert.from_document(outcome.doc)
-        doc = outcome.doc
-        if self.stored is not None:
-            if "sequence" in doc:
-                self.stored.sequence = doc["sequence"]
-            return self.stored
-        return convert.stored_event(
-            self.prepared,
-            event_id=doc["id"],
-            receive_time=doc["receive_time"],
-            sequence=doc.get("sequence", 0),
-        )
+        if "sequence" in outcome.doc:
+            self.stored.sequence = outcome.doc["sequence"]
+        return self.stored
 
 
 def _session_of(write: EventWrite) -> tuple[str, str] | None:
@@ -83,20 +74,22 @@ class EventWriter:
     def submit(
         self, event: audit_event_pb2.AuditEvent, receive_time: dt.datetime | None = None
     ) -> PendingEvent:
-        """Queue one validated event (received now, or with the batch it came in)."""
-        prepared = self._preparer.prepare(event)
+        """Queue one validated event (received now, or with the batch it came in). The writer
+        takes the message over: it is normalised and completed in place, not copied."""
+        prepared = self._preparer.prepare(event, owned=True)
         event_id = prepared.event.id or new_event_id()
         receive_time = receive_time or convert.now_millis()
         doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)
-        # The ledger's digests are of the event as stored, which does not depend on the
-        # session slot it will get (that goes into the chain beside the digest).
         write = EventWrite(doc, occur_time_given=prepared.occur_time_given)
-        stored = None
+        stored = convert.stored_event(
+            prepared, event_id=event_id, receive_time=receive_time, in_place=True
+        )
         if self._repository.ledger is not None:
-            stored = convert.stored_event(prepared, event_id=event_id, receive_time=receive_time)
+            # The ledger's digests are of the event as stored, which does not depend on the
+            # session slot it will get (that goes into the chain beside the digest).
             write.recorded = recorded_form(stored)
             write.digest = hashlib.sha256(write.recorded).digest()
-        return PendingEvent(prepared, write, self._committer.submit_nowait(write), stored)
+        return PendingEvent(write, self._committer.submit_nowait(write), stored)
 
     async def write(self, event: audit_event_pb2.AuditEvent) -> tuple[PendingEvent, Outcome]:
         pending = self.submit(event)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -440,6 +441,10 @@ async def serve(
     supervisor is gone: `supervisor_fd` is the read end of a pipe only the supervisor writes
     to, which reads as EOF once it has exited, however it ended."""
     running = await start_server(settings, worker=worker)
+    # What start-up built lives as long as the process; frozen, the collector stops walking it
+    # on every full collection (measured on the batch path: server CPU per event 112-117 ->
+    # 99-102 us; a higher young-generation threshold on top made no difference beyond noise).
+    gc.freeze()
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)

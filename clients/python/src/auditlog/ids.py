@@ -25,11 +25,27 @@ class UUID7Generator:
         self._lock = threading.Lock()
         self._millis = -1
         self._counter = 0
+        self._random = b""  # os.urandom bytes not used yet, taken 8 at a time
+        self._random_at = 0
+        # A child process must not reuse the parent's unused random bytes (equal ids).
+        os.register_at_fork(after_in_child=self._forget_random)
+
+    def _forget_random(self) -> None:
+        self._random, self._random_at = b"", 0
 
     def __call__(self) -> uuid.UUID:
+        return uuid.UUID(int=self.value())
+
+    def value(self) -> int:
+        """A new UUIDv7 as an integer (formatting it is the caller's choice)."""
         now = self._clock_ns() // 1_000_000
-        rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
         with self._lock:
+            # One system call per 512 ids: os.urandom per id was a fifth of an id's cost.
+            if self._random_at + 8 > len(self._random):
+                self._random, self._random_at = os.urandom(4096), 0
+            at = self._random_at
+            self._random_at = at + 8
+            rand_b = int.from_bytes(self._random[at : at + 8], "big") & ((1 << 62) - 1)
             if now > self._millis:
                 self._millis = now
                 self._counter = int.from_bytes(os.urandom(2), "big") & 0x7FF
@@ -44,7 +60,7 @@ class UUID7Generator:
         value |= counter << 64
         value |= 0b10 << 62  # RFC 9562 variant
         value |= rand_b
-        return uuid.UUID(int=value)
+        return value
 
 
 _GENERATOR = UUID7Generator()
@@ -66,4 +82,6 @@ def new_event_id() -> str:
     >>> len(new_event_id())
     36
     """
-    return str(uuid7())
+    # Formatted here rather than through uuid.UUID: a third of the cost.
+    digits = f"{_GENERATOR.value():032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
