@@ -57,6 +57,27 @@ def _odd_event(field: str) -> AuditEvent:
 
 
 @pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
+def test_preparing_in_place_gives_what_preparing_a_copy_gives(field: str) -> None:
+    incoming = _odd_event(field)
+    incoming.id = "client-chosen"
+    untouched = AuditEvent()
+    untouched.CopyFrom(incoming)
+    copied = PREPARER.prepare(incoming)
+    assert incoming == untouched  # not owned: left as it came
+    owned = PREPARER.prepare(incoming, owned=True)
+    assert owned.event is incoming
+    assert owned.event == copied.event  # id and occur_time back after the fingerprint
+    assert (owned.fingerprint, owned.occur_time_given) == (copied.fingerprint, True)
+    without_time = AuditEvent()
+    without_time.CopyFrom(untouched)
+    without_time.ClearField("occur_time")
+    prepared = PREPARER.prepare(without_time, owned=True)
+    assert not prepared.occur_time_given
+    assert not without_time.HasField("occur_time")
+    assert prepared.fingerprint == copied.fingerprint  # occur_time is not part of it
+
+
+@pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
 def test_the_event_built_from_what_is_at_hand_equals_a_later_read(field: str) -> None:
     event = _odd_event(field)
     prepared = PREPARER.prepare(event)

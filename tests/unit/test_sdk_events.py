@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 import uuid
 
@@ -40,6 +41,30 @@ def test_uuid7_sorts_in_creation_order_when_the_clock_stands_still_or_steps_back
     # The counter ran out in the first millisecond, so the timestamp moved on by itself.
     assert _millis(ids[0]) == 1_800_000_000_000
     assert _millis(ids[-1]) > _millis(ids[0])
+
+
+def test_a_forked_child_does_not_reuse_its_parents_random_bits() -> None:
+    generator = UUID7Generator()
+    generator()  # the parent has random bytes left over for later ids
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out without running the parent's cleanup
+        os.write(write_end, generator().bytes)
+        os._exit(0)
+    os.close(write_end)
+    child = uuid.UUID(bytes=os.read(read_end, 16))
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    parent = generator()
+    rand_b = (1 << 62) - 1
+    assert child.int & rand_b != parent.int & rand_b
+
+
+def test_new_event_id_is_the_canonical_text_of_a_uuid7() -> None:
+    ids = [new_event_id() for _ in range(2000)]
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 7 for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
 
 
 def test_every_payload_maps_to_its_oneof_field_and_category() -> None:
