@@ -488,9 +488,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose values are opaque tokens: base64url, so one in 64 starts with "-".
+_TOKEN_OPTIONS = ("--cursor",)
+
+
+def joined_token_values(argv: list[str]) -> list[str]:
+    """`--cursor X` as `--cursor=X`: argparse takes a value that starts with "-" for an option."""
+    joined: list[str] = []
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument in _TOKEN_OPTIONS:
+            value = next(arguments, None)
+            joined.append(argument if value is None else f"{argument}={value}")
+        else:
+            joined.append(argument)
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(joined_token_values(argv))
     # Set only in the processes a supervisor (workers.py) started.
     worker = os.environ.get(WORKER_ENV)
     supervisor_fd = os.environ.get(SUPERVISOR_FD_ENV)
