@@ -13,7 +13,8 @@ STEPS = {
     # Streams send 100 events per message, as the SDKs' stream helpers do under load.
     "ingest": ("bench.ingest --seconds 3 --stream-batch 100", "bench.ingest --stream-batch 100"),
     # Tail latency, 1,000 idle tails, streaming ingest; --full preloads 1,000,000 events. The
-    # idle window stays 30 s: a shorter one is all or nothing of the 60 s safety probe.
+    # idle window stays 30 s: long enough to hold a fair share of the periodic work (beats,
+    # tick reads, the safety prober's 2 probes a second, ledger sweeps every 5 s).
     "tail": (
         "bench.tail_bench --preload 20000 --latency-seconds 5 --output tail_bench_quick",
         "bench.tail_bench",
