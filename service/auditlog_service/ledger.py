@@ -665,6 +665,12 @@ class Sequencer:
 
     async def current(self, tenant_id: str) -> LedgerHead:
         head = await self.store.head(tenant_id, self.heads.get(tenant_id))
+        # Not under the tenant's lock: a block this process wrote while the read was out is
+        # newer than what the read found, and a head must never move back (a tail that has
+        # heard of the block would wait for its cache to catch up).
+        latest = self.heads.get(tenant_id)
+        if latest is not None and latest.block > head.block:
+            return latest
         self.heads[tenant_id] = head
         return head
 

@@ -162,10 +162,15 @@ class LedgerWatches:
                     enums_pb2.ERROR_REASON_TOKEN_EXPIRED,
                 )
             if sequence < watch.head:
-                head = self._sequencer.heads.get(tenant_id) or await self._sequencer.current(
-                    tenant_id
-                )
+                head = self._sequencer.heads.get(tenant_id)
+                if head is None or head.sequence <= sequence:
+                    head = await self._sequencer.current(tenant_id)
                 last = min(watch.head, sequence + settings.max_batch_events, head.sequence)
+                if last <= sequence:
+                    # The watch heard of entries the ledger does not show yet: wait for the
+                    # next look instead of asking again at once (that would never yield).
+                    await watch.wait_beyond(watch.head, POLL_S)
+                    continue
                 placed = [
                     p
                     async for p in reader.forward(tenant_id, sequence + 1, last, head)

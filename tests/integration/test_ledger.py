@@ -339,6 +339,59 @@ async def test_tail_events_follows_the_whole_tenant_and_resumes_from_its_cursor(
 
 
 @pytest.mark.asyncio
+async def test_a_head_read_while_a_block_lands_does_not_move_the_cached_head_back(
+    server: RunningServer, client: AuditLogClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await seed(client, 10)
+    assert await head_of(client) == 10
+    sequencer = server.sequencer
+    real_head = sequencer.store.head
+
+    async def head_then_a_block_lands(tenant_id: str, known: Any = None) -> Any:
+        found = await real_head(tenant_id, known)  # the head before the block
+        monkeypatch.setattr(sequencer.store, "head", real_head)
+        await seed(client, 6)
+        await sequencer.sequence(TENANT)  # the block lands while the read is out
+        return found
+
+    monkeypatch.setattr(sequencer.store, "head", head_then_a_block_lands)
+    head = await sequencer.current(TENANT)
+    assert head.sequence == 16
+    assert sequencer.heads[TENANT].sequence == 16
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_a_tenant_tail_reads_on_when_its_process_cached_an_older_head(
+    server: RunningServer, client: AuditLogClient
+) -> None:
+    """A tail that heard of a block while the process's cached head is older (a head read that
+    raced the block) reads the head again: before the fix it asked the stale cache in a loop
+    that never yielded, and the whole process stopped answering."""
+    await seed(client, 10)
+    assert await head_of(client) == 10
+    sequencer = server.sequencer
+    stale = sequencer.heads[TENANT]
+    tell_the_tails = sequencer.on_block
+
+    def block_then_an_older_head_cached(tenant_id: str, head: Any) -> None:
+        tell_the_tails(tenant_id, head)
+        sequencer.heads[tenant_id] = stale
+
+    sequencer.on_block = block_then_an_older_head_cached
+    tail = client.tail_events(TENANT)
+    seen: list[int] = []
+    async for event in tail:
+        seen.append(event.ledger_sequence)
+        if event.ledger_sequence == 10:
+            await seed(client, 5)
+            await head_of(client)  # sequences the 5: the tail hears of their block
+        if event.ledger_sequence == 15:
+            break
+    assert seen == list(range(1, 16))
+
+
+@pytest.mark.asyncio
 async def test_retention_cuts_old_events_behind_a_signed_anchor_and_the_rest_verifies(
     server: RunningServer, client: AuditLogClient, db: Any
 ) -> None:
