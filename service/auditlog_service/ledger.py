@@ -628,6 +628,7 @@ class Sequencer:
         self._yield_until: dict[str, float] = {}  # tenant -> when to sequence it in the background
         self._rivals: set[str] = set()  # tenants another sequencer was seen writing lately
         self._checkpointed: dict[str, tuple[int, float]] = {}
+        self._checkpoint_numbers: dict[str, int] = {}  # tenant -> its last checkpoint's number here
         self.on_block: Any = None  # called with (tenant, head) after a block is written here
         self.stats: dict[str, int] = {"blocks": 0, "entries": 0, "lost": 0, "repairs": 0}
 
@@ -945,7 +946,13 @@ class Sequencer:
         checkpoint = self.signer.checkpoint(
             tenant_id, head.sequence, head.hash, convert.now_millis()
         )
-        await self.store.append(f"{tenant_id}/cp/", checkpoint_doc(checkpoint))
+        # From the number of this process's last checkpoint: from 0, every append first failed
+        # on checkpoint 1 and then probed O(log k) _ids for the next free number.
+        self._checkpoint_numbers[tenant_id] = await self.store.append(
+            f"{tenant_id}/cp/",
+            checkpoint_doc(checkpoint),
+            self._checkpoint_numbers.get(tenant_id, 0),
+        )
         self._checkpointed[tenant_id] = (head.sequence, now)
 
 
