@@ -64,6 +64,8 @@ NUMBER_DIGITS = 12
 MAX_BLOCK_ENTRIES = 500
 # An outbox whose commit has not come for this long is resolved from the events themselves.
 COMMIT_WAIT_S = 10.0
+# Checkpoints read at once when an export or verification collects those of a range.
+CHECKPOINT_READS = 64
 # Commits kept from one block's reads for the next (more are dropped: re-read when needed).
 MAX_READ_AHEAD = 1024
 # A writer's commits read at once after the one a sequencer needs.
@@ -544,28 +546,54 @@ class LedgerStore:
     async def latest_checkpoint(
         self, tenant_id: str, at_sequence: int = 0
     ) -> ledger_pb2.Checkpoint | None:
+        """The last checkpoint, or one at or before `at_sequence` (a binary search: checkpoints
+        are numbered about in the order of their sequences; replicas signing at once may swap
+        neighbours, and then the one found may be the earlier of the two)."""
         last = await self.last_number(f"{tenant_id}/cp/")
-        k = last
-        while k > 0:
-            doc = await self.get(checkpoint_id(tenant_id, k))
-            if doc is None:
-                return None
-            if not at_sequence or doc["seq"] <= at_sequence:
-                return checkpoint_of(doc)
-            k -= 1
-        return None
+        if last == 0:
+            return None
+        doc = await self.get(checkpoint_id(tenant_id, last))
+        if doc is None or not at_sequence or doc["seq"] <= at_sequence:
+            return None if doc is None else checkpoint_of(doc)
+        k = await self._first_checkpoint_past(tenant_id, at_sequence, last)
+        doc = await self.get(checkpoint_id(tenant_id, k - 1)) if k > 1 else None
+        return None if doc is None else checkpoint_of(doc)
 
     async def checkpoints_between(
         self, tenant_id: str, first: int, last: int
     ) -> list[ledger_pb2.Checkpoint]:
         """Checkpoints with first <= sequence <= last, oldest first."""
         count = await self.last_number(f"{tenant_id}/cp/")
-        docs = await asyncio.gather(
-            *(self.get(checkpoint_id(tenant_id, k)) for k in range(1, count + 1))
-        )
-        return [
-            checkpoint_of(doc) for doc in docs if doc is not None and first <= doc["seq"] <= last
-        ]
+        k = await self._first_checkpoint_past(tenant_id, first - 1, count)
+        found: list[ledger_pb2.Checkpoint] = []
+        for start in range(k, count + 1, CHECKPOINT_READS):
+            numbers = range(start, min(start + CHECKPOINT_READS, count + 1))
+            docs = [
+                doc
+                for doc in await asyncio.gather(
+                    *(self.get(checkpoint_id(tenant_id, n)) for n in numbers)
+                )
+                if doc is not None
+            ]
+            found += [checkpoint_of(doc) for doc in docs if first <= doc["seq"] <= last]
+            # Replicas append their checkpoints as they sign them, so neighbours may be out of
+            # order: the reading stops after a whole read past `last`, not at the first.
+            if all(doc["seq"] > last for doc in docs):
+                break
+        return sorted(found, key=lambda checkpoint: checkpoint.ledger_sequence)
+
+    async def _first_checkpoint_past(self, tenant_id: str, sequence: int, count: int) -> int:
+        """The number of the first of checkpoints 1..count whose sequence is past `sequence`
+        (count + 1 when none is)."""
+        low, high = 1, count + 1
+        while low < high:
+            mid = (low + high) // 2
+            doc = await self.get(checkpoint_id(tenant_id, mid))
+            if doc is not None and doc["seq"] <= sequence:
+                low = mid + 1
+            else:
+                high = mid
+        return low
 
     async def latest_anchor(self, tenant_id: str) -> ledger_pb2.RetentionAnchor | None:
         last = await self.last_number(f"{tenant_id}/a/")

@@ -339,6 +339,31 @@ async def test_tail_events_follows_the_whole_tenant_and_resumes_from_its_cursor(
 
 
 @pytest.mark.asyncio
+async def test_checkpoints_are_found_at_any_sequence_and_in_any_range(
+    server: RunningServer, client: AuditLogClient
+) -> None:
+    server.sequencer.checkpoint_every = 1  # a signed checkpoint for each block
+    for _ in range(9):
+        await seed(client, 7)
+        await head_of(client)  # one block per batch of 7
+    store = server.sequencer.store
+    every = await store.checkpoints_between(TENANT, 1, 63)
+    signed = [c.ledger_sequence for c in every]
+    assert signed == sorted(signed)
+    assert signed[-1] == 63
+    assert len(signed) >= 9
+    for at in [1, 6, 7, 8, 20, 62, 63, 64]:
+        answer = await client.stub.GetCheckpoint(
+            service_pb2.GetCheckpointRequest(tenant_id=TENANT, at_sequence=at)
+        )
+        expected = max((s for s in signed if s <= at), default=0)
+        assert answer.checkpoint.ledger_sequence == expected, at
+    for first, last in [(1, 63), (8, 8), (8, 20), (21, 27), (60, 100), (64, 80)]:
+        between = await store.checkpoints_between(TENANT, first, last)
+        assert [c.ledger_sequence for c in between] == [s for s in signed if first <= s <= last]
+
+
+@pytest.mark.asyncio
 async def test_a_head_read_while_a_block_lands_does_not_move_the_cached_head_back(
     server: RunningServer, client: AuditLogClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
