@@ -64,6 +64,8 @@ MAX_EXAMINED = 5000
 MAX_EXAMINE_S = 0.3
 # Responses stay below the 4 MiB that gRPC clients accept by default, with room for the envelope.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+# An ExportEvents batch ends once its events reach this size (well below what clients accept).
+MAX_EXPORT_BATCH_BYTES = 1024 * 1024
 # The tag and length prefix of one repeated message field, at most.
 _FRAMING_BYTES = 6
 # The longest `_id` a page token may point at: "<tenant>/<session>/<sequence>".
@@ -713,16 +715,36 @@ class AuditLogRpcs:
                     if wanted.everything or wanted.matches(placed.entry["x"]):
                         yield placed
 
+            per_message = request.events_per_message
+            batch = service_pb2.ExportEventsResponse()
+            batch_bytes = 0
             async for fetched in reader.fetched(selected(), as_stored=True):
                 for placed, doc in fetched:
                     item = exported_event(placed, doc)
                     cursor = self._export_cursor(tenant_id, placed.sequence)
                     call.events_returned += 1
-                    yield service_pb2.ExportEventsResponse(event=item, cursor=cursor)
+                    if per_message <= 1:
+                        yield service_pb2.ExportEventsResponse(event=item, cursor=cursor)
+                    else:
+                        item.cursor = batch.cursor = cursor
+                        batch.batch.events.append(item)
+                        batch_bytes += item.ByteSize()
+                        if (
+                            len(batch.batch.events) >= per_message
+                            or batch_bytes >= MAX_EXPORT_BATCH_BYTES
+                            or (checkpoints and checkpoints[0].ledger_sequence <= placed.sequence)
+                        ):
+                            yield batch
+                            batch, batch_bytes = service_pb2.ExportEventsResponse(), 0
                     while checkpoints and checkpoints[0].ledger_sequence <= placed.sequence:
                         yield service_pb2.ExportEventsResponse(
                             checkpoint=checkpoints.pop(0), cursor=cursor
                         )
+                # A batch ends with each read of the ledger, so that a slow read never holds
+                # back events already read.
+                if batch.batch.events:
+                    yield batch
+                    batch, batch_bytes = service_pb2.ExportEventsResponse(), 0
 
     def _export_cursor(self, tenant_id: str, sequence: int) -> str:
         return self._signer.encode(EXPORT_CURSOR_PURPOSE, {"t": tenant_id, "s": sequence})

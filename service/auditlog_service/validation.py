@@ -437,6 +437,10 @@ def validate_tenant_request(tenant_id: str, limits: Limits) -> list[FieldViolati
     return c.violations
 
 
+# The most events one ExportEvents response carries (a reader of the ledger reads 1,000 at once).
+MAX_EXPORT_EVENTS_PER_MESSAGE = 1_000
+
+
 def validate_export_request(
     request: service_pb2.ExportEventsRequest, limits: Limits
 ) -> list[FieldViolation]:
@@ -448,6 +452,11 @@ def validate_export_request(
         c.add("to_sequence", "must not be negative")
     if request.from_sequence < 0:
         c.add("from_sequence", "must not be negative")
+    if not 0 <= request.events_per_message <= MAX_EXPORT_EVENTS_PER_MESSAGE:
+        c.add(
+            "events_per_message",
+            f"must be between 0 and {MAX_EXPORT_EVENTS_PER_MESSAGE:,}",
+        )
     return c.violations
 
 

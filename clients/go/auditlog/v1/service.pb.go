@@ -1569,9 +1569,14 @@ type ExportEventsRequest struct {
 	// Stop after this ledger sequence (0: at the head when the export started).
 	ToSequence int64 `protobuf:"varint,4,opt,name=to_sequence,json=toSequence,proto3" json:"to_sequence,omitempty"`
 	// Start at this ledger sequence when no cursor is given (0: the ledger's start).
-	FromSequence  int64 `protobuf:"varint,5,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FromSequence int64 `protobuf:"varint,5,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	// Send up to this many events per response, as a `batch` (at most 1,000; a batch also ends
+	// before a checkpoint, at the end of each read of the ledger, and before 1 MiB). 0 or 1: one
+	// `event` per response. Each message costs the server and the client far more than an event
+	// in it, so exports and verifications of many events should ask for batches.
+	EventsPerMessage int32 `protobuf:"varint,6,opt,name=events_per_message,json=eventsPerMessage,proto3" json:"events_per_message,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ExportEventsRequest) Reset() {
@@ -1639,6 +1644,13 @@ func (x *ExportEventsRequest) GetFromSequence() int64 {
 	return 0
 }
 
+func (x *ExportEventsRequest) GetEventsPerMessage() int32 {
+	if x != nil {
+		return x.EventsPerMessage
+	}
+	return 0
+}
+
 // ExportEventsResponse is one item of an export.
 type ExportEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1649,8 +1661,10 @@ type ExportEventsResponse struct {
 	//	*ExportEventsResponse_Event
 	//	*ExportEventsResponse_Checkpoint
 	//	*ExportEventsResponse_Anchor
+	//	*ExportEventsResponse_Batch
 	Item isExportEventsResponse_Item `protobuf_oneof:"item"`
-	// Resume cursor: a new export with it continues right after this item.
+	// Resume cursor: a new export with it continues right after this item (after a batch's last
+	// event).
 	Cursor        string `protobuf:"bytes,10,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1720,6 +1734,15 @@ func (x *ExportEventsResponse) GetAnchor() *RetentionAnchor {
 	return nil
 }
 
+func (x *ExportEventsResponse) GetBatch() *ExportedEventBatch {
+	if x != nil {
+		if x, ok := x.Item.(*ExportEventsResponse_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 func (x *ExportEventsResponse) GetCursor() string {
 	if x != nil {
 		return x.Cursor
@@ -1746,11 +1769,64 @@ type ExportEventsResponse_Anchor struct {
 	Anchor *RetentionAnchor `protobuf:"bytes,3,opt,name=anchor,proto3,oneof"`
 }
 
+type ExportEventsResponse_Batch struct {
+	// Consecutive events of the ledger, when the request asked for `events_per_message`.
+	Batch *ExportedEventBatch `protobuf:"bytes,4,opt,name=batch,proto3,oneof"`
+}
+
 func (*ExportEventsResponse_Event) isExportEventsResponse_Item() {}
 
 func (*ExportEventsResponse_Checkpoint) isExportEventsResponse_Item() {}
 
 func (*ExportEventsResponse_Anchor) isExportEventsResponse_Item() {}
+
+func (*ExportEventsResponse_Batch) isExportEventsResponse_Item() {}
+
+// ExportedEventBatch is consecutive exported events, each with its own resume cursor.
+type ExportedEventBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, in ledger order.
+	Events        []*ExportedEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportedEventBatch) Reset() {
+	*x = ExportedEventBatch{}
+	mi := &file_auditlog_v1_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportedEventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportedEventBatch) ProtoMessage() {}
+
+func (x *ExportedEventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_auditlog_v1_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportedEventBatch.ProtoReflect.Descriptor instead.
+func (*ExportedEventBatch) Descriptor() ([]byte, []int) {
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ExportedEventBatch) GetEvents() []*ExportedEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
 
 // ExportedEvent is an event with what the ledger recorded of it.
 type ExportedEvent struct {
@@ -1759,14 +1835,17 @@ type ExportedEvent struct {
 	// names an event that is no longer stored.
 	Event *AuditEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	// What the ledger recorded of it.
-	Entry         *LedgerEntry `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	Entry *LedgerEntry `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	// In a batch: the resume cursor right after this event (a single `event` item carries it
+	// in ExportEventsResponse.cursor instead).
+	Cursor        string `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExportedEvent) Reset() {
 	*x = ExportedEvent{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[23]
+	mi := &file_auditlog_v1_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1857,7 @@ func (x *ExportedEvent) String() string {
 func (*ExportedEvent) ProtoMessage() {}
 
 func (x *ExportedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[23]
+	mi := &file_auditlog_v1_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1870,7 @@ func (x *ExportedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportedEvent.ProtoReflect.Descriptor instead.
 func (*ExportedEvent) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{23}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExportedEvent) GetEvent() *AuditEvent {
@@ -1808,6 +1887,13 @@ func (x *ExportedEvent) GetEntry() *LedgerEntry {
 	return nil
 }
 
+func (x *ExportedEvent) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
 // GetCheckpointRequest asks for a signed checkpoint of a tenant's ledger.
 type GetCheckpointRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1821,7 +1907,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[24]
+	mi := &file_auditlog_v1_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +1919,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[24]
+	mi := &file_auditlog_v1_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +1932,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{24}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCheckpointRequest) GetTenantId() string {
@@ -1878,7 +1964,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[25]
+	mi := &file_auditlog_v1_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +1976,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[25]
+	mi := &file_auditlog_v1_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +1989,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{25}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() *Checkpoint {
@@ -1936,7 +2022,7 @@ type GetVerificationKeysRequest struct {
 
 func (x *GetVerificationKeysRequest) Reset() {
 	*x = GetVerificationKeysRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[26]
+	mi := &file_auditlog_v1_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2034,7 @@ func (x *GetVerificationKeysRequest) String() string {
 func (*GetVerificationKeysRequest) ProtoMessage() {}
 
 func (x *GetVerificationKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[26]
+	mi := &file_auditlog_v1_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2047,7 @@ func (x *GetVerificationKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerificationKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetVerificationKeysRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{26}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{27}
 }
 
 // GetVerificationKeysResponse lists the public keys.
@@ -1975,7 +2061,7 @@ type GetVerificationKeysResponse struct {
 
 func (x *GetVerificationKeysResponse) Reset() {
 	*x = GetVerificationKeysResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[27]
+	mi := &file_auditlog_v1_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2073,7 @@ func (x *GetVerificationKeysResponse) String() string {
 func (*GetVerificationKeysResponse) ProtoMessage() {}
 
 func (x *GetVerificationKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[27]
+	mi := &file_auditlog_v1_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2086,7 @@ func (x *GetVerificationKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVerificationKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetVerificationKeysResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{27}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetVerificationKeysResponse) GetKeys() []*VerificationKey {
@@ -2025,7 +2111,7 @@ type VerifyLedgerRequest struct {
 
 func (x *VerifyLedgerRequest) Reset() {
 	*x = VerifyLedgerRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[28]
+	mi := &file_auditlog_v1_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2123,7 @@ func (x *VerifyLedgerRequest) String() string {
 func (*VerifyLedgerRequest) ProtoMessage() {}
 
 func (x *VerifyLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[28]
+	mi := &file_auditlog_v1_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2136,7 @@ func (x *VerifyLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyLedgerRequest.ProtoReflect.Descriptor instead.
 func (*VerifyLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{28}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *VerifyLedgerRequest) GetTenantId() string {
@@ -2091,7 +2177,7 @@ type VerifyLedgerResponse struct {
 
 func (x *VerifyLedgerResponse) Reset() {
 	*x = VerifyLedgerResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[29]
+	mi := &file_auditlog_v1_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2103,7 +2189,7 @@ func (x *VerifyLedgerResponse) String() string {
 func (*VerifyLedgerResponse) ProtoMessage() {}
 
 func (x *VerifyLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[29]
+	mi := &file_auditlog_v1_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2116,7 +2202,7 @@ func (x *VerifyLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyLedgerResponse.ProtoReflect.Descriptor instead.
 func (*VerifyLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{29}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VerifyLedgerResponse) GetKind() isVerifyLedgerResponse_Kind {
@@ -2191,7 +2277,7 @@ type SetRetentionRequest struct {
 
 func (x *SetRetentionRequest) Reset() {
 	*x = SetRetentionRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[30]
+	mi := &file_auditlog_v1_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2289,7 @@ func (x *SetRetentionRequest) String() string {
 func (*SetRetentionRequest) ProtoMessage() {}
 
 func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[30]
+	mi := &file_auditlog_v1_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2302,7 @@ func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{30}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetRetentionRequest) GetTenantId() string {
@@ -2244,7 +2330,7 @@ type SetRetentionResponse struct {
 
 func (x *SetRetentionResponse) Reset() {
 	*x = SetRetentionResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[31]
+	mi := &file_auditlog_v1_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2342,7 @@ func (x *SetRetentionResponse) String() string {
 func (*SetRetentionResponse) ProtoMessage() {}
 
 func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[31]
+	mi := &file_auditlog_v1_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2355,7 @@ func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{31}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SetRetentionResponse) GetRetention() *durationpb.Duration {
@@ -2290,7 +2376,7 @@ type GetRetentionRequest struct {
 
 func (x *GetRetentionRequest) Reset() {
 	*x = GetRetentionRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[32]
+	mi := &file_auditlog_v1_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2388,7 @@ func (x *GetRetentionRequest) String() string {
 func (*GetRetentionRequest) ProtoMessage() {}
 
 func (x *GetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[32]
+	mi := &file_auditlog_v1_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2401,7 @@ func (x *GetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*GetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{32}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetRetentionRequest) GetTenantId() string {
@@ -2338,7 +2424,7 @@ type GetRetentionResponse struct {
 
 func (x *GetRetentionResponse) Reset() {
 	*x = GetRetentionResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[33]
+	mi := &file_auditlog_v1_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2436,7 @@ func (x *GetRetentionResponse) String() string {
 func (*GetRetentionResponse) ProtoMessage() {}
 
 func (x *GetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[33]
+	mi := &file_auditlog_v1_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2449,7 @@ func (x *GetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*GetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{33}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetRetentionResponse) GetRetention() *durationpb.Duration {
@@ -2402,7 +2488,7 @@ type TailEventsRequest struct {
 
 func (x *TailEventsRequest) Reset() {
 	*x = TailEventsRequest{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[34]
+	mi := &file_auditlog_v1_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2500,7 @@ func (x *TailEventsRequest) String() string {
 func (*TailEventsRequest) ProtoMessage() {}
 
 func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[34]
+	mi := &file_auditlog_v1_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2513,7 @@ func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsRequest.ProtoReflect.Descriptor instead.
 func (*TailEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{34}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TailEventsRequest) GetTenantId() string {
@@ -2522,7 +2608,7 @@ type TailEventsResponse struct {
 
 func (x *TailEventsResponse) Reset() {
 	*x = TailEventsResponse{}
-	mi := &file_auditlog_v1_service_proto_msgTypes[35]
+	mi := &file_auditlog_v1_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2620,7 @@ func (x *TailEventsResponse) String() string {
 func (*TailEventsResponse) ProtoMessage() {}
 
 func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auditlog_v1_service_proto_msgTypes[35]
+	mi := &file_auditlog_v1_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2633,7 @@ func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsResponse.ProtoReflect.Descriptor instead.
 func (*TailEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{35}
+	return file_auditlog_v1_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TailEventsResponse) GetKind() isTailEventsResponse_Kind {
@@ -2720,26 +2806,31 @@ const file_auditlog_v1_service_proto_rawDesc = "" +
 	"\theartbeat\x18\x03 \x01(\v2\x1a.auditlog.v1.TailHeartbeatH\x00R\theartbeat\x12\x16\n" +
 	"\x06cursor\x18\n" +
 	" \x01(\tR\x06cursorB\x06\n" +
-	"\x04kind\"\xc2\x01\n" +
+	"\x04kind\"\xf0\x01\n" +
 	"\x13ExportEventsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x120\n" +
 	"\x06filter\x18\x02 \x01(\v2\x18.auditlog.v1.EventFilterR\x06filter\x12\x16\n" +
 	"\x06cursor\x18\x03 \x01(\tR\x06cursor\x12\x1f\n" +
 	"\vto_sequence\x18\x04 \x01(\x03R\n" +
 	"toSequence\x12#\n" +
-	"\rfrom_sequence\x18\x05 \x01(\x03R\ffromSequence\"\xdd\x01\n" +
+	"\rfrom_sequence\x18\x05 \x01(\x03R\ffromSequence\x12,\n" +
+	"\x12events_per_message\x18\x06 \x01(\x05R\x10eventsPerMessage\"\x96\x02\n" +
 	"\x14ExportEventsResponse\x122\n" +
 	"\x05event\x18\x01 \x01(\v2\x1a.auditlog.v1.ExportedEventH\x00R\x05event\x129\n" +
 	"\n" +
 	"checkpoint\x18\x02 \x01(\v2\x17.auditlog.v1.CheckpointH\x00R\n" +
 	"checkpoint\x126\n" +
-	"\x06anchor\x18\x03 \x01(\v2\x1c.auditlog.v1.RetentionAnchorH\x00R\x06anchor\x12\x16\n" +
+	"\x06anchor\x18\x03 \x01(\v2\x1c.auditlog.v1.RetentionAnchorH\x00R\x06anchor\x127\n" +
+	"\x05batch\x18\x04 \x01(\v2\x1f.auditlog.v1.ExportedEventBatchH\x00R\x05batch\x12\x16\n" +
 	"\x06cursor\x18\n" +
 	" \x01(\tR\x06cursorB\x06\n" +
-	"\x04item\"n\n" +
+	"\x04item\"H\n" +
+	"\x12ExportedEventBatch\x122\n" +
+	"\x06events\x18\x01 \x03(\v2\x1a.auditlog.v1.ExportedEventR\x06events\"\x86\x01\n" +
 	"\rExportedEvent\x12-\n" +
 	"\x05event\x18\x01 \x01(\v2\x17.auditlog.v1.AuditEventR\x05event\x12.\n" +
-	"\x05entry\x18\x02 \x01(\v2\x18.auditlog.v1.LedgerEntryR\x05entry\"T\n" +
+	"\x05entry\x18\x02 \x01(\v2\x18.auditlog.v1.LedgerEntryR\x05entry\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\tR\x06cursor\"T\n" +
 	"\x14GetCheckpointRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
 	"\vat_sequence\x18\x02 \x01(\x03R\n" +
@@ -2818,7 +2909,7 @@ func file_auditlog_v1_service_proto_rawDescGZIP() []byte {
 	return file_auditlog_v1_service_proto_rawDescData
 }
 
-var file_auditlog_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_auditlog_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_auditlog_v1_service_proto_goTypes = []any{
 	(*LogEventRequest)(nil),             // 0: auditlog.v1.LogEventRequest
 	(*LogEventResponse)(nil),            // 1: auditlog.v1.LogEventResponse
@@ -2843,121 +2934,124 @@ var file_auditlog_v1_service_proto_goTypes = []any{
 	(*TailSessionResponse)(nil),         // 20: auditlog.v1.TailSessionResponse
 	(*ExportEventsRequest)(nil),         // 21: auditlog.v1.ExportEventsRequest
 	(*ExportEventsResponse)(nil),        // 22: auditlog.v1.ExportEventsResponse
-	(*ExportedEvent)(nil),               // 23: auditlog.v1.ExportedEvent
-	(*GetCheckpointRequest)(nil),        // 24: auditlog.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 25: auditlog.v1.GetCheckpointResponse
-	(*GetVerificationKeysRequest)(nil),  // 26: auditlog.v1.GetVerificationKeysRequest
-	(*GetVerificationKeysResponse)(nil), // 27: auditlog.v1.GetVerificationKeysResponse
-	(*VerifyLedgerRequest)(nil),         // 28: auditlog.v1.VerifyLedgerRequest
-	(*VerifyLedgerResponse)(nil),        // 29: auditlog.v1.VerifyLedgerResponse
-	(*SetRetentionRequest)(nil),         // 30: auditlog.v1.SetRetentionRequest
-	(*SetRetentionResponse)(nil),        // 31: auditlog.v1.SetRetentionResponse
-	(*GetRetentionRequest)(nil),         // 32: auditlog.v1.GetRetentionRequest
-	(*GetRetentionResponse)(nil),        // 33: auditlog.v1.GetRetentionResponse
-	(*TailEventsRequest)(nil),           // 34: auditlog.v1.TailEventsRequest
-	(*TailEventsResponse)(nil),          // 35: auditlog.v1.TailEventsResponse
-	(*AuditEvent)(nil),                  // 36: auditlog.v1.AuditEvent
-	(ResultView)(0),                     // 37: auditlog.v1.ResultView
-	(ErrorReason)(0),                    // 38: auditlog.v1.ErrorReason
-	(*durationpb.Duration)(nil),         // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 40: google.protobuf.Timestamp
-	(EventType)(0),                      // 41: auditlog.v1.EventType
-	(Actor)(0),                          // 42: auditlog.v1.Actor
-	(SortOrder)(0),                      // 43: auditlog.v1.SortOrder
-	(*Checkpoint)(nil),                  // 44: auditlog.v1.Checkpoint
-	(*RetentionAnchor)(nil),             // 45: auditlog.v1.RetentionAnchor
-	(*LedgerEntry)(nil),                 // 46: auditlog.v1.LedgerEntry
-	(*VerificationKey)(nil),             // 47: auditlog.v1.VerificationKey
-	(*VerifyProgress)(nil),              // 48: auditlog.v1.VerifyProgress
-	(*LedgerFinding)(nil),               // 49: auditlog.v1.LedgerFinding
-	(*VerifySummary)(nil),               // 50: auditlog.v1.VerifySummary
+	(*ExportedEventBatch)(nil),          // 23: auditlog.v1.ExportedEventBatch
+	(*ExportedEvent)(nil),               // 24: auditlog.v1.ExportedEvent
+	(*GetCheckpointRequest)(nil),        // 25: auditlog.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 26: auditlog.v1.GetCheckpointResponse
+	(*GetVerificationKeysRequest)(nil),  // 27: auditlog.v1.GetVerificationKeysRequest
+	(*GetVerificationKeysResponse)(nil), // 28: auditlog.v1.GetVerificationKeysResponse
+	(*VerifyLedgerRequest)(nil),         // 29: auditlog.v1.VerifyLedgerRequest
+	(*VerifyLedgerResponse)(nil),        // 30: auditlog.v1.VerifyLedgerResponse
+	(*SetRetentionRequest)(nil),         // 31: auditlog.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),        // 32: auditlog.v1.SetRetentionResponse
+	(*GetRetentionRequest)(nil),         // 33: auditlog.v1.GetRetentionRequest
+	(*GetRetentionResponse)(nil),        // 34: auditlog.v1.GetRetentionResponse
+	(*TailEventsRequest)(nil),           // 35: auditlog.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),          // 36: auditlog.v1.TailEventsResponse
+	(*AuditEvent)(nil),                  // 37: auditlog.v1.AuditEvent
+	(ResultView)(0),                     // 38: auditlog.v1.ResultView
+	(ErrorReason)(0),                    // 39: auditlog.v1.ErrorReason
+	(*durationpb.Duration)(nil),         // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 41: google.protobuf.Timestamp
+	(EventType)(0),                      // 42: auditlog.v1.EventType
+	(Actor)(0),                          // 43: auditlog.v1.Actor
+	(SortOrder)(0),                      // 44: auditlog.v1.SortOrder
+	(*Checkpoint)(nil),                  // 45: auditlog.v1.Checkpoint
+	(*RetentionAnchor)(nil),             // 46: auditlog.v1.RetentionAnchor
+	(*LedgerEntry)(nil),                 // 47: auditlog.v1.LedgerEntry
+	(*VerificationKey)(nil),             // 48: auditlog.v1.VerificationKey
+	(*VerifyProgress)(nil),              // 49: auditlog.v1.VerifyProgress
+	(*LedgerFinding)(nil),               // 50: auditlog.v1.LedgerFinding
+	(*VerifySummary)(nil),               // 51: auditlog.v1.VerifySummary
 }
 var file_auditlog_v1_service_proto_depIdxs = []int32{
-	36, // 0: auditlog.v1.LogEventRequest.event:type_name -> auditlog.v1.AuditEvent
-	36, // 1: auditlog.v1.LogEventResponse.event:type_name -> auditlog.v1.AuditEvent
-	36, // 2: auditlog.v1.LogEventsRequest.events:type_name -> auditlog.v1.AuditEvent
-	37, // 3: auditlog.v1.LogEventsRequest.result_view:type_name -> auditlog.v1.ResultView
-	38, // 4: auditlog.v1.EventError.reason:type_name -> auditlog.v1.ErrorReason
+	37, // 0: auditlog.v1.LogEventRequest.event:type_name -> auditlog.v1.AuditEvent
+	37, // 1: auditlog.v1.LogEventResponse.event:type_name -> auditlog.v1.AuditEvent
+	37, // 2: auditlog.v1.LogEventsRequest.events:type_name -> auditlog.v1.AuditEvent
+	38, // 3: auditlog.v1.LogEventsRequest.result_view:type_name -> auditlog.v1.ResultView
+	39, // 4: auditlog.v1.EventError.reason:type_name -> auditlog.v1.ErrorReason
 	3,  // 5: auditlog.v1.EventError.field_violations:type_name -> auditlog.v1.FieldViolation
-	39, // 6: auditlog.v1.EventError.retry_delay:type_name -> google.protobuf.Duration
-	36, // 7: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
+	40, // 6: auditlog.v1.EventError.retry_delay:type_name -> google.protobuf.Duration
+	37, // 7: auditlog.v1.LogEventResult.event:type_name -> auditlog.v1.AuditEvent
 	4,  // 8: auditlog.v1.LogEventResult.error:type_name -> auditlog.v1.EventError
 	9,  // 9: auditlog.v1.LogEventResult.ack:type_name -> auditlog.v1.EventAck
 	5,  // 10: auditlog.v1.LogEventsResponse.results:type_name -> auditlog.v1.LogEventResult
-	36, // 11: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
-	36, // 12: auditlog.v1.StreamEventsRequest.events:type_name -> auditlog.v1.AuditEvent
+	37, // 11: auditlog.v1.StreamEventsRequest.event:type_name -> auditlog.v1.AuditEvent
+	37, // 12: auditlog.v1.StreamEventsRequest.events:type_name -> auditlog.v1.AuditEvent
 	9,  // 13: auditlog.v1.StreamEventResult.ack:type_name -> auditlog.v1.EventAck
 	4,  // 14: auditlog.v1.StreamEventResult.error:type_name -> auditlog.v1.EventError
-	40, // 15: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
+	41, // 15: auditlog.v1.EventAck.receive_time:type_name -> google.protobuf.Timestamp
 	9,  // 16: auditlog.v1.StreamEventsResponse.ack:type_name -> auditlog.v1.EventAck
 	4,  // 17: auditlog.v1.StreamEventsResponse.error:type_name -> auditlog.v1.EventError
 	8,  // 18: auditlog.v1.StreamEventsResponse.results:type_name -> auditlog.v1.StreamEventResult
-	36, // 19: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
-	40, // 20: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
-	40, // 21: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
-	41, // 22: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
-	42, // 23: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
+	37, // 19: auditlog.v1.GetEventResponse.event:type_name -> auditlog.v1.AuditEvent
+	41, // 20: auditlog.v1.EventFilter.start_time:type_name -> google.protobuf.Timestamp
+	41, // 21: auditlog.v1.EventFilter.end_time:type_name -> google.protobuf.Timestamp
+	42, // 22: auditlog.v1.EventFilter.event_types:type_name -> auditlog.v1.EventType
+	43, // 23: auditlog.v1.EventFilter.actor:type_name -> auditlog.v1.Actor
 	13, // 24: auditlog.v1.ListEventsRequest.filter:type_name -> auditlog.v1.EventFilter
-	43, // 25: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
-	36, // 26: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
-	40, // 27: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
-	41, // 28: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
-	36, // 29: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
-	40, // 30: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
+	44, // 25: auditlog.v1.ListEventsRequest.order:type_name -> auditlog.v1.SortOrder
+	37, // 26: auditlog.v1.ListEventsResponse.events:type_name -> auditlog.v1.AuditEvent
+	41, // 27: auditlog.v1.TailSessionRequest.start_time:type_name -> google.protobuf.Timestamp
+	42, // 28: auditlog.v1.TailSessionRequest.event_types:type_name -> auditlog.v1.EventType
+	37, // 29: auditlog.v1.TailEventBatch.events:type_name -> auditlog.v1.AuditEvent
+	41, // 30: auditlog.v1.TailHeartbeat.server_time:type_name -> google.protobuf.Timestamp
 	17, // 31: auditlog.v1.TailSessionResponse.events:type_name -> auditlog.v1.TailEventBatch
 	18, // 32: auditlog.v1.TailSessionResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
 	19, // 33: auditlog.v1.TailSessionResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
 	13, // 34: auditlog.v1.ExportEventsRequest.filter:type_name -> auditlog.v1.EventFilter
-	23, // 35: auditlog.v1.ExportEventsResponse.event:type_name -> auditlog.v1.ExportedEvent
-	44, // 36: auditlog.v1.ExportEventsResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
-	45, // 37: auditlog.v1.ExportEventsResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
-	36, // 38: auditlog.v1.ExportedEvent.event:type_name -> auditlog.v1.AuditEvent
-	46, // 39: auditlog.v1.ExportedEvent.entry:type_name -> auditlog.v1.LedgerEntry
-	44, // 40: auditlog.v1.GetCheckpointResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
-	45, // 41: auditlog.v1.GetCheckpointResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
-	47, // 42: auditlog.v1.GetVerificationKeysResponse.keys:type_name -> auditlog.v1.VerificationKey
-	48, // 43: auditlog.v1.VerifyLedgerResponse.progress:type_name -> auditlog.v1.VerifyProgress
-	49, // 44: auditlog.v1.VerifyLedgerResponse.finding:type_name -> auditlog.v1.LedgerFinding
-	50, // 45: auditlog.v1.VerifyLedgerResponse.summary:type_name -> auditlog.v1.VerifySummary
-	39, // 46: auditlog.v1.SetRetentionRequest.retention:type_name -> google.protobuf.Duration
-	39, // 47: auditlog.v1.SetRetentionResponse.retention:type_name -> google.protobuf.Duration
-	39, // 48: auditlog.v1.GetRetentionResponse.retention:type_name -> google.protobuf.Duration
-	45, // 49: auditlog.v1.GetRetentionResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
-	41, // 50: auditlog.v1.TailEventsRequest.event_types:type_name -> auditlog.v1.EventType
-	17, // 51: auditlog.v1.TailEventsResponse.events:type_name -> auditlog.v1.TailEventBatch
-	18, // 52: auditlog.v1.TailEventsResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
-	19, // 53: auditlog.v1.TailEventsResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
-	0,  // 54: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
-	2,  // 55: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
-	7,  // 56: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
-	11, // 57: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
-	14, // 58: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
-	16, // 59: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
-	34, // 60: auditlog.v1.AuditLogService.TailEvents:input_type -> auditlog.v1.TailEventsRequest
-	21, // 61: auditlog.v1.AuditLogService.ExportEvents:input_type -> auditlog.v1.ExportEventsRequest
-	24, // 62: auditlog.v1.AuditLogService.GetCheckpoint:input_type -> auditlog.v1.GetCheckpointRequest
-	26, // 63: auditlog.v1.AuditLogService.GetVerificationKeys:input_type -> auditlog.v1.GetVerificationKeysRequest
-	28, // 64: auditlog.v1.AuditLogService.VerifyLedger:input_type -> auditlog.v1.VerifyLedgerRequest
-	30, // 65: auditlog.v1.AuditLogService.SetRetention:input_type -> auditlog.v1.SetRetentionRequest
-	32, // 66: auditlog.v1.AuditLogService.GetRetention:input_type -> auditlog.v1.GetRetentionRequest
-	1,  // 67: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
-	6,  // 68: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
-	10, // 69: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
-	12, // 70: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
-	15, // 71: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
-	20, // 72: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
-	35, // 73: auditlog.v1.AuditLogService.TailEvents:output_type -> auditlog.v1.TailEventsResponse
-	22, // 74: auditlog.v1.AuditLogService.ExportEvents:output_type -> auditlog.v1.ExportEventsResponse
-	25, // 75: auditlog.v1.AuditLogService.GetCheckpoint:output_type -> auditlog.v1.GetCheckpointResponse
-	27, // 76: auditlog.v1.AuditLogService.GetVerificationKeys:output_type -> auditlog.v1.GetVerificationKeysResponse
-	29, // 77: auditlog.v1.AuditLogService.VerifyLedger:output_type -> auditlog.v1.VerifyLedgerResponse
-	31, // 78: auditlog.v1.AuditLogService.SetRetention:output_type -> auditlog.v1.SetRetentionResponse
-	33, // 79: auditlog.v1.AuditLogService.GetRetention:output_type -> auditlog.v1.GetRetentionResponse
-	67, // [67:80] is the sub-list for method output_type
-	54, // [54:67] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	24, // 35: auditlog.v1.ExportEventsResponse.event:type_name -> auditlog.v1.ExportedEvent
+	45, // 36: auditlog.v1.ExportEventsResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
+	46, // 37: auditlog.v1.ExportEventsResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
+	23, // 38: auditlog.v1.ExportEventsResponse.batch:type_name -> auditlog.v1.ExportedEventBatch
+	24, // 39: auditlog.v1.ExportedEventBatch.events:type_name -> auditlog.v1.ExportedEvent
+	37, // 40: auditlog.v1.ExportedEvent.event:type_name -> auditlog.v1.AuditEvent
+	47, // 41: auditlog.v1.ExportedEvent.entry:type_name -> auditlog.v1.LedgerEntry
+	45, // 42: auditlog.v1.GetCheckpointResponse.checkpoint:type_name -> auditlog.v1.Checkpoint
+	46, // 43: auditlog.v1.GetCheckpointResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
+	48, // 44: auditlog.v1.GetVerificationKeysResponse.keys:type_name -> auditlog.v1.VerificationKey
+	49, // 45: auditlog.v1.VerifyLedgerResponse.progress:type_name -> auditlog.v1.VerifyProgress
+	50, // 46: auditlog.v1.VerifyLedgerResponse.finding:type_name -> auditlog.v1.LedgerFinding
+	51, // 47: auditlog.v1.VerifyLedgerResponse.summary:type_name -> auditlog.v1.VerifySummary
+	40, // 48: auditlog.v1.SetRetentionRequest.retention:type_name -> google.protobuf.Duration
+	40, // 49: auditlog.v1.SetRetentionResponse.retention:type_name -> google.protobuf.Duration
+	40, // 50: auditlog.v1.GetRetentionResponse.retention:type_name -> google.protobuf.Duration
+	46, // 51: auditlog.v1.GetRetentionResponse.anchor:type_name -> auditlog.v1.RetentionAnchor
+	42, // 52: auditlog.v1.TailEventsRequest.event_types:type_name -> auditlog.v1.EventType
+	17, // 53: auditlog.v1.TailEventsResponse.events:type_name -> auditlog.v1.TailEventBatch
+	18, // 54: auditlog.v1.TailEventsResponse.caught_up:type_name -> auditlog.v1.TailCaughtUp
+	19, // 55: auditlog.v1.TailEventsResponse.heartbeat:type_name -> auditlog.v1.TailHeartbeat
+	0,  // 56: auditlog.v1.AuditLogService.LogEvent:input_type -> auditlog.v1.LogEventRequest
+	2,  // 57: auditlog.v1.AuditLogService.LogEvents:input_type -> auditlog.v1.LogEventsRequest
+	7,  // 58: auditlog.v1.AuditLogService.StreamEvents:input_type -> auditlog.v1.StreamEventsRequest
+	11, // 59: auditlog.v1.AuditLogService.GetEvent:input_type -> auditlog.v1.GetEventRequest
+	14, // 60: auditlog.v1.AuditLogService.ListEvents:input_type -> auditlog.v1.ListEventsRequest
+	16, // 61: auditlog.v1.AuditLogService.TailSession:input_type -> auditlog.v1.TailSessionRequest
+	35, // 62: auditlog.v1.AuditLogService.TailEvents:input_type -> auditlog.v1.TailEventsRequest
+	21, // 63: auditlog.v1.AuditLogService.ExportEvents:input_type -> auditlog.v1.ExportEventsRequest
+	25, // 64: auditlog.v1.AuditLogService.GetCheckpoint:input_type -> auditlog.v1.GetCheckpointRequest
+	27, // 65: auditlog.v1.AuditLogService.GetVerificationKeys:input_type -> auditlog.v1.GetVerificationKeysRequest
+	29, // 66: auditlog.v1.AuditLogService.VerifyLedger:input_type -> auditlog.v1.VerifyLedgerRequest
+	31, // 67: auditlog.v1.AuditLogService.SetRetention:input_type -> auditlog.v1.SetRetentionRequest
+	33, // 68: auditlog.v1.AuditLogService.GetRetention:input_type -> auditlog.v1.GetRetentionRequest
+	1,  // 69: auditlog.v1.AuditLogService.LogEvent:output_type -> auditlog.v1.LogEventResponse
+	6,  // 70: auditlog.v1.AuditLogService.LogEvents:output_type -> auditlog.v1.LogEventsResponse
+	10, // 71: auditlog.v1.AuditLogService.StreamEvents:output_type -> auditlog.v1.StreamEventsResponse
+	12, // 72: auditlog.v1.AuditLogService.GetEvent:output_type -> auditlog.v1.GetEventResponse
+	15, // 73: auditlog.v1.AuditLogService.ListEvents:output_type -> auditlog.v1.ListEventsResponse
+	20, // 74: auditlog.v1.AuditLogService.TailSession:output_type -> auditlog.v1.TailSessionResponse
+	36, // 75: auditlog.v1.AuditLogService.TailEvents:output_type -> auditlog.v1.TailEventsResponse
+	22, // 76: auditlog.v1.AuditLogService.ExportEvents:output_type -> auditlog.v1.ExportEventsResponse
+	26, // 77: auditlog.v1.AuditLogService.GetCheckpoint:output_type -> auditlog.v1.GetCheckpointResponse
+	28, // 78: auditlog.v1.AuditLogService.GetVerificationKeys:output_type -> auditlog.v1.GetVerificationKeysResponse
+	30, // 79: auditlog.v1.AuditLogService.VerifyLedger:output_type -> auditlog.v1.VerifyLedgerResponse
+	32, // 80: auditlog.v1.AuditLogService.SetRetention:output_type -> auditlog.v1.SetRetentionResponse
+	34, // 81: auditlog.v1.AuditLogService.GetRetention:output_type -> auditlog.v1.GetRetentionResponse
+	69, // [69:82] is the sub-list for method output_type
+	56, // [56:69] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_auditlog_v1_service_proto_init() }
@@ -2996,18 +3090,19 @@ func file_auditlog_v1_service_proto_init() {
 		(*ExportEventsResponse_Event)(nil),
 		(*ExportEventsResponse_Checkpoint)(nil),
 		(*ExportEventsResponse_Anchor)(nil),
+		(*ExportEventsResponse_Batch)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[29].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[30].OneofWrappers = []any{
 		(*VerifyLedgerResponse_Progress)(nil),
 		(*VerifyLedgerResponse_Finding)(nil),
 		(*VerifyLedgerResponse_Summary)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[34].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[35].OneofWrappers = []any{
 		(*TailEventsRequest_Cursor)(nil),
 		(*TailEventsRequest_FromBeginning)(nil),
 		(*TailEventsRequest_FromNow)(nil),
 	}
-	file_auditlog_v1_service_proto_msgTypes[35].OneofWrappers = []any{
+	file_auditlog_v1_service_proto_msgTypes[36].OneofWrappers = []any{
 		(*TailEventsResponse_Events)(nil),
 		(*TailEventsResponse_CaughtUp)(nil),
 		(*TailEventsResponse_Heartbeat)(nil),
@@ -3018,7 +3113,7 @@ func file_auditlog_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auditlog_v1_service_proto_rawDesc), len(file_auditlog_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

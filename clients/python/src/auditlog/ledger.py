@@ -39,6 +39,9 @@ _PACK = struct.Struct(">QQ")
 # Fields whose digest is recorded per event: the envelope's, and each field of the payload.
 _NOT_HASHED = frozenset({"sequence", "ledger_sequence", "ledger_hash"})
 FIELD_DIGEST_BYTES = 8
+# Events per ExportEvents response that verification and export ask for (the most the service
+# sends): a message costs both ends far more than an event in it.
+EVENTS_PER_MESSAGE = 1000
 
 
 def genesis_hash(tenant_id: str) -> bytes:
@@ -519,7 +522,9 @@ async def verify_ledger(
     latest = await stub.GetCheckpoint(service_pb2.GetCheckpointRequest(tenant_id=tenant_id))
     total = to_sequence or latest.head_sequence
     verifier = LedgerVerifier(tenant_id, keys)
-    request = service_pb2.ExportEventsRequest(tenant_id=tenant_id, to_sequence=to_sequence)
+    request = service_pb2.ExportEventsRequest(
+        tenant_id=tenant_id, to_sequence=to_sequence, events_per_message=EVENTS_PER_MESSAGE
+    )
     if from_sequence > 1:
         start = await stub.GetCheckpoint(
             service_pb2.GetCheckpointRequest(tenant_id=tenant_id, at_sequence=from_sequence - 1)
@@ -545,8 +550,12 @@ async def verify_ledger(
     items: AsyncIterator[service_pb2.ExportEventsResponse] = stub.ExportEvents(request)
     async for item in items:
         _feed(verifier, item)
-        if progress is not None and item.WhichOneof("item") == "event":
-            progress(item.event.entry.ledger_sequence, total)
+        if progress is not None:
+            kind = item.WhichOneof("item")
+            if kind == "batch":
+                progress(item.batch.events[-1].entry.ledger_sequence, total)
+            elif kind == "event":
+                progress(item.event.entry.ledger_sequence, total)
     newest = latest.checkpoint if latest.HasField("checkpoint") else None
     if to_sequence and newest is not None and newest.ledger_sequence > to_sequence:
         newest = None  # a range ending before the newest checkpoint is not truncated
@@ -561,6 +570,9 @@ def _feed(verifier: LedgerVerifier, item: service_pb2.ExportEventsResponse) -> N
         verifier.checkpoint(item.checkpoint)
     elif kind == "event":
         verifier.event(item.event)
+    elif kind == "batch":
+        for exported in item.batch.events:
+            verifier.event(exported)
 
 
 def verify_export_file(

@@ -742,6 +742,7 @@ class ExportEventsRequest(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     TO_SEQUENCE_FIELD_NUMBER: _builtins.int
     FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
+    EVENTS_PER_MESSAGE_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant. Required."""
     cursor: _builtins.str
@@ -750,6 +751,12 @@ class ExportEventsRequest(_message.Message):
     """Stop after this ledger sequence (0: at the head when the export started)."""
     from_sequence: _builtins.int
     """Start at this ledger sequence when no cursor is given (0: the ledger's start)."""
+    events_per_message: _builtins.int
+    """Send up to this many events per response, as a `batch` (at most 1,000; a batch also ends
+    before a checkpoint, at the end of each read of the ledger, and before 1 MiB). 0 or 1: one
+    `event` per response. Each message costs the server and the client far more than an event
+    in it, so exports and verifications of many events should ask for batches.
+    """
     @_builtins.property
     def filter(self) -> Global___EventFilter:
         """Only events matching this filter (checkpoints and anchors come all the same)."""
@@ -762,10 +769,11 @@ class ExportEventsRequest(_message.Message):
         cursor: _builtins.str = ...,
         to_sequence: _builtins.int = ...,
         from_sequence: _builtins.int = ...,
+        events_per_message: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "filter", b"filter", "from_sequence", b"from_sequence", "tenant_id", b"tenant_id", "to_sequence", b"to_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "events_per_message", b"events_per_message", "filter", b"filter", "from_sequence", b"from_sequence", "tenant_id", b"tenant_id", "to_sequence", b"to_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -780,9 +788,12 @@ class ExportEventsResponse(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     ANCHOR_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
-    """Resume cursor: a new export with it continues right after this item."""
+    """Resume cursor: a new export with it continues right after this item (after a batch's last
+    event).
+    """
     @_builtins.property
     def event(self) -> Global___ExportedEvent:
         """An event of the ledger, with what the ledger recorded of it."""
@@ -795,23 +806,52 @@ class ExportEventsResponse(_message.Message):
     def anchor(self) -> _ledger_pb2.RetentionAnchor:
         """The retention anchor the exported ledger starts from, sent first when there is one."""
 
+    @_builtins.property
+    def batch(self) -> Global___ExportedEventBatch:
+        """Consecutive events of the ledger, when the request asked for `events_per_message`."""
+
     def __init__(
         self,
         *,
         event: Global___ExportedEvent | None = ...,
         checkpoint: _ledger_pb2.Checkpoint | None = ...,
         anchor: _ledger_pb2.RetentionAnchor | None = ...,
+        batch: Global___ExportedEventBatch | None = ...,
         cursor: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "checkpoint", b"checkpoint", "event", b"event", "item", b"item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "batch", b"batch", "checkpoint", b"checkpoint", "event", b"event", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "checkpoint", b"checkpoint", "cursor", b"cursor", "event", b"event", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "batch", b"batch", "checkpoint", b"checkpoint", "cursor", b"cursor", "event", b"event", "item", b"item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "checkpoint", "anchor"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "checkpoint", "anchor", "batch"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
 Global___ExportEventsResponse: _TypeAlias = ExportEventsResponse  # noqa: Y015
+
+@_typing.final
+class ExportedEventBatch(_message.Message):
+    """ExportedEventBatch is consecutive exported events, each with its own resume cursor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExportedEvent]:
+        """The events, in ledger order."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ExportedEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportedEventBatch: _TypeAlias = ExportedEventBatch  # noqa: Y015
 
 @_typing.final
 class ExportedEvent(_message.Message):
@@ -821,6 +861,11 @@ class ExportedEvent(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     ENTRY_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """In a batch: the resume cursor right after this event (a single `event` item carries it
+    in ExportEventsResponse.cursor instead).
+    """
     @_builtins.property
     def event(self) -> _audit_event_pb2.AuditEvent:
         """The event as stored now, with ledger_sequence and ledger_hash set; absent when the ledger
@@ -836,10 +881,11 @@ class ExportedEvent(_message.Message):
         *,
         event: _audit_event_pb2.AuditEvent | None = ...,
         entry: _ledger_pb2.LedgerEntry | None = ...,
+        cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "entry", b"entry", "event", b"event"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auditlog/v1/service.proto.
  */
 export const file_auditlog_v1_service: GenFile = /*@__PURE__*/
-  fileDesc("ChlhdWRpdGxvZy92MS9zZXJ2aWNlLnByb3RvEgthdWRpdGxvZy52MSI5Cg9Mb2dFdmVudFJlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50IlIKEExvZ0V2ZW50UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EhYKDmFscmVhZHlfc3RvcmVkGAIgASgIImkKEExvZ0V2ZW50c1JlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBIsCgtyZXN1bHRfdmlldxgCIAEoDjIXLmF1ZGl0bG9nLnYxLlJlc3VsdFZpZXciNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkivAEKCkV2ZW50RXJyb3ISDAoEY29kZRgBIAEoBRIoCgZyZWFzb24YAiABKA4yGC5hdWRpdGxvZy52MS5FcnJvclJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjUKEGZpZWxkX3Zpb2xhdGlvbnMYBCADKAsyGy5hdWRpdGxvZy52MS5GaWVsZFZpb2xhdGlvbhIuCgtyZXRyeV9kZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKsAQoOTG9nRXZlbnRSZXN1bHQSKAoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50SAASKAoFZXJyb3IYAiABKAsyFy5hdWRpdGxvZy52MS5FdmVudEVycm9ySAASJAoDYWNrGAQgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIWCg5hbHJlYWR5X3N0b3JlZBgDIAEoCEIICgZyZXN1bHQiQQoRTG9nRXZlbnRzUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVzdWx0ImYKE1N0cmVhbUV2ZW50c1JlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EicKBmV2ZW50cxgCIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQibQoRU3RyZWFtRXZlbnRSZXN1bHQSJAoDYWNrGAEgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIoCgVlcnJvchgCIAEoCzIXLmF1ZGl0bG9nLnYxLkV2ZW50RXJyb3JIAEIICgZyZXN1bHQicgoIRXZlbnRBY2sSCgoCaWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSMAoMcmVjZWl2ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5hbHJlYWR5X3N0b3JlZBgEIAEoCCK4AQoUU3RyZWFtRXZlbnRzUmVzcG9uc2USFQoNcmVxdWVzdF9pbmRleBgBIAEoAxIkCgNhY2sYAiABKAsyFS5hdWRpdGxvZy52MS5FdmVudEFja0gAEigKBWVycm9yGAMgASgLMhcuYXVkaXRsb2cudjEuRXZlbnRFcnJvckgAEi8KB3Jlc3VsdHMYBCADKAsyHi5hdWRpdGxvZy52MS5TdHJlYW1FdmVudFJlc3VsdEIICgZyZXN1bHQiMAoPR2V0RXZlbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSI6ChBHZXRFdmVudFJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCKWAgoLRXZlbnRGaWx0ZXISLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2V2ZW50X3R5cGVzGAMgAygOMhYuYXVkaXRsb2cudjEuRXZlbnRUeXBlEhYKDnRlbmFudF91c2VyX2lkGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEg8KB2NhbGxfaWQYBiABKAkSGwoTY29icm93c2Vfc2Vzc2lvbl9pZBgHIAEoCRIhCgVhY3RvchgIIAEoDjISLmF1ZGl0bG9nLnYxLkFjdG9yIp4BChFMaXN0RXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSKAoGZmlsdGVyGAIgASgLMhguYXVkaXRsb2cudjEuRXZlbnRGaWx0ZXISJQoFb3JkZXIYAyABKA4yFi5hdWRpdGxvZy52MS5Tb3J0T3JkZXISEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiVgoSTGlzdEV2ZW50c1Jlc3BvbnNlEicKBmV2ZW50cxgBIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuMBChJUYWlsU2Vzc2lvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoGY3Vyc29yGAMgASgJSAASMAoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIYCg5mcm9tX2JlZ2lubmluZxgFIAEoCEgAEhIKCGZyb21fbm93GAYgASgISAASKwoLZXZlbnRfdHlwZXMYByADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQiOQoOVGFpbEV2ZW50QmF0Y2gSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCIlCgxUYWlsQ2F1Z2h0VXASFQoNaGVhZF9zZXF1ZW5jZRgBIAEoAyJXCg1UYWlsSGVhcnRiZWF0EhUKDWhlYWRfc2VxdWVuY2UYASABKAMSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr0BChNUYWlsU2Vzc2lvblJlc3BvbnNlEi0KBmV2ZW50cxgBIAEoCzIbLmF1ZGl0bG9nLnYxLlRhaWxFdmVudEJhdGNoSAASLgoJY2F1Z2h0X3VwGAIgASgLMhkuYXVkaXRsb2cudjEuVGFpbENhdWdodFVwSAASLwoJaGVhcnRiZWF0GAMgASgLMhouYXVkaXRsb2cudjEuVGFpbEhlYXJ0YmVhdEgAEg4KBmN1cnNvchgKIAEoCUIGCgRraW5kIo4BChNFeHBvcnRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIoCgZmaWx0ZXIYAiABKAsyGC5hdWRpdGxvZy52MS5FdmVudEZpbHRlchIOCgZjdXJzb3IYAyABKAkSEwoLdG9fc2VxdWVuY2UYBCABKAMSFQoNZnJvbV9zZXF1ZW5jZRgFIAEoAyK6AQoURXhwb3J0RXZlbnRzUmVzcG9uc2USKwoFZXZlbnQYASABKAsyGi5hdWRpdGxvZy52MS5FeHBvcnRlZEV2ZW50SAASLQoKY2hlY2twb2ludBgCIAEoCzIXLmF1ZGl0bG9nLnYxLkNoZWNrcG9pbnRIABIuCgZhbmNob3IYAyABKAsyHC5hdWRpdGxvZy52MS5SZXRlbnRpb25BbmNob3JIABIOCgZjdXJzb3IYCiABKAlCBgoEaXRlbSJgCg1FeHBvcnRlZEV2ZW50EiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBInCgVlbnRyeRgCIAEoCzIYLmF1ZGl0bG9nLnYxLkxlZGdlckVudHJ5Ij4KFEdldENoZWNrcG9pbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRITCgthdF9zZXF1ZW5jZRgCIAEoAyKJAQoVR2V0Q2hlY2twb2ludFJlc3BvbnNlEisKCmNoZWNrcG9pbnQYASABKAsyFy5hdWRpdGxvZy52MS5DaGVja3BvaW50EhUKDWhlYWRfc2VxdWVuY2UYAiABKAMSLAoGYW5jaG9yGAMgASgLMhwuYXVkaXRsb2cudjEuUmV0ZW50aW9uQW5jaG9yIhwKGkdldFZlcmlmaWNhdGlvbktleXNSZXF1ZXN0IkkKG0dldFZlcmlmaWNhdGlvbktleXNSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwuYXVkaXRsb2cudjEuVmVyaWZpY2F0aW9uS2V5IlQKE1ZlcmlmeUxlZGdlclJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhUKDWZyb21fc2VxdWVuY2UYAiABKAMSEwoLdG9fc2VxdWVuY2UYAyABKAMirQEKFFZlcmlmeUxlZGdlclJlc3BvbnNlEi8KCHByb2dyZXNzGAEgASgLMhsuYXVkaXRsb2cudjEuVmVyaWZ5UHJvZ3Jlc3NIABItCgdmaW5kaW5nGAIgASgLMhouYXVkaXRsb2cudjEuTGVkZ2VyRmluZGluZ0gAEi0KB3N1bW1hcnkYAyABKAsyGi5hdWRpdGxvZy52MS5WZXJpZnlTdW1tYXJ5SABCBgoEa2luZCJWChNTZXRSZXRlbnRpb25SZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIsCglyZXRlbnRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iRAoUU2V0UmV0ZW50aW9uUmVzcG9uc2USLAoJcmV0ZW50aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIigKE0dldFJldGVudGlvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJInIKFEdldFJldGVudGlvblJlc3BvbnNlEiwKCXJldGVudGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgZhbmNob3IYAiABKAsyHC5hdWRpdGxvZy52MS5SZXRlbnRpb25BbmNob3IinAEKEVRhaWxFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIQCgZjdXJzb3IYAiABKAlIABIYCg5mcm9tX2JlZ2lubmluZxgDIAEoCEgAEhIKCGZyb21fbm93GAQgASgISAASKwoLZXZlbnRfdHlwZXMYBSADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQivAEKElRhaWxFdmVudHNSZXNwb25zZRItCgZldmVudHMYASABKAsyGy5hdWRpdGxvZy52MS5UYWlsRXZlbnRCYXRjaEgAEi4KCWNhdWdodF91cBgCIAEoCzIZLmF1ZGl0bG9nLnYxLlRhaWxDYXVnaHRVcEgAEi8KCWhlYXJ0YmVhdBgDIAEoCzIaLmF1ZGl0bG9nLnYxLlRhaWxIZWFydGJlYXRIABIOCgZjdXJzb3IYCiABKAlCBgoEa2luZDLWCAoPQXVkaXRMb2dTZXJ2aWNlEkcKCExvZ0V2ZW50EhwuYXVkaXRsb2cudjEuTG9nRXZlbnRSZXF1ZXN0Gh0uYXVkaXRsb2cudjEuTG9nRXZlbnRSZXNwb25zZRJKCglMb2dFdmVudHMSHS5hdWRpdGxvZy52MS5Mb2dFdmVudHNSZXF1ZXN0Gh4uYXVkaXRsb2cudjEuTG9nRXZlbnRzUmVzcG9uc2USVwoMU3RyZWFtRXZlbnRzEiAuYXVkaXRsb2cudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlN0cmVhbUV2ZW50c1Jlc3BvbnNlKAEwARJHCghHZXRFdmVudBIcLmF1ZGl0bG9nLnYxLkdldEV2ZW50UmVxdWVzdBodLmF1ZGl0bG9nLnYxLkdldEV2ZW50UmVzcG9uc2USTQoKTGlzdEV2ZW50cxIeLmF1ZGl0bG9nLnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh8uYXVkaXRsb2cudjEuTGlzdEV2ZW50c1Jlc3BvbnNlElIKC1RhaWxTZXNzaW9uEh8uYXVkaXRsb2cudjEuVGFpbFNlc3Npb25SZXF1ZXN0GiAuYXVkaXRsb2cudjEuVGFpbFNlc3Npb25SZXNwb25zZTABEk8KClRhaWxFdmVudHMSHi5hdWRpdGxvZy52MS5UYWlsRXZlbnRzUmVxdWVzdBofLmF1ZGl0bG9nLnYxLlRhaWxFdmVudHNSZXNwb25zZTABElUKDEV4cG9ydEV2ZW50cxIgLmF1ZGl0bG9nLnYxLkV4cG9ydEV2ZW50c1JlcXVlc3QaIS5hdWRpdGxvZy52MS5FeHBvcnRFdmVudHNSZXNwb25zZTABElYKDUdldENoZWNrcG9pbnQSIS5hdWRpdGxvZy52MS5HZXRDaGVja3BvaW50UmVxdWVzdBoiLmF1ZGl0bG9nLnYxLkdldENoZWNrcG9pbnRSZXNwb25zZRJoChNHZXRWZXJpZmljYXRpb25LZXlzEicuYXVkaXRsb2cudjEuR2V0VmVyaWZpY2F0aW9uS2V5c1JlcXVlc3QaKC5hdWRpdGxvZy52MS5HZXRWZXJpZmljYXRpb25LZXlzUmVzcG9uc2USVQoMVmVyaWZ5TGVkZ2VyEiAuYXVkaXRsb2cudjEuVmVyaWZ5TGVkZ2VyUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlZlcmlmeUxlZGdlclJlc3BvbnNlMAESUwoMU2V0UmV0ZW50aW9uEiAuYXVkaXRsb2cudjEuU2V0UmV0ZW50aW9uUmVxdWVzdBohLmF1ZGl0bG9nLnYxLlNldFJldGVudGlvblJlc3BvbnNlElMKDEdldFJldGVudGlvbhIgLmF1ZGl0bG9nLnYxLkdldFJldGVudGlvblJlcXVlc3QaIS5hdWRpdGxvZy52MS5HZXRSZXRlbnRpb25SZXNwb25zZUJgCg5pby5hdWRpdGxvZy52MUIMU2VydmljZVByb3RvUAFaPmdpdGh1Yi5jb20vYXVkaXRsb2cvYXVkaXRsb2cvY2xpZW50cy9nby9hdWRpdGxvZy92MTthdWRpdGxvZ3YxYgZwcm90bzM", [file_auditlog_v1_audit_event, file_auditlog_v1_enums, file_auditlog_v1_ledger, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlhdWRpdGxvZy92MS9zZXJ2aWNlLnByb3RvEgthdWRpdGxvZy52MSI5Cg9Mb2dFdmVudFJlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50IlIKEExvZ0V2ZW50UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EhYKDmFscmVhZHlfc3RvcmVkGAIgASgIImkKEExvZ0V2ZW50c1JlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBIsCgtyZXN1bHRfdmlldxgCIAEoDjIXLmF1ZGl0bG9nLnYxLlJlc3VsdFZpZXciNAoORmllbGRWaW9sYXRpb24SDQoFZmllbGQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkivAEKCkV2ZW50RXJyb3ISDAoEY29kZRgBIAEoBRIoCgZyZWFzb24YAiABKA4yGC5hdWRpdGxvZy52MS5FcnJvclJlYXNvbhIPCgdtZXNzYWdlGAMgASgJEjUKEGZpZWxkX3Zpb2xhdGlvbnMYBCADKAsyGy5hdWRpdGxvZy52MS5GaWVsZFZpb2xhdGlvbhIuCgtyZXRyeV9kZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKsAQoOTG9nRXZlbnRSZXN1bHQSKAoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50SAASKAoFZXJyb3IYAiABKAsyFy5hdWRpdGxvZy52MS5FdmVudEVycm9ySAASJAoDYWNrGAQgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIWCg5hbHJlYWR5X3N0b3JlZBgDIAEoCEIICgZyZXN1bHQiQQoRTG9nRXZlbnRzUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVzdWx0ImYKE1N0cmVhbUV2ZW50c1JlcXVlc3QSJgoFZXZlbnQYASABKAsyFy5hdWRpdGxvZy52MS5BdWRpdEV2ZW50EicKBmV2ZW50cxgCIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQibQoRU3RyZWFtRXZlbnRSZXN1bHQSJAoDYWNrGAEgASgLMhUuYXVkaXRsb2cudjEuRXZlbnRBY2tIABIoCgVlcnJvchgCIAEoCzIXLmF1ZGl0bG9nLnYxLkV2ZW50RXJyb3JIAEIICgZyZXN1bHQicgoIRXZlbnRBY2sSCgoCaWQYASABKAkSEAoIc2VxdWVuY2UYAiABKAMSMAoMcmVjZWl2ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5hbHJlYWR5X3N0b3JlZBgEIAEoCCK4AQoUU3RyZWFtRXZlbnRzUmVzcG9uc2USFQoNcmVxdWVzdF9pbmRleBgBIAEoAxIkCgNhY2sYAiABKAsyFS5hdWRpdGxvZy52MS5FdmVudEFja0gAEigKBWVycm9yGAMgASgLMhcuYXVkaXRsb2cudjEuRXZlbnRFcnJvckgAEi8KB3Jlc3VsdHMYBCADKAsyHi5hdWRpdGxvZy52MS5TdHJlYW1FdmVudFJlc3VsdEIICgZyZXN1bHQiMAoPR2V0RXZlbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIKCgJpZBgCIAEoCSI6ChBHZXRFdmVudFJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCKWAgoLRXZlbnRGaWx0ZXISLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKC2V2ZW50X3R5cGVzGAMgAygOMhYuYXVkaXRsb2cudjEuRXZlbnRUeXBlEhYKDnRlbmFudF91c2VyX2lkGAQgASgJEhMKC2N1c3RvbWVyX2lkGAUgASgJEg8KB2NhbGxfaWQYBiABKAkSGwoTY29icm93c2Vfc2Vzc2lvbl9pZBgHIAEoCRIhCgVhY3RvchgIIAEoDjISLmF1ZGl0bG9nLnYxLkFjdG9yIp4BChFMaXN0RXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSKAoGZmlsdGVyGAIgASgLMhguYXVkaXRsb2cudjEuRXZlbnRGaWx0ZXISJQoFb3JkZXIYAyABKA4yFi5hdWRpdGxvZy52MS5Tb3J0T3JkZXISEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiVgoSTGlzdEV2ZW50c1Jlc3BvbnNlEicKBmV2ZW50cxgBIAMoCzIXLmF1ZGl0bG9nLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuMBChJUYWlsU2Vzc2lvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoGY3Vyc29yGAMgASgJSAASMAoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIYCg5mcm9tX2JlZ2lubmluZxgFIAEoCEgAEhIKCGZyb21fbm93GAYgASgISAASKwoLZXZlbnRfdHlwZXMYByADKA4yFi5hdWRpdGxvZy52MS5FdmVudFR5cGVCBwoFc3RhcnQiOQoOVGFpbEV2ZW50QmF0Y2gSJwoGZXZlbnRzGAEgAygLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudCIlCgxUYWlsQ2F1Z2h0VXASFQoNaGVhZF9zZXF1ZW5jZRgBIAEoAyJXCg1UYWlsSGVhcnRiZWF0EhUKDWhlYWRfc2VxdWVuY2UYASABKAMSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr0BChNUYWlsU2Vzc2lvblJlc3BvbnNlEi0KBmV2ZW50cxgBIAEoCzIbLmF1ZGl0bG9nLnYxLlRhaWxFdmVudEJhdGNoSAASLgoJY2F1Z2h0X3VwGAIgASgLMhkuYXVkaXRsb2cudjEuVGFpbENhdWdodFVwSAASLwoJaGVhcnRiZWF0GAMgASgLMhouYXVkaXRsb2cudjEuVGFpbEhlYXJ0YmVhdEgAEg4KBmN1cnNvchgKIAEoCUIGCgRraW5kIqoBChNFeHBvcnRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIoCgZmaWx0ZXIYAiABKAsyGC5hdWRpdGxvZy52MS5FdmVudEZpbHRlchIOCgZjdXJzb3IYAyABKAkSEwoLdG9fc2VxdWVuY2UYBCABKAMSFQoNZnJvbV9zZXF1ZW5jZRgFIAEoAxIaChJldmVudHNfcGVyX21lc3NhZ2UYBiABKAUi7AEKFEV4cG9ydEV2ZW50c1Jlc3BvbnNlEisKBWV2ZW50GAEgASgLMhouYXVkaXRsb2cudjEuRXhwb3J0ZWRFdmVudEgAEi0KCmNoZWNrcG9pbnQYAiABKAsyFy5hdWRpdGxvZy52MS5DaGVja3BvaW50SAASLgoGYW5jaG9yGAMgASgLMhwuYXVkaXRsb2cudjEuUmV0ZW50aW9uQW5jaG9ySAASMAoFYmF0Y2gYBCABKAsyHy5hdWRpdGxvZy52MS5FeHBvcnRlZEV2ZW50QmF0Y2hIABIOCgZjdXJzb3IYCiABKAlCBgoEaXRlbSJAChJFeHBvcnRlZEV2ZW50QmF0Y2gSKgoGZXZlbnRzGAEgAygLMhouYXVkaXRsb2cudjEuRXhwb3J0ZWRFdmVudCJwCg1FeHBvcnRlZEV2ZW50EiYKBWV2ZW50GAEgASgLMhcuYXVkaXRsb2cudjEuQXVkaXRFdmVudBInCgVlbnRyeRgCIAEoCzIYLmF1ZGl0bG9nLnYxLkxlZGdlckVudHJ5Eg4KBmN1cnNvchgDIAEoCSI+ChRHZXRDaGVja3BvaW50UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEwoLYXRfc2VxdWVuY2UYAiABKAMiiQEKFUdldENoZWNrcG9pbnRSZXNwb25zZRIrCgpjaGVja3BvaW50GAEgASgLMhcuYXVkaXRsb2cudjEuQ2hlY2twb2ludBIVCg1oZWFkX3NlcXVlbmNlGAIgASgDEiwKBmFuY2hvchgDIAEoCzIcLmF1ZGl0bG9nLnYxLlJldGVudGlvbkFuY2hvciIcChpHZXRWZXJpZmljYXRpb25LZXlzUmVxdWVzdCJJChtHZXRWZXJpZmljYXRpb25LZXlzUmVzcG9uc2USKgoEa2V5cxgBIAMoCzIcLmF1ZGl0bG9nLnYxLlZlcmlmaWNhdGlvbktleSJUChNWZXJpZnlMZWRnZXJSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIVCg1mcm9tX3NlcXVlbmNlGAIgASgDEhMKC3RvX3NlcXVlbmNlGAMgASgDIq0BChRWZXJpZnlMZWRnZXJSZXNwb25zZRIvCghwcm9ncmVzcxgBIAEoCzIbLmF1ZGl0bG9nLnYxLlZlcmlmeVByb2dyZXNzSAASLQoHZmluZGluZxgCIAEoCzIaLmF1ZGl0bG9nLnYxLkxlZGdlckZpbmRpbmdIABItCgdzdW1tYXJ5GAMgASgLMhouYXVkaXRsb2cudjEuVmVyaWZ5U3VtbWFyeUgAQgYKBGtpbmQiVgoTU2V0UmV0ZW50aW9uUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSLAoJcmV0ZW50aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkQKFFNldFJldGVudGlvblJlc3BvbnNlEiwKCXJldGVudGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIoChNHZXRSZXRlbnRpb25SZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSJyChRHZXRSZXRlbnRpb25SZXNwb25zZRIsCglyZXRlbnRpb24YASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLAoGYW5jaG9yGAIgASgLMhwuYXVkaXRsb2cudjEuUmV0ZW50aW9uQW5jaG9yIpwBChFUYWlsRXZlbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEAoGY3Vyc29yGAIgASgJSAASGAoOZnJvbV9iZWdpbm5pbmcYAyABKAhIABISCghmcm9tX25vdxgEIAEoCEgAEisKC2V2ZW50X3R5cGVzGAUgAygOMhYuYXVkaXRsb2cudjEuRXZlbnRUeXBlQgcKBXN0YXJ0IrwBChJUYWlsRXZlbnRzUmVzcG9uc2USLQoGZXZlbnRzGAEgASgLMhsuYXVkaXRsb2cudjEuVGFpbEV2ZW50QmF0Y2hIABIuCgljYXVnaHRfdXAYAiABKAsyGS5hdWRpdGxvZy52MS5UYWlsQ2F1Z2h0VXBIABIvCgloZWFydGJlYXQYAyABKAsyGi5hdWRpdGxvZy52MS5UYWlsSGVhcnRiZWF0SAASDgoGY3Vyc29yGAogASgJQgYKBGtpbmQy1ggKD0F1ZGl0TG9nU2VydmljZRJHCghMb2dFdmVudBIcLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVxdWVzdBodLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50UmVzcG9uc2USSgoJTG9nRXZlbnRzEh0uYXVkaXRsb2cudjEuTG9nRXZlbnRzUmVxdWVzdBoeLmF1ZGl0bG9nLnYxLkxvZ0V2ZW50c1Jlc3BvbnNlElcKDFN0cmVhbUV2ZW50cxIgLmF1ZGl0bG9nLnYxLlN0cmVhbUV2ZW50c1JlcXVlc3QaIS5hdWRpdGxvZy52MS5TdHJlYW1FdmVudHNSZXNwb25zZSgBMAESRwoIR2V0RXZlbnQSHC5hdWRpdGxvZy52MS5HZXRFdmVudFJlcXVlc3QaHS5hdWRpdGxvZy52MS5HZXRFdmVudFJlc3BvbnNlEk0KCkxpc3RFdmVudHMSHi5hdWRpdGxvZy52MS5MaXN0RXZlbnRzUmVxdWVzdBofLmF1ZGl0bG9nLnYxLkxpc3RFdmVudHNSZXNwb25zZRJSCgtUYWlsU2Vzc2lvbhIfLmF1ZGl0bG9nLnYxLlRhaWxTZXNzaW9uUmVxdWVzdBogLmF1ZGl0bG9nLnYxLlRhaWxTZXNzaW9uUmVzcG9uc2UwARJPCgpUYWlsRXZlbnRzEh4uYXVkaXRsb2cudjEuVGFpbEV2ZW50c1JlcXVlc3QaHy5hdWRpdGxvZy52MS5UYWlsRXZlbnRzUmVzcG9uc2UwARJVCgxFeHBvcnRFdmVudHMSIC5hdWRpdGxvZy52MS5FeHBvcnRFdmVudHNSZXF1ZXN0GiEuYXVkaXRsb2cudjEuRXhwb3J0RXZlbnRzUmVzcG9uc2UwARJWCg1HZXRDaGVja3BvaW50EiEuYXVkaXRsb2cudjEuR2V0Q2hlY2twb2ludFJlcXVlc3QaIi5hdWRpdGxvZy52MS5HZXRDaGVja3BvaW50UmVzcG9uc2USaAoTR2V0VmVyaWZpY2F0aW9uS2V5cxInLmF1ZGl0bG9nLnYxLkdldFZlcmlmaWNhdGlvbktleXNSZXF1ZXN0GiguYXVkaXRsb2cudjEuR2V0VmVyaWZpY2F0aW9uS2V5c1Jlc3BvbnNlElUKDFZlcmlmeUxlZGdlchIgLmF1ZGl0bG9nLnYxLlZlcmlmeUxlZGdlclJlcXVlc3QaIS5hdWRpdGxvZy52MS5WZXJpZnlMZWRnZXJSZXNwb25zZTABElMKDFNldFJldGVudGlvbhIgLmF1ZGl0bG9nLnYxLlNldFJldGVudGlvblJlcXVlc3QaIS5hdWRpdGxvZy52MS5TZXRSZXRlbnRpb25SZXNwb25zZRJTCgxHZXRSZXRlbnRpb24SIC5hdWRpdGxvZy52MS5HZXRSZXRlbnRpb25SZXF1ZXN0GiEuYXVkaXRsb2cudjEuR2V0UmV0ZW50aW9uUmVzcG9uc2VCYAoOaW8uYXVkaXRsb2cudjFCDFNlcnZpY2VQcm90b1ABWj5naXRodWIuY29tL2F1ZGl0bG9nL2F1ZGl0bG9nL2NsaWVudHMvZ28vYXVkaXRsb2cvdjE7YXVkaXRsb2d2MWIGcHJvdG8z", [file_auditlog_v1_audit_event, file_auditlog_v1_enums, file_auditlog_v1_ledger, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * LogEventRequest carries one event to store.
@@ -844,6 +844,16 @@ export type ExportEventsRequest = Message<"auditlog.v1.ExportEventsRequest"> & {
    * @generated from field: int64 from_sequence = 5;
    */
   fromSequence: bigint;
+
+  /**
+   * Send up to this many events per response, as a `batch` (at most 1,000; a batch also ends
+   * before a checkpoint, at the end of each read of the ledger, and before 1 MiB). 0 or 1: one
+   * `event` per response. Each message costs the server and the client far more than an event
+   * in it, so exports and verifications of many events should ask for batches.
+   *
+   * @generated from field: int32 events_per_message = 6;
+   */
+  eventsPerMessage: number;
 };
 
 /**
@@ -888,10 +898,19 @@ export type ExportEventsResponse = Message<"auditlog.v1.ExportEventsResponse"> &
      */
     value: RetentionAnchor;
     case: "anchor";
+  } | {
+    /**
+     * Consecutive events of the ledger, when the request asked for `events_per_message`.
+     *
+     * @generated from field: auditlog.v1.ExportedEventBatch batch = 4;
+     */
+    value: ExportedEventBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 
   /**
-   * Resume cursor: a new export with it continues right after this item.
+   * Resume cursor: a new export with it continues right after this item (after a batch's last
+   * event).
    *
    * @generated from field: string cursor = 10;
    */
@@ -904,6 +923,27 @@ export type ExportEventsResponse = Message<"auditlog.v1.ExportEventsResponse"> &
  */
 export const ExportEventsResponseSchema: GenMessage<ExportEventsResponse> = /*@__PURE__*/
   messageDesc(file_auditlog_v1_service, 22);
+
+/**
+ * ExportedEventBatch is consecutive exported events, each with its own resume cursor.
+ *
+ * @generated from message auditlog.v1.ExportedEventBatch
+ */
+export type ExportedEventBatch = Message<"auditlog.v1.ExportedEventBatch"> & {
+  /**
+   * The events, in ledger order.
+   *
+   * @generated from field: repeated auditlog.v1.ExportedEvent events = 1;
+   */
+  events: ExportedEvent[];
+};
+
+/**
+ * Describes the message auditlog.v1.ExportedEventBatch.
+ * Use `create(ExportedEventBatchSchema)` to create a new message.
+ */
+export const ExportedEventBatchSchema: GenMessage<ExportedEventBatch> = /*@__PURE__*/
+  messageDesc(file_auditlog_v1_service, 23);
 
 /**
  * ExportedEvent is an event with what the ledger recorded of it.
@@ -925,6 +965,14 @@ export type ExportedEvent = Message<"auditlog.v1.ExportedEvent"> & {
    * @generated from field: auditlog.v1.LedgerEntry entry = 2;
    */
   entry?: LedgerEntry | undefined;
+
+  /**
+   * In a batch: the resume cursor right after this event (a single `event` item carries it
+   * in ExportEventsResponse.cursor instead).
+   *
+   * @generated from field: string cursor = 3;
+   */
+  cursor: string;
 };
 
 /**
@@ -932,7 +980,7 @@ export type ExportedEvent = Message<"auditlog.v1.ExportedEvent"> & {
  * Use `create(ExportedEventSchema)` to create a new message.
  */
 export const ExportedEventSchema: GenMessage<ExportedEvent> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 23);
+  messageDesc(file_auditlog_v1_service, 24);
 
 /**
  * GetCheckpointRequest asks for a signed checkpoint of a tenant's ledger.
@@ -960,7 +1008,7 @@ export type GetCheckpointRequest = Message<"auditlog.v1.GetCheckpointRequest"> &
  * Use `create(GetCheckpointRequestSchema)` to create a new message.
  */
 export const GetCheckpointRequestSchema: GenMessage<GetCheckpointRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 24);
+  messageDesc(file_auditlog_v1_service, 25);
 
 /**
  * GetCheckpointResponse returns a checkpoint and the ledger's current state.
@@ -995,7 +1043,7 @@ export type GetCheckpointResponse = Message<"auditlog.v1.GetCheckpointResponse">
  * Use `create(GetCheckpointResponseSchema)` to create a new message.
  */
 export const GetCheckpointResponseSchema: GenMessage<GetCheckpointResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 25);
+  messageDesc(file_auditlog_v1_service, 26);
 
 /**
  * GetVerificationKeysRequest asks for the public keys checkpoints are signed with.
@@ -1010,7 +1058,7 @@ export type GetVerificationKeysRequest = Message<"auditlog.v1.GetVerificationKey
  * Use `create(GetVerificationKeysRequestSchema)` to create a new message.
  */
 export const GetVerificationKeysRequestSchema: GenMessage<GetVerificationKeysRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 26);
+  messageDesc(file_auditlog_v1_service, 27);
 
 /**
  * GetVerificationKeysResponse lists the public keys.
@@ -1031,7 +1079,7 @@ export type GetVerificationKeysResponse = Message<"auditlog.v1.GetVerificationKe
  * Use `create(GetVerificationKeysResponseSchema)` to create a new message.
  */
 export const GetVerificationKeysResponseSchema: GenMessage<GetVerificationKeysResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 27);
+  messageDesc(file_auditlog_v1_service, 28);
 
 /**
  * VerifyLedgerRequest asks the server to verify a tenant's ledger.
@@ -1066,7 +1114,7 @@ export type VerifyLedgerRequest = Message<"auditlog.v1.VerifyLedgerRequest"> & {
  * Use `create(VerifyLedgerRequestSchema)` to create a new message.
  */
 export const VerifyLedgerRequestSchema: GenMessage<VerifyLedgerRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 28);
+  messageDesc(file_auditlog_v1_service, 29);
 
 /**
  * VerifyLedgerResponse is progress, a finding, or the summary at the end.
@@ -1111,7 +1159,7 @@ export type VerifyLedgerResponse = Message<"auditlog.v1.VerifyLedgerResponse"> &
  * Use `create(VerifyLedgerResponseSchema)` to create a new message.
  */
 export const VerifyLedgerResponseSchema: GenMessage<VerifyLedgerResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 29);
+  messageDesc(file_auditlog_v1_service, 30);
 
 /**
  * SetRetentionRequest sets how long a tenant's events are kept.
@@ -1139,7 +1187,7 @@ export type SetRetentionRequest = Message<"auditlog.v1.SetRetentionRequest"> & {
  * Use `create(SetRetentionRequestSchema)` to create a new message.
  */
 export const SetRetentionRequestSchema: GenMessage<SetRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 30);
+  messageDesc(file_auditlog_v1_service, 31);
 
 /**
  * SetRetentionResponse confirms a tenant's retention.
@@ -1160,7 +1208,7 @@ export type SetRetentionResponse = Message<"auditlog.v1.SetRetentionResponse"> &
  * Use `create(SetRetentionResponseSchema)` to create a new message.
  */
 export const SetRetentionResponseSchema: GenMessage<SetRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 31);
+  messageDesc(file_auditlog_v1_service, 32);
 
 /**
  * GetRetentionRequest asks how long a tenant's events are kept.
@@ -1181,7 +1229,7 @@ export type GetRetentionRequest = Message<"auditlog.v1.GetRetentionRequest"> & {
  * Use `create(GetRetentionRequestSchema)` to create a new message.
  */
 export const GetRetentionRequestSchema: GenMessage<GetRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 32);
+  messageDesc(file_auditlog_v1_service, 33);
 
 /**
  * GetRetentionResponse says how long a tenant's events are kept.
@@ -1209,7 +1257,7 @@ export type GetRetentionResponse = Message<"auditlog.v1.GetRetentionResponse"> &
  * Use `create(GetRetentionResponseSchema)` to create a new message.
  */
 export const GetRetentionResponseSchema: GenMessage<GetRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 33);
+  messageDesc(file_auditlog_v1_service, 34);
 
 /**
  * TailEventsRequest asks for a tenant's ledger, replayed and then live: every event of the tenant,
@@ -1269,7 +1317,7 @@ export type TailEventsRequest = Message<"auditlog.v1.TailEventsRequest"> & {
  * Use `create(TailEventsRequestSchema)` to create a new message.
  */
 export const TailEventsRequestSchema: GenMessage<TailEventsRequest> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 34);
+  messageDesc(file_auditlog_v1_service, 35);
 
 /**
  * TailEventsResponse is one message of a tenant tail.
@@ -1321,7 +1369,7 @@ export type TailEventsResponse = Message<"auditlog.v1.TailEventsResponse"> & {
  * Use `create(TailEventsResponseSchema)` to create a new message.
  */
 export const TailEventsResponseSchema: GenMessage<TailEventsResponse> = /*@__PURE__*/
-  messageDesc(file_auditlog_v1_service, 35);
+  messageDesc(file_auditlog_v1_service, 36);
 
 /**
  * AuditLogService records a tenant's audit trail and serves it back.
