@@ -31,7 +31,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	touch $@
 
-.tools/bin/ferretdb.stamp: tools/install-ferretdb tools/patches/ferretdb-sqlite-id-index.patch
+.tools/bin/ferretdb.stamp: tools/install-ferretdb $(wildcard tools/patches/ferretdb-*.patch)
 	tools/install-ferretdb
 
 .tools/bin/sdk-tools.stamp: tools/install-sdk-tools node_modules/.installed
