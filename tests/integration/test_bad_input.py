@@ -399,6 +399,18 @@ def list_events(**fields: Any) -> Callable[[Stub], Awaitable[Any]]:
     return lambda stub: stub.ListEvents(service_pb2.ListEventsRequest(**fields), timeout=TIMEOUT_S)
 
 
+def export_events(**fields: Any) -> Callable[[Stub], Awaitable[Any]]:
+    fields.setdefault("tenant_id", TENANT)
+
+    async def drain(stub: Stub) -> None:
+        async for _ in stub.ExportEvents(
+            service_pb2.ExportEventsRequest(**fields), timeout=TIMEOUT_S
+        ):
+            pass
+
+    return drain
+
+
 def valid_batch(count: int) -> list[AuditEvent]:
     events: list[AuditEvent] = []
     while len(events) < count:
@@ -478,6 +490,16 @@ BAD_REQUESTS = [
         "filter.customer_id",
     ),
     BadRequest("ListEvents: unknown sort order", list_events(order=9), "order"),
+    BadRequest(
+        "ExportEvents: 1,001 events per message",
+        export_events(events_per_message=1001),
+        "events_per_message",
+    ),
+    BadRequest(
+        "ExportEvents: negative events per message",
+        export_events(events_per_message=-1),
+        "events_per_message",
+    ),
     BadRequest(
         "ListEvents: malformed page token",
         list_events(page_token="not a token!"),

@@ -316,6 +316,58 @@ async def test_an_export_resumes_from_a_cursor_equals_the_list_and_verifies_offl
     assert {r["display_name"] for r in rows} == {"[Call] Start", "Clicked on element"}
 
 
+def export_items(responses: list[service_pb2.ExportEventsResponse]) -> list[tuple[str, int]]:
+    """What an export carried, in order: ("event", ledger sequence) and ("checkpoint", sequence),
+    a batch's events one by one."""
+    items: list[tuple[str, int]] = []
+    for response in responses:
+        kind = response.WhichOneof("item")
+        if kind == "batch":
+            items += [("event", e.entry.ledger_sequence) for e in response.batch.events]
+        elif kind == "event":
+            items.append(("event", response.event.entry.ledger_sequence))
+        elif kind == "checkpoint":
+            items.append(("checkpoint", response.checkpoint.ledger_sequence))
+    return items
+
+
+@pytest.mark.asyncio
+async def test_a_batched_export_carries_what_a_single_one_does_and_resumes_inside_a_batch(
+    server: RunningServer, client: AuditLogClient
+) -> None:
+    server.sequencer.checkpoint_every = 1  # a signed checkpoint for each block
+    await seed(client, 300)
+    assert await head_of(client) == 300
+
+    async def export(**fields: Any) -> list[service_pb2.ExportEventsResponse]:
+        request = service_pb2.ExportEventsRequest(tenant_id=TENANT, **fields)
+        return [item async for item in client.stub.ExportEvents(request)]
+
+    single = await export()
+    batched = await export(events_per_message=7)
+    assert {r.WhichOneof("item") for r in single} == {"event", "checkpoint"}
+    assert {r.WhichOneof("item") for r in batched} == {"batch", "checkpoint"}
+    assert export_items(batched) == export_items(single)
+    assert ("event", 300) in export_items(single)
+    batches = [r for r in batched if r.WhichOneof("item") == "batch"]
+    assert max(len(b.batch.events) for b in batches) == 7
+    for response in batches:
+        assert response.cursor == response.batch.events[-1].cursor
+    for single_item, event in zip(
+        (r for r in single if r.WhichOneof("item") == "event"),
+        (e for b in batches for e in b.batch.events),
+        strict=True,
+    ):
+        assert event.event == single_item.event.event
+        assert event.entry == single_item.event.entry
+    # Resumed after the third event of a batch: exactly what followed it.
+    middle = batches[len(batches) // 2].batch.events[2]
+    rest = await export(cursor=middle.cursor, events_per_message=7)
+    after = [i for i in export_items(rest) if i[0] == "event"]
+    assert after == [("event", n) for n in range(middle.entry.ledger_sequence + 1, 301)]
+    assert (await verify(client)).ok
+
+
 @pytest.mark.asyncio
 async def test_tail_events_follows_the_whole_tenant_and_resumes_from_its_cursor(
     client: AuditLogClient,
