@@ -14,7 +14,7 @@ export PATH := $(ROOT)/.tools/bin:$(PATH)
 
 PY_SOURCES := service tests bench clients/python/examples $(filter-out clients/python/src/auditlog/v1,$(wildcard clients/python/src/auditlog/*.py))
 
-.PHONY: setup chromium console-test run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest bench clean
+.PHONY: setup chromium console-test run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest bench screenshots clean
 
 # The console's sources, including the generated TypeScript messages it imports.
 CONSOLE_SOURCES := $(shell find console/src console/index.html console/vite.config.ts clients/typescript/src/gen -type f 2>/dev/null)
@@ -92,6 +92,10 @@ console-test: console/node_modules/.installed
 	cd console && npm run --silent typecheck && npm test --silent
 
 test: lint typecheck proto-lint proto-breaking check-generated console-test pytest sdk-test
+
+# The README's pictures of the console (docs/screenshots/), retaken by its browser tests.
+screenshots: setup
+	AUDITLOG_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/browser -k screenshots
 
 # The benchmarks with their baselines side by side, into bench/results/*.md|json, and a plot of
 # them (bench/results/summary.png): about 20 minutes here; FULL=1 for the 1,000,000-event runs.

@@ -1,7 +1,7 @@
 """The web console as a person uses it: Playwright and chromium against a real server and database.
 
-One flow per test, each on a server and database of its own. The last test writes the README's
-screenshots of the two views (docs/screenshots/) at 1280 px.
+One flow per test, each on a server and database of its own. The last test takes the README's
+screenshots of the two views at 1280 px (into docs/screenshots/ with `make screenshots`).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,9 @@ Event = audit_event_pb2.AuditEvent
 TENANT = "acme"
 READER_SCOPES = ["events:read", "sessions:tail"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's pictures are rewritten only when asked (`make screenshots`): a test run leaves the
+# working tree as it found it (a PNG's bytes vary with the renderer even when nothing changed).
+UPDATE_SCREENSHOTS = os.environ.get("AUDITLOG_UPDATE_SCREENSHOTS") == "1"
 BASE_SECONDS = 1_780_000_000  # 2026-05-28: fixed times, so the screenshots do not change
 
 
@@ -355,11 +359,21 @@ async def test_a_narrow_screen_filters_behind_a_disclosure(
         await context.close()
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's header (its IHDR chunk)."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert header[12:16] == b"IHDR", path
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
 @pytest.mark.asyncio
 async def test_zz_screenshots_of_the_two_views(
-    server: RunningServer, writer: AuditLogClient, page: Page
+    server: RunningServer, writer: AuditLogClient, page: Page, tmp_path: Path
 ) -> None:
-    """Last in the module: the README's tour pictures, at 1280 px."""
+    """Last in the module: the README's tour pictures, at 1280 px (into docs/screenshots/ with
+    AUDITLOG_UPDATE_SCREENSHOTS=1, else into a temporary folder)."""
+    folder = SCREENSHOTS if UPDATE_SCREENSHOTS else tmp_path
     base = dt.datetime.fromtimestamp(BASE_SECONDS + 3600, dt.UTC)
     samples = valid_event_of_each_type(TENANT, base_time=base)
     # A fixed session id: the pictures change only when the console does.
@@ -378,10 +392,12 @@ async def test_zz_screenshots_of_the_two_views(
 
     await page.goto(sign_in_link(server))
     await expect(page.get_by_role("status")).to_have_text(re.compile(r"^Page 1: \d+ events"))
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=SCREENSHOTS / "activity-logs.png", full_page=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=folder / "activity-logs.png", full_page=False)
 
     await page.goto(console_url(server, f"#/sessions/{session}?follow=1"))
     await expect(page.get_by_role("status")).to_have_text("live")
     await expect(timeline(page)).to_have_count(7)  # the seven co-browsing events
-    await page.screenshot(path=SCREENSHOTS / "session-review.png", full_page=False)
+    await page.screenshot(path=folder / "session-review.png", full_page=False)
+    for name in ("activity-logs.png", "session-review.png"):
+        assert png_size(folder / name)[0] == 1280
