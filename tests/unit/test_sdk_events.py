@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import time
 import uuid
+import weakref
 
 import pytest
 
@@ -58,6 +60,15 @@ def test_a_forked_child_does_not_reuse_its_parents_random_bits() -> None:
     parent = generator()
     rand_b = (1 << 62) - 1
     assert child.int & rand_b != parent.int & rand_b
+
+
+def test_a_generator_no_longer_used_is_freed() -> None:
+    generator = UUID7Generator()
+    generator()
+    gone = weakref.ref(generator)
+    del generator
+    gc.collect()
+    assert gone() is None  # nothing (a fork hook, say) keeps it alive
 
 
 def test_new_event_id_is_the_canonical_text_of_a_uuid7() -> None:

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 
 _MAX_COUNTER = 0xFFF  # rand_a holds a 12-bit counter (RFC 9562 section 6.2, method 1)
@@ -27,8 +28,7 @@ class UUID7Generator:
         self._counter = 0
         self._random = b""  # os.urandom bytes not used yet, taken 8 at a time
         self._random_at = 0
-        # A child process must not reuse the parent's unused random bytes (equal ids).
-        os.register_at_fork(after_in_child=self._forget_random)
+        _GENERATORS.add(self)
 
     def _forget_random(self) -> None:
         self._random, self._random_at = b"", 0
@@ -62,6 +62,19 @@ class UUID7Generator:
         value |= rand_b
         return value
 
+
+# Every generator of this process, for one fork hook (a hook per generator would keep each
+# one alive for good).
+_GENERATORS: weakref.WeakSet[UUID7Generator] = weakref.WeakSet()
+
+
+def _forget_random_in_child() -> None:
+    # A child process must not reuse the parent's unused random bytes (equal ids).
+    for generator in list(_GENERATORS):
+        generator._forget_random()
+
+
+os.register_at_fork(after_in_child=_forget_random_in_child)
 
 _GENERATOR = UUID7Generator()
 
