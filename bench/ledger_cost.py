@@ -205,10 +205,11 @@ async def ledger_check(client: AuditLogClient, tenant: str, acked: set[str]) -> 
     report = await verify_ledger(client, tenant)
     ids: list[str] = []
     sequences: list[int] = []
-    async for item in client.stub.ExportEvents(service_pb2.ExportEventsRequest(tenant_id=tenant)):
-        if item.WhichOneof("item") == "event":
-            ids.append(item.event.entry.event_id)
-            sequences.append(item.event.entry.ledger_sequence)
+    request = service_pb2.ExportEventsRequest(tenant_id=tenant, events_per_message=1000)
+    async for item in client.stub.ExportEvents(request):
+        for exported in item.batch.events:
+            ids.append(exported.entry.event_id)
+            sequences.append(exported.entry.ledger_sequence)
     return {
         "verifies": report.ok,
         "findings": [f.detail for f in report.findings[:5]],
