@@ -122,7 +122,8 @@ def entries_of(doc: Document) -> list[Document]:
     """The entries of a commit or block document."""
     packed = doc["entries"]
     if isinstance(packed, list):
-        return packed  # written before entries were packed (a development database)
+        # This process's own commit, kept in memory; or written before entries were packed.
+        return packed
     entries: list[Document] = bson.decode(bytes(packed))["e"]
     return entries
 
@@ -380,7 +381,8 @@ class LedgerStore:
         await self.ledger.insert_one(doc)
         if len(self._own_commits) >= MAX_OWN_COMMITS:
             self._own_commits.pop(next(iter(self._own_commits)))  # a sequencer elsewhere reads them
-        self._own_commits[doc["_id"]] = doc
+        # Kept with its entries unpacked: the sequencer would decode them again (entries_of).
+        self._own_commits[doc["_id"]] = {**doc, "entries": entries}
         if not repaired:
             # Groups commit concurrently: a later number may be in before an earlier one.
             key = (tenant_id, writer)
