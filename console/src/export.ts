@@ -9,6 +9,8 @@ import { payloadJson, payloadName } from "./present.js";
 
 /** Page size of the ListEvents walk of a download (the server's maximum). */
 export const EXPORT_PAGE_SIZE = 1000;
+/** Events per ExportEvents message asked for (the most the service sends). */
+export const EXPORT_EVENTS_PER_MESSAGE = 1000;
 
 // ---- CSV ----------------------------------------------------------------------------------------
 
@@ -119,6 +121,9 @@ export function exportRequest(input: DescMessage, tenantId: string, query: Event
   }
   const order = byName.get("order");
   if (order?.fieldKind === "enum" && order.enum.typeName === "auditlog.v1.SortOrder") init[order.localName] = list.order;
+  // Events in batches where the contract has them: a message costs both ends far more than an event.
+  const perMessage = byName.get("events_per_message");
+  if (perMessage?.fieldKind === "scalar") init[perMessage.localName] = EXPORT_EVENTS_PER_MESSAGE;
   return create(input, init as never);
 }
 

@@ -11,12 +11,14 @@ import {
 import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import {
   CSV_COLUMNS,
+  EXPORT_EVENTS_PER_MESSAGE,
   buildExport,
   csvCell,
   csvRecord,
   csvRow,
   exportEvents,
   exportFileName,
+  eventsIn,
   exportRequest,
   exportMethod,
 } from "../src/export.js";
@@ -27,6 +29,7 @@ import {
   AuditEventSchema,
   AuditLogService,
   EventType,
+  ExportEventsResponseSchema,
   SortOrder,
   file_auditlog_v1_audit_event,
   file_auditlog_v1_enums,
@@ -285,6 +288,22 @@ describe("exports through ExportEvents (when the contract has it)", () => {
     assert.equal(req.tenantId, TENANT);
     assert.equal(req.filter.tenantUserId, "user-1");
     assert.equal(req.order, SortOrder.OLDEST_FIRST);
+  });
+
+  test("the service's own ExportEvents is asked for batches, and a batch's events are read in order", () => {
+    const method = exportMethod(AuditLogService);
+    assert.ok(method);
+    const request = exportRequest(method.input, TENANT, emptyQuery()) as unknown as { eventsPerMessage: number };
+    assert.equal(request.eventsPerMessage, EXPORT_EVENTS_PER_MESSAGE);
+    const events = sampleEvents().slice(0, 3);
+    const response = create(ExportEventsResponseSchema, {
+      item: { case: "batch", value: { events: events.map((event) => ({ event, cursor: `c-${event.id}` })) } },
+    });
+    const found = eventsIn(method.output, response as unknown as Record<string, unknown>);
+    assert.deepEqual(
+      found.map((e) => e.id),
+      events.map((e) => e.id),
+    );
   });
 
   test("falls back to ListEvents when the token may not export (PERMISSION_DENIED before any event)", async () => {
