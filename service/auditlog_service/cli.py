@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,7 @@ import grpc
 from google.protobuf import json_format
 
 from auditlog import AuditLogClient, AuditLogError
-from auditlog.ledger import (
-    EVENTS_PER_MESSAGE,
-    VerificationKeys,
-    verify_export_file,
-    verify_ledger,
-)
+from auditlog.ledger import VerificationKeys, verify_export_file, verify_ledger
 from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, service_pb2
 
 from .config import SettingsError, add_settings_arguments, settings_from_args
@@ -224,27 +219,7 @@ def csv_row(event: audit_event_pb2.AuditEvent) -> list[str]:
     return [spreadsheet_safe(cell) for cell in cells]
 
 
-def _export_items(
-    response: service_pb2.ExportEventsResponse,
-) -> Iterable[service_pb2.ExportEventsResponse]:
-    """A response as single items: a batch as one `event` item per event."""
-    if response.WhichOneof("item") != "batch":
-        yield response
-        return
-    for exported in response.batch.events:
-        item = service_pb2.ExportEventsResponse(cursor=exported.cursor)
-        item.event.CopyFrom(exported)
-        item.event.ClearField("cursor")
-        yield item
-
-
 async def _export(client: AuditLogClient, args: argparse.Namespace) -> int:
-    request = service_pb2.ExportEventsRequest(
-        tenant_id=args.tenant,
-        filter=_filter_from_args(args),
-        cursor=args.cursor or "",
-        events_per_message=EVENTS_PER_MESSAGE,
-    )
     head = (await client.stub.GetCheckpoint(
         service_pb2.GetCheckpointRequest(tenant_id=args.tenant)
     )).head_sequence  # fmt: skip
@@ -255,28 +230,26 @@ async def _export(client: AuditLogClient, args: argparse.Namespace) -> int:
     events = 0
     cursor = ""
     try:
-        async for response in client.stub.ExportEvents(request):
-            # A file holds one item per line, a batch's events one by one with their cursors,
-            # whatever the service sent.
-            for item in _export_items(response):
-                cursor = item.cursor
-                kind = item.WhichOneof("item")
-                if writer is not None:
-                    if kind == "event" and item.event.HasField("event"):
-                        writer.writerow(csv_row(item.event.event))
-                else:
-                    # Every item, checkpoints and anchor included: the file verifies on its
-                    # own (`auditlog verify --file`).
-                    print(
-                        json_format.MessageToJson(
-                            item, preserving_proto_field_name=True, indent=None
-                        )
-                    )
-                if kind == "event":
-                    events += 1
-                    progress.update(item.event.entry.ledger_sequence, head)
-    except grpc.aio.AioRpcError as error:
-        progress.done(f"export stopped: {error.code().name}; resume with --cursor {cursor}")
+        items = client.export_events(
+            args.tenant, filter=_filter_from_args(args), cursor=args.cursor or ""
+        )
+        async for item in items:  # one per line: a batch's events one by one
+            cursor = item.cursor
+            kind = item.WhichOneof("item")
+            if writer is not None:
+                if kind == "event" and item.event.HasField("event"):
+                    writer.writerow(csv_row(item.event.event))
+            else:
+                # Every item, checkpoints and anchor included: the file verifies on its own
+                # (`auditlog verify --file`).
+                print(
+                    json_format.MessageToJson(item, preserving_proto_field_name=True, indent=None)
+                )
+            if kind == "event":
+                events += 1
+                progress.update(item.event.entry.ledger_sequence, head)
+    except AuditLogError as error:
+        progress.done(f"export stopped: {error.code.name}; resume with --cursor {cursor}")
         return 1
     progress.done(f"{events:,} events exported; resume with --cursor {cursor}")
     return 0

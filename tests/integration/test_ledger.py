@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from bson.binary import Binary
 from google.protobuf import json_format
 
-from auditlog import AuditLogClient
+from auditlog import AuditLogClient, AuditLogError
 from auditlog.ids import new_event_id
 from auditlog.ledger import (
     VerificationKeys,
@@ -366,6 +367,37 @@ async def test_a_batched_export_carries_what_a_single_one_does_and_resumes_insid
     after = [i for i in export_items(rest) if i[0] == "event"]
     assert after == [("event", n) for n in range(middle.entry.ledger_sequence + 1, 301)]
     assert (await verify(client)).ok
+
+
+@pytest.mark.asyncio
+async def test_the_sdk_export_yields_single_items_that_resume_and_needs_the_export_scope(
+    server: RunningServer, client: AuditLogClient
+) -> None:
+    server.sequencer.checkpoint_every = 1
+    await seed(client, 120)
+    assert await head_of(client) == 120
+    single = [
+        item
+        async for item in client.stub.ExportEvents(
+            service_pb2.ExportEventsRequest(tenant_id=TENANT)
+        )
+    ]
+    items = [item async for item in client.export_events(TENANT)]
+    assert [i.WhichOneof("item") for i in items] == [i.WhichOneof("item") for i in single]
+    assert export_items(items) == export_items(single)
+    events = [i for i in items if i.WhichOneof("item") == "event"]
+    assert all(i.cursor and not i.event.cursor for i in events)
+    assert [i.event.event for i in events] == [
+        i.event.event for i in single if i.WhichOneof("item") == "event"
+    ]
+    rest = [item async for item in client.export_events(TENANT, cursor=events[99].cursor)]
+    assert [i[1] for i in export_items(rest) if i[0] == "event"] == list(range(101, 121))
+    reader = AuditLogClient(f"127.0.0.1:{server.port}", token=token(TENANT, ["events:read"]))
+    async with reader:
+        with pytest.raises(AuditLogError) as denied:
+            async for _ in reader.export_events(TENANT):
+                pass
+    assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.mark.asyncio

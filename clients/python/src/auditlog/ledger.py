@@ -23,7 +23,7 @@ import base64
 import datetime as dt
 import hashlib
 import struct
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -560,6 +560,21 @@ async def verify_ledger(
     if to_sequence and newest is not None and newest.ledger_sequence > to_sequence:
         newest = None  # a range ending before the newest checkpoint is not truncated
     return verifier.finish(newest, *witnesses)
+
+
+def single_items(
+    response: service_pb2.ExportEventsResponse,
+) -> Iterator[service_pb2.ExportEventsResponse]:
+    """An ExportEvents response as single items: a batch as one `event` item per event, with
+    that event's cursor (the shape of one line of an export file)."""
+    if response.WhichOneof("item") != "batch":
+        yield response
+        return
+    for exported in response.batch.events:
+        item = service_pb2.ExportEventsResponse(cursor=exported.cursor)
+        item.event.CopyFrom(exported)
+        item.event.ClearField("cursor")
+        yield item
 
 
 def _feed(verifier: LedgerVerifier, item: service_pb2.ExportEventsResponse) -> None:
