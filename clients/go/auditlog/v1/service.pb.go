@@ -1770,7 +1770,8 @@ type ExportEventsResponse_Anchor struct {
 }
 
 type ExportEventsResponse_Batch struct {
-	// Consecutive events of the ledger, when the request asked for `events_per_message`.
+	// Events in ledger order (those the filter matches), when the request asked for
+	// `events_per_message`.
 	Batch *ExportedEventBatch `protobuf:"bytes,4,opt,name=batch,proto3,oneof"`
 }
 
@@ -1782,7 +1783,7 @@ func (*ExportEventsResponse_Anchor) isExportEventsResponse_Item() {}
 
 func (*ExportEventsResponse_Batch) isExportEventsResponse_Item() {}
 
-// ExportedEventBatch is consecutive exported events, each with its own resume cursor.
+// ExportedEventBatch is exported events in ledger order, each with its own resume cursor.
 type ExportedEventBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The events, in ledger order.

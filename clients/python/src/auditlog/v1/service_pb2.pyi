@@ -808,7 +808,9 @@ class ExportEventsResponse(_message.Message):
 
     @_builtins.property
     def batch(self) -> Global___ExportedEventBatch:
-        """Consecutive events of the ledger, when the request asked for `events_per_message`."""
+        """Events in ledger order (those the filter matches), when the request asked for
+        `events_per_message`.
+        """
 
     def __init__(
         self,
@@ -831,7 +833,7 @@ Global___ExportEventsResponse: _TypeAlias = ExportEventsResponse  # noqa: Y015
 
 @_typing.final
 class ExportedEventBatch(_message.Message):
-    """ExportedEventBatch is consecutive exported events, each with its own resume cursor."""
+    """ExportedEventBatch is exported events in ledger order, each with its own resume cursor."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -900,7 +900,8 @@ export type ExportEventsResponse = Message<"auditlog.v1.ExportEventsResponse"> &
     case: "anchor";
   } | {
     /**
-     * Consecutive events of the ledger, when the request asked for `events_per_message`.
+     * Events in ledger order (those the filter matches), when the request asked for
+     * `events_per_message`.
      *
      * @generated from field: auditlog.v1.ExportedEventBatch batch = 4;
      */
@@ -925,7 +926,7 @@ export const ExportEventsResponseSchema: GenMessage<ExportEventsResponse> = /*@_
   messageDesc(file_auditlog_v1_service, 22);
 
 /**
- * ExportedEventBatch is consecutive exported events, each with its own resume cursor.
+ * ExportedEventBatch is exported events in ledger order, each with its own resume cursor.
  *
  * @generated from message auditlog.v1.ExportedEventBatch
  */
