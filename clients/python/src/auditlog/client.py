@@ -32,6 +32,7 @@ from .events import (
     general_event,
 )
 from .ids import new_event_id
+from .ledger import EVENTS_PER_MESSAGE, single_items
 
 __all__ = [
     "CURSOR_TRAILER",
@@ -573,8 +574,6 @@ class AuditLogClient:
         ...         print(item.event.entry.ledger_sequence, item.event.event.id)
         ...     saved = item.cursor
         """
-        from .ledger import EVENTS_PER_MESSAGE, single_items
-
         request = service_pb2.ExportEventsRequest(
             tenant_id=tenant_id,
             filter=filter,
