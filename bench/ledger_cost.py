@@ -40,7 +40,7 @@ from auditlog import AuditLogClient
 from auditlog.ids import new_event_id
 from auditlog.ledger import verify_ledger
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
-from auditlog_service.ledger import block_id, entries_of
+from auditlog_service.ledger import LedgerStore, block_id, entries_of
 from bench.common import (
     CpuMeter,
     ServerProcess,
@@ -178,21 +178,13 @@ class SequencedProbe:
         self.sequenced: dict[str, float] = {}
         self.task: asyncio.Task[None] | None = None
 
-    async def _exists(self, b: int) -> bool:
-        return await self.ledger.find_one({"_id": block_id(self.tenant, b)}, {"_id": 1}) is not None
-
     async def start(self) -> None:
-        """Finds the tenant's last block before the round (exponential probe, then binary
-        search: a walk over every block did not keep up with a busy round) and starts polling
-        for the next."""
-        low, step = 0, 1
-        while await self._exists(low + step):
-            low, step = low + step, step * 2
-        high = low + step
-        while high - low > 1:
-            mid = (low + high) // 2
-            low, high = (mid, high) if await self._exists(mid) else (low, mid)
-        self.task = asyncio.create_task(self._poll(low + 1))
+        """Finds the tenant's last block before the round (the ledger's own O(log n) probe: a
+        walk over every block did not keep up with a busy round) and starts polling for the
+        next."""
+        store = LedgerStore(self.ledger, self.client[self.ledger.database.name]["events"])
+        last = await store.last_number(f"{self.tenant}/b/")
+        self.task = asyncio.create_task(self._poll(last + 1))
 
     async def _poll(self, b: int) -> None:
         while True:
@@ -221,11 +213,10 @@ async def ledger_check(client: AuditLogClient, tenant: str, acked: set[str]) -> 
     report = await verify_ledger(client, tenant)
     ids: list[str] = []
     sequences: list[int] = []
-    request = service_pb2.ExportEventsRequest(tenant_id=tenant, events_per_message=1000)
-    async for item in client.stub.ExportEvents(request):
-        for exported in item.batch.events:
-            ids.append(exported.entry.event_id)
-            sequences.append(exported.entry.ledger_sequence)
+    async for item in client.export_events(tenant):
+        if item.WhichOneof("item") == "event":
+            ids.append(item.event.entry.event_id)
+            sequences.append(item.event.entry.ledger_sequence)
     return {
         "verifies": report.ok,
         "findings": [f.detail for f in report.findings[:5]],
