@@ -8,6 +8,7 @@ the fields ListEvents filters on, and only the events that match are fetched.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from .storage import EventRepository
 
 # Events fetched at once (an `_id` lookup each on FerretDB, one `$in` query on MongoDB).
 FETCH_BATCH = 1000  # ids per `$in` (the most our FerretDB patch pushes down)
+# Fetches under way at once: FerretDB decodes one query's documents on one goroutine, so
+# several keep both cores busy (verify of 20,000 events, 7 alternating rounds: median 4,779
+# events/s with one ahead, 5,212 with three).
+FETCHES_AHEAD = 3
 
 
 @dataclass(frozen=True)
@@ -201,32 +206,31 @@ class LedgerReader:
     async def fetched(
         self, placed: AsyncIterator[Placed], *, as_stored: bool = False
     ) -> AsyncIterator[list[tuple[Placed, Document | None]]]:
-        """The entries with their stored events, FETCH_BATCH at a time, the next batch's read
-        under way while the caller works on (or waits to send) this one: the database, not
-        this process, bounds export and verify."""
+        """The entries with their stored events, FETCH_BATCH at a time, the next batches'
+        reads under way while the caller works on (or waits to send) this one: the database,
+        not this process, bounds export and verify."""
         batch: list[Placed] = []
-        ahead: asyncio.Task[list[tuple[Placed, Document | None]]] | None = None
+        ahead: collections.deque[asyncio.Task[list[tuple[Placed, Document | None]]]] = (
+            collections.deque()
+        )
         try:
             async for item in placed:
                 batch.append(item)
                 if len(batch) >= FETCH_BATCH:
-                    previous, ahead = (
-                        ahead,
-                        asyncio.create_task(self.fetch(batch, as_stored=as_stored)),
-                    )
+                    ahead.append(asyncio.create_task(self.fetch(batch, as_stored=as_stored)))
                     batch = []
-                    if previous is not None:
-                        yield await previous
-            if ahead is not None:
-                yield await ahead
-                ahead = None
+                    if len(ahead) > FETCHES_AHEAD:
+                        yield await ahead.popleft()
+            while ahead:
+                yield await ahead.popleft()
             if batch:
                 yield await self.fetch(batch, as_stored=as_stored)
         finally:
-            if ahead is not None:
-                ahead.cancel()
+            for task in ahead:
+                task.cancel()
+            for task in ahead:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ahead
+                    await task
 
     async def events(
         self, placed: list[Placed]

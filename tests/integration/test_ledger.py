@@ -28,6 +28,7 @@ from auditlog.ledger import (
     verify_ledger,
 )
 from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, service_pb2
+from auditlog_service import ledger_reads
 from auditlog_service.ledger import entries_of, pack_entries
 from auditlog_service.server import RunningServer
 from tests.conftest import sdk, serving, settings_for_test, token, unledgered
@@ -334,9 +335,11 @@ def export_items(responses: list[service_pb2.ExportEventsResponse]) -> list[tupl
 
 @pytest.mark.asyncio
 async def test_a_batched_export_carries_what_a_single_one_does_and_resumes_inside_a_batch(
-    server: RunningServer, client: AuditLogClient
+    server: RunningServer, client: AuditLogClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.sequencer.checkpoint_every = 1  # a signed checkpoint for each block
+    # Small fetches: many of them, several under way at once (ledger_reads.FETCHES_AHEAD).
+    monkeypatch.setattr(ledger_reads, "FETCH_BATCH", 11)
     await seed(client, 300)
     assert await head_of(client) == 300
 
@@ -349,7 +352,9 @@ async def test_a_batched_export_carries_what_a_single_one_does_and_resumes_insid
     assert {r.WhichOneof("item") for r in single} == {"event", "checkpoint"}
     assert {r.WhichOneof("item") for r in batched} == {"batch", "checkpoint"}
     assert export_items(batched) == export_items(single)
-    assert ("event", 300) in export_items(single)
+    assert [i for i in export_items(single) if i[0] == "event"] == [
+        ("event", n) for n in range(1, 301)
+    ]
     batches = [r for r in batched if r.WhichOneof("item") == "batch"]
     assert max(len(b.batch.events) for b in batches) == 7
     for response in batches:
