@@ -316,6 +316,12 @@ async def test_an_export_resumes_from_a_cursor_equals_the_list_and_verifies_offl
     rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert sorted(r["id"] for r in rows) == sorted(e.id for e in events)
     assert {r["display_name"] for r in rows} == {"[Call] Start", "Clicked on element"}
+    code, csv_text, err = await run_cli(
+        server, "export", "--tenant", TENANT, "--format", "csv", "--type", "CLICK"
+    )
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert sorted(r["id"] for r in rows) == sorted(e.id for e in events if e.HasField("click"))
 
 
 def export_items(responses: list[service_pb2.ExportEventsResponse]) -> list[tuple[str, int]]:
@@ -372,6 +378,42 @@ async def test_a_batched_export_carries_what_a_single_one_does_and_resumes_insid
     after = [i for i in export_items(rest) if i[0] == "event"]
     assert after == [("event", n) for n in range(middle.entry.ledger_sequence + 1, 301)]
     assert (await verify(client)).ok
+
+
+@pytest.mark.asyncio
+async def test_a_filtered_export_holds_what_list_events_finds_in_ledger_order(
+    client: AuditLogClient,
+) -> None:
+    events = await seed(client, 120)
+    events.append(general(999))
+    events[-1].start_call.customer_id = "c-rare"
+    await client.log_events(events[-1:])
+    assert await head_of(client) == 121
+    filters = {
+        "clicks": service_pb2.EventFilter(event_types=[enums_pb2.EVENT_TYPE_CLICK]),
+        "one customer": service_pb2.EventFilter(customer_id="c-rare"),
+        "an agent's calls": service_pb2.EventFilter(
+            tenant_user_id="agent-1", event_types=[enums_pb2.EVENT_TYPE_START_CALL]
+        ),
+    }
+    expected = {
+        "clicks": {e.id for e in events if e.HasField("click")},
+        "one customer": {events[-1].id},
+        "an agent's calls": {
+            e.id for e in events if e.HasField("start_call") and e.tenant_user_id == "agent-1"
+        },
+    }
+    for name, filt in filters.items():
+        exported = [
+            (item.event.entry.ledger_sequence, item.event.event.id)
+            async for item in client.export_events(TENANT, filter=filt)
+            if item.WhichOneof("item") == "event"
+        ]
+        listed = {event.id async for event in client.list_events(TENANT, filter=filt)}
+        assert listed == expected[name], name
+        assert {event_id for _, event_id in exported} == listed, name
+        sequences = [sequence for sequence, _ in exported]
+        assert sequences == sorted(sequences), name
 
 
 @pytest.mark.asyncio
