@@ -624,6 +624,21 @@ class _Pending:
 _Block = tuple[Document, LedgerHead, list[tuple[_Pending, int, list[bytes]]]]
 
 
+def placement_docs(tenant_id: str, blocks: list[_Block]) -> list[Document]:
+    """Where each commit of the blocks landed: its block, first sequence and hashes.
+    Inserted, not updated into the commit: on FerretDB an update rewrites the document."""
+    return [
+        {
+            "_id": placement_id(tenant_id, item.writer, item.n),
+            "b": head.block,
+            "first": first,
+            "h": Binary(b"".join(hashes)),
+        }
+        for _, head, placed in blocks
+        for item, first, hashes in placed
+    ]
+
+
 class Sequencer:
     """Merges a tenant's outboxes into ledger blocks; any replica may run it for any tenant.
 
@@ -909,49 +924,46 @@ class Sequencer:
 
     async def _write_blocks(self, blocks: list[_Block]) -> int:
         """Inserts consecutive blocks in one ordered insert; how many were written (the first
-        that another sequencer wrote first stops it)."""
+        that another sequencer wrote first stops it).
+
+        Where each commit's events landed (placements, for GetEvent: a hint, the blocks are the
+        truth) rides in the same insert, after the blocks: no round trip of its own, and none
+        is written for a block that lost."""
         tenant_id = blocks[0][1].tenant_id
+        placements = placement_docs(tenant_id, blocks)
+        unplaced: list[Document] = []
         try:
-            await self.store.ledger.insert_many([doc for doc, _, _ in blocks], ordered=True)
+            await self.store.ledger.insert_many(
+                [doc for doc, _, _ in blocks] + placements, ordered=True
+            )
             written = len(blocks)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors") or [{}]
             if exc.details.get("writeConcernErrors") or errors[0].get("code") != DUPLICATE_KEY:
                 raise
-            written = errors[0]["index"]
+            failed = errors[0]["index"]
+            written = min(failed, len(blocks))
+            if failed < len(blocks):
+                unplaced = placement_docs(tenant_id, blocks[:written])
+            else:  # every block is in; the placements after one already there are not
+                unplaced = placements[failed - len(blocks) + 1 :]
         if written == 0:
             return 0
         new_head = blocks[written - 1][1]
         self.heads[tenant_id] = new_head
         self.stats["blocks"] += written
         self.stats["entries"] += new_head.sequence - blocks[0][0]["first"] + 1
-        # Where each commit's events landed, for GetEvent (a hint: the blocks are the truth),
-        # written beside the checkpoint (one round trip instead of two).
         try:
-            await asyncio.gather(
-                self._place(tenant_id, blocks[:written]), self._maybe_checkpoint(new_head)
-            )
+            await asyncio.gather(self._place(unplaced), self._maybe_checkpoint(new_head))
         finally:
             if self.on_block is not None:
                 self.on_block(tenant_id, new_head)
         return written
 
-    async def _place(self, tenant_id: str, blocks: list[_Block]) -> None:
-        # Inserted, not updated into the commit: on FerretDB an update rewrites the document.
-        with contextlib.suppress(PyMongoError):
-            await self.store.ledger.insert_many(
-                [
-                    {
-                        "_id": placement_id(tenant_id, item.writer, item.n),
-                        "b": head.block,
-                        "first": first,
-                        "h": Binary(b"".join(hashes)),
-                    }
-                    for _, head, placed in blocks
-                    for item, first, hashes in placed
-                ],
-                ordered=False,
-            )
+    async def _place(self, placements: list[Document]) -> None:
+        if placements:
+            with contextlib.suppress(PyMongoError):
+                await self.store.ledger.insert_many(placements, ordered=False)
 
     async def _maybe_checkpoint(self, head: LedgerHead) -> None:
         """Signs a checkpoint every `checkpoint_every` events or `checkpoint_interval_s`."""
