@@ -243,7 +243,11 @@ async def start_server(settings: Settings, *, worker: int | None = None) -> Runn
         settings.mongodb_uri,
         tz_aware=True,
         serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
-        connectTimeoutMS=settings.mongodb_timeout_ms,
+        # Also the timeout of PyMongo's heartbeats, and a heartbeat that times out interrupts
+        # every operation in flight: at 3 s, a database pausing for a few seconds (a busy
+        # machine) failed the writes in flight with UNAVAILABLE; a dead one refuses
+        # connections at once, and serverSelectionTimeoutMS still bounds the wait for it.
+        connectTimeoutMS=max(10_000, settings.mongodb_timeout_ms),
         socketTimeoutMS=max(10_000, settings.mongodb_timeout_ms * 4),
         retryWrites=True,
         event_listeners=listeners,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,68 @@ async def _mid_run_outage(
     # The co-browsing session goes on without a hole: the failed write took no slot.
     assert (await get_event(stub, failed_cobrowse.id)).sequence == 3
     assert await count(database_name, ferretdb, EVENTS) == len(before) + 3
+
+
+# A database that stops answering for seconds without going away (a long pause of its process,
+# a machine busy elsewhere): shorter than the operations' socket timeout (10 s here), longer
+# than the 1.5 s database timeout of settings_for_test.
+STALL_S = 8.0
+
+
+@pytest.mark.asyncio
+async def test_a_database_that_stalls_for_seconds_delays_writes_and_fails_none(
+    ferretdb: FerretDB, database_name: str
+) -> None:
+    await start_db(ferretdb)
+    assert ferretdb.process is not None
+    server = await start_server(settings_for_test(ferretdb.uri, database_name))
+    try:
+        await asyncio.wait_for(server.ready(), HEALTH_DEADLINE_S)
+        async with authed_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = service_pb2_grpc.AuditLogServiceStub(channel)
+            writing = asyncio.Event()
+            stalled = asyncio.Event()
+            resumed = asyncio.Event()
+            acked: list[str] = []
+            spanning = 0  # calls sent before the stall and answered after it
+
+            async def writer() -> None:
+                nonlocal spanning
+                while not resumed.is_set():
+                    events = list(valid_event_of_each_type(TENANT).values())
+                    sent_stalled = stalled.is_set()
+                    response = await stub.LogEvents(
+                        service_pb2.LogEventsRequest(
+                            events=events, result_view=enums_pb2.RESULT_VIEW_ACK
+                        ),
+                        timeout=RPC_TIMEOUT_S,
+                    )
+                    spanning += not sent_stalled and resumed.is_set()
+                    # A pause of the database is no outage: every event is acknowledged (a
+                    # monitor's timed-out heartbeat interrupted the writes in flight when the
+                    # connect timeout was the 1.5 s database timeout).
+                    assert [r.WhichOneof("result") for r in response.results] == ["ack"] * len(
+                        events
+                    ), [r.error for r in response.results if r.WhichOneof("result") == "error"]
+                    acked.extend(r.ack.id for r in response.results)
+                    writing.set()
+
+            async def stall() -> None:
+                await writing.wait()  # the writers are under way before the pause
+                os.kill(ferretdb.process.pid, signal.SIGSTOP)
+                stalled.set()
+                try:
+                    await asyncio.sleep(STALL_S)  # the pause under test, not a synchronisation
+                finally:
+                    os.kill(ferretdb.process.pid, signal.SIGCONT)
+                    resumed.set()
+
+            await asyncio.wait_for(
+                asyncio.gather(stall(), *(writer() for _ in range(4))), RPC_TIMEOUT_S * 3
+            )
+            assert spanning >= 1, "no write was in flight through the pause"
+            for event_id in acked[-60:] + acked[:20]:
+                assert (await get_event(stub, event_id)).id == event_id
+            assert await count(database_name, ferretdb, EVENTS) == len(acked)
+    finally:
+        await server.stop(grace_s=0.5)
