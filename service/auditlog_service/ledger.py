@@ -744,8 +744,10 @@ class Sequencer:
             # fail on its `_id`, and that re-reads. A read per pass found nothing new almost
             # always (one `_id` probe per 250 events on a busy tenant, per 80 at unary load).
             known = self.heads.get(tenant_id)
-            read = not defer or known is None
-            head = known if known is not None and not read else await self.current(tenant_id)
+            if defer and known is not None:
+                head, head_read = known, False
+            else:
+                head, head_read = await self.current(tenant_id), True
             while True:
                 # With a backlog, several blocks go in one insert: the round trips per block,
                 # not the entries, bound how fast a busy tenant is sequenced.
@@ -760,7 +762,7 @@ class Sequencer:
                     blocks.append(self._build_block(following, pending))
                     following = blocks[-1][1]
                 if not blocks:
-                    if not read:
+                    if not head_read:
                         # What is returned and what a checkpoint signs is the head as it is.
                         head = await self.current(tenant_id)
                     await self._maybe_checkpoint(head)
@@ -769,7 +771,7 @@ class Sequencer:
                 if written == len(blocks):
                     # Its own block is the head: no read (a rival's block b + 1 would make the
                     # next insert fail on its `_id`, and that re-reads).
-                    head, read = blocks[-1][1], True
+                    head, head_read = blocks[-1][1], True
                 else:
                     pending = [item for _, _, placed in blocks[written:] for item, _, _ in placed]
                     self.stats["lost"] += 1  # another sequencer wrote it: re-read and go on
@@ -780,7 +782,7 @@ class Sequencer:
                         self._read_ahead[commit_id(tenant_id, item.writer, item.n)] = item
                     self._yield_until[tenant_id] = time.monotonic() + YIELD_AFTER_LOSS_S
                     self._rivals.add(tenant_id)
-                    head, read = await self.current(tenant_id), True
+                    head, head_read = await self.current(tenant_id), True
                     if defer:
                         return head
 
