@@ -16,6 +16,11 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FERRETDB_BIN = PROJECT_ROOT / ".tools" / "bin" / "ferretdb"
+# Go's garbage collector target for FerretDB (unless GOGC is set): 400 collects a quarter as
+# often as Go's default 100. Measured here with 1,000-event LogEvents and the ledger: FerretDB's
+# CPU per event 151-166 -> 127-145 us, verification reads 194-272 -> 161-165 us per event; its
+# peak memory 72 -> 135-155 MB. 200 and 800 did no better than 400.
+FERRETDB_GOGC = "400"
 
 
 def free_port() -> int:
@@ -59,7 +64,11 @@ class FerretDB:
         (self.data_dir / "sqlite").mkdir(parents=True, exist_ok=True)
         with (self.data_dir / "ferretdb.log").open("ab") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={"GOGC": FERRETDB_GOGC, **os.environ},
             )
         self.wait_until_listening(timeout_s)
 

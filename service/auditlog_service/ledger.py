@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import bson
-from bson.binary import Binary
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -111,11 +110,13 @@ def placement_id(tenant_id: str, writer: str, n: int) -> str:
     return f"{tenant_id}/p/{writer}/{number(n)}"
 
 
-def pack_entries(entries: list[Document]) -> Binary:
+def pack_entries(entries: list[Document]) -> bytes:
     """Entries as one BSON binary value. FerretDB decodes one binary field far faster than
     hundreds of nested documents (measured on the dev database: a commit of 250 entries took
-    92 ms to read and 111 ms to update when nested), and nothing queries inside entries."""
-    return Binary(bson.encode({"e": entries}))
+    92 ms to read and 111 ms to update when nested), and nothing queries inside entries.
+    Plain `bytes` are BSON binary (subtype 0) as they are; this module wraps no value in
+    bson.Binary, which copies it (twice: 3 % of the server's CPU when a block was built)."""
+    return bson.encode({"e": entries})
 
 
 def entries_of(doc: Document) -> list[Document]:
@@ -263,10 +264,10 @@ def checkpoint_doc(checkpoint: ledger_pb2.Checkpoint) -> Document:
     return {
         "t": checkpoint.tenant_id,
         "seq": checkpoint.ledger_sequence,
-        "hash": Binary(checkpoint.ledger_hash),
+        "hash": checkpoint.ledger_hash,
         "time": checkpoint.time.ToDatetime(dt.UTC),
         "key": checkpoint.key_id,
-        "sig": Binary(checkpoint.signature),
+        "sig": checkpoint.signature,
     }
 
 
@@ -286,11 +287,11 @@ def anchor_doc(anchor: ledger_pb2.RetentionAnchor) -> Document:
     return {
         "t": anchor.tenant_id,
         "first": anchor.first_sequence,
-        "prev": Binary(anchor.previous_hash),
+        "prev": anchor.previous_hash,
         "time": anchor.time.ToDatetime(dt.UTC),
         "reason": anchor.reason,
         "key": anchor.key_id,
-        "sig": Binary(anchor.signature),
+        "sig": anchor.signature,
     }
 
 
@@ -632,7 +633,7 @@ def placement_docs(tenant_id: str, blocks: list[_Block]) -> list[Document]:
             "_id": placement_id(tenant_id, item.writer, item.n),
             "b": head.block,
             "first": first,
-            "h": Binary(b"".join(hashes)),
+            "h": b"".join(hashes),
         }
         for _, head, placed in blocks
         for item, first, hashes in placed
@@ -915,7 +916,7 @@ class Sequencer:
                 running = chain_hash(running, sequence, entry["q"], bytes(entry["d"]))
                 hashes.append(running)
                 # The commit's record as it is (recorded form, or older field digests).
-                entries.append({**entry, "h": Binary(running)})
+                entries.append({**entry, "h": running})
             consumed[item.writer] = item.n
             placed.append((item, first, hashes))
         b = head.block + 1
@@ -924,8 +925,8 @@ class Sequencer:
             "t": tenant_id,
             "first": head.sequence + 1,
             "last": sequence,
-            "prev": Binary(head.hash),
-            "hash": Binary(running),
+            "prev": head.hash,
+            "hash": running,
             "consumed": consumed,
             "kept": head.first,
             "at": convert.now_millis(),
