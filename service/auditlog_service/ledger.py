@@ -129,6 +129,50 @@ def entries_of(doc: Document) -> list[Document]:
     return entries
 
 
+class BlockEntries:
+    """A block's entries, each decoded when first asked for. A newest-first page looks at the
+    last few of a block's hundreds: decoding all of a 1,000-entry block took 2.8 ms (and made
+    10,000 objects for the garbage collector), finding where each entry lies 0.4 ms."""
+
+    def __init__(self, doc: Document) -> None:
+        packed = doc["entries"]
+        starts = None if isinstance(packed, list) else _entry_starts(bytes(packed))
+        if starts is None:
+            self._entries: list[Document | None] = list(entries_of(doc))
+            self._packed, self._starts = b"", []
+        else:
+            self._packed, self._starts = bytes(packed), starts
+            self._entries = [None] * len(starts)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> Document:
+        entry = self._entries[index]
+        if entry is None:
+            start = self._starts[index]
+            size = int.from_bytes(self._packed[start : start + 4], "little")
+            entry = self._entries[index] = bson.decode(self._packed[start : start + size])
+        return entry
+
+
+def _entry_starts(packed: bytes) -> list[int] | None:
+    """Where each entry document of pack_entries' `{"e": [...]}` starts; None if the bytes are
+    laid out otherwise (then they are decoded whole)."""
+    if packed[4:7] != b"\x04e\x00":  # the array "e", first and only
+        return None
+    end = 7 + int.from_bytes(packed[7:11], "little") - 1  # the array's terminating zero
+    starts: list[int] = []
+    position = 11
+    while position < end:
+        if packed[position] != 0x03:  # an embedded document, keyed "0", "1", ...
+            return None
+        start = packed.index(0, position + 1) + 1
+        starts.append(start)
+        position = start + int.from_bytes(packed[start : start + 4], "little")
+    return starts if position == end else None
+
+
 def writer_slot_id(tenant_id: str, k: int) -> str:
     return f"{tenant_id}/w/{number(k)}"
 

@@ -18,7 +18,7 @@ from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
 from . import convert
 from .convert import Document
 from .event_types import REGISTRY
-from .ledger import LedgerHead, LedgerStore, commit_id, entries_of, placement_id
+from .ledger import BlockEntries, LedgerHead, LedgerStore, commit_id, entries_of, placement_id
 from .storage import EventRepository
 
 # Events fetched at once (an `_id` lookup each on FerretDB, one `$in` query on MongoDB).
@@ -172,7 +172,7 @@ class LedgerReader:
             doc = await self.store.block(tenant_id, b)
             if doc is None:
                 return  # removed by retention: nothing older is kept
-            entries = entries_of(doc)
+            entries = BlockEntries(doc)  # a page often needs only the last few
             start = len(entries) - 1 if index is None else min(index, len(entries) - 1)
             for i in range(start, -1, -1):
                 yield Placed(doc["first"] + i, b, i, entries[i])

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+import bson
+
 from auditlog.ledger import changed_fields, event_digest, field_digests, recorded_form
 from auditlog.v1 import audit_event_pb2, ledger_pb2
+from auditlog_service.ledger import BlockEntries, _entry_starts, pack_entries
 from tests.event_samples import valid_event_of_each_type
 
 
@@ -62,3 +65,28 @@ def test_entries_of_older_ledgers_name_fields_from_their_field_digests() -> None
         entry.field_digests[path] = digest
     event.start_call.customer_id = "someone-else"
     assert changed_fields(entry, event) == ["start_call.customer_id"]
+
+
+def test_block_entries_decode_each_entry_as_the_whole_block_would() -> None:
+    for count in (0, 1, 3, 1000):
+        entries = [
+            {"k": f"key-{i}", "e": f"t/e-{i}", "q": i % 7, "d": bytes([i % 256]) * 32, "x": {}}
+            for i in range(count)
+        ]
+        packed = pack_entries(entries)
+        starts = _entry_starts(packed)  # found without decoding: the point of BlockEntries
+        assert starts is not None
+        assert len(starts) == count
+        lazily = BlockEntries({"entries": packed})
+        assert len(lazily) == count
+        # Out of order, as a newest-first walk asks, and twice.
+        assert [lazily[i] for i in reversed(range(count))] == entries[::-1]
+        assert [lazily[i] for i in range(count)] == entries
+        assert len(BlockEntries({"entries": entries})) == count  # an own commit, unpacked
+
+
+def test_block_entries_laid_out_otherwise_are_decoded_whole() -> None:
+    entries = [{"k": "a", "e": "t/e"}, {"k": "b", "e": "t/f"}]
+    other = bson.encode({"x": 1, "e": entries})  # "e" not first: no fast path, same entries
+    lazily = BlockEntries({"entries": other})
+    assert [lazily[i] for i in range(len(lazily))] == entries
