@@ -717,13 +717,14 @@ class AuditLogRpcs:
                     if everything or wanted.matches(placed.entry["x"]):
                         yield placed
 
+            cursor_of = self._signer.encoder_of(EXPORT_CURSOR_PURPOSE, {"t": tenant_id}, "s")
             per_message = request.events_per_message
             batch = service_pb2.ExportEventsResponse()
             batch_bytes = 0
             async for fetched in reader.fetched(selected(), as_stored=True):
                 for placed, doc in fetched:
                     item = exported_event(placed, doc)
-                    cursor = self._export_cursor(tenant_id, placed.sequence)
+                    cursor = cursor_of(placed.sequence)
                     call.events_returned += 1
                     if per_message <= 1:
                         yield service_pb2.ExportEventsResponse(event=item, cursor=cursor)
