@@ -377,6 +377,19 @@ class ServerProcess(ChildServer):
         super().__init__(command, port, log_path, env)
 
 
+@contextlib.asynccontextmanager
+async def served_process(
+    uri: str, database_name: str, log_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> AsyncIterator[ServerProcess]:
+    """`auditlog serve` in a process of its own, as deployed (write concern 1), until the end."""
+    server = ServerProcess(uri, database_name, log_path, "--write-concern", "1", *extra, env=env)
+    try:
+        await server.wait_serving()
+        yield server
+    finally:
+        server.stop()
+
+
 def serve_flags() -> str:
     """`auditlog serve --help`: which flags this checkout's server takes."""
     return subprocess.run(
