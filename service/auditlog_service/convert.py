@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bson.datetime_ms import DatetimeMS
 from google.protobuf import descriptor, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
@@ -57,15 +58,23 @@ def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> dt.datetime:
 
 
 @functools.lru_cache(maxsize=256)
-def datetime_to_millis(value: dt.datetime) -> int:
+def datetime_to_millis(value: dt.datetime | DatetimeMS) -> int:
+    """Milliseconds since 1970 (UTC when naive); DatetimeMS: what bulk reads decode dates to."""
     # Cached: a batch's events share one receive time, and the same times come back in reads.
+    if isinstance(value, DatetimeMS):
+        return int(value)
+    if value.tzinfo is not None and not value.microsecond % 1000:
+        # Whole milliseconds, as everything stored is: timestamp() (in C) is exact for them
+        # (its float keeps 15 digits; milliseconds need at most 15 from year 1 to 9999), and
+        # three times as fast as the arithmetic below.
+        return round(value.timestamp() * 1000)
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-def datetime_to_timestamp(value: dt.datetime, out: timestamp_pb2.Timestamp) -> None:
+def datetime_to_timestamp(value: dt.datetime | DatetimeMS, out: timestamp_pb2.Timestamp) -> None:
     out.seconds, rest = divmod(datetime_to_millis(value), 1000)
     out.nanos = rest * 1_000_000
 

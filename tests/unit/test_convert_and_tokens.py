@@ -6,6 +6,7 @@ import datetime as dt
 import math
 
 import pytest
+from bson.datetime_ms import DatetimeMS
 
 from auditlog.v1 import audit_event_pb2
 from auditlog.v1.audit_event_pb2 import AuditEvent
@@ -190,3 +191,17 @@ def test_a_token_encoder_of_an_integer_signs_what_encode_signs(tenant: str) -> N
         token = cursor_of(sequence)
         assert token == signer.encode("export-cursor", {"t": tenant, "s": sequence})
         assert signer.decode("export-cursor", token) == {"t": tenant, "s": sequence}
+
+
+def test_dates_convert_to_the_same_milliseconds_in_every_form() -> None:
+    utc_plus_2 = dt.timezone(dt.timedelta(hours=2))
+    for millis in (0, 1, -1, 999, 1_764_000_000_123, -62_135_596_800_000, 253_402_300_799_999):
+        aware = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
+        assert convert.datetime_to_millis(aware) == millis
+        if abs(millis) < 10**14:  # (year 1 and 9999 have no other offset to move to)
+            assert convert.datetime_to_millis(aware.astimezone(utc_plus_2)) == millis
+        assert convert.datetime_to_millis(aware.replace(tzinfo=None)) == millis
+        assert convert.datetime_to_millis(DatetimeMS(millis)) == millis
+    # Below a millisecond: floored, as before the whole-millisecond shortcut.
+    odd = dt.datetime(2026, 12, 3, 1, 2, 3, 456_789, tzinfo=dt.UTC)
+    assert convert.datetime_to_millis(odd) % 1000 == 456
