@@ -79,9 +79,12 @@ def test_block_entries_decode_each_entry_as_the_whole_block_would() -> None:
         assert len(starts) == count
         lazily = BlockEntries({"entries": packed})
         assert len(lazily) == count
-        # Out of order, as a newest-first walk asks, and twice.
+        # Out of order, as a newest-first walk asks (past DECODED_APART, the rest whole), twice.
         assert [lazily[i] for i in reversed(range(count))] == entries[::-1]
         assert [lazily[i] for i in range(count)] == entries
+        few = BlockEntries({"entries": packed})
+        newest = range(count - 1, max(count - 60, 0) - 1, -1)
+        assert [few[i] for i in newest] == [entries[i] for i in newest]  # one at a time only
         assert len(BlockEntries({"entries": entries})) == count  # an own commit, unpacked
 
 
