@@ -140,13 +140,12 @@ class BlockEntries:
 
     def __init__(self, doc: Document) -> None:
         packed = doc["entries"]
-        starts = None if isinstance(packed, list) else _entry_starts(bytes(packed))
-        if starts is None:
-            self._entries: list[Document | None] = list(entries_of(doc))
-            self._packed, self._starts = b"", []
-        else:
-            self._packed, self._starts = bytes(packed), starts
-            self._entries = [None] * len(starts)
+        self._packed = b"" if isinstance(packed, list) else bytes(packed)
+        starts = _entry_starts(self._packed) if self._packed else None
+        self._starts = starts or []
+        self._entries: list[Document | None] = (
+            list(entries_of(doc)) if starts is None else [None] * len(starts)
+        )
         self._decoded = 0
 
     def __len__(self) -> int:

@@ -704,10 +704,9 @@ class AuditLogRpcs:
             last = min(request.to_sequence or head.sequence, head.sequence)
             anchor = await sequencer.store.latest_anchor(tenant_id)
             first = max(after + 1, head.first)
+            cursor_of = self._signer.encoder_of(EXPORT_CURSOR_PURPOSE, {"t": tenant_id}, "s")
             if anchor is not None and after < anchor.first_sequence:
-                yield service_pb2.ExportEventsResponse(
-                    anchor=anchor, cursor=self._export_cursor(tenant_id, first - 1)
-                )
+                yield service_pb2.ExportEventsResponse(anchor=anchor, cursor=cursor_of(first - 1))
             checkpoints = await sequencer.store.checkpoints_between(tenant_id, first, last)
 
             everything = wanted.everything  # a comparison of dataclasses: not once per entry
@@ -717,7 +716,6 @@ class AuditLogRpcs:
                     if everything or wanted.matches(placed.entry["x"]):
                         yield placed
 
-            cursor_of = self._signer.encoder_of(EXPORT_CURSOR_PURPOSE, {"t": tenant_id}, "s")
             per_message = request.events_per_message
             batch = service_pb2.ExportEventsResponse()
             batch_bytes = 0
@@ -748,9 +746,6 @@ class AuditLogRpcs:
                 if batch.batch.events:
                     yield batch
                     batch, batch_bytes = service_pb2.ExportEventsResponse(), 0
-
-    def _export_cursor(self, tenant_id: str, sequence: int) -> str:
-        return self._signer.encode(EXPORT_CURSOR_PURPOSE, {"t": tenant_id, "s": sequence})
 
     def _decode_export_cursor(self, cursor: str, tenant_id: str) -> int:
         try:
