@@ -97,34 +97,42 @@ class Placed:
     entry: Document
 
 
-def ledger_entry(placed: Placed) -> ledger_pb2.LedgerEntry:
+def ledger_entry_into(placed: Placed, out: ledger_pb2.LedgerEntry) -> None:
+    """What the ledger recorded of an entry, into an empty message (in place: export and verify
+    build thousands a second, and a copy of each into its response cost a third as much again)."""
     entry = placed.entry
-    return ledger_pb2.LedgerEntry(
-        ledger_sequence=placed.sequence,
-        ledger_hash=bytes(entry["h"]),
-        event_id=entry["k"].split("/", 1)[1],
-        session_sequence=entry["q"],
-        event_digest=bytes(entry["d"]),
-        recorded_event=bytes(entry.get("r", b"")),
-        field_digests={
-            path.replace(":", "."): bytes(value) for path, value in entry.get("f", {}).items()
-        },
-    )
+    out.ledger_sequence = placed.sequence
+    out.ledger_hash = entry["h"]
+    out.event_id = entry["k"].partition("/")[2]
+    out.session_sequence = entry["q"]
+    out.event_digest = entry["d"]
+    recorded = entry.get("r")
+    if recorded:
+        out.recorded_event = recorded
+    digests = entry.get("f")
+    if digests:
+        for path, value in digests.items():
+            out.field_digests[path.replace(":", ".")] = value
 
 
 def with_ledger_fields(doc: Document, placed: Placed) -> audit_event_pb2.AuditEvent:
     event = convert.from_document(doc)
     event.ledger_sequence = placed.sequence
-    event.ledger_hash = bytes(placed.entry["h"])
+    event.ledger_hash = placed.entry["h"]
     return event
 
 
-def exported_event(placed: Placed, doc: Document | None) -> service_pb2.ExportedEvent:
-    """An entry with the event stored at its place, as export and verify compare them."""
-    item = service_pb2.ExportedEvent(entry=ledger_entry(placed))
+def exported_event_into(
+    placed: Placed, doc: Document | None, out: service_pb2.ExportedEvent
+) -> None:
+    """An entry with the event stored at its place, as export and verify compare them, into an
+    empty message (such as one added to a response)."""
+    ledger_entry_into(placed, out.entry)
     if doc is not None:
-        item.event.CopyFrom(with_ledger_fields(doc, placed))
-    return item
+        event = out.event
+        convert.document_into(doc, event)
+        event.ledger_sequence = placed.sequence
+        event.ledger_hash = placed.entry["h"]
 
 
 def recorded_event(placed: Placed) -> audit_event_pb2.AuditEvent | None:

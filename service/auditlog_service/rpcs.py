@@ -43,7 +43,7 @@ from .ledger_reads import (
     EntryFilter,
     LedgerReader,
     Placed,
-    exported_event,
+    exported_event_into,
 )
 from .ledger_tail import LedgerWatches
 from .retention import retention_seconds
@@ -721,14 +721,17 @@ class AuditLogRpcs:
             batch_bytes = 0
             async for fetched in reader.fetched(selected(), as_stored=True):
                 for placed, doc in fetched:
-                    item = exported_event(placed, doc)
                     cursor = cursor_of(placed.sequence)
                     call.events_returned += 1
                     if per_message <= 1:
-                        yield service_pb2.ExportEventsResponse(event=item, cursor=cursor)
+                        single = service_pb2.ExportEventsResponse(cursor=cursor)
+                        exported_event_into(placed, doc, single.event)
+                        yield single
                     else:
+                        # Built in place: appending a finished item copied it.
+                        item = batch.batch.events.add()
+                        exported_event_into(placed, doc, item)
                         item.cursor = batch.cursor = cursor
-                        batch.batch.events.append(item)
                         batch_bytes += item.ByteSize()
                         if (
                             len(batch.batch.events) >= per_message
@@ -818,7 +821,8 @@ class AuditLogRpcs:
             walk = reader.forward(tenant_id, first, last, head)
             async for fetched in reader.fetched(walk, as_stored=True):
                 for placed, doc in fetched:
-                    item = exported_event(placed, doc)
+                    item = service_pb2.ExportedEvent()
+                    exported_event_into(placed, doc, item)
                     seen.add(placed.entry["e"])
                     verifier.event(item)
                     while checkpoints and checkpoints[0].ledger_sequence <= placed.sequence:

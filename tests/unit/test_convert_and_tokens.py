@@ -41,6 +41,18 @@ def test_document_round_trip_keeps_every_field(field: str) -> None:
     assert doc["type"] == field.upper().replace("PAGE_CHANGE", "PAGECHANGE")
 
 
+def test_a_document_of_a_newer_contract_reads_without_what_this_one_lacks() -> None:
+    doc, back = _store_and_read(valid_event_of_each_type("t")["meeting_change"])
+    assert back.meeting_change.action != 0
+    newer = {**doc, "meeting_change": {**doc["meeting_change"], "action": "MEETING_ACTION_NEW"}}
+    newer["meeting_change"]["added_later"] = {"x": 1}
+    newer["meeting_change"]["conference"] = {**doc["meeting_change"]["conference"], "y": [2]}
+    read = convert.from_document(newer)
+    assert read.meeting_change.action == 0  # unknown here: left unset
+    read.meeting_change.action = back.meeting_change.action
+    assert read == back
+
+
 def _odd_event(field: str) -> AuditEvent:
     """A sample event with everything normalisation touches set to an unnormalised value."""
     event = valid_event_of_each_type("t")[field]
