@@ -6,8 +6,18 @@ import hashlib
 
 import bson
 
-from auditlog.ledger import changed_fields, event_digest, field_digests, recorded_form
-from auditlog.v1 import audit_event_pb2, ledger_pb2
+from auditlog.ledger import (
+    Kind,
+    LedgerVerifier,
+    VerificationKeys,
+    chain_hash,
+    changed_fields,
+    event_digest,
+    field_digests,
+    genesis_hash,
+    recorded_form,
+)
+from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
 from auditlog_service.ledger import BlockEntries, _entry_starts, pack_entries
 from tests.event_samples import valid_event_of_each_type
 
@@ -35,6 +45,8 @@ def test_the_recorded_form_leaves_out_positions_and_is_what_the_digest_covers() 
     assert recorded_form(placed) == recorded_form(event)
     assert event_digest(placed) == hashlib.sha256(recorded_form(event)).digest()
     assert audit_event_pb2.AuditEvent.FromString(recorded_form(placed)) == event
+    # The positions are left out of the form, not out of the event.
+    assert (placed.sequence, placed.ledger_sequence, placed.ledger_hash) == (7, 42, b"h" * 32)
 
 
 def test_a_changed_event_is_compared_with_its_recorded_form_field_by_field() -> None:
@@ -93,3 +105,52 @@ def test_block_entries_laid_out_otherwise_are_decoded_whole() -> None:
     other = bson.encode({"x": 1, "e": entries})  # "e" not first: no fast path, same entries
     lazily = BlockEntries({"entries": other})
     assert [lazily[i] for i in range(len(lazily))] == entries
+
+
+def exported_ledger(count: int) -> list[service_pb2.ExportedEvent]:
+    """A tenant's untouched ledger of `count` events, as an export sends it."""
+    items, previous = [], genesis_hash("acme")
+    for n in range(1, count + 1):
+        event = an_event()
+        event.id = f"ev-{n}"
+        digest = event_digest(event)
+        previous = chain_hash(previous, n, 0, digest)
+        entry = ledger_pb2.LedgerEntry(
+            ledger_sequence=n,
+            ledger_hash=previous,
+            event_id=event.id,
+            event_digest=digest,
+            recorded_event=recorded_form(event),
+        )
+        event.ledger_sequence, event.ledger_hash = n, previous
+        items.append(service_pb2.ExportedEvent(event=event, entry=entry))
+    return items
+
+
+def findings_of(items: list[service_pb2.ExportedEvent], window: int) -> list[tuple[int, int]]:
+    verifier = LedgerVerifier("acme", VerificationKeys([]))
+    verifier.REORDER_WINDOW = window
+    for item in items:
+        verifier.event(item)
+    return sorted((f.kind, f.ledger_sequence) for f in verifier.report.findings)
+
+
+def swapped(items: list[service_pb2.ExportedEvent], a: int, b: int) -> None:
+    """Events a and b stored at each other's places (the server sets each place's positions)."""
+    event_a, event_b = audit_event_pb2.AuditEvent(), audit_event_pb2.AuditEvent()
+    event_a.CopyFrom(items[a - 1].event)
+    event_b.CopyFrom(items[b - 1].event)
+    for n, stored in ((a, event_b), (b, event_a)):
+        stored.ledger_sequence, stored.ledger_hash = n, items[n - 1].entry.ledger_hash
+        items[n - 1].event.CopyFrom(stored)
+
+
+def test_two_events_swapped_within_the_window_are_named_reordered_and_beyond_it_changed() -> None:
+    assert findings_of(exported_ledger(60), window=10) == []
+    near = exported_ledger(60)
+    swapped(near, 40, 45)
+    assert findings_of(near, window=10) == [(Kind.LEDGER_FINDING_KIND_EVENTS_REORDERED, 40)]
+    far = exported_ledger(60)
+    swapped(far, 5, 45)  # the window (10 recorded digests) forgot 5 when 45 comes
+    changed = Kind.LEDGER_FINDING_KIND_EVENT_CHANGED
+    assert findings_of(far, window=10) == [(changed, 5), (changed, 45)]
