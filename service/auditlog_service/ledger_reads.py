@@ -115,10 +115,17 @@ def ledger_entry_into(placed: Placed, out: ledger_pb2.LedgerEntry) -> None:
             out.field_digests[path.replace(":", ".")] = value
 
 
+def stored_event_into(doc: Document, placed: Placed, out: audit_event_pb2.AuditEvent) -> None:
+    """The event stored at an entry's place, with the entry's ledger fields, into an empty
+    message."""
+    convert.document_into(doc, out)
+    out.ledger_sequence = placed.sequence
+    out.ledger_hash = placed.entry["h"]
+
+
 def with_ledger_fields(doc: Document, placed: Placed) -> audit_event_pb2.AuditEvent:
-    event = convert.from_document(doc)
-    event.ledger_sequence = placed.sequence
-    event.ledger_hash = placed.entry["h"]
+    event = audit_event_pb2.AuditEvent()
+    stored_event_into(doc, placed, event)
     return event
 
 
@@ -129,10 +136,7 @@ def exported_event_into(
     empty message (such as one added to a response)."""
     ledger_entry_into(placed, out.entry)
     if doc is not None:
-        event = out.event
-        convert.document_into(doc, event)
-        event.ledger_sequence = placed.sequence
-        event.ledger_hash = placed.entry["h"]
+        stored_event_into(doc, placed, out.event)
 
 
 def recorded_event(placed: Placed) -> audit_event_pb2.AuditEvent | None:

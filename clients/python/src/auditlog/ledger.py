@@ -53,12 +53,8 @@ def genesis_hash(tenant_id: str) -> bytes:
 def recorded_form(event: AuditEvent) -> bytes:
     """The bytes the ledger records of an event: its deterministic serialization as stored,
     without its session and ledger positions (LedgerEntry.recorded_event)."""
-    sequence, ledger_sequence, ledger_hash = (
-        event.sequence,
-        event.ledger_sequence,
-        event.ledger_hash,
-    )
-    if not (sequence or ledger_sequence or ledger_hash):
+    positions = (event.sequence, event.ledger_sequence, event.ledger_hash)
+    if not any(positions):
         return event.SerializeToString(deterministic=True)
     # Cleared for the serialization and set back (proto3: zero is absent), not a copy without
     # them: verification takes this for every event, and copying cost a tenth of it.
@@ -66,11 +62,7 @@ def recorded_form(event: AuditEvent) -> bytes:
     try:
         return event.SerializeToString(deterministic=True)
     finally:
-        event.sequence, event.ledger_sequence, event.ledger_hash = (
-            sequence,
-            ledger_sequence,
-            ledger_hash,
-        )
+        event.sequence, event.ledger_sequence, event.ledger_hash = positions
 
 
 def event_digest(event: AuditEvent) -> bytes:
