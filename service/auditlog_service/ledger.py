@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import datetime as dt
 import hashlib
@@ -404,7 +405,9 @@ class LedgerStore:
         # Commits this process inserted, until its sequencer reads them: a commit never changes
         # once inserted, so the read need not go to the database (measured on unary LogEvent:
         # those reads were 14 % of the process's CPU).
-        self._own_commits: dict[str, Document] = {}
+        # Oldest first; an OrderedDict drops its oldest in constant time (a dict walks every
+        # slot deleted before it).
+        self._own_commits: collections.OrderedDict[str, Document] = collections.OrderedDict()
         # (tenant, writer) -> the last commit number this process inserted as that writer.
         self._own_last: dict[tuple[str, str], int] = {}
         self._writers_read_at: dict[str, float] = {}  # tenant -> when its writer list was read
@@ -434,7 +437,7 @@ class LedgerStore:
             doc["repaired"] = True
         await self.ledger.insert_one(doc)
         if len(self._own_commits) >= MAX_OWN_COMMITS:
-            self._own_commits.pop(next(iter(self._own_commits)))  # a sequencer elsewhere reads them
+            self._own_commits.popitem(last=False)  # a sequencer elsewhere reads them
         # Kept with its entries unpacked: the sequencer would decode them again (entries_of).
         self._own_commits[doc["_id"]] = {**doc, "entries": entries}
         if not repaired:

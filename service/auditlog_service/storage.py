@@ -149,7 +149,8 @@ class EventRepository:
         self.events: AsyncCollection[Document] = db.get_collection("events", write_concern=concern)
         self._heads: OrderedDict[str, int] = OrderedDict()
         self._contended: dict[str, float] = {}
-        self._shared: dict[str, float] = {}
+        # Oldest first: an OrderedDict drops its oldest in constant time.
+        self._shared: OrderedDict[str, float] = OrderedDict()
         self.range_reads = False  # set by detect_backend()
         # Counts of write-path work, for metrics and benchmarks.
         self.stats: dict[str, int] = {"groups": 0, "rounds": 0, "races": 0, "events": 0}
@@ -512,7 +513,7 @@ class EventRepository:
         if self._heads.get(name, -1) < head:
             self._shared[name] = time.monotonic()
             while len(self._shared) > HEAD_CACHE_SIZE:
-                self._shared.pop(next(iter(self._shared)))
+                self._shared.popitem(last=False)
         self._remember_head(name, head)
 
     def recently_shared(self, tenant_id: str, session_id: str) -> bool:
