@@ -20,11 +20,14 @@ class GroupCommitter(Generic[Item, Result]):
 
     A group is flushed when it is full, or `max_delay_s` after its first item arrived. Up to
     `max_in_flight` groups are written at once, so that a slow group (a lost race for a
-    session's slots, say) does not hold up the others; but items with the same `key` (a
-    co-browsing session) are never in two groups in flight at once, so they reach the database
-    in the order they were submitted. Items without a key (None) go in any group. Each
-    submitter is answered only with its own item's result, after `write` returned, i.e. after
-    the database acknowledged the group.
+    session's slots, say) does not hold up the others, but a further group starts beside one in
+    flight only when at least `parallel_min_items` are waiting: a trickle of small requests
+    (unary calls) otherwise goes out in many small groups, each paying the fixed cost of its
+    database commands, where waiting for the group in flight gathers them into one. Items with
+    the same `key` (a co-browsing session) are never in two groups in flight at once, so they
+    reach the database in the order they were submitted. Items without a key (None) go in any
+    group. Each submitter is answered only with its own item's result, after `write` returned,
+    i.e. after the database acknowledged the group.
     """
 
     def __init__(
@@ -34,12 +37,14 @@ class GroupCommitter(Generic[Item, Result]):
         max_items: int,
         max_delay_s: float,
         max_in_flight: int = 1,
+        parallel_min_items: int = 0,
         key: Callable[[Item], Hashable | None] | None = None,
     ) -> None:
         self._write = write
         self._max_items = max_items
         self._max_delay_s = max_delay_s
         self._max_in_flight = max(1, max_in_flight)
+        self._parallel_min_items = parallel_min_items
         self._key = key or (lambda item: None)
         self._pending: list[tuple[Item, asyncio.Future[Result | AuditLogError]]] = []
         self._busy_keys: set[Hashable] = set()
@@ -101,7 +106,10 @@ class GroupCommitter(Generic[Item, Result]):
     async def _schedule(self) -> None:
         try:
             while self._pending:
-                if len(self._flushes) >= self._max_in_flight:
+                if self._flushes and (
+                    len(self._flushes) >= self._max_in_flight
+                    or len(self._pending) < self._parallel_min_items
+                ):
                     await self._wait_for_change()
                     continue
                 if self._max_delay_s > 0 and len(self._pending) < self._max_items:

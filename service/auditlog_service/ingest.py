@@ -60,6 +60,7 @@ class EventWriter:
         max_group: int,
         max_delay_s: float,
         max_in_flight: int = 1,
+        parallel_min_items: int = 0,
     ) -> None:
         self._preparer = preparer
         self._repository = repository
@@ -68,6 +69,7 @@ class EventWriter:
             max_items=max_group,
             max_delay_s=max_delay_s,
             max_in_flight=max_in_flight,
+            parallel_min_items=parallel_min_items,
             key=_session_of,
         )
 

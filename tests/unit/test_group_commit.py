@@ -101,10 +101,12 @@ class GatedWriter:
     def __init__(self) -> None:
         self.groups: list[list[str]] = []
         self.gates: list[asyncio.Event] = []
+        self.in_flight_at_start: list[int] = []  # groups not yet released when each started
         self.started = asyncio.Condition()
 
     async def write(self, items: list[str]) -> list[str | AuditLogError]:
         gate = asyncio.Event()
+        self.in_flight_at_start.append(sum(not g.is_set() for g in self.gates))
         self.groups.append(list(items))
         self.gates.append(gate)
         async with self.started:
@@ -156,3 +158,53 @@ async def test_a_sessions_later_events_wait_for_its_group_in_flight_and_keep_the
         gate.set()
     assert await first == "S1:A"
     assert [await f for f in later] == ["S1:B", "S2:X", "S1:C"]
+
+
+async def turns_of_the_loop(count: int = 10) -> None:
+    """Lets ready tasks run (no time passes): enough for the scheduler to start a group, as
+    the first of the two tests below shows by waiting this way for one."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def group_a_in_flight(
+    parallel_min_items: int,
+) -> tuple[GatedWriter, GroupCommitter[str, str], asyncio.Future[str | AuditLogError]]:
+    """A committer of two groups in flight, its first group ["a"] held in flight."""
+    writer = GatedWriter()
+    committer: GroupCommitter[str, str] = GroupCommitter(
+        writer.write,
+        max_items=10,
+        max_delay_s=0,
+        max_in_flight=2,
+        parallel_min_items=parallel_min_items,
+    )
+    first = asyncio.ensure_future(committer.submit("a"))
+    await writer.wait_for_groups(1)
+    return writer, committer, first
+
+
+@pytest.mark.asyncio
+async def test_enough_waiting_items_go_out_beside_the_group_in_flight() -> None:
+    writer, committer, first = await group_a_in_flight(parallel_min_items=3)
+    later = [committer.submit_nowait(i) for i in ("b", "c", "d")]
+    await turns_of_the_loop()
+    assert writer.groups == [["a"], ["b", "c", "d"]]
+    assert writer.in_flight_at_start == [0, 1]
+    for gate in writer.gates:
+        gate.set()
+    assert [await f for f in [first, *later]] == ["A", "B", "C", "D"]
+
+
+@pytest.mark.asyncio
+async def test_fewer_waiting_items_wait_for_the_group_in_flight_then_go_out_together() -> None:
+    writer, committer, first = await group_a_in_flight(parallel_min_items=4)
+    later = [committer.submit_nowait(i) for i in ("b", "c")]
+    await turns_of_the_loop()
+    assert writer.groups == [["a"]], "two waiting, under four: no second group yet"
+    later.append(committer.submit_nowait("d"))
+    writer.gates[0].set()
+    await writer.wait_for_groups(2)
+    assert writer.groups == [["a"], ["b", "c", "d"]]
+    writer.gates[1].set()
+    assert [await f for f in [first, *later]] == ["A", "B", "C", "D"]
