@@ -805,15 +805,19 @@ class Sequencer:
                 head, head_read = known, False
             else:
                 head, head_read = await self.current(tenant_id), True
+            fresh = probe_holes or not defer
             while True:
                 # With a backlog, several blocks go in one insert: the round trips per block,
                 # not the entries, bound how fast a busy tenant is sequenced.
                 blocks: list[_Block] = []
                 following = head
                 while len(blocks) < BLOCKS_PER_INSERT:
-                    pending = await self._ready(
-                        tenant_id, following, probe_holes, fresh=probe_holes or not defer
-                    )
+                    pending = await self._ready(tenant_id, following, probe_holes, fresh=fresh)
+                    # One look past holes and at the writer list per call: under sustained
+                    # load a call goes on for as long as commits keep coming, and a sweep's
+                    # call then read the writer list and probed missing outboxes for every
+                    # block (measured at unary load: 30 list reads a second, 70 % of the finds).
+                    probe_holes = fresh = False
                     if not pending:
                         break
                     blocks.append(self._build_block(following, pending))
@@ -829,6 +833,9 @@ class Sequencer:
                     # Its own block is the head: no read (a rival's block b + 1 would make the
                     # next insert fail on its `_id`, and that re-reads).
                     head, head_read = blocks[-1][1], True
+                    # Signed here too, not only when nothing is left: under sustained load a
+                    # call may go on for as long as commits keep coming.
+                    await self._maybe_checkpoint(head)
                 else:
                     pending = [item for _, _, placed in blocks[written:] for item, _, _ in placed]
                     self.stats["lost"] += 1  # another sequencer wrote it: re-read and go on

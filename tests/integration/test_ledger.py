@@ -28,7 +28,7 @@ from auditlog.ledger import (
     verify_ledger,
 )
 from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, service_pb2
-from auditlog_service import ledger_reads
+from auditlog_service import ledger, ledger_reads
 from auditlog_service.ledger import entries_of, pack_entries
 from auditlog_service.server import RunningServer
 from tests.conftest import sdk, serving, settings_for_test, token, unledgered
@@ -492,6 +492,40 @@ async def test_checkpoints_are_found_at_any_sequence_and_in_any_range(
     for first, last in [(1, 63), (8, 8), (8, 20), (21, 27), (60, 100), (64, 80)]:
         between = await store.checkpoints_between(TENANT, first, last)
         assert [c.ledger_sequence for c in between] == [s for s in signed if first <= s <= last]
+
+
+@pytest.mark.asyncio
+async def test_a_sweep_that_writes_many_blocks_looks_once_and_signs_as_it_goes(
+    server: RunningServer, client: AuditLogClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await server.ledger_worker.close()  # only this test's call sequences
+    for _ in range(6):
+        await seed(client, 10)  # six commits waiting
+    # One commit per block and one block per insert: six rounds in one call, as a call under
+    # sustained load makes.
+    monkeypatch.setattr(ledger, "MAX_BLOCK_ENTRIES", 10)
+    monkeypatch.setattr(ledger, "BLOCKS_PER_INSERT", 1)
+    sequencer = server.sequencer
+    sequencer.checkpoint_every = 20
+    store = sequencer.store
+    list_reads = 0
+    read_writers = store._read_writers
+
+    async def counted(tenant_id: str) -> list[str]:
+        nonlocal list_reads
+        list_reads += 1
+        return await read_writers(tenant_id)
+
+    monkeypatch.setattr(store, "_read_writers", counted)
+    head = await sequencer.sequence(TENANT, probe_holes=True, defer=True)
+    assert head.sequence == 60
+    assert head.block == 6
+    assert list_reads == 1, "the writer list is read once per call, not once per round"
+    signed = [c.ledger_sequence for c in await store.checkpoints_between(TENANT, 1, 60)]
+    # The first head this process sees is signed at once, then every 20 events: as the blocks
+    # were written, not only when nothing was left.
+    assert signed == [10, 30, 50]
+    assert (await verify(client)).ok
 
 
 @pytest.mark.asyncio
