@@ -75,6 +75,11 @@ PREFETCH = 3
 PREFETCH_AFTER_MS = 200
 # Blocks written in one insert when a tenant has a backlog.
 BLOCKS_PER_INSERT = 4
+# A writer none of whose commits a sequencer has found for this long is quiet: the background
+# worker's passes stop reading its next commit, and only sweeps (every few seconds) and RPCs
+# look for one. Every process start adds a writer to each tenant it writes, and a pass read
+# the next commit of each: after k restarts, k reads per pass of which none ever finds one.
+QUIET_WRITER_S = 30.0
 DUPLICATE_KEY = 11000
 # After losing a block to another sequencer, the background worker leaves the tenant to it this
 # long, and again as long as the other one is seen writing blocks (it sequences every writer's
@@ -445,6 +450,10 @@ class LedgerStore:
             key = (tenant_id, writer)
             self._own_last[key] = max(n, self._own_last.get(key, 0))
 
+    def writes_as(self, tenant_id: str, writer: str) -> bool:
+        """Whether this process has committed as `writer` for the tenant."""
+        return (tenant_id, writer) in self._own_last
+
     def unwritten_own_commit(self, tenant_id: str, writer: str, n: int) -> bool:
         """Whether n is past the last commit this process inserted as `writer` (so it is not
         there, short of a sequencer's repair after COMMIT_WAIT_S, which only sweeps look for)."""
@@ -731,6 +740,9 @@ class Sequencer:
         self._rivals: set[str] = set()  # tenants another sequencer was seen writing lately
         self._checkpointed: dict[str, tuple[int, float]] = {}
         self._checkpoint_numbers: dict[str, int] = {}  # tenant -> its last checkpoint's number here
+        # (tenant, writer) -> when a commit of the writer was last found (or the writer first
+        # seen), on time.monotonic(): see QUIET_WRITER_S.
+        self._heard: dict[tuple[str, str], float] = {}
         self.on_block: Any = None  # called with (tenant, head) after a block is written here
         self.stats: dict[str, int] = {"blocks": 0, "entries": 0, "lost": 0, "repairs": 0}
 
@@ -853,7 +865,20 @@ class Sequencer:
     async def _ready(
         self, tenant_id: str, head: LedgerHead, probe_holes: bool = False, fresh: bool = True
     ) -> list[_Pending]:
+        """The commits that go into the next block. `fresh`: the writer list read anew and
+        every writer on it looked at (sweeps, RPCs); else the list as cached and the writers
+        heard from lately."""
         writers = await self.store.writers(tenant_id, fresh=fresh)
+        now = time.monotonic()
+        if not fresh:
+            # A background pass between sweeps: the writers heard from lately, and this
+            # process's own (its commits are at hand without a read).
+            writers = [
+                w
+                for w in writers
+                if self.store.writes_as(tenant_id, w)
+                or now - self._heard.setdefault((tenant_id, w), now) < QUIET_WRITER_S
+            ]
         found = await asyncio.gather(
             *(
                 self._next_of(tenant_id, w, head.consumed.get(w, 0) + 1, probe_holes)
@@ -868,6 +893,7 @@ class Sequencer:
             queue.sort(key=lambda p: (p.at, p.writer, p.n))
             item = queue.pop(0)
             pending.append(item)
+            self._heard[(tenant_id, item.writer)] = now
             total += len(item.entries)
             following = await self._next_of(tenant_id, item.writer, item.n + 1)
             if following is not None:

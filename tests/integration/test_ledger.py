@@ -18,6 +18,7 @@ import grpc
 import pytest
 from bson.binary import Binary
 from google.protobuf import json_format
+from pymongo import AsyncMongoClient
 
 from auditlog import AuditLogClient, AuditLogError
 from auditlog.ids import new_event_id
@@ -28,9 +29,11 @@ from auditlog.ledger import (
     verify_ledger,
 )
 from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, service_pb2
-from auditlog_service import ledger, ledger_reads
+from auditlog_service import convert, ledger, ledger_reads
+from auditlog_service.ingest import EventWriter
 from auditlog_service.ledger import entries_of, pack_entries
 from auditlog_service.server import RunningServer
+from auditlog_service.storage import EventRepository
 from tests.conftest import sdk, serving, settings_for_test, token, unledgered
 
 TENANT = "acme"
@@ -525,6 +528,56 @@ async def test_a_sweep_that_writes_many_blocks_looks_once_and_signs_as_it_goes(
     # The first head this process sees is signed at once, then every 20 events: as the blocks
     # were written, not only when nothing was left.
     assert signed == [10, 30, 50]
+    assert (await verify(client)).ok
+
+
+@pytest.mark.asyncio
+async def test_quiet_writers_are_looked_at_by_sweeps_only_and_what_they_write_later_lands(
+    server: RunningServer,
+    client: AuditLogClient,
+    mongodb_uri: str,
+    database_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await server.ledger_worker.close()  # only this test's calls sequence
+    sequencer = server.sequencer
+    store = sequencer.store
+    # Another process's writer, which writes an event and then nothing for a while.
+    other: AsyncMongoClient[convert.Document] = AsyncMongoClient(mongodb_uri, tz_aware=True)
+    try:
+        repository = EventRepository(other, database_name, 1)
+        await repository.detect_backend()
+        repository.attach_ledger(
+            ledger.LedgerStore(other[database_name]["ledger"], repository.events), "other-writer"
+        )
+        writer = EventWriter(
+            repository, convert.EventPreparer("other"), max_group=100, max_delay_s=0
+        )
+        await writer.write(general(1))
+        # Writers of processes that stopped: every start adds one to each tenant it writes.
+        for k in range(5):
+            await store.register_writer(TENANT, f"stopped-{k}")
+        await seed(client, 10)  # this process's own writer
+        assert (await sequencer.sequence(TENANT, defer=True)).sequence == 11
+        monkeypatch.setattr(ledger, "QUIET_WRITER_S", 0.0)  # every other writer is quiet now
+        await writer.write(general(2))
+        await seed(client, 4)
+        reads: list[str] = []
+        read = store.get
+
+        async def recorded(_id: str) -> convert.Document | None:
+            reads.append(_id)
+            return await read(_id)
+
+        monkeypatch.setattr(store, "get", recorded)
+        between_sweeps = await sequencer.sequence(TENANT, defer=True)
+        assert between_sweeps.sequence == 15, "this process's own commits, at hand"
+        assert not [r for r in reads if "/stopped-" in r or "/other-writer/" in r], reads
+        swept = await sequencer.sequence(TENANT, probe_holes=True, defer=True)
+        assert swept.sequence == 16, "a sweep finds the quiet writer's new commit"
+        assert any("/stopped-" in r for r in reads)
+    finally:
+        await other.close()
     assert (await verify(client)).ok
 
 
