@@ -845,9 +845,6 @@ class Sequencer:
                     # Its own block is the head: no read (a rival's block b + 1 would make the
                     # next insert fail on its `_id`, and that re-reads).
                     head, head_read = blocks[-1][1], True
-                    # Signed here too, not only when nothing is left: under sustained load a
-                    # call may go on for as long as commits keep coming.
-                    await self._maybe_checkpoint(head)
                 else:
                     pending = [item for _, _, placed in blocks[written:] for item, _, _ in placed]
                     self.stats["lost"] += 1  # another sequencer wrote it: re-read and go on
