@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,34 @@ def load(folder: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def load_ingest(folder: Path) -> dict[str, Any] | None:
-    """The latest ingest run: after issue 11's work when there is one, else the one before."""
-    return load(folder, "ingest") or load(folder, "ingest_before")
+def commits_behind(code: str) -> int:
+    """How many commits the history up to `code` holds (-1 when git does not know it): the
+    later of two commits on one line has more."""
+    try:
+        answer = subprocess.run(
+            ["git", "rev-list", "--count", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=RESULTS,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return -1
+    return int(answer.stdout.strip())
+
+
+def load_ingest(folder: Path, holding: str = "paths") -> dict[str, Any] | None:
+    """The ingest run of the latest code with a `holding` section (`ingest.json`, or a run
+    kept beside it as `ingest_<commit>.json`); else the run before issue 11's work."""
+    runs = [
+        run
+        for path in folder.glob("ingest*.json")
+        if path.stem == "ingest" or re.fullmatch(r"ingest_[0-9a-f]{7,40}", path.stem)
+        if holding in (run := json.loads(path.read_text()))
+    ]
+    if not runs:
+        return load(folder, "ingest_before")
+    return max(runs, key=lambda run: commits_behind(str(run.get("code", ""))))
 
 
 def sized(folder: Path, pattern: str) -> list[tuple[int, dict[str, Any]]]:
@@ -71,7 +97,7 @@ def ratios(folder: Path) -> list[Bar]:
                     before.get("ratio_events_only"),
                 )
             )
-    for path in (ingest or {}).get("workers", {}).values():
+    for path in (load_ingest(folder, "workers") or {}).get("workers", {}).values():
         bars.append(Bar(f"{path['label']}: 2 workers / 1", path["ratio_2_to_1"]))
     cost = load(folder, "ledger_cost")
     if cost:
