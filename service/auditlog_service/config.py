@@ -64,8 +64,8 @@ class Settings:
     # fewer wait for the group in flight and go out together. Unary LogEvent, 64 concurrent
     # callers: with a second group at any size, groups of 6.3 events and 941 calls/s; with one
     # in flight (what this amounts to there), 12-16 events and 1,519 (server CPU per call 998
-    # -> 634 µs). 100 or 300 here: the same
-    # for streams of 100-event messages within the noise (0.43-0.51 of raw either way).
+    # -> 634 µs). 100 or 300 here: the same for streams of 100-event messages within the noise
+    # (0.43-0.51 of raw either way).
     group_commit_in_flight: int = 2
     group_commit_parallel_min_events: int = 100
     # Key that signs page tokens and cursors. Replicas behind one load balancer must share it.
