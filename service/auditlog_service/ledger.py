@@ -85,6 +85,10 @@ DUPLICATE_KEY = 11000
 # long, and again as long as the other one is seen writing blocks (it sequences every writer's
 # commits, ours included); when it stops, for whatever reason, this one takes over.
 YIELD_AFTER_LOSS_S = 0.25
+# ... unless the blocks it writes pass over a commit of this process that has waited this long:
+# then the other one is not looking at this writer (quiet to it, see QUIET_WRITER_S), and this
+# one sequences the tenant itself.
+OWN_COMMIT_PATIENCE_S = 1.0
 # Blocks whose last sequence is remembered per tenant (for block_of's search without reads).
 MAX_KNOWN_BLOCK_RANGES = 100_000
 # Commits of this process kept for its own sequencer (the oldest go first when another
@@ -415,6 +419,9 @@ class LedgerStore:
         self._own_commits: collections.OrderedDict[str, Document] = collections.OrderedDict()
         # (tenant, writer) -> the last commit number this process inserted as that writer.
         self._own_last: dict[tuple[str, str], int] = {}
+        # tenant -> writer -> (number, when inserted on time.monotonic()) of the commits this
+        # process inserted that no block is known to have consumed, oldest first.
+        self._own_waiting: dict[str, dict[str, collections.deque[tuple[int, float]]]] = {}
         self._writers_read_at: dict[str, float] = {}  # tenant -> when its writer list was read
 
     async def get(self, _id: str) -> Document | None:
@@ -449,10 +456,32 @@ class LedgerStore:
             # Groups commit concurrently: a later number may be in before an earlier one.
             key = (tenant_id, writer)
             self._own_last[key] = max(n, self._own_last.get(key, 0))
+            waiting = self._own_waiting.setdefault(tenant_id, {})
+            if writer not in waiting:
+                waiting[writer] = collections.deque(maxlen=MAX_OWN_COMMITS)
+            waiting[writer].append((n, time.monotonic()))
+
+    def forget_consumed(self, head: LedgerHead) -> None:
+        """Drops what this process remembers of its own commits that `head` consumed."""
+        for writer, times in self._own_waiting.get(head.tenant_id, {}).items():
+            done = head.consumed.get(writer, 0)
+            while times and times[0][0] <= done:
+                times.popleft()
+
+    def own_waiting_since(self, tenant_id: str, writer: str, consumed: int) -> float | None:
+        """When this process inserted its oldest commit as `writer` past `consumed` (on
+        time.monotonic()); None when there is none. (What is left after forget_consumed is
+        what no block has taken yet: a few commits.)"""
+        times = self._own_waiting.get(tenant_id, {}).get(writer, ())
+        return min((at for n, at in times if n > consumed), default=None)
 
     def writes_as(self, tenant_id: str, writer: str) -> bool:
         """Whether this process has committed as `writer` for the tenant."""
         return (tenant_id, writer) in self._own_last
+
+    def own_writers(self, tenant_id: str) -> list[str]:
+        """The writers this process has committed as for the tenant."""
+        return list(self._own_waiting.get(tenant_id, {}))
 
     def unwritten_own_commit(self, tenant_id: str, writer: str, n: int) -> bool:
         """Whether n is past the last commit this process inserted as `writer` (so it is not
@@ -787,6 +816,7 @@ class Sequencer:
         if latest is not None and latest.block > head.block:
             return latest
         self.heads[tenant_id] = head
+        self.store.forget_consumed(head)
         return head
 
     async def sequence(
@@ -804,10 +834,14 @@ class Sequencer:
             if defer and tenant_id in self._rivals:
                 known = self.heads.get(tenant_id)
                 head = await self.current(tenant_id)
-                if known is not None and head.block > known.block:
+                if (
+                    known is not None
+                    and head.block > known.block
+                    and not self._passed_over(known, head)
+                ):
                     self._yield_until[tenant_id] = time.monotonic() + YIELD_AFTER_LOSS_S
                     return head
-                self._rivals.discard(tenant_id)  # it stopped: this one takes over
+                self._rivals.discard(tenant_id)  # it stopped, or skips us: this one takes over
             # The background worker trusts the head this process knows (it wrote it, or read it
             # just now): were there a block past it, the insert of that block's number would
             # fail on its `_id`, and that re-reads. A read per pass found nothing new almost
@@ -858,6 +892,22 @@ class Sequencer:
                     head, head_read = await self.current(tenant_id), True
                     if defer:
                         return head
+
+    def _passed_over(self, known: LedgerHead, head: LedgerHead) -> bool:
+        """Whether the blocks another sequencer wrote from `known` to `head` took no commit
+        of a writer of this process although one has waited OWN_COMMIT_PATIENCE_S: that
+        sequencer takes this writer for quiet (it skips it until its next sweep)."""
+        now = time.monotonic()
+        for writer in self.store.own_writers(head.tenant_id):
+            done = head.consumed.get(writer, 0)
+            since = self.store.own_waiting_since(head.tenant_id, writer, done)
+            if (
+                since is not None
+                and now - since >= OWN_COMMIT_PATIENCE_S
+                and done == known.consumed.get(writer, 0)
+            ):
+                return True
+        return False
 
     async def _ready(
         self, tenant_id: str, head: LedgerHead, probe_holes: bool = False, fresh: bool = True
@@ -1049,6 +1099,7 @@ class Sequencer:
             return 0
         new_head = blocks[written - 1][1]
         self.heads[tenant_id] = new_head
+        self.store.forget_consumed(new_head)
         self.stats["blocks"] += written
         self.stats["entries"] += new_head.sequence - blocks[0][0]["first"] + 1
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -11,11 +12,13 @@ import json
 import os
 import struct
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 from bson.binary import Binary
 from google.protobuf import json_format
 from pymongo import AsyncMongoClient
@@ -497,18 +500,24 @@ async def test_checkpoints_are_found_at_any_sequence_and_in_any_range(
         assert [c.ledger_sequence for c in between] == [s for s in signed if first <= s <= last]
 
 
+@pytest_asyncio.fixture
+async def sequencer(server: RunningServer) -> ledger.Sequencer:
+    """The server's sequencer with its background worker stopped: only the test's calls
+    sequence."""
+    await server.ledger_worker.close()
+    return server.sequencer
+
+
 @pytest.mark.asyncio
 async def test_a_sweep_that_writes_many_blocks_looks_once_and_signs_as_it_goes(
-    server: RunningServer, client: AuditLogClient, monkeypatch: pytest.MonkeyPatch
+    sequencer: ledger.Sequencer, client: AuditLogClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await server.ledger_worker.close()  # only this test's call sequences
     for _ in range(6):
         await seed(client, 10)  # six commits waiting
     # One commit per block and one block per insert: six rounds in one call, as a call under
     # sustained load makes.
     monkeypatch.setattr(ledger, "MAX_BLOCK_ENTRIES", 10)
     monkeypatch.setattr(ledger, "BLOCKS_PER_INSERT", 1)
-    sequencer = server.sequencer
     sequencer.checkpoint_every = 20
     store = sequencer.store
     list_reads = 0
@@ -531,28 +540,36 @@ async def test_a_sweep_that_writes_many_blocks_looks_once_and_signs_as_it_goes(
     assert (await verify(client)).ok
 
 
+@contextlib.asynccontextmanager
+async def another_process(
+    mongodb_uri: str, database_name: str, writer_id: str
+) -> AsyncIterator[tuple[EventWriter, ledger.LedgerStore]]:
+    """The writer and ledger store of another process of the service, as `writer_id`."""
+    client: AsyncMongoClient[convert.Document] = AsyncMongoClient(mongodb_uri, tz_aware=True)
+    try:
+        repository = EventRepository(client, database_name, 1)
+        await repository.detect_backend()
+        store = ledger.LedgerStore(client[database_name]["ledger"], repository.events)
+        repository.attach_ledger(store, writer_id)
+        yield (
+            EventWriter(repository, convert.EventPreparer("other"), max_group=100, max_delay_s=0),
+            store,
+        )
+    finally:
+        await client.close()
+
+
 @pytest.mark.asyncio
 async def test_quiet_writers_are_looked_at_by_sweeps_only_and_what_they_write_later_lands(
-    server: RunningServer,
+    sequencer: ledger.Sequencer,
     client: AuditLogClient,
     mongodb_uri: str,
     database_name: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await server.ledger_worker.close()  # only this test's calls sequence
-    sequencer = server.sequencer
     store = sequencer.store
     # Another process's writer, which writes an event and then nothing for a while.
-    other: AsyncMongoClient[convert.Document] = AsyncMongoClient(mongodb_uri, tz_aware=True)
-    try:
-        repository = EventRepository(other, database_name, 1)
-        await repository.detect_backend()
-        repository.attach_ledger(
-            ledger.LedgerStore(other[database_name]["ledger"], repository.events), "other-writer"
-        )
-        writer = EventWriter(
-            repository, convert.EventPreparer("other"), max_group=100, max_delay_s=0
-        )
+    async with another_process(mongodb_uri, database_name, "other-writer") as (writer, _):
         await writer.write(general(1))
         # Writers of processes that stopped: every start adds one to each tenant it writes.
         for k in range(5):
@@ -576,8 +593,35 @@ async def test_quiet_writers_are_looked_at_by_sweeps_only_and_what_they_write_la
         swept = await sequencer.sequence(TENANT, probe_holes=True, defer=True)
         assert swept.sequence == 16, "a sweep finds the quiet writer's new commit"
         assert any("/stopped-" in r for r in reads)
-    finally:
-        await other.close()
+    assert (await verify(client)).ok
+
+
+@pytest.mark.asyncio
+async def test_a_sequencer_that_defers_takes_over_when_the_other_passes_its_commits_over(
+    sequencer: ledger.Sequencer,
+    client: AuditLogClient,
+    mongodb_uri: str,
+    database_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await seed(client, 4)
+    assert (await sequencer.sequence(TENANT, defer=True)).sequence == 4
+    async with another_process(mongodb_uri, database_name, "rival-writer") as (writer, store):
+        rival = ledger.Sequencer(store, sequencer.signer)
+        await writer.write(general(1))
+        assert (await rival.sequence(TENANT, defer=True)).block == 2
+        # This process, unaware of block 2, loses the race for it: it defers to the rival.
+        await seed(client, 4)
+        lost = await sequencer.sequence(TENANT, defer=True)
+        assert lost.block == 2
+        assert lost.sequence == 5
+        # The rival now takes this process's writer for quiet and writes on without it.
+        monkeypatch.setattr(ledger, "QUIET_WRITER_S", 0.0)
+        await writer.write(general(2))
+        assert (await rival.sequence(TENANT, defer=True)).sequence == 6
+        monkeypatch.setattr(ledger, "OWN_COMMIT_PATIENCE_S", 0.0)  # waited long enough
+        taken = await sequencer.sequence(TENANT, defer=True)
+        assert taken.sequence == 10, "this process sequenced its passed-over commits itself"
     assert (await verify(client)).ok
 
 
