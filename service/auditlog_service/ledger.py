@@ -477,7 +477,7 @@ class LedgerStore:
 
     def writes_as(self, tenant_id: str, writer: str) -> bool:
         """Whether this process has committed as `writer` for the tenant."""
-        return (tenant_id, writer) in self._own_last
+        return writer in self._own_waiting.get(tenant_id, {})
 
     def own_writers(self, tenant_id: str) -> list[str]:
         """The writers this process has committed as for the tenant."""
