@@ -71,6 +71,16 @@ def failover_target(*ports: int) -> str:
     return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
 
 
+def failover_sdk(*ports: int) -> AuditLogClient:
+    """An SDK client over several processes, on the first that answers. pick_first tries the
+    next address beside one that has not answered within a delay (Happy Eyeballs, 250 ms by
+    default): 2 s here, gRPC's most, so that a busy machine does not start it on the second."""
+    return sdk(
+        failover_target(*ports),
+        options=[("grpc.happy_eyeballs_connection_attempt_delay_ms", 2000)],
+    )
+
+
 # ---- service processes ---------------------------------------------------------------------
 
 
@@ -308,7 +318,7 @@ async def test_two_processes_two_writers_three_tails_one_cut_and_resumed(
     async with (
         sdk(p1.address) as on_p1,
         sdk(p2.address) as on_p2,
-        sdk(failover_target(p1.port, p2.port)) as p1_then_p2,
+        failover_sdk(p1.port, p2.port) as p1_then_p2,
     ):
         # T2 first, caught up before anything is written: its range "from now" is 1..total.
         t2 = TailRecord(p1_then_p2.tail_session(TENANT, session, from_now=True))
@@ -386,7 +396,7 @@ async def test_sigterm_during_20_live_tails_they_resume_on_the_other_process(
     p2 = await start_service()
     async with (
         sdk(p2.address) as on_p2,
-        sdk(failover_target(p1.port, p2.port)) as p1_then_p2,
+        failover_sdk(p1.port, p2.port) as p1_then_p2,
         authed_channel(p1.address) as p1_channel,
         authed_channel(p2.address) as p2_channel,
     ):
@@ -412,13 +422,19 @@ async def test_sigterm_during_20_live_tails_they_resume_on_the_other_process(
             raw_sequences.extend(e.sequence for e in response.events.events)
         assert raw_sequences == list(range(1, before + 1))
 
-        half_written, p1_signalled = asyncio.Event(), asyncio.Event()
+        half_written, p1_signalled, p1_gone = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        last_round = total_live - batch * len(sessions)  # each session's last batch from here
 
         async def write_live() -> None:
             for number, start in enumerate(range(0, total_live, batch)):
                 if start == total_live // 2:
                     half_written.set()
                     await p1_signalled.wait()  # the second half is written during the shutdown
+                if start == last_round:
+                    # Each session's last batch only once P1 has exited: a tail that P1 was slow
+                    # to end could otherwise have had all of its events from P1 (seen on a busy
+                    # machine: one of the 20 never needed to resume).
+                    await p1_gone.wait()
                 session = sessions[number % len(sessions)]
                 await writer.write(
                     [click(session, f"{session}-live-{n}", n) for n in range(start, start + batch)]
@@ -437,6 +453,7 @@ async def test_sigterm_during_20_live_tails_they_resume_on_the_other_process(
         assert len(cursors) == 1
         assert cursors[0]
         assert await p1.wait_for_exit() == 0, p1.log_tail()
+        p1_gone.set()
 
         # The trailer's cursor continues on P2 right after the last event the stream delivered.
         resumed = service_pb2_grpc.AuditLogServiceStub(p2_channel).TailSession(
@@ -583,7 +600,7 @@ async def test_a_tenant_tail_resumes_across_sigterm_and_sees_each_ledger_entry_o
     async with (
         sdk(p1.address) as on_p1,
         sdk(p2.address) as on_p2,
-        sdk(failover_target(p1.port, p2.port)) as p1_then_p2,
+        failover_sdk(p1.port, p2.port) as p1_then_p2,
     ):
         # One writer through each process (P1's moves to P2 when P1 goes), general events and
         # co-browsing ones in the same tenant.
