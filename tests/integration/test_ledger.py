@@ -12,7 +12,7 @@ import json
 import os
 import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -540,36 +540,42 @@ async def test_a_sweep_that_writes_many_blocks_looks_once_and_signs_as_it_goes(
     assert (await verify(client)).ok
 
 
-@contextlib.asynccontextmanager
-async def another_process(
-    mongodb_uri: str, database_name: str, writer_id: str
-) -> AsyncIterator[tuple[EventWriter, ledger.LedgerStore]]:
-    """The writer and ledger store of another process of the service, as `writer_id`."""
-    client: AsyncMongoClient[convert.Document] = AsyncMongoClient(mongodb_uri, tz_aware=True)
-    try:
-        repository = EventRepository(client, database_name, 1)
-        await repository.detect_backend()
-        store = ledger.LedgerStore(client[database_name]["ledger"], repository.events)
-        repository.attach_ledger(store, writer_id)
-        yield (
-            EventWriter(repository, convert.EventPreparer("other"), max_group=100, max_delay_s=0),
-            store,
-        )
-    finally:
-        await client.close()
+OtherProcess = Callable[
+    [str], contextlib.AbstractAsyncContextManager[tuple[EventWriter, ledger.LedgerStore]]
+]
+
+
+@pytest.fixture
+def another_process(mongodb_uri: str, database_name: str) -> OtherProcess:
+    """Opens the writer and ledger store of another process of the service on the test's
+    database, as the writer id it is given."""
+
+    @contextlib.asynccontextmanager
+    async def opened(writer_id: str) -> AsyncIterator[tuple[EventWriter, ledger.LedgerStore]]:
+        client: AsyncMongoClient[convert.Document] = AsyncMongoClient(mongodb_uri, tz_aware=True)
+        try:
+            repository = EventRepository(client, database_name, 1)
+            await repository.detect_backend()
+            store = ledger.LedgerStore(client[database_name]["ledger"], repository.events)
+            repository.attach_ledger(store, writer_id)
+            preparer = convert.EventPreparer("other")
+            yield EventWriter(repository, preparer, max_group=100, max_delay_s=0), store
+        finally:
+            await client.close()
+
+    return opened
 
 
 @pytest.mark.asyncio
 async def test_quiet_writers_are_looked_at_by_sweeps_only_and_what_they_write_later_lands(
     sequencer: ledger.Sequencer,
     client: AuditLogClient,
-    mongodb_uri: str,
-    database_name: str,
+    another_process: OtherProcess,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = sequencer.store
     # Another process's writer, which writes an event and then nothing for a while.
-    async with another_process(mongodb_uri, database_name, "other-writer") as (writer, _):
+    async with another_process("other-writer") as (writer, _):
         await writer.write(general(1))
         # Writers of processes that stopped: every start adds one to each tenant it writes.
         for k in range(5):
@@ -600,13 +606,12 @@ async def test_quiet_writers_are_looked_at_by_sweeps_only_and_what_they_write_la
 async def test_a_sequencer_that_defers_takes_over_when_the_other_passes_its_commits_over(
     sequencer: ledger.Sequencer,
     client: AuditLogClient,
-    mongodb_uri: str,
-    database_name: str,
+    another_process: OtherProcess,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await seed(client, 4)
     assert (await sequencer.sequence(TENANT, defer=True)).sequence == 4
-    async with another_process(mongodb_uri, database_name, "rival-writer") as (writer, store):
+    async with another_process("rival-writer") as (writer, store):
         rival = ledger.Sequencer(store, sequencer.signer)
         await writer.write(general(1))
         assert (await rival.sequence(TENANT, defer=True)).block == 2
