@@ -161,22 +161,25 @@ class TickWriter(_StoppableLoops):
                     self._dropped += 1
                     break
 
+    async def beat(self) -> None:
+        """One beat: this process's `tail_processes` document, its counter one up."""
+        self._beat += 1
+        await self._processes.replace_one(
+            {"_id": self.process_id},
+            {
+                "_id": self.process_id,
+                "seen_at": dt.datetime.now(dt.UTC),
+                "next": self._next,
+                "beat": self._beat,
+                "dropped": self._dropped,
+            },
+            upsert=True,
+        )
+
     async def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                now = dt.datetime.now(dt.UTC)
-                self._beat += 1
-                await self._processes.replace_one(
-                    {"_id": self.process_id},
-                    {
-                        "_id": self.process_id,
-                        "seen_at": now,
-                        "next": self._next,
-                        "beat": self._beat,
-                        "dropped": self._dropped,
-                    },
-                    upsert=True,
-                )
+                await self.beat()
                 if self._next - self._cleaned_up_to > 2 * self._keep_ticks:
                     # Own old ticks only, and only once many have piled up: FerretDB serves this
                     # by scanning the (small) collection, so an idle process never does it.
@@ -232,12 +235,20 @@ class TickReader(_StoppableLoops):
         self._dropped: dict[str, int] = {}
         # Reading positions of processes taken for dead, in case they beat again.
         self._parked: dict[str, int] = {}
+        # The processes beating as of the last look at them; None before the first look.
+        self._live: frozenset[str] | None = None
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop())]
 
     async def close(self) -> None:
         await self._stop_loops()
+
+    def is_live(self, process_id: str) -> bool:
+        """Whether the process beats, as of this reader's last look (every `refresh_s`). Any
+        process counts as live until this reader has looked, and so does its own."""
+        live = self._live
+        return live is None or process_id in live or process_id == self._own_process_id
 
     async def _refresh_processes(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -266,6 +277,7 @@ class TickReader(_StoppableLoops):
                 if process_id in self._positions and self._process_gone is not None:
                     log.warning("process %s dropped a tick; probing its sessions", process_id)
                     self._process_gone(process_id)
+        self._live = frozenset(live)
         for process_id, next_number in live.items():
             # This process's own ticks reach its tails directly, so its stream is not read.
             if process_id == self._own_process_id or process_id in self._positions:

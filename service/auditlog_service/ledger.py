@@ -29,8 +29,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,13 @@ BLOCKS_PER_INSERT = 4
 # look for one. Every process start adds a writer to each tenant it writes, and a pass read
 # the next commit of each: after k restarts, k reads per pass of which none ever finds one.
 QUIET_WRITER_S = 30.0
+# Sweeps (and RPCs) look at the writers that may have something to sequence: this process's
+# own; every writer whose process stopped beating, until a sweep finds nothing of it left (no
+# commit, outbox or hole past what the ledger consumed); and, for RPCs, the writers of live
+# processes (a live process sequences its own commits, so sweeps leave them to it). Every
+# writer is still looked at by a sweep this often: a process that stalled, was taken for dead
+# and then wrote is caught by its own sequencer first, and by this at the latest.
+LOOK_ANYWAY_S = 300.0
 DUPLICATE_KEY = 11000
 # After losing a block to another sequencer, the background worker leaves the tenant to it this
 # long, and again as long as the other one is seen writing blocks (it sequences every writer's
@@ -419,6 +427,8 @@ class LedgerStore:
         self._own_commits: collections.OrderedDict[str, Document] = collections.OrderedDict()
         # (tenant, writer) -> the last commit number this process inserted as that writer.
         self._own_last: dict[tuple[str, str], int] = {}
+        # (tenant, writer) -> the last outbox number this process gave out as that writer.
+        self._own_numbered: dict[tuple[str, str], int] = {}
         # tenant -> writer -> (number, when inserted on time.monotonic()) of the commits this
         # process inserted that no block is known to have consumed, oldest first.
         self._own_waiting: dict[str, dict[str, collections.deque[tuple[int, float]]]] = {}
@@ -475,9 +485,19 @@ class LedgerStore:
         times = self._own_waiting.get(tenant_id, {}).get(writer, ())
         return min((at for n, at in times if n > consumed), default=None)
 
+    def numbered(self, tenant_id: str, writer: str, n: int) -> None:
+        """This process gave out outbox n of `writer` (before writing it)."""
+        key = (tenant_id, writer)
+        self._own_numbered[key] = max(n, self._own_numbered.get(key, 0))
+
     def writes_as(self, tenant_id: str, writer: str) -> bool:
-        """Whether this process has committed as `writer` for the tenant."""
-        return writer in self._own_waiting.get(tenant_id, {})
+        """Whether this process has numbered an outbox as `writer` for the tenant."""
+        return (tenant_id, writer) in self._own_numbered
+
+    def numbered_past(self, tenant_id: str, writer: str, consumed: int) -> bool:
+        """Whether this process gave out an outbox of `writer` past `consumed` (a writer is
+        one process: none of its outboxes, commits or holes is past the last it numbered)."""
+        return self._own_numbered.get((tenant_id, writer), 0) > consumed
 
     def own_writers(self, tenant_id: str) -> list[str]:
         """The writers this process has committed as for the tenant."""
@@ -754,6 +774,7 @@ class Sequencer:
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 60.0,
         resolve_orphan: Any = None,
+        process_live: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -772,6 +793,13 @@ class Sequencer:
         # (tenant, writer) -> when a commit of the writer was last found (or the writer first
         # seen), on time.monotonic(): see QUIET_WRITER_S.
         self._heard: dict[tuple[str, str], float] = {}
+        # Whether a writer's process beats (None: every writer counts as live). See
+        # LOOK_ANYWAY_S for what sweeps look at.
+        self._process_live = process_live
+        # (tenant, writer) -> when a sweep last looked at the writer (time.monotonic()).
+        self._looked: dict[tuple[str, str], float] = {}
+        # Writers of processes that stopped, of whom a sweep found nothing left to sequence.
+        self._finished: set[tuple[str, str]] = set()
         self.on_block: Any = None  # called with (tenant, head) after a block is written here
         self.stats: dict[str, int] = {"blocks": 0, "entries": 0, "lost": 0, "repairs": 0}
 
@@ -924,14 +952,31 @@ class Sequencer:
                 w
                 for w in writers
                 if self.store.writes_as(tenant_id, w)
-                or now - self._heard.setdefault((tenant_id, w), now) < QUIET_WRITER_S
+                or (
+                    now - self._heard.setdefault((tenant_id, w), now) < QUIET_WRITER_S
+                    and (tenant_id, w) not in self._finished
+                )
             ]
+        elif self._process_live is not None:
+            writers = [w for w in writers if self._worth_a_look(head, w, now, sweep=probe_holes)]
+        dead = {w for w in writers if not self._alive(tenant_id, w)}
         found = await asyncio.gather(
             *(
                 self._next_of(tenant_id, w, head.consumed.get(w, 0) + 1, probe_holes)
                 for w in writers
             )
         )
+        if probe_holes:
+            for w, item in zip(writers, found, strict=True):
+                key = (tenant_id, w)
+                self._looked[key] = now
+                box = outbox_id(tenant_id, w, head.consumed.get(w, 0) + 1)
+                # Dead before the look began, and nothing of it past the head: nothing more
+                # will come (short of the stall LOOK_ANYWAY_S is for).
+                if w in dead and item is None and box not in self._first_seen:
+                    self._finished.add(key)
+                else:
+                    self._finished.discard(key)
         pending: list[_Pending] = []
         total = 0
         # Each writer's outboxes are consumed in order; several of one writer per block.
@@ -951,6 +996,27 @@ class Sequencer:
         for item in queue:
             self._read_ahead[commit_id(tenant_id, item.writer, item.n)] = item
         return pending
+
+    def _alive(self, tenant_id: str, writer: str) -> bool:
+        """Whether the writer may still write: its process beats, or it is this process."""
+        live = self._process_live
+        return live is None or self.store.writes_as(tenant_id, writer) or live(writer)
+
+    def _worth_a_look(self, head: LedgerHead, writer: str, now: float, *, sweep: bool) -> bool:
+        """Whether a sweep (or an RPC's call) reads the writer's next commit: see
+        LOOK_ANYWAY_S."""
+        tenant_id = head.tenant_id
+        key = (tenant_id, writer)
+        if self.store.writes_as(tenant_id, writer):
+            return self.store.numbered_past(tenant_id, writer, head.consumed.get(writer, 0))
+        if sweep and now - self._looked.get(key, -math.inf) >= LOOK_ANYWAY_S:
+            return True
+        if outbox_id(tenant_id, writer, head.consumed.get(writer, 0) + 1) in self._first_seen:
+            return True  # an outbox waiting for its commit, or a hole: see it through
+        if self._alive(tenant_id, writer):
+            self._finished.discard(key)
+            return not sweep
+        return key not in self._finished
 
     async def _next_of(
         self, tenant_id: str, writer: str, n: int, probe_holes: bool = False

@@ -309,6 +309,7 @@ async def start_server(settings: Settings, *, worker: int | None = None) -> Runn
         checkpoint_every=settings.checkpoint_every_events,
         checkpoint_interval_s=settings.checkpoint_interval_s,
         resolve_orphan=repository.resolve_outbox,
+        process_live=tick_reader.is_live,
     )
     ledger_worker = LedgerWorker(sequencer, repository.recently_written)
     repository.on_committed = ledger_worker.committed

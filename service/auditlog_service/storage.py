@@ -173,6 +173,8 @@ class EventRepository:
     def next_outbox(self, tenant_id: str) -> str:
         n = self._outbox_next.get(tenant_id, 0) + 1
         self._outbox_next[tenant_id] = n
+        if self.ledger is not None:
+            self.ledger.numbered(tenant_id, self.writer_id, n)
         return outbox_id(tenant_id, self.writer_id, n)
 
     def _unsettle(self, group: _GroupWrite) -> None:

@@ -33,6 +33,7 @@ from auditlog.ledger import (
 )
 from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, service_pb2
 from auditlog_service import convert, ledger, ledger_reads
+from auditlog_service.changefeed import TickWriter
 from auditlog_service.ingest import EventWriter
 from auditlog_service.ledger import entries_of, pack_entries
 from auditlog_service.server import RunningServer
@@ -566,11 +567,26 @@ def another_process(mongodb_uri: str, database_name: str) -> OtherProcess:
     return opened
 
 
+@pytest.fixture
+def store_reads(sequencer: ledger.Sequencer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The `_id`s the sequencer's store reads (commits, blocks, lists), in order, as they come."""
+    reads: list[str] = []
+    read = sequencer.store.get
+
+    async def recorded(_id: str) -> convert.Document | None:
+        reads.append(_id)
+        return await read(_id)
+
+    monkeypatch.setattr(sequencer.store, "get", recorded)
+    return reads
+
+
 @pytest.mark.asyncio
 async def test_quiet_writers_are_looked_at_by_sweeps_only_and_what_they_write_later_lands(
     sequencer: ledger.Sequencer,
     client: AuditLogClient,
     another_process: OtherProcess,
+    store_reads: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = sequencer.store
@@ -585,14 +601,8 @@ async def test_quiet_writers_are_looked_at_by_sweeps_only_and_what_they_write_la
         monkeypatch.setattr(ledger, "QUIET_WRITER_S", 0.0)  # every other writer is quiet now
         await writer.write(general(2))
         await seed(client, 4)
-        reads: list[str] = []
-        read = store.get
-
-        async def recorded(_id: str) -> convert.Document | None:
-            reads.append(_id)
-            return await read(_id)
-
-        monkeypatch.setattr(store, "get", recorded)
+        reads = store_reads
+        reads.clear()
         between_sweeps = await sequencer.sequence(TENANT, defer=True)
         assert between_sweeps.sequence == 15, "this process's own commits, at hand"
         assert not [r for r in reads if "/stopped-" in r or "/other-writer/" in r], reads
@@ -600,6 +610,85 @@ async def test_quiet_writers_are_looked_at_by_sweeps_only_and_what_they_write_la
         assert swept.sequence == 16, "a sweep finds the quiet writer's new commit"
         assert any("/stopped-" in r for r in reads)
     assert (await verify(client)).ok
+
+
+@pytest.mark.asyncio
+async def test_sweeps_read_dead_writers_until_nothing_is_left_and_leave_live_ones_to_them(
+    sequencer: ledger.Sequencer,
+    client: AuditLogClient,
+    another_process: OtherProcess,
+    store_reads: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = sequencer.store
+    live = {"live-writer"}  # the processes that beat, as this process's tick reader sees them
+    monkeypatch.setattr(sequencer, "_process_live", live.__contains__)
+
+    def writers_read() -> set[str]:
+        """The writers whose commits were read since the last call."""
+        found = {r.split("/")[2] for r in store_reads if r.startswith(f"{TENANT}/c/")}
+        store_reads.clear()
+        return found
+
+    async with (
+        another_process("live-writer") as (live_writer, _),
+        another_process("dead-writer") as (dead_writer, _),
+    ):
+        await live_writer.write(general(1))
+        await dead_writer.write(general(2))
+        for k in range(3):
+            await store.register_writer(TENANT, f"stopped-{k}")
+        await seed(client, 4)
+        own = next(w for w in await store.writers(TENANT) if store.writes_as(TENANT, w))
+        first = await sequencer.sequence(TENANT, probe_holes=True, defer=True)
+        assert first.sequence == 6
+        looked = {"live-writer", "dead-writer", "stopped-0", "stopped-1", "stopped-2"}
+        assert writers_read() >= looked, "a first sweep looks at every writer"
+        # The stopped writers had nothing left; the dead one had a commit, so the next sweep
+        # looks once more and finds nothing left of it either.
+        assert (await sequencer.sequence(TENANT, probe_holes=True, defer=True)).sequence == 6
+        assert writers_read() == {"dead-writer"}
+        # After that, a sweep reads no commit: the live writer is its own process's business,
+        # and this process knows it numbered no outbox past the head.
+        assert (await sequencer.sequence(TENANT, probe_holes=True, defer=True)).sequence == 6
+        assert writers_read() == set()
+        await live_writer.write(general(3))
+        assert (await sequencer.sequence(TENANT, probe_holes=True, defer=True)).sequence == 6
+        assert writers_read() == set(), "a sweep leaves a live writer to its own process"
+        # An RPC's call (GetCheckpoint, verify) takes everything acknowledged: live writers'
+        # commits too, but not the finished writers'.
+        assert (await sequencer.sequence(TENANT)).sequence == 7
+        assert writers_read() == {"live-writer"}
+        # A writer taken for dead that beats again is read again ...
+        live.add("dead-writer")
+        await dead_writer.write(general(4))
+        assert (await sequencer.sequence(TENANT)).sequence == 8
+        assert "dead-writer" in writers_read()
+        # ... and every writer is looked at by a sweep now and then, whatever it seemed.
+        live.discard("dead-writer")
+        await dead_writer.write(general(5))
+        await seed(client, 1)
+        monkeypatch.setattr(ledger, "LOOK_ANYWAY_S", 0.0)
+        assert (await sequencer.sequence(TENANT, probe_holes=True, defer=True)).sequence == 10
+        assert writers_read() >= looked | {own}
+    assert (await verify(client)).ok
+
+
+@pytest.mark.asyncio
+async def test_the_tick_reader_tells_live_processes_from_stopped_ones(
+    server: RunningServer, db: Any
+) -> None:
+    reader = server.tick_reader
+    other = TickWriter(db)
+    try:
+        await other.beat()
+        await reader._refresh_processes()
+        assert reader.is_live(other.process_id)
+    finally:
+        await other.close()  # a graceful stop says goodbye
+    await reader._refresh_processes()
+    assert not reader.is_live(other.process_id)
+    assert reader.is_live(server.tick_writer.process_id), "its own process"
 
 
 @pytest.mark.asyncio
