@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 SessionKey = tuple[str, str]
 TICK_DIGITS = 12
+# A process whose beat has not changed for this long is taken for dead by the readers.
+DEAD_AFTER_S = 3.0
+# A process commits ledger entries only within this long of the start of a beat that went
+# through (it beats first otherwise): less than DEAD_AFTER_S, so that whatever it commits is
+# either seen by a sequencer that takes it for dead, or followed by a beat that sequencer sees
+# (see Sequencer.liveness_changed).
+FRESH_BEAT_S = 2.0
 
 
 def tick_id(process_id: str, number: int) -> str:
@@ -95,6 +102,9 @@ class TickWriter(_StoppableLoops):
         self._next = 1
         self._cleaned_up_to = 1
         self._beat = 0
+        # time.monotonic() at the start of the last beat that went through.
+        self._beat_started = -1e9
+        self._beating = asyncio.Lock()
         # Ticks this process could not write (in its beat: readers then probe their sessions).
         self._dropped = 0
 
@@ -161,8 +171,17 @@ class TickWriter(_StoppableLoops):
                     self._dropped += 1
                     break
 
+    async def fresh_beat(self) -> None:
+        """Beats now unless a beat that started less than FRESH_BEAT_S ago went through."""
+        if time.monotonic() - self._beat_started < FRESH_BEAT_S:
+            return
+        async with self._beating:  # after a pause, every group waiting here shares one beat
+            if time.monotonic() - self._beat_started >= FRESH_BEAT_S:
+                await self.beat()
+
     async def beat(self) -> None:
         """One beat: this process's `tail_processes` document, its counter one up."""
+        started = time.monotonic()
         self._beat += 1
         await self._processes.replace_one(
             {"_id": self.process_id},
@@ -175,6 +194,7 @@ class TickWriter(_StoppableLoops):
             },
             upsert=True,
         )
+        self._beat_started = max(self._beat_started, started)
 
     async def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
@@ -212,7 +232,7 @@ class TickReader(_StoppableLoops):
         min_interval_s: float = 0.005,
         max_interval_s: float = 0.1,
         refresh_s: float = 1.0,
-        dead_after_s: float = 3.0,
+        dead_after_s: float = DEAD_AFTER_S,
         forget_after_s: float = 3600.0,
     ) -> None:
         super().__init__()
@@ -237,6 +257,8 @@ class TickReader(_StoppableLoops):
         self._parked: dict[str, int] = {}
         # The processes beating as of the last look at them; None before the first look.
         self._live: frozenset[str] | None = None
+        # Called with each process that started or stopped beating since the look before.
+        self.on_liveness_change: Callable[[str], None] | None = None
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop())]
@@ -277,7 +299,10 @@ class TickReader(_StoppableLoops):
                 if process_id in self._positions and self._process_gone is not None:
                     log.warning("process %s dropped a tick; probing its sessions", process_id)
                     self._process_gone(process_id)
-        self._live = frozenset(live)
+        previous, self._live = self._live, frozenset(live)
+        if previous is not None and self.on_liveness_change is not None:
+            for process_id in previous ^ self._live:
+                self.on_liveness_change(process_id)
         for process_id, next_number in live.items():
             # This process's own ticks reach its tails directly, so its stream is not read.
             if process_id == self._own_process_id or process_id in self._positions:

@@ -83,11 +83,12 @@ BLOCKS_PER_INSERT = 4
 QUIET_WRITER_S = 30.0
 # Sweeps (and RPCs) look at the writers that may have something to sequence: this process's
 # own; every writer whose process stopped beating, until a sweep finds nothing of it left (no
-# commit, outbox or hole past what the ledger consumed); and, for RPCs, the writers of live
-# processes (a live process sequences its own commits, so sweeps leave them to it). Every
-# writer is still looked at by a sweep this often: a process that stalled, was taken for dead
-# and then wrote is caught by its own sequencer first, and by this at the latest.
-LOOK_ANYWAY_S = 300.0
+# commit, outbox or hole past what the ledger consumed): it is finished; and, for RPCs, the
+# writers of live processes (a live process sequences its own commits, so sweeps leave them to
+# it). A finished writer is looked at again when its process beats again or stops again (a
+# process beats before it commits after a pause, see EventRepository.before_commit, so one
+# that stalled, was taken for dead and then wrote is seen to), and, in case, this often.
+LOOK_ANYWAY_S = 3600.0
 DUPLICATE_KEY = 11000
 # After losing a block to another sequencer, the background worker leaves the tenant to it this
 # long, and again as long as the other one is seen writing blocks (it sequences every writer's
@@ -798,8 +799,10 @@ class Sequencer:
         self._process_live = process_live
         # (tenant, writer) -> when a sweep last looked at the writer (time.monotonic()).
         self._looked: dict[tuple[str, str], float] = {}
-        # Writers of processes that stopped, of whom a sweep found nothing left to sequence.
-        self._finished: set[tuple[str, str]] = set()
+        # Writers of processes that stopped, of whom a sweep found nothing left to sequence:
+        # writer -> its tenants.
+        self._finished: dict[str, set[str]] = {}
+        self._liveness_changes = 0  # processes seen to start or stop beating, so far
         self.on_block: Any = None  # called with (tenant, head) after a block is written here
         self.stats: dict[str, int] = {"blocks": 0, "entries": 0, "lost": 0, "repairs": 0}
 
@@ -954,12 +957,13 @@ class Sequencer:
                 if self.store.writes_as(tenant_id, w)
                 or (
                     now - self._heard.setdefault((tenant_id, w), now) < QUIET_WRITER_S
-                    and (tenant_id, w) not in self._finished
+                    and tenant_id not in self._finished.get(w, ())
                 )
             ]
         elif self._process_live is not None:
             writers = [w for w in writers if self._worth_a_look(head, w, now, sweep=probe_holes)]
         dead = {w for w in writers if not self._alive(tenant_id, w)}
+        changes = self._liveness_changes
         found = await asyncio.gather(
             *(
                 self._next_of(tenant_id, w, head.consumed.get(w, 0) + 1, probe_holes)
@@ -967,16 +971,16 @@ class Sequencer:
             )
         )
         if probe_holes:
+            # Dead before the look began, no process started or stopped beating during it, and
+            # nothing of it past the head: nothing more will come from it.
+            settled = changes == self._liveness_changes
             for w, item in zip(writers, found, strict=True):
-                key = (tenant_id, w)
-                self._looked[key] = now
+                self._looked[(tenant_id, w)] = now
                 box = outbox_id(tenant_id, w, head.consumed.get(w, 0) + 1)
-                # Dead before the look began, and nothing of it past the head: nothing more
-                # will come (short of the stall LOOK_ANYWAY_S is for).
-                if w in dead and item is None and box not in self._first_seen:
-                    self._finished.add(key)
-                else:
-                    self._finished.discard(key)
+                if settled and w in dead and item is None and box not in self._first_seen:
+                    self._finished.setdefault(w, set()).add(tenant_id)
+                elif w in self._finished:
+                    self._finished[w].discard(tenant_id)
         pending: list[_Pending] = []
         total = 0
         # Each writer's outboxes are consumed in order; several of one writer per block.
@@ -997,6 +1001,11 @@ class Sequencer:
             self._read_ahead[commit_id(tenant_id, item.writer, item.n)] = item
         return pending
 
+    def liveness_changed(self, process_id: str) -> None:
+        """The process started or stopped beating: whatever it wrote is looked at again."""
+        self._liveness_changes += 1
+        self._finished.pop(process_id, None)
+
     def _alive(self, tenant_id: str, writer: str) -> bool:
         """Whether the writer may still write: its process beats, or it is this process."""
         live = self._process_live
@@ -1014,9 +1023,8 @@ class Sequencer:
         if outbox_id(tenant_id, writer, head.consumed.get(writer, 0) + 1) in self._first_seen:
             return True  # an outbox waiting for its commit, or a hole: see it through
         if self._alive(tenant_id, writer):
-            self._finished.discard(key)
             return not sweep
-        return key not in self._finished
+        return tenant_id not in self._finished.get(writer, ())
 
     async def _next_of(
         self, tenant_id: str, writer: str, n: int, probe_holes: bool = False

@@ -311,6 +311,8 @@ async def start_server(settings: Settings, *, worker: int | None = None) -> Runn
         resolve_orphan=repository.resolve_outbox,
         process_live=tick_reader.is_live,
     )
+    tick_reader.on_liveness_change = sequencer.liveness_changed
+    repository.before_commit = tick_writer.fresh_beat
     ledger_worker = LedgerWorker(sequencer, repository.recently_written)
     repository.on_committed = ledger_worker.committed
     guard = CallGuard(

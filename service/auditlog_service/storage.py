@@ -165,6 +165,9 @@ class EventRepository:
         # Tenants this process wrote, and when: its sequencer looks at these first.
         self.written: dict[str, float] = {}
         self.on_committed: Callable[[str], None] | None = None
+        # Awaited before each commit insert: the process's heartbeat, made fresh if it is not
+        # (see changefeed.FRESH_BEAT_S: why sequencers elsewhere rely on it).
+        self.before_commit: Callable[[], Awaitable[None]] | None = None
 
     def attach_ledger(self, ledger: LedgerStore, writer_id: str) -> None:
         self.ledger = ledger
@@ -193,6 +196,8 @@ class EventRepository:
         while pending and ledger is not None:
             box, keys = pending[0]
             entries = await self.resolve_outbox(tenant_id, box, keys)
+            if self.before_commit is not None:
+                await self.before_commit()
             with contextlib.suppress(DuplicateKeyError):
                 await ledger.insert_commit(
                     tenant_id, self.writer_id, outbox_number(box), entries,
@@ -225,6 +230,8 @@ class EventRepository:
                 log.warning("earlier outboxes of %s not settled yet (%r)", tenant_id, exc)
             while True:
                 try:
+                    if self.before_commit is not None:
+                        await self.before_commit()
                     await ledger.insert_commit(
                         tenant_id, self.writer_id, n, entries, convert.now_millis()
                     )

@@ -32,7 +32,7 @@ from auditlog.ledger import (
     verify_ledger,
 )
 from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, service_pb2
-from auditlog_service import convert, ledger, ledger_reads
+from auditlog_service import changefeed, convert, ledger, ledger_reads
 from auditlog_service.changefeed import TickWriter
 from auditlog_service.ingest import EventWriter
 from auditlog_service.ledger import entries_of, pack_entries
@@ -652,6 +652,10 @@ async def test_sweeps_read_dead_writers_until_nothing_is_left_and_leave_live_one
         # and this process knows it numbered no outbox past the head.
         assert (await sequencer.sequence(TENANT, probe_holes=True, defer=True)).sequence == 6
         assert writers_read() == set()
+        # A finished writer whose process is seen to beat (or stop) again is looked at again.
+        sequencer.liveness_changed("stopped-1")
+        assert (await sequencer.sequence(TENANT, probe_holes=True, defer=True)).sequence == 6
+        assert writers_read() == {"stopped-1"}
         await live_writer.write(general(3))
         assert (await sequencer.sequence(TENANT, probe_holes=True, defer=True)).sequence == 6
         assert writers_read() == set(), "a sweep leaves a live writer to its own process"
@@ -679,16 +683,39 @@ async def test_the_tick_reader_tells_live_processes_from_stopped_ones(
     server: RunningServer, db: Any
 ) -> None:
     reader = server.tick_reader
+    changes: list[str] = []
+    reader.on_liveness_change = changes.append
+    await reader._refresh_processes()
     other = TickWriter(db)
     try:
-        await other.beat()
+        await other.fresh_beat()
         await reader._refresh_processes()
         assert reader.is_live(other.process_id)
+        assert changes.count(other.process_id) == 1  # (other tests' servers may come and go)
     finally:
         await other.close()  # a graceful stop says goodbye
     await reader._refresh_processes()
     assert not reader.is_live(other.process_id)
+    assert changes.count(other.process_id) == 2
     assert reader.is_live(server.tick_writer.process_id), "its own process"
+
+
+@pytest.mark.asyncio
+async def test_a_process_beats_before_it_commits_unless_it_beat_a_moment_ago(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = TickWriter(db)
+    processes = db["tail_processes"]
+    try:
+        await writer.fresh_beat()
+        assert (await processes.find_one({"_id": writer.process_id}))["beat"] == 1
+        await writer.fresh_beat()
+        assert (await processes.find_one({"_id": writer.process_id}))["beat"] == 1
+        monkeypatch.setattr(changefeed, "FRESH_BEAT_S", 0.0)  # that beat is old now
+        await writer.fresh_beat()
+        assert (await processes.find_one({"_id": writer.process_id}))["beat"] == 2
+    finally:
+        await writer.close()
 
 
 @pytest.mark.asyncio
