@@ -12,7 +12,11 @@ Layout (the `ledger` collection, except outboxes, which live beside the events t
 - writers `<T>/w/<k>`: the writers of T, k = 1, 2, ... (appended once per writer and tenant).
 - blocks `<T>/b/<b>`: the ledger, b = 1, 2, ...: consecutive entries (ledger sequence, hash,
   event `_id`, filterable fields), the hash before them, and how far each writer's outboxes are
-  consumed. Racing sequencers lose cleanly on the unique `_id` and re-read.
+  consumed (of the writers quiet for a while, through the archive the block names). Racing
+  sequencers lose cleanly on the unique `_id` and re-read.
+- archives `<T>/ca/<b>-<random>`: how far quiet writers were consumed when block b was made
+  (and the archive before it): every process start adds a writer, so a block that named every
+  writer ever would grow without end.
 - checkpoints `<T>/cp/<k>`: signed (sequence, hash, time); anchors `<T>/a/<k>`: signed
   retention starts; `<T>/retention`: a tenant's retention.
 - tenants `~t/<T>` and `~tl/<k>`: every tenant once, for sequencers to find them all.
@@ -31,7 +35,8 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +81,10 @@ PREFETCH = 3
 PREFETCH_AFTER_MS = 200
 # Blocks written in one insert when a tenant has a backlog.
 BLOCKS_PER_INSERT = 4
+# A block that would name more writers than this moves those quiet for QUIET_WRITER_S into a
+# new archive (when at least half as many are quiet): a block names the writers consumed since
+# the last archive, and the archives, chained, the rest.
+ARCHIVE_AFTER_WRITERS = 64
 # A writer none of whose commits a sequencer has found for this long is quiet: the background
 # worker's passes stop reading its next commit, and only sweeps (every few seconds) and RPCs
 # look for one. Every process start adds a writer to each tenant it writes, and a pass read
@@ -392,12 +401,19 @@ class LedgerHead:
     block: int = 0
     sequence: int = 0
     hash: bytes = b""
-    consumed: dict[str, int] = field(default_factory=dict)
+    recent: dict[str, int] = field(default_factory=dict)  # as the block itself says
     first: int = 1  # the first sequence still kept (after retention)
+    archive: str = ""  # the `_id` of the archive the block names, if any
+    archived: Mapping[str, int] = field(default_factory=dict)  # as the archives say (shared)
 
     @classmethod
     def empty(cls, tenant_id: str) -> LedgerHead:
         return cls(tenant_id, hash=genesis_hash(tenant_id))
+
+    @property
+    def consumed(self) -> Mapping[str, int]:
+        """How far each writer's outboxes are consumed."""
+        return collections.ChainMap(self.recent, self.archived)  # type: ignore[arg-type]
 
 
 def _once_each(writers: list[str]) -> list[str]:
@@ -434,6 +450,8 @@ class LedgerStore:
         # process inserted that no block is known to have consumed, oldest first.
         self._own_waiting: dict[str, dict[str, collections.deque[tuple[int, float]]]] = {}
         self._writers_read_at: dict[str, float] = {}  # tenant -> when its writer list was read
+        # tenant -> the latest archive read and what its chain says (archives never change).
+        self._archives: dict[str, tuple[str, dict[str, int]]] = {}
 
     async def get(self, _id: str) -> Document | None:
         own = self._own_commits.pop(_id, None)
@@ -637,14 +655,39 @@ class LedgerStore:
             return LedgerHead.empty(tenant_id)
         doc = await self.block(tenant_id, last)
         assert doc is not None
+        archive = doc.get("arch", "")
         return LedgerHead(
             tenant_id,
             block=last,
             sequence=doc["last"],
             hash=bytes(doc["hash"]),
-            consumed=dict(doc["consumed"]),
+            recent=dict(doc["consumed"]),
             first=doc.get("kept", 1),
+            archive=archive,
+            archived=await self.archived(tenant_id, archive),
         )
+
+    async def archived(self, tenant_id: str, archive: str) -> Mapping[str, int]:
+        """How far the writers an archive (with those before it) names were consumed: read back
+        to the archive read last, which a running process has (at start, the whole chain)."""
+        if not archive:
+            return {}
+        known_id, known = self._archives.get(tenant_id, ("", {}))
+        chain: list[Document] = []
+        at = archive
+        while at and at != known_id:
+            doc = await self.get(at)
+            if doc is None:
+                raise PyMongoError(f"ledger archive {at} is missing")
+            chain.append(doc)
+            at = doc.get("prev", "")
+        if not chain:
+            return known
+        merged = dict(known) if at else {}
+        for doc in reversed(chain):
+            merged.update(doc["consumed"])
+        self._archives[tenant_id] = (archive, merged)
+        return merged
 
     async def block_of(self, tenant_id: str, sequence: int, head: LedgerHead) -> int:
         """The block holding a ledger sequence (binary search over block numbers)."""
@@ -804,6 +847,8 @@ class Sequencer:
         self._finished: dict[str, set[str]] = {}
         self._liveness_changes = 0  # processes seen to start or stop beating, so far
         self.on_block: Any = None  # called with (tenant, head) after a block is written here
+        # Archives made with blocks not written yet, by `_id` (written in the blocks' insert).
+        self._unwritten_archives: dict[str, Document] = {}
         self.stats: dict[str, int] = {"blocks": 0, "entries": 0, "lost": 0, "repairs": 0}
 
     def yielding(self, tenant_id: str) -> bool:
@@ -1116,7 +1161,7 @@ class Sequencer:
         entries: list[Document] = []
         running = head.hash
         sequence = head.sequence
-        consumed = dict(head.consumed)
+        recent = dict(head.recent)
         placed: list[tuple[_Pending, int, list[bytes]]] = []
         for item in pending:
             first = sequence + 1
@@ -1127,9 +1172,27 @@ class Sequencer:
                 hashes.append(running)
                 # The commit's record as it is (recorded form, or older field digests).
                 entries.append({**entry, "h": running})
-            consumed[item.writer] = item.n
+            recent[item.writer] = item.n
             placed.append((item, first, hashes))
         b = head.block + 1
+        archive, archived = head.archive, head.archived
+        if len(recent) > ARCHIVE_AFTER_WRITERS:
+            now = time.monotonic()
+            quiet = {
+                w: n
+                for w, n in recent.items()
+                if now - self._heard.get((tenant_id, w), -math.inf) >= QUIET_WRITER_S
+            }
+            if len(quiet) >= ARCHIVE_AFTER_WRITERS // 2:
+                # A random `_id`: a rival making block b makes an archive of its own.
+                archive = f"{tenant_id}/ca/{number(b)}-{uuid.uuid4().hex[:12]}"
+                self._unwritten_archives[archive] = {
+                    "_id": archive,
+                    "prev": head.archive,
+                    "consumed": quiet,
+                }
+                archived = {**archived, **quiet}
+                recent = {w: n for w, n in recent.items() if w not in quiet}
         doc = {
             "_id": block_id(tenant_id, b),
             "t": tenant_id,
@@ -1137,12 +1200,17 @@ class Sequencer:
             "last": sequence,
             "prev": head.hash,
             "hash": running,
-            "consumed": consumed,
+            "consumed": recent,
             "kept": head.first,
             "at": convert.now_millis(),
             "entries": pack_entries(entries),
         }
-        return doc, LedgerHead(tenant_id, b, sequence, running, consumed, head.first), placed
+        if archive:
+            doc["arch"] = archive
+        following = LedgerHead(
+            tenant_id, b, sequence, running, recent, head.first, archive, archived
+        )
+        return doc, following, placed
 
     async def _write_blocks(self, blocks: list[_Block]) -> int:
         """Inserts consecutive blocks in one ordered insert; how many were written (the first
@@ -1153,17 +1221,25 @@ class Sequencer:
         is written for a block that lost."""
         tenant_id = blocks[0][1].tenant_id
         placements = placement_docs(tenant_id, blocks)
+        # The archives the blocks name go first (a block that loses leaves its archive unnamed).
+        archives = [
+            self._unwritten_archives.pop(doc["arch"])
+            for doc, _, _ in blocks
+            if doc.get("arch") in self._unwritten_archives
+        ]
         unplaced: list[Document] = []
         try:
             await self.store.ledger.insert_many(
-                [doc for doc, _, _ in blocks] + placements, ordered=True
+                archives + [doc for doc, _, _ in blocks] + placements, ordered=True
             )
             written = len(blocks)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors") or [{}]
             if exc.details.get("writeConcernErrors") or errors[0].get("code") != DUPLICATE_KEY:
                 raise
-            failed = errors[0]["index"]
+            failed = errors[0]["index"] - len(archives)
+            if failed < 0:
+                raise  # an archive's random `_id` taken: not a race this code knows
             written = min(failed, len(blocks))
             if failed < len(blocks):
                 unplaced = placement_docs(tenant_id, blocks[:written])

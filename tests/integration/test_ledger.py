@@ -679,6 +679,49 @@ async def test_sweeps_read_dead_writers_until_nothing_is_left_and_leave_live_one
 
 
 @pytest.mark.asyncio
+async def test_blocks_name_recent_writers_and_archives_the_quiet_ones_without_losing_a_place(
+    sequencer: ledger.Sequencer,
+    client: AuditLogClient,
+    another_process: OtherProcess,
+    db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ledger, "ARCHIVE_AFTER_WRITERS", 4)
+    monkeypatch.setattr(ledger, "QUIET_WRITER_S", 0.0)  # every writer is quiet at once
+    names = [f"gone-{k}" for k in range(12)]
+    async with contextlib.AsyncExitStack() as stack:
+        writers = [(await stack.enter_async_context(another_process(n)))[0] for n in names]
+        # Two rounds of six writers: two archives, the second naming the first.
+        for round_ in (0, 1):
+            for k in range(6):
+                await writers[6 * round_ + k].write(general(100 * round_ + k))
+            head = await sequencer.sequence(TENANT)
+            assert head.sequence == 6 * (round_ + 1)
+        blocks = sorted(await ledger_blocks(db), key=lambda b: b["first"])
+        assert [len(b["consumed"]) for b in blocks] == [0, 0], "every writer went to an archive"
+        first, second = [await db.ledger.find_one({"_id": b["arch"]}) for b in blocks]
+        assert second["prev"] == first["_id"]
+        assert set(first["consumed"]) == set(names[:6])
+        assert set(second["consumed"]) == set(names[6:])
+        # A process that starts now reads the whole chain: every writer where it was.
+        async with another_process("fresh") as (_, store):
+            fresh = ledger.Sequencer(store, sequencer.signer)
+            head = await fresh.current(TENANT)
+            assert dict(head.consumed) == dict.fromkeys(names, 1)
+            # An archived writer that writes again is taken from where it was, once.
+            await writers[2].write(general(500))
+            await writers[9].write(general(501))
+            assert (await fresh.sequence(TENANT)).sequence == 14
+            assert (await sequencer.sequence(TENANT)).sequence == 14
+            assert (await fresh.current(TENANT)).consumed["gone-2"] == 2
+    await seed(client, 3)
+    assert (await sequencer.sequence(TENANT)).sequence == 17
+    report = await verify(client)
+    assert report.ok
+    assert (report.events, report.last_sequence) == (17, 17)
+
+
+@pytest.mark.asyncio
 async def test_the_tick_reader_tells_live_processes_from_stopped_ones(
     server: RunningServer, db: Any
 ) -> None:
