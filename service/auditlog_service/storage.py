@@ -588,7 +588,8 @@ class EventRepository:
                 raise
             self._unsettle(group)
             return [mapped] * len(writes)
-        await self.commit_group(group.outboxes, group.committed(), group.keys())
+        if self.ledger is not None:  # the ledger's records of the group: only for the ledger
+            await self.commit_group(group.outboxes, group.committed(), group.keys())
         if self.on_session_advanced is not None:
             for (tenant_id, session_id), head in group.advanced.items():
                 self.on_session_advanced(tenant_id, session_id, head)
