@@ -1007,7 +1007,8 @@ class Sequencer:
             ]
         elif self._process_live is not None:
             writers = [w for w in writers if self._worth_a_look(head, w, now, sweep=probe_holes)]
-        dead = {w for w in writers if not self._alive(tenant_id, w)}
+        # Only sweeps find writers finished (a background pass runs per group under load).
+        dead = {w for w in writers if not self._alive(tenant_id, w)} if probe_holes else set()
         changes = self._liveness_changes
         found = await asyncio.gather(
             *(

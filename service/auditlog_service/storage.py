@@ -173,6 +173,10 @@ class EventRepository:
         self.ledger = ledger
         self.writer_id = writer_id
 
+    async def _before_commit(self) -> None:
+        if self.before_commit is not None:
+            await self.before_commit()
+
     def next_outbox(self, tenant_id: str) -> str:
         n = self._outbox_next.get(tenant_id, 0) + 1
         self._outbox_next[tenant_id] = n
@@ -196,8 +200,7 @@ class EventRepository:
         while pending and ledger is not None:
             box, keys = pending[0]
             entries = await self.resolve_outbox(tenant_id, box, keys)
-            if self.before_commit is not None:
-                await self.before_commit()
+            await self._before_commit()
             with contextlib.suppress(DuplicateKeyError):
                 await ledger.insert_commit(
                     tenant_id, self.writer_id, outbox_number(box), entries,
@@ -230,8 +233,7 @@ class EventRepository:
                 log.warning("earlier outboxes of %s not settled yet (%r)", tenant_id, exc)
             while True:
                 try:
-                    if self.before_commit is not None:
-                        await self.before_commit()
+                    await self._before_commit()
                     await ledger.insert_commit(
                         tenant_id, self.writer_id, n, entries, convert.now_millis()
                     )
