@@ -40,7 +40,7 @@ from auditlog import AuditLogClient
 from auditlog.ids import new_event_id
 from auditlog.ledger import verify_ledger
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
-from auditlog_service.ledger import LedgerStore, block_id, entries_of
+from auditlog_service.ledger import LedgerStore, block_id
 from bench.common import (
     CpuMeter,
     ServerProcess,
@@ -177,13 +177,14 @@ class SequencedProbe:
         self.tenant = tenant
         self.sequenced: dict[str, float] = {}
         self.task: asyncio.Task[None] | None = None
+        self.store: LedgerStore | None = None
 
     async def start(self) -> None:
         """Finds the tenant's last block before the round (the ledger's own O(log n) probe: a
         walk over every block did not keep up with a busy round) and starts polling for the
         next."""
-        store = LedgerStore(self.ledger, self.client[self.ledger.database.name]["events"])
-        last = await store.last_number(f"{self.tenant}/b/")
+        self.store = LedgerStore(self.ledger, self.client[self.ledger.database.name]["events"])
+        last = await self.store.last_number(f"{self.tenant}/b/")
         self.task = asyncio.create_task(self._poll(last + 1))
 
     async def _poll(self, b: int) -> None:
@@ -193,8 +194,9 @@ class SequencedProbe:
                 await asyncio.sleep(0.02)
                 continue
             now = time.perf_counter()
-            for entry in entries_of(block):
-                self.sequenced[entry["k"].split("/", 1)[1]] = now
+            for entry in (await self.store.block_entries(block)).whole():
+                if entry is not None:
+                    self.sequenced[entry["k"].split("/", 1)[1]] = now
             b += 1
 
     def lags(self, acked: dict[str, float]) -> list[float]:

@@ -10,10 +10,11 @@ Layout (the `ledger` collection, except outboxes, which live beside the events t
 - placement `<T>/p/<W>/<n>`: where commit n of W landed (block, first sequence, hashes): a hint
   for GetEvent, written after the block (the block is the truth).
 - writers `<T>/w/<k>`: the writers of T, k = 1, 2, ... (appended once per writer and tenant).
-- blocks `<T>/b/<b>`: the ledger, b = 1, 2, ...: consecutive entries (ledger sequence, hash,
-  event `_id`, filterable fields), the hash before them, and how far each writer's outboxes are
-  consumed (of the writers quiet for a while, through the archive the block names). Racing
-  sequencers lose cleanly on the unique `_id` and re-read.
+- blocks `<T>/b/<b>`: the ledger, b = 1, 2, ...: the commits it merged, in order (their
+  entries, read from them, are its entries), the hash of each entry, the hash before them, and
+  how far each writer's outboxes are consumed (of the writers quiet for a while, through the
+  archive the block names). Racing sequencers lose cleanly on the unique `_id` and re-read.
+  Blocks written before 2026-12-04 hold copies of their entries instead (see BlockEntries).
 - archives `<T>/ca/<b>-<random>`: how far quiet writers were consumed when block b was made
   (and the archive before it): every process start adds a writer, so a block that named every
   writer ever would grow without end.
@@ -21,13 +22,14 @@ Layout (the `ledger` collection, except outboxes, which live beside the events t
   retention starts; `<T>/retention`: a tenant's retention.
 - tenants `~t/<T>` and `~tl/<k>`: every tenant once, for sequencers to find them all.
 No transactions, no `$inc`, no leases: every race is decided by a unique `_id`.
-The entries of commits and blocks are stored packed, as one BSON binary (see pack_entries).
+The entries of commits are stored packed, as one BSON binary (see pack_entries).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import collections
 import contextlib
 import datetime as dt
@@ -157,23 +159,27 @@ def entries_of(doc: Document) -> list[Document]:
     return entries
 
 
-class BlockEntries:
-    """A block's entries, each decoded when first asked for. A newest-first page looks at the
-    last few of a block's hundreds: decoding all of a 1,000-entry block took 2.8-3.6 ms (and made
-    10,000 objects for the garbage collector), finding where each entry lies 0.4 ms. One at a
-    time an entry costs twice as much, so a walk that goes on (a filter that matches little)
-    has the rest decoded whole after DECODED_APART entries."""
+class PackedEntries:
+    """The entries of one packed array (a commit's, or an older block's), each decoded when
+    first asked for. A newest-first page looks at the last few of a block's hundreds: decoding
+    all of 1,000 entries took 2.8-3.6 ms (and made 10,000 objects for the garbage collector),
+    finding where each entry lies 0.4 ms. One at a time an entry costs twice as much, so a walk
+    that goes on (a filter that matches little) has the rest decoded whole after DECODED_APART
+    entries."""
 
     DECODED_APART = 100
 
-    def __init__(self, doc: Document) -> None:
-        packed = doc["entries"]
+    def __init__(self, packed: bytes | list[Document]) -> None:
         self._packed = b"" if isinstance(packed, list) else bytes(packed)
         starts = _entry_starts(self._packed) if self._packed else None
         self._starts = starts or []
-        self._entries: list[Document | None] = (
-            list(entries_of(doc)) if starts is None else [None] * len(starts)
-        )
+        self._entries: list[Document | None]
+        if isinstance(packed, list):  # this process's own commit, kept in memory
+            self._entries = list(packed)
+        elif starts is None:
+            self._entries = list(bson.decode(self._packed)["e"])
+        else:
+            self._entries = [None] * len(starts)
         self._decoded = 0
 
     def __len__(self) -> int:
@@ -184,13 +190,77 @@ class BlockEntries:
         if entry is None:
             self._decoded += 1
             if self._decoded > self.DECODED_APART:
-                whole: list[Document] = bson.decode(self._packed)["e"]
-                self._entries = list(whole)
-                return whole[index]
+                return self.whole()[index]
             start = self._starts[index]
             size = int.from_bytes(self._packed[start : start + 4], "little")
             entry = self._entries[index] = bson.decode(self._packed[start : start + size])
         return entry
+
+    def whole(self) -> list[Document]:
+        """Every entry (decoded at once: a walk through all of them)."""
+        if self._packed and any(e is None for e in self._entries):
+            self._entries = list(bson.decode(self._packed)["e"])
+        return self._entries  # type: ignore[return-value]
+
+
+class BlockEntries:
+    """A block's entries with their ledger hashes, in ledger order; None where the commit a
+    block names is not stored (removed: the verifier reports the entries missing).
+
+    A block names the commits it merged (`parts`: writer w, number n, c entries) and holds their
+    hashes; the entries themselves stay in the commits, written once (a block that copied them
+    made the ledger write each event's recorded form twice). Blocks written before that hold
+    their entries, packed, hashes included."""
+
+    def __init__(self, block: Document, commits: Mapping[str, Document] | None = None) -> None:
+        self._hashes = b""
+        self._parts: list[tuple[int, int, PackedEntries | None]] = []  # (offset, count, entries)
+        if "entries" in block:
+            packed = PackedEntries(block["entries"])
+            self._parts.append((0, len(packed), packed))
+            self._length = len(packed)
+            return
+        self._hashes = bytes(block["hashes"])
+        offset = 0
+        for part in block["parts"]:
+            commit = (commits or {}).get(commit_id(block["t"], part["w"], part["n"]))
+            self._parts.append(
+                (offset, part["c"], None if commit is None else PackedEntries(commit["entries"]))
+            )
+            offset += part["c"]
+        self._length = offset
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _part(self, index: int) -> tuple[int, int, PackedEntries | None]:
+        parts = self._parts
+        k = bisect.bisect_right(parts, index, key=lambda part: part[0]) - 1
+        return parts[k]
+
+    def __getitem__(self, index: int) -> Document | None:
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        offset, _, entries = self._part(index)
+        i = index - offset
+        if entries is None or i >= len(entries):
+            return None
+        return self._with_hash(entries[i], index)
+
+    def whole(self) -> list[Document | None]:
+        """Every entry, decoded at once."""
+        out: list[Document | None] = []
+        for offset, count, entries in self._parts:
+            listed = entries.whole() if entries is not None else []
+            for i in range(count):
+                out.append(self._with_hash(listed[i], offset + i) if i < len(listed) else None)
+        return out
+
+    def _with_hash(self, entry: Document, index: int) -> Document:
+        if not self._hashes:
+            return entry
+        # A copy: an own commit's entries are the sequencer's, shared.
+        return {**entry, "h": self._hashes[32 * index : 32 * index + 32]}
 
 
 def _entry_starts(packed: bytes) -> list[int] | None:
@@ -635,6 +705,29 @@ class LedgerStore:
                 ranges.clear()
             ranges[b] = doc["last"]
         return doc
+
+    async def block_entries(self, block: Document) -> BlockEntries:
+        """A block's entries, with the commits it names read in one query (those of this
+        process still in memory without one)."""
+        if "entries" in block:
+            return BlockEntries(block)
+        commits: dict[str, Document] = {}
+        wanted: list[str] = []
+        for part in block["parts"]:
+            cid = commit_id(block["t"], part["w"], part["n"])
+            own = self._own_commits.get(cid)
+            if own is not None:
+                commits[cid] = own
+            else:
+                wanted.append(cid)
+        if len(wanted) == 1:
+            found = await self.ledger.find_one({"_id": wanted[0]})
+            if found is not None:
+                commits[wanted[0]] = found
+        elif wanted:
+            async for doc in self.ledger.find({"_id": {"$in": wanted}}):
+                commits[doc["_id"]] = doc
+        return BlockEntries(block, commits)
 
     async def _block_last(self, tenant_id: str, b: int) -> int | None:
         """A block's last sequence (None when removed): known ones without a read (a block
@@ -1159,7 +1252,7 @@ class Sequencer:
     def _build_block(self, head: LedgerHead, pending: list[_Pending]) -> _Block:
         """The block after `head` holding `pending`."""
         tenant_id = head.tenant_id
-        entries: list[Document] = []
+        parts: list[Document] = []
         running = head.hash
         sequence = head.sequence
         recent = dict(head.recent)
@@ -1171,8 +1264,9 @@ class Sequencer:
                 sequence += 1
                 running = chain_hash(running, sequence, entry["q"], bytes(entry["d"]))
                 hashes.append(running)
-                # The commit's record as it is (recorded form, or older field digests).
-                entries.append({**entry, "h": running})
+            # The entries stay in the commit (see BlockEntries); the block names it.
+            # Documents, not [writer, n, count]: FerretDB stores no nested arrays.
+            parts.append({"w": item.writer, "n": item.n, "c": len(item.entries)})
             recent[item.writer] = item.n
             placed.append((item, first, hashes))
         b = head.block + 1
@@ -1204,7 +1298,8 @@ class Sequencer:
             "consumed": recent,
             "kept": head.first,
             "at": convert.now_millis(),
-            "entries": pack_entries(entries),
+            "parts": parts,
+            "hashes": b"".join(h for _, _, hashes in placed for h in hashes),
         }
         if archive:
             doc["arch"] = archive

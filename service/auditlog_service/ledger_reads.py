@@ -20,7 +20,7 @@ from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
 from . import convert
 from .convert import Document
 from .event_types import REGISTRY
-from .ledger import BlockEntries, LedgerHead, LedgerStore, commit_id, entries_of, placement_id
+from .ledger import LedgerHead, LedgerStore, commit_id, entries_of, placement_id
 from .storage import EventRepository
 
 # Events fetched at once (an `_id` lookup each on FerretDB, one `$in` query on MongoDB).
@@ -179,12 +179,17 @@ class LedgerReader:
         while b <= head.block:
             block = await self.store.block(tenant_id, b)
             if block is not None:
-                for index, entry in enumerate(entries_of(block)):
-                    sequence = block["first"] + index
-                    if sequence > last:
-                        return
-                    if sequence >= first:
-                        yield Placed(sequence, b, index, entry)
+                entries = await self.store.block_entries(block)
+                start = max(first - block["first"], 0)
+                end = min(last - block["first"] + 1, len(entries))
+                # Decoded whole when the walk takes it whole (export, verify, tails).
+                taken = entries.whole() if start == 0 and end == len(entries) else None
+                for index in range(start, end):
+                    entry = taken[index] if taken is not None else entries[index]
+                    if entry is not None:  # None: its commit is gone (verify names the hole)
+                        yield Placed(block["first"] + index, b, index, entry)
+                if end < len(entries):
+                    return
             b += 1
 
     async def backward(
@@ -196,10 +201,12 @@ class LedgerReader:
             doc = await self.store.block(tenant_id, b)
             if doc is None:
                 return  # removed by retention: nothing older is kept
-            entries = BlockEntries(doc)  # a page often needs only the last few
+            entries = await self.store.block_entries(doc)  # a page often needs the last few
             start = len(entries) - 1 if index is None else min(index, len(entries) - 1)
             for i in range(start, -1, -1):
-                yield Placed(doc["first"] + i, b, i, entries[i])
+                entry = entries[i]
+                if entry is not None:
+                    yield Placed(doc["first"] + i, b, i, entry)
             b, index = b - 1, None
 
     async def fetch(

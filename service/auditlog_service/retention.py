@@ -4,8 +4,9 @@ An application job (MongoDB's TTL indexes are outside the portable subset): for 
 with a retention, the prefix of its ledger whose events are older than the retention is cut.
 First a signed anchor `(first kept sequence, hash before it)` is appended (the unique `_id`
 decides between replicas running the job at once, and the loser adopts the winner's anchor),
-then the events, id claims, placement records, commits and outboxes before it are deleted, each
-by `_id`. Deleting is idempotent: a job that dies half-way is finished by the next run.
+then the events, id claims and placement records before it are deleted, each by `_id`, and the
+blocks wholly before it with the commits, placements and outboxes they merged. Deleting is
+idempotent: a job that dies half-way is finished by the next run.
 
 A co-browsing session keeps no holes: its events are removed only from its first slot on (the
 session's start marker `<T>/<S>/~start` says where it begins now), so the cut stops before an
@@ -24,6 +25,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from auditlog.v1 import ledger_pb2
 
 from . import convert
+from .convert import Document
 from .ledger import (
     LedgerHead,
     LedgerSigner,
@@ -31,7 +33,10 @@ from .ledger import (
     Sequencer,
     anchor_doc,
     anchor_of,
+    commit_id,
     number,
+    outbox_id,
+    placement_id,
     retention_id,
 )
 from .ledger_reads import LedgerReader
@@ -199,9 +204,26 @@ class RetentionJob:
                 continue
             if block["last"] >= first:
                 break
+            # The commits first: their entries hold the events' recorded forms (personal data
+            # as much as the events). A job that dies between the two finds the block again and
+            # its commits gone, which is what it would do next.
+            await self._delete_merged(tenant_id, block)
             await self._store.ledger.delete_one({"_id": block["_id"]})
             b += 1
         return removed
+
+    async def _delete_merged(self, tenant_id: str, block: Document) -> None:
+        """The commits a block merged, their placements and their outboxes. (Blocks written
+        before blocks named their commits do not say which they merged: those stay.)"""
+        ledger_ids, outbox_ids = [], []
+        for part in block.get("parts", ()):
+            writer, n = part["w"], part["n"]
+            ledger_ids += [commit_id(tenant_id, writer, n), placement_id(tenant_id, writer, n)]
+            outbox_ids.append(outbox_id(tenant_id, writer, n))
+        await asyncio.gather(
+            *(self._store.ledger.delete_one({"_id": i}) for i in ledger_ids),
+            *(self._repository.events.delete_one({"_id": i}) for i in outbox_ids),
+        )
 
 
 def _period(seconds: float) -> str:

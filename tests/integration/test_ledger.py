@@ -178,11 +178,24 @@ async def test_verify_names_each_kind_of_tampering(
             b for b in await ledger_blocks(db) if b["first"] <= victim.ledger_sequence <= b["last"]
         ]
         index = victim.ledger_sequence - block["first"]
-        entries = entries_of(block)
-        forged = dict(entries[index])
+        # The entry goes into the commit the block names, and the block counts it.
+        offset = 0
+        for part in block["parts"]:
+            if index < offset + part["c"]:
+                break
+            offset += part["c"]
+        commit = await db.ledger.find_one({"_id": f"{TENANT}/c/{part['w']}/{part['n']:012d}"})
+        entries = entries_of(commit)
+        forged = dict(entries[index - offset])
         forged["k"] = f"{TENANT}/forged"
-        entries.insert(index + 1, forged)
-        block["entries"] = pack_entries(entries)
+        entries.insert(index - offset + 1, forged)
+        await db.ledger.update_one(
+            {"_id": commit["_id"]}, {"$set": {"entries": pack_entries(entries)}}
+        )
+        part["c"] += 1
+        hashes = bytes(block["hashes"])
+        victim_hash = hashes[32 * index : 32 * index + 32]
+        block["hashes"] = hashes[: 32 * (index + 1)] + victim_hash + hashes[32 * (index + 1) :]
         block["last"] += 1
         await db.ledger.replace_one({"_id": block["_id"]}, block)
         expected = {("EVENT_INSERTED", victim.ledger_sequence + 1)}
@@ -203,11 +216,15 @@ async def test_verify_names_each_kind_of_tampering(
         blocks = sorted(await ledger_blocks(db), key=lambda b: b["first"])
         last = blocks[-1]
         before = blocks[-2]["consumed"] if len(blocks) > 1 else {}
+        event_ids = []
+        for part in last["parts"]:
+            commit = await db.ledger.find_one({"_id": f"{TENANT}/c/{part['w']}/{part['n']:012d}"})
+            event_ids += [e["e"] for e in entries_of(commit)]
         for writer, n in last["consumed"].items():
             for k in range(before.get(writer, 0) + 1, n + 1):
                 await db.ledger.delete_one({"_id": f"{TENANT}/c/{writer}/{k:012d}"})
                 await db.events.delete_one({"_id": f"{TENANT}/~o/{writer}/{k:012d}"})
-        await db.events.delete_many({"_id": {"$in": [e["e"] for e in entries_of(last)]}})
+        await db.events.delete_many({"_id": {"$in": event_ids}})
         await db.ledger.delete_one({"_id": last["_id"]})
         server.sequencer.heads.clear()
         expected = {("LEDGER_TRUNCATED", last["first"])}
@@ -864,6 +881,11 @@ async def test_retention_cuts_old_events_behind_a_signed_anchor_and_the_rest_ver
     assert anchors[0]["first"] == 16
     for event in aged:
         assert await db.events.count_documents({"id": event.id, "type": {"$exists": True}}) == 0
+    # Nor do the commits keep their recorded forms: a block's commits go with it.
+    committed = set()
+    async for commit in db.ledger.find({"_id": {"$regex": f"^{TENANT}/c/"}}):
+        committed |= {e["k"].partition("/")[2] for e in entries_of(commit)}
+    assert committed == {e.id for e in fresh}
     listed = {e.id async for e in client.list_events(TENANT)}
     assert listed == {e.id for e in fresh}
     report = await verify(client)

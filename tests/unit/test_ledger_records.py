@@ -18,7 +18,7 @@ from auditlog.ledger import (
     recorded_form,
 )
 from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
-from auditlog_service.ledger import BlockEntries, _entry_starts, pack_entries
+from auditlog_service.ledger import BlockEntries, _entry_starts, commit_id, pack_entries
 from tests.event_samples import valid_event_of_each_type
 
 
@@ -98,6 +98,35 @@ def test_block_entries_decode_each_entry_as_the_whole_block_would() -> None:
         newest = range(count - 1, max(count - 60, 0) - 1, -1)
         assert [few[i] for i in newest] == [entries[i] for i in newest]  # one at a time only
         assert len(BlockEntries({"entries": entries})) == count  # an own commit, unpacked
+
+
+def test_a_block_takes_its_entries_from_the_commits_it_names_with_its_own_hashes() -> None:
+    def entries(writer: str, count: int) -> list[dict[str, object]]:
+        return [{"k": f"{writer}-{i}", "e": f"t/{writer}-{i}", "q": 0} for i in range(count)]
+
+    a, b = entries("wa", 3), entries("wb", 250)
+    commits = {
+        commit_id("t", "wa", 7): {"entries": pack_entries(a)},
+        commit_id("t", "wb", 1): {"entries": b},  # an own commit, in memory: left as it is
+        # wc's commit 4 is gone: its two entries read as None, the others keep their places
+    }
+    hashes = [bytes([i]) * 32 for i in range(255)]
+    block = {
+        "t": "t",
+        "parts": [
+            {"w": "wa", "n": 7, "c": 3},
+            {"w": "wb", "n": 1, "c": 250},
+            {"w": "wc", "n": 4, "c": 2},
+        ],
+        "hashes": b"".join(hashes),
+    }
+    expected = [{**e, "h": h} for e, h in zip(a + b, hashes, strict=False)] + [None, None]
+    lazily = BlockEntries(block, commits)
+    assert len(lazily) == 255
+    assert [lazily[i] for i in reversed(range(255))] == expected[::-1]
+    assert BlockEntries(block, commits).whole() == expected
+    assert all("h" not in e for e in b)
+    assert BlockEntries(block, {}).whole() == [None] * 255
 
 
 def test_block_entries_laid_out_otherwise_are_decoded_whole() -> None:
