@@ -171,6 +171,8 @@ class PackedEntries:
 
     def __init__(self, packed: bytes | list[Document]) -> None:
         self._packed = b"" if isinstance(packed, list) else bytes(packed)
+        # An own commit's entries, kept in memory, are the sequencer's: not to be changed.
+        self.shared = isinstance(packed, list)
         starts = _entry_starts(self._packed) if self._packed else None
         self._starts = starts or []
         self._entries: list[Document | None]
@@ -249,11 +251,21 @@ class BlockEntries:
 
     def whole(self) -> list[Document | None]:
         """Every entry, decoded at once."""
+        if not self._hashes:
+            return list(self._parts[0][2].whole()) if self._parts and self._parts[0][2] else []
         out: list[Document | None] = []
+        hashes = self._hashes
         for offset, count, entries in self._parts:
-            listed = entries.whole() if entries is not None else []
-            for i in range(count):
-                out.append(self._with_hash(listed[i], offset + i) if i < len(listed) else None)
+            if entries is None:
+                out += [None] * count
+                continue
+            listed = entries.whole()[:count]
+            if entries.shared:
+                listed = [dict(entry) for entry in listed]
+            for i, entry in enumerate(listed, offset):
+                entry["h"] = hashes[32 * i : 32 * i + 32]
+            out += listed
+            out += [None] * (count - len(listed))
         return out
 
     def _with_hash(self, entry: Document, index: int) -> Document:
