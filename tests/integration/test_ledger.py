@@ -12,8 +12,10 @@ import json
 import os
 import struct
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -803,6 +805,35 @@ async def test_a_sequencer_that_defers_takes_over_when_the_other_passes_its_comm
         monkeypatch.setattr(ledger, "OWN_COMMIT_PATIENCE_S", 0.0)  # waited long enough
         taken = await sequencer.sequence(TENANT, defer=True)
         assert taken.sequence == 10, "this process sequenced its passed-over commits itself"
+    assert (await verify(client)).ok
+
+
+@pytest.mark.asyncio
+async def test_a_writer_another_sequencer_is_seen_sequencing_is_read_by_this_ones_passes(
+    sequencer: ledger.Sequencer,
+    client: AuditLogClient,
+    another_process: OtherProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two replicas writing one tenant: each sequencer's passes read the other's writer while
+    the ledger shows it writing, even when its own process sequenced what it wrote."""
+    clock = [time.monotonic()]
+    monkeypatch.setattr(ledger, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    await seed(client, 4)
+    assert (await sequencer.sequence(TENANT, defer=True)).sequence == 4
+    async with another_process("rival-writer") as (writer, store):
+        rival = ledger.Sequencer(store, sequencer.signer)
+        await writer.write(general(1))
+        assert (await sequencer.sequence(TENANT)).sequence == 5  # heard from, now
+        clock[0] += 2 * ledger.QUIET_WRITER_S  # ... and long ago
+        # The rival's own process sequences what it writes: this one sees its blocks only.
+        await writer.write(general(2))
+        assert (await rival.sequence(TENANT, defer=True)).sequence == 6
+        await writer.write(general(3))
+        assert (await sequencer.current(TENANT)).sequence == 6
+        await seed(client, 2)
+        passed = await sequencer.sequence(TENANT, defer=True)  # a pass between sweeps
+        assert passed.sequence == 9, "the rival's waiting commit went in with this one's"
     assert (await verify(client)).ok
 
 
