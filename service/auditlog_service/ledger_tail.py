@@ -173,7 +173,7 @@ class LedgerWatches:
                     continue
                 placed = [
                     p
-                    async for p in reader.forward(tenant_id, sequence + 1, last, head)
+                    async for p in reader.forward(tenant_id, sequence + 1, last, head, recent=True)
                     if not wanted or p.entry["x"]["t"] in wanted
                 ]
                 batch = service_pb2.TailEventBatch()

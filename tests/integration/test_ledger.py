@@ -838,6 +838,31 @@ async def test_a_writer_another_sequencer_is_seen_sequencing_is_read_by_this_one
 
 
 @pytest.mark.asyncio
+async def test_tails_of_a_tenant_take_a_block_read_lately_without_reading_it_again(
+    server: RunningServer, client: AuditLogClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await client.log_events([general(n) for n in range(400)])  # one block, two tail batches
+    assert await head_of(client) == 400
+    store = server.sequencer.store
+    reads: list[int] = []
+    read_block = store.block
+
+    async def counted(tenant_id: str, b: int) -> Any:
+        reads.append(b)
+        return await read_block(tenant_id, b)
+
+    monkeypatch.setattr(store, "block", counted)
+    for _ in range(2):  # one tail after the other
+        seen = []
+        async for event in client.tail_events(TENANT):
+            seen.append(event.ledger_sequence)
+            if event.ledger_sequence == 400:
+                break
+        assert seen == list(range(1, 401))
+    assert reads.count(1) == 1, reads
+
+
+@pytest.mark.asyncio
 async def test_a_head_read_while_a_block_lands_does_not_move_the_cached_head_back(
     server: RunningServer, client: AuditLogClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
