@@ -942,6 +942,12 @@ async def test_retention_cuts_old_events_behind_a_signed_anchor_and_the_rest_ver
     async for commit in db.ledger.find({"_id": {"$regex": f"^{TENANT}/c/"}}):
         committed |= {e["k"].partition("/")[2] for e in entries_of(commit)}
     assert committed == {e.id for e in fresh}
+    # ... and their placements and outboxes went with them: one of each per commit kept.
+    kept = {c["_id"] async for c in db.ledger.find({"_id": {"$regex": f"^{TENANT}/c/"}})}
+    placed = {p["_id"] async for p in db.ledger.find({"_id": {"$regex": f"^{TENANT}/p/"}})}
+    boxes = {o["_id"] async for o in db.events.find({"_id": {"$regex": f"^{TENANT}/~o/"}})}
+    assert {i.replace("/p/", "/c/") for i in placed} == kept
+    assert {i.replace("/~o/", "/c/") for i in boxes} == kept
     listed = {e.id async for e in client.list_events(TENANT)}
     assert listed == {e.id for e in fresh}
     report = await verify(client)
