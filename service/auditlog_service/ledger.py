@@ -223,9 +223,10 @@ class BlockEntries:
             self._length = len(packed)
             return
         self._hashes = bytes(block["hashes"])
+        commits = commits or {}
         offset = 0
         for part in block["parts"]:
-            commit = (commits or {}).get(commit_id(block["t"], part["w"], part["n"]))
+            commit = commits.get(commit_id(block["t"], part["w"], part["n"]))
             self._parts.append(
                 (offset, part["c"], None if commit is None else PackedEntries(commit["entries"]))
             )
@@ -732,11 +733,7 @@ class LedgerStore:
                 commits[cid] = own
             else:
                 wanted.append(cid)
-        if len(wanted) == 1:
-            found = await self.ledger.find_one({"_id": wanted[0]})
-            if found is not None:
-                commits[wanted[0]] = found
-        elif wanted:
+        if wanted:
             async for doc in self.ledger.find({"_id": {"$in": wanted}}):
                 commits[doc["_id"]] = doc
         return BlockEntries(block, commits)
