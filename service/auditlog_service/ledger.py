@@ -176,7 +176,7 @@ class PackedEntries:
         starts = _entry_starts(self._packed) if self._packed else None
         self._starts = starts or []
         self._entries: list[Document | None]
-        if isinstance(packed, list):  # this process's own commit, kept in memory
+        if isinstance(packed, list):
             self._entries = list(packed)
         elif starts is None:
             self._entries = list(bson.decode(self._packed)["e"])
@@ -252,19 +252,15 @@ class BlockEntries:
 
     def whole(self) -> list[Document | None]:
         """Every entry, decoded at once."""
-        if not self._hashes:
-            return list(self._parts[0][2].whole()) if self._parts and self._parts[0][2] else []
         out: list[Document | None] = []
         hashes = self._hashes
         for offset, count, entries in self._parts:
-            if entries is None:
-                out += [None] * count
-                continue
-            listed = entries.whole()[:count]
-            if entries.shared:
-                listed = [dict(entry) for entry in listed]
-            for i, entry in enumerate(listed, offset):
-                entry["h"] = hashes[32 * i : 32 * i + 32]
+            listed: list[Document] = entries.whole()[:count] if entries is not None else []
+            if hashes and listed:
+                if entries is not None and entries.shared:
+                    listed = [dict(entry) for entry in listed]
+                for i, entry in enumerate(listed, offset):
+                    entry["h"] = hashes[32 * i : 32 * i + 32]
             out += listed
             out += [None] * (count - len(listed))
         return out
