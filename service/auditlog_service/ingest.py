@@ -24,12 +24,11 @@ from .storage import EventRepository, EventWrite, Outcome
 
 
 @dataclass(slots=True)
-class PendingEvent:
-    """An event on its way to the database; `outcome` resolves once the database answered."""
+class PreparedWrite:
+    """An event made ready for the database: its write, and the event as it will be stored
+    (the prepared event, completed in place once its document was built)."""
 
     write: EventWrite
-    outcome: asyncio.Future[Outcome]
-    # The event as stored (the prepared event, completed in place once its document was built).
     stored: audit_event_pb2.AuditEvent
 
     def stored_event(self, outcome: Outcome) -> audit_event_pb2.AuditEvent:
@@ -41,6 +40,22 @@ class PendingEvent:
         if "sequence" in outcome.doc:
             self.stored.sequence = outcome.doc["sequence"]
         return self.stored
+
+
+@dataclass(slots=True)
+class PendingEvent(PreparedWrite):
+    """An event on its way to the database; `outcome` resolves once the database answered."""
+
+    outcome: asyncio.Future[Outcome]
+
+
+@dataclass(slots=True)
+class PendingBatch:
+    """Events on their way to the database together; `outcomes` resolves (one outcome per
+    event, in order) once the database answered for the last of them."""
+
+    events: list[PreparedWrite]
+    outcomes: asyncio.Future[list[Outcome]]
 
 
 def _session_of(write: EventWrite) -> tuple[str, str] | None:
@@ -73,11 +88,12 @@ class EventWriter:
             key=_session_of,
         )
 
-    def submit(
+    def prepare(
         self, event: audit_event_pb2.AuditEvent, receive_time: dt.datetime | None = None
-    ) -> PendingEvent:
-        """Queue one validated event (received now, or with the batch it came in). The writer
-        takes the message over: it is normalised and completed in place, not copied."""
+    ) -> PreparedWrite:
+        """One validated event (received now, or with the batch it came in) made ready for the
+        database. The writer takes the message over: it is normalised and completed in place,
+        not copied."""
         prepared = self._preparer.prepare(event, owned=True)
         event_id = prepared.event.id or new_event_id()
         receive_time = receive_time or convert.now_millis()
@@ -91,19 +107,29 @@ class EventWriter:
             # session slot it will get (that goes into the chain beside the digest).
             write.recorded = recorded_form(stored)
             write.digest = hashlib.sha256(write.recorded).digest()
-        return PendingEvent(write, self._committer.submit_nowait(write), stored)
+        return PreparedWrite(write, stored)
+
+    def submit(self, event: audit_event_pb2.AuditEvent) -> PendingEvent:
+        """Queue one validated event; see prepare."""
+        ready = self.prepare(event)
+        return PendingEvent(ready.write, ready.stored, self._committer.submit_nowait(ready.write))
 
     async def write(self, event: audit_event_pb2.AuditEvent) -> tuple[PendingEvent, Outcome]:
         pending = self.submit(event)
         return pending, await asyncio.shield(pending.outcome)
 
+    def submit_batch(self, events: list[audit_event_pb2.AuditEvent]) -> PendingBatch:
+        """Queue validated events that are answered together; see prepare."""
+        received = convert.now_millis()  # one receive time for a batch
+        ready = [self.prepare(event, received) for event in events]
+        return PendingBatch(ready, self._committer.submit_batch([r.write for r in ready]))
+
     async def write_many(
         self, events: list[audit_event_pb2.AuditEvent]
-    ) -> list[tuple[PendingEvent, Outcome]]:
-        received = convert.now_millis()  # one receive time for a batch
-        pending = [self.submit(event, received) for event in events]
-        outcomes = await asyncio.shield(asyncio.gather(*(p.outcome for p in pending)))
-        return list(zip(pending, outcomes, strict=True))
+    ) -> list[tuple[PreparedWrite, Outcome]]:
+        batch = self.submit_batch(events)
+        outcomes = await asyncio.shield(batch.outcomes)
+        return list(zip(batch.events, outcomes, strict=True))
 
     async def drain(self) -> None:
         await self._committer.drain()

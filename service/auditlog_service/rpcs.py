@@ -37,7 +37,7 @@ from .errors import (
     ShuttingDown,
 )
 from .event_types import REGISTRY
-from .ingest import EventWriter, PendingEvent
+from .ingest import EventWriter, PendingBatch, PendingEvent, PreparedWrite
 from .ledger import LedgerHead, Sequencer, retention_id
 from .ledger_reads import (
     EntryFilter,
@@ -110,7 +110,7 @@ def _ack(outcome: Stored) -> service_pb2.EventAck:
 
 
 def _batch_result(
-    pending: PendingEvent, outcome: Outcome, whole_event: bool
+    pending: PreparedWrite, outcome: Outcome, whole_event: bool
 ) -> service_pb2.LogEventResult:
     if isinstance(outcome, AuditLogError):
         return service_pb2.LogEventResult(error=to_event_error(outcome))
@@ -121,9 +121,11 @@ def _batch_result(
     )
 
 
-# What the ingest stream answers a request with: an event on its way, an error, or (a batch)
-# one of these per event.
-_StreamAnswer = PendingEvent | service_pb2.EventError | list[PendingEvent | service_pb2.EventError]
+# What the ingest stream answers a request of a batch with: per event, an error or its place in
+# the events of the batch that went to the database.
+_BatchAnswers = tuple[list[service_pb2.EventError | int], PendingBatch | None]
+# What the ingest stream answers a request with: an event on its way, an error, or a batch's.
+_StreamAnswer = PendingEvent | service_pb2.EventError | _BatchAnswers
 _NOT_TAKEN_AT_SHUTDOWN = to_event_error(
     ShuttingDown(
         "the server is shutting down; this event was not stored, send it to another server"
@@ -363,19 +365,25 @@ class AuditLogRpcs:
                             enums_pb2.ERROR_REASON_BATCH_TOO_LARGE,
                         )
                     )
-                return [
-                    await answer_to(f"requests[{index}].events[{n}]", event)
-                    for n, event in enumerate(message.events)
-                ]
+                answers: list[service_pb2.EventError | int] = []
+                admitted: list[audit_event_pb2.AuditEvent] = []
+                for n, event in enumerate(message.events):
+                    refusal = await refusal_of(f"requests[{index}].events[{n}]", event)
+                    answers.append(len(admitted) if refusal is None else refusal)
+                    if refusal is None:
+                        admitted.append(event)
+                return answers, self._writer.submit_batch(admitted) if admitted else None
             if not message.HasField("event"):
                 return to_event_error(
                     InvalidArgument([FieldViolation(f"requests[{index}].event", "required")])
                 )
-            return await answer_to(f"requests[{index}].event", message.event)
+            refusal = await refusal_of(f"requests[{index}].event", message.event)
+            return self._writer.submit(message.event) if refusal is None else refusal
 
-        async def answer_to(
+        async def refusal_of(
             path: str, event: audit_event_pb2.AuditEvent
-        ) -> PendingEvent | service_pb2.EventError:
+        ) -> service_pb2.EventError | None:
+            """Why an event is not taken (None: it is)."""
             violations = validation.validate_event(event, path, self._limits)
             if violations:
                 return to_event_error(InvalidArgument(violations))
@@ -396,7 +404,7 @@ class AuditLogRpcs:
                 return to_event_error(
                     RateLimited(f"tenant {tenant_id!r} is over its limit of events a second", wait)
                 )
-            return self._writer.submit(event)
+            return None
 
         async def read_requests() -> None:
             index = 0
@@ -419,14 +427,16 @@ class AuditLogRpcs:
                 index, places, pending = item
                 for _ in range(places):
                     window.release()
-                if isinstance(pending, list):
+                if isinstance(pending, tuple):
+                    answers, batch = pending
+                    outcomes = await asyncio.shield(batch.outcomes) if batch else []
                     response = service_pb2.StreamEventsResponse(request_index=index)
-                    for answer in pending:
+                    for answer in answers:
                         result = response.results.add()
                         if isinstance(answer, service_pb2.EventError):
                             result.error.CopyFrom(answer)
                             continue
-                        outcome = await answer.outcome
+                        outcome = outcomes[answer]
                         if isinstance(outcome, AuditLogError):
                             result.error.CopyFrom(to_event_error(outcome))
                         else:

@@ -38,6 +38,39 @@ async def test_concurrent_submissions_share_groups_and_get_their_own_results() -
 
 
 @pytest.mark.asyncio
+async def test_a_batch_split_over_several_groups_is_answered_once_in_its_own_order() -> None:
+    writer = RecordingWriter()
+    writer.release.clear()
+    committer = GroupCommitter(writer.write, max_items=4, max_delay_s=0)
+    single = asyncio.ensure_future(committer.submit(100))
+    await writer.started.wait()  # [100] is in flight; the batch waits for it
+    batch = committer.submit_batch(list(range(10)))
+    writer.release.set()
+    assert await batch == [i * 10 for i in range(10)]
+    assert await single == 1000
+    assert writer.groups == [[100], [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert await committer.submit_many([]) == []
+
+
+@pytest.mark.asyncio
+async def test_a_batch_is_failed_whole_when_one_of_its_groups_breaks() -> None:
+    writes = 0
+
+    async def second_breaks(items: list[int]) -> list[int | AuditLogError]:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise KeyError("bug")
+        return items
+
+    committer = GroupCommitter(second_breaks, max_items=3, max_delay_s=0)
+    with pytest.raises(KeyError):
+        await committer.submit_many(list(range(7)))
+    await committer.drain()
+    assert writes == 3, "the groups after the broken one are still written"
+
+
+@pytest.mark.asyncio
 async def test_items_arriving_during_a_write_form_the_next_group() -> None:
     writer = RecordingWriter()
     writer.release.clear()
