@@ -924,6 +924,9 @@ async def test_retention_cuts_old_events_behind_a_signed_anchor_and_the_rest_ver
     for event in aged:
         event.occur_time.FromDatetime(old)
     await client.log_events(aged)
+    # Sequenced before the fresh events come: blocks of aged events only, which retention
+    # removes whole, with their commits (a block holding both kinds stays).
+    assert await head_of(client) == 15
     fresh = await seed(client, 10)
     await head_of(client)
     request = service_pb2.SetRetentionRequest(tenant_id=TENANT)
