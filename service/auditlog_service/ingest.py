@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 
 from auditlog.ids import new_event_id
@@ -103,10 +102,9 @@ class EventWriter:
             prepared, event_id=event_id, receive_time=receive_time, in_place=True
         )
         if self._repository.ledger is not None:
-            # The ledger's digests are of the event as stored, which does not depend on the
-            # session slot it will get (that goes into the chain beside the digest).
+            # The ledger records the event as stored, which does not depend on the session slot
+            # it will get (that goes into the chain beside the recorded form's digest).
             write.recorded = recorded_form(stored)
-            write.digest = hashlib.sha256(write.recorded).digest()
         return PreparedWrite(write, stored)
 
     def submit(self, event: audit_event_pb2.AuditEvent) -> PendingEvent:

@@ -49,7 +49,15 @@ from .errors import (
     IdConflict,
     SequenceContention,
 )
-from .ledger import LedgerStore, commit_entry, commit_id, entries_of, outbox_id, outbox_number
+from .ledger import (
+    LedgerStore,
+    commit_entry,
+    commit_id,
+    entries_of,
+    outbox_id,
+    outbox_number,
+    pack_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +87,8 @@ class EventWrite:
     doc: Document
     # A retry that leaves occur_time to the server matches whatever time the first attempt got.
     occur_time_given: bool = True
-    # For the ledger: the event's recorded form and its digest (auditlog.ledger).
+    # For the ledger: the event's recorded form (auditlog.ledger).
     recorded: bytes = b""
-    digest: bytes = b""
 
     def is_retry_of(self, existing: Document) -> bool:
         """Whether `existing`, stored under this event's id, is this very event."""
@@ -250,7 +257,7 @@ class EventRepository:
                     n = outbox_number(box)
                     await self._guard(
                         self.events.insert_one(
-                            {"_id": box, "keys": [e["k"] for e in entries],
+                            {"_id": box, "keys": pack_keys([e["k"] for e in entries]),
                              "at": convert.now_millis()}
                         )
                     )  # fmt: skip
@@ -686,9 +693,7 @@ class _GroupWrite:
         for write, outcome in zip(self.writes, self.outcomes, strict=True):
             if isinstance(outcome, Stored) and not outcome.already_stored:
                 doc = outcome.doc
-                stored.setdefault(doc["tenant_id"], []).append(
-                    commit_entry(doc, write.recorded, write.digest)
-                )
+                stored.setdefault(doc["tenant_id"], []).append(commit_entry(doc, write.recorded))
         return stored
 
     def keys(self) -> dict[str, list[str]]:
@@ -702,7 +707,7 @@ class _GroupWrite:
         keys = self.keys()
         now = convert.now_millis()
         return [
-            (-1, "outbox", {"_id": box, "keys": keys[tenant_id], "at": now})
+            (-1, "outbox", {"_id": box, "keys": pack_keys(keys[tenant_id]), "at": now})
             for tenant_id, box in self.outboxes.items()
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 
 import bson
@@ -18,7 +19,16 @@ from auditlog.ledger import (
     recorded_form,
 )
 from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
-from auditlog_service.ledger import BlockEntries, _entry_starts, commit_id, pack_entries
+from auditlog_service.ledger import (
+    BlockEntries,
+    _entry_starts,
+    commit_entry,
+    commit_id,
+    complete_entry,
+    outbox_keys,
+    pack_entries,
+    pack_keys,
+)
 from tests.event_samples import valid_event_of_each_type
 
 
@@ -102,9 +112,11 @@ def test_block_entries_decode_each_entry_as_the_whole_block_would() -> None:
 
 def test_a_block_takes_its_entries_from_the_commits_it_names_with_its_own_hashes() -> None:
     def entries(writer: str, count: int) -> list[dict[str, object]]:
-        return [{"k": f"{writer}-{i}", "e": f"t/{writer}-{i}", "q": 0} for i in range(count)]
+        # As commit_entry writes them: what follows from the rest is left out.
+        return [{"k": f"t/{writer}-{i}", "r": f"event {i}".encode()} for i in range(count)]
 
-    a, b = entries("wa", 3), entries("wb", 250)
+    a = entries("wa", 3)
+    b = [complete_entry(e) for e in entries("wb", 250)]  # as an own commit's are kept
     commits = {
         commit_id("t", "wa", 7): {"entries": pack_entries(a)},
         commit_id("t", "wb", 1): {"entries": b},  # an own commit, in memory: left as it is
@@ -120,6 +132,7 @@ def test_a_block_takes_its_entries_from_the_commits_it_names_with_its_own_hashes
         ],
         "hashes": b"".join(hashes),
     }
+    a = [complete_entry(e) for e in a]  # read back, they are completed
     expected = [{**e, "h": h} for e, h in zip(a + b, hashes, strict=False)] + [None, None]
     lazily = BlockEntries(block, commits)
     assert len(lazily) == 255
@@ -129,8 +142,40 @@ def test_a_block_takes_its_entries_from_the_commits_it_names_with_its_own_hashes
     assert BlockEntries(block, {}).whole() == [None] * 255
 
 
+def test_a_commit_entry_leaves_out_what_follows_from_the_rest_and_reads_back_whole() -> None:
+    when = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
+    general = {"_id": "t/ev-1", "key": "t/ev-1", "type": "logged_in", "occur_time": when}
+    slotted = {
+        **general,
+        "_id": "t/s-1/000000000007",
+        "key": "t/ev-2",
+        "sequence": 7,
+        "session_id": "s-1",
+        "cobrowse": {"session_id": "s-1", "actor": "AGENT"},
+    }
+    written = [commit_entry(general, b"one"), commit_entry(slotted, b"two")]
+    assert [sorted(e) for e in written] == [["k", "r", "x"], ["e", "k", "q", "r", "x"]]
+    (first, second) = bson.decode(pack_entries(written))["e"]
+    assert complete_entry(first) == {
+        **written[0],
+        "e": "t/ev-1",
+        "q": 0,
+        "d": hashlib.sha256(b"one").digest(),
+    }
+    assert (complete_entry(second)["e"], second["q"]) == ("t/s-1/000000000007", 7)
+    older = {"k": "t/ev-3", "e": "t/ev-3", "q": 0, "d": b"d" * 32, "f": {}}
+    assert complete_entry(dict(older)) == older  # entries of older ledgers are left as they are
+
+
+def test_outbox_keys_read_back_packed_or_as_an_array() -> None:
+    keys = ["t/ev-1", "t/évé 2", "t/ev-3"]
+    assert outbox_keys({"keys": pack_keys(keys)}) == keys
+    assert outbox_keys({"keys": pack_keys([])}) == []
+    assert outbox_keys({"keys": keys}) == keys  # an outbox written before keys were packed
+
+
 def test_block_entries_laid_out_otherwise_are_decoded_whole() -> None:
-    entries = [{"k": "a", "e": "t/e"}, {"k": "b", "e": "t/f"}]
+    entries = [{"k": "a", "e": "t/e", "q": 1, "d": b"1"}, {"k": "b", "e": "t/f", "q": 2, "d": b"2"}]
     other = bson.encode({"x": 1, "e": entries})  # "e" not first: no fast path, same entries
     lazily = BlockEntries({"entries": other})
     assert [lazily[i] for i in range(len(lazily))] == entries
