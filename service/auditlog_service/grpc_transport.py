@@ -106,12 +106,26 @@ class GrpcTransport:
             method, _authorization(context), peer, context.time_remaining()
         )
 
+    async def _refuse(
+        self,
+        context: Context,
+        error: AuditLogError,
+        method: str,
+        call: Call | None,
+        peer: str,
+        started: float | None = None,
+    ) -> NoReturn:
+        """Ends the call with the error's status, its access-log line written first: a client
+        that looks for the line once it has the status finds it."""
+        self._guard.finish(method, call, peer, failure_code(error), started)
+        await abort(context, error)
+
     def _unary(
         self, method: str, run: Callable[[Call, Any], Awaitable[Any]]
     ) -> Callable[[Any, Context], Awaitable[Any]]:
         async def handle(request: Any, context: Context) -> Any:
             call: Call | None = None
-            code = "OK"
+            refused = False
             started = time.monotonic()
             peer = context.peer()
             try:
@@ -121,10 +135,11 @@ class GrpcTransport:
                     raise request.as_error()
                 return await run(call, request)
             except AuditLogError as error:
-                code = failure_code(error)
-                await abort(context, error)
+                refused = True
+                await self._refuse(context, error, method, call, peer, started)
             finally:
-                self._guard.finish(method, call, peer, code, started)
+                if not refused:
+                    self._guard.finish(method, call, peer, "OK", started)
 
         return handle
 
@@ -132,7 +147,7 @@ class GrpcTransport:
         self, requests: AsyncIterator[Any], context: Context
     ) -> AsyncIterator[service_pb2.StreamEventsResponse]:
         call: Call | None = None
-        code = "OK"
+        code: str | None = "OK"  # None: the line is written (_refuse)
         # Read now: after a client's cancel, context.peer() in the finally below crashes the
         # grpcio 1.85 aio server (a segfault; tests/integration/test_cancelled_calls.py).
         peer = context.peer()
@@ -148,19 +163,20 @@ class GrpcTransport:
             async for response in self._rpcs.stream_events(call, requests):
                 yield response
         except AuditLogError as error:
-            code = failure_code(error)
-            await abort(context, error)
+            code = None
+            await self._refuse(context, error, "StreamEvents", call, peer)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
         finally:
-            self._guard.finish("StreamEvents", call, peer, code)
+            if code is not None:
+                self._guard.finish("StreamEvents", call, peer, code)
 
     async def _server_stream(self, method: str, request: Any, context: Context) -> None:
         # Written with context.write, not yield, so that a write that blocks on a client that
         # does not read can be bounded in time.
         call: Call | None = None
-        code = "OK"
+        code: str | None = "OK"  # None: the line is written (_refuse)
         cursor = ""
         peer = context.peer()  # not in the finally: see _stream_events
         try:
@@ -182,13 +198,14 @@ class GrpcTransport:
                 if response.DESCRIPTOR.fields_by_name.get("cursor") is not None:
                     cursor = response.cursor
         except AuditLogError as error:
-            code = failure_code(error)
-            await abort(context, error)
+            code = None
+            await self._refuse(context, error, method, call, peer)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
         finally:
-            self._guard.finish(method, call, peer, code)
+            if code is not None:
+                self._guard.finish(method, call, peer, code)
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         rpcs = self._rpcs
