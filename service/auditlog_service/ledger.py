@@ -1452,8 +1452,16 @@ class Sequencer:
         self._checkpointed[tenant_id] = (head.sequence, now)
 
 
+# How long the worker waits, after a commit of this process woke it, before it sequences: the
+# commits of the groups that follow go into the same block. Unary LogEvent, 64 callers (groups
+# of 10-16 events): a block per group (3.0 inserts a group, with the events' and the commit's),
+# 2.25 with 50 ms (20 ms: 2.5), and 11-20 % more calls a second in the same run. The ledger lag
+# grows by as much (its goal: p99 <= 1 s).
+GATHER_S = 0.05
+
+
 class LedgerWorker:
-    """Runs the sequencer in the background: at once for tenants this process just wrote; again
+    """Runs the sequencer in the background: `gather_s` after this process wrote a tenant; again
     every `interval_s` while a tenant's last pass left something to do (a rival sequencer at
     work, an outbox whose commit has not come, a failure); and in sweeps of every tenant (to
     merge the outboxes of writers that died, void their holes, and sign the checkpoint that
@@ -1471,7 +1479,9 @@ class LedgerWorker:
         interval_s: float = 0.05,
         sweep_s: float = 5.0,
         idle_sweep_max_s: float = 60.0,
+        gather_s: float = GATHER_S,
     ) -> None:
+        self._gather_s = gather_s
         self._sequencer = sequencer
         self._recently_written = recently_written  # (within_s) -> iterable of tenant ids
         self._interval_s = interval_s
@@ -1535,6 +1545,10 @@ class LedgerWorker:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._timeout(loop.time(), listed_at))
+            if self._dirty and self._gather_s > 0 and not self._stop.is_set():
+                # The commits of the groups that follow join the same pass (see GATHER_S).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self._gather_s)
             self._wake.clear()
             now = loop.time()
             if now - listed_at >= self._sweep_s:
