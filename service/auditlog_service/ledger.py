@@ -168,9 +168,9 @@ def entries_of(doc: Document) -> list[Document]:
     """The entries of a commit or block document, completed (complete_entry)."""
     packed = doc["entries"]
     if isinstance(packed, list):
-        # This process's own commit, kept in memory, completed when it was written; or
-        # written before entries were packed.
-        return [complete_entry(entry) for entry in packed]
+        # Complete already: this process's own commit, kept in memory (completed when it was
+        # written), or one written before entries were packed (they held every field).
+        return packed
     entries: list[Document] = bson.decode(bytes(packed))["e"]
     return [complete_entry(entry) for entry in entries]
 
