@@ -26,6 +26,21 @@ class RecordingWriter:
         return [item * 10 for item in items]
 
 
+class BreaksOnce:
+    """A fake database write that raises `error` on its `nth` call and stores the others."""
+
+    def __init__(self, nth: int, error: Exception) -> None:
+        self.nth = nth
+        self.error = error
+        self.writes = 0
+
+    async def write(self, items: list[int]) -> list[int | AuditLogError]:
+        self.writes += 1
+        if self.writes == self.nth:
+            raise self.error
+        return list(items)
+
+
 @pytest.mark.asyncio
 async def test_concurrent_submissions_share_groups_and_get_their_own_results() -> None:
     writer = RecordingWriter()
@@ -54,20 +69,12 @@ async def test_a_batch_split_over_several_groups_is_answered_once_in_its_own_ord
 
 @pytest.mark.asyncio
 async def test_a_batch_is_failed_whole_when_one_of_its_groups_breaks() -> None:
-    writes = 0
-
-    async def second_breaks(items: list[int]) -> list[int | AuditLogError]:
-        nonlocal writes
-        writes += 1
-        if writes == 2:
-            raise KeyError("bug")
-        return items
-
-    committer = GroupCommitter(second_breaks, max_items=3, max_delay_s=0)
+    second_breaks = BreaksOnce(2, KeyError("bug"))
+    committer = GroupCommitter(second_breaks.write, max_items=3, max_delay_s=0)
     with pytest.raises(KeyError):
         await committer.submit_many(list(range(7)))
     await committer.drain()
-    assert writes == 3, "the groups after the broken one are still written"
+    assert second_breaks.writes == 3, "the groups after the broken one are still written"
 
 
 @pytest.mark.asyncio
@@ -87,16 +94,8 @@ async def test_items_arriving_during_a_write_form_the_next_group() -> None:
 
 @pytest.mark.asyncio
 async def test_a_failed_group_reports_the_error_to_each_member_and_the_next_group_runs() -> None:
-    calls = 0
-
-    async def flaky(items: list[int]) -> list[int | AuditLogError]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise DatabaseUnavailable("down")
-        return items
-
-    committer = GroupCommitter(flaky, max_items=10, max_delay_s=0)
+    flaky = BreaksOnce(1, DatabaseUnavailable("down"))
+    committer = GroupCommitter(flaky.write, max_items=10, max_delay_s=0)
     first = await asyncio.gather(*(committer.submit(i) for i in range(3)))
     assert all(isinstance(r, DatabaseUnavailable) for r in first)
     assert await committer.submit(7) == 7
