@@ -54,9 +54,9 @@ from .ledger import (
     commit_entry,
     commit_id,
     entries_of,
+    outbox_doc,
     outbox_id,
     outbox_number,
-    pack_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -257,10 +257,9 @@ class EventRepository:
                     n = outbox_number(box)
                     await self._guard(
                         self.events.insert_one(
-                            {"_id": box, "keys": pack_keys([e["k"] for e in entries]),
-                             "at": convert.now_millis()}
+                            outbox_doc(box, [e["k"] for e in entries], convert.now_millis())
                         )
-                    )  # fmt: skip
+                    )
                 except PyMongoError as exc:
                     log.warning("commit of %s not written (%r); settled later", box, exc)
                     self._unsettled.setdefault(tenant_id, []).append(
@@ -707,7 +706,7 @@ class _GroupWrite:
         keys = self.keys()
         now = convert.now_millis()
         return [
-            (-1, "outbox", {"_id": box, "keys": pack_keys(keys[tenant_id]), "at": now})
+            (-1, "outbox", outbox_doc(box, keys[tenant_id], now))
             for tenant_id, box in self.outboxes.items()
         ]
 

@@ -37,7 +37,7 @@ from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, se
 from auditlog_service import changefeed, convert, ledger, ledger_reads
 from auditlog_service.changefeed import TickWriter
 from auditlog_service.ingest import EventWriter
-from auditlog_service.ledger import entries_of, pack_entries
+from auditlog_service.ledger import ZIPPED_ENTRIES, entries_of, zipped_entries
 from auditlog_service.server import RunningServer
 from auditlog_service.storage import EventRepository
 from tests.conftest import sdk, serving, settings_for_test, token, unledgered
@@ -192,7 +192,7 @@ async def test_verify_names_each_kind_of_tampering(
         forged["k"] = f"{TENANT}/forged"
         entries.insert(index - offset + 1, forged)
         await db.ledger.update_one(
-            {"_id": commit["_id"]}, {"$set": {"entries": pack_entries(entries)}}
+            {"_id": commit["_id"]}, {"$set": {ZIPPED_ENTRIES: zipped_entries(entries)}}
         )
         part["c"] += 1
         hashes = bytes(block["hashes"])

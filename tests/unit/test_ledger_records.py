@@ -20,14 +20,18 @@ from auditlog.ledger import (
 )
 from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
 from auditlog_service.ledger import (
+    ZIPPED_ENTRIES,
+    ZIPPED_KEYS,
     BlockEntries,
     _entry_starts,
     commit_entry,
     commit_id,
     complete_entry,
+    entries_of,
+    outbox_doc,
     outbox_keys,
     pack_entries,
-    pack_keys,
+    zipped_entries,
 )
 from tests.event_samples import valid_event_of_each_type
 
@@ -118,7 +122,7 @@ def test_a_block_takes_its_entries_from_the_commits_it_names_with_its_own_hashes
     a = entries("wa", 3)
     b = [complete_entry(e) for e in entries("wb", 250)]  # as an own commit's are kept
     commits = {
-        commit_id("t", "wa", 7): {"entries": pack_entries(a)},
+        commit_id("t", "wa", 7): {ZIPPED_ENTRIES: zipped_entries(a)},
         commit_id("t", "wb", 1): {"entries": b},  # an own commit, in memory: left as it is
         # wc's commit 4 is gone: its two entries read as None, the others keep their places
     }
@@ -167,10 +171,24 @@ def test_a_commit_entry_leaves_out_what_follows_from_the_rest_and_reads_back_who
     assert complete_entry(dict(older)) == older  # entries of older ledgers are left as they are
 
 
-def test_outbox_keys_read_back_packed_or_as_an_array() -> None:
+def test_commit_entries_read_back_the_same_compressed_or_as_written_before() -> None:
+    written = [{"k": f"t/ev-{i}", "r": b"event %d" % i, "x": {"t": "logged_in"}} for i in range(50)]
+    zipped = {ZIPPED_ENTRIES: zipped_entries(written)}
+    assert len(zipped[ZIPPED_ENTRIES]) < len(pack_entries(written)) / 3
+    expected = [complete_entry(dict(e)) for e in written]
+    assert entries_of(zipped) == expected
+    assert entries_of({"entries": pack_entries(written)}) == expected  # before compression
+    assert entries_of({ZIPPED_ENTRIES: zipped_entries([])}) == []
+
+
+def test_outbox_keys_read_back_compressed_packed_or_as_an_array() -> None:
     keys = ["t/ev-1", "t/évé 2", "t/ev-3"]
-    assert outbox_keys({"keys": pack_keys(keys)}) == keys
-    assert outbox_keys({"keys": pack_keys([])}) == []
+    outbox = outbox_doc("t/~o/w/000000000001", keys, 0)
+    assert ZIPPED_KEYS in outbox
+    assert "keys" not in outbox
+    assert outbox_keys(outbox) == keys
+    assert outbox_keys(outbox_doc("t/~o/w/000000000002", [], 0)) == []
+    assert outbox_keys({"keys": "\n".join(keys).encode()}) == keys  # packed, not compressed
     assert outbox_keys({"keys": keys}) == keys  # an outbox written before keys were packed
 
 
