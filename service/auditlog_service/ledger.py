@@ -1,14 +1,17 @@
 """The tenant ledger: outbox blocks merged into a gap-free hash chain, signed checkpoints.
 
-Layout (the `ledger` collection, except outboxes, which live beside the events they cover):
+Layout (the `ledger` collection, except outboxes and commits, which live beside the events they
+cover):
 - outbox `<T>/~o/<W>/<n>` (events collection): the ids a group of writer W (a process) is about
   to write for tenant T (packed, see pack_keys), inserted first in the group's ordered insert,
   so that every stored event is covered by an outbox; each event document records its outbox
   (`ob`).
-- commit `<T>/c/<W>/<n>`: what group n of W stored for T: per event its key, recorded form,
-  filterable fields, and (co-browsing) slot and session sequence (see commit_entry). Written
-  after the group and before its callers are answered; the first insert of the `_id` wins (see
-  Sequencer for the others).
+- commit `<T>/c/<W>/<n>` (events collection; the ledger collection before 2026-12-04): what
+  group n of W stored for T: per event its key, recorded form, filterable fields, and
+  (co-browsing) slot and session sequence (see commit_entry). Written before the group's callers
+  are answered: as the last document of the group's ordered insert when all of the group is in
+  that one insert (see storage._GroupWrite._inline_commits), else after it; the first insert of
+  the `_id` wins (see Sequencer for the others).
 - placement `<T>/p/<W>/<n>`: where commit n of W landed (block, first sequence, hashes): a hint
   for GetEvent, written after the block (the block is the truth).
 - writers `<T>/w/<k>`: the writers of T, k = 1, 2, ... (appended once per writer and tenant).
@@ -598,10 +601,40 @@ class LedgerStore:
         self._archives: dict[str, tuple[str, dict[str, int]]] = {}
 
     async def get(self, _id: str) -> Document | None:
-        own = self._own_commits.pop(_id, None)
+        """A document of the ledger collection (commits are not: see get_commit)."""
+        doc: Document | None = await self.ledger.find_one({"_id": _id})
+        return doc
+
+    async def get_commit(self, cid: str, *, older_too: bool = True) -> Document | None:
+        """A commit: this process's own from memory (taken: its sequencer asks once), else from
+        the events collection; `older_too` also looks in the ledger collection, where commits
+        were written before 2026-12-04. (The sequencer does not: an older commit it finds
+        missing is resolved from its outbox and events like any other, COMMIT_WAIT_S later,
+        which only happens once, at the upgrade; its commit polls stay one read.)"""
+        own = self._own_commits.pop(cid, None)
         if own is not None:
             return own
-        doc: Document | None = await self.ledger.find_one({"_id": _id})
+        doc: Document | None = await self.events.find_one({"_id": cid})
+        if doc is None and older_too:
+            doc = await self.ledger.find_one({"_id": cid})
+        return doc
+
+    @staticmethod
+    def commit_doc(
+        tenant_id: str,
+        writer: str,
+        n: int,
+        entries: list[Document],
+        at: Any,
+        *,
+        repaired: bool = False,
+    ) -> Document:
+        """Commit n of a writer, as inserted (into the events collection: a group's commit can
+        then be the last document of the group's own ordered insert, see storage._GroupWrite)."""
+        doc: Document = {"_id": commit_id(tenant_id, writer, n), "at": at}
+        if repaired:
+            doc["repaired"] = True
+        doc[ZIPPED_ENTRIES] = zipped_entries(entries)
         return doc
 
     async def insert_commit(
@@ -616,15 +649,29 @@ class LedgerStore:
     ) -> None:
         """Inserts commit n of a writer; DuplicateKeyError when one is there already (the first
         commit of an `_id` wins: the writer's, or a resolution from the events)."""
-        doc: Document = {"_id": commit_id(tenant_id, writer, n), "at": at}
-        if repaired:
-            doc["repaired"] = True
-        await self.ledger.insert_one({**doc, ZIPPED_ENTRIES: zipped_entries(entries)})
+        doc = self.commit_doc(tenant_id, writer, n, entries, at, repaired=repaired)
+        await self.events.insert_one(doc)
+        self.committed(tenant_id, writer, n, entries, at, repaired=repaired)
+
+    def committed(
+        self,
+        tenant_id: str,
+        writer: str,
+        n: int,
+        entries: list[Document],
+        at: Any,
+        *,
+        repaired: bool = False,
+    ) -> None:
+        """Commit n of a writer is in the database (this process inserted it): kept for this
+        process's sequencer."""
+        cid = commit_id(tenant_id, writer, n)
         if len(self._own_commits) >= MAX_OWN_COMMITS:
             self._own_commits.popitem(last=False)  # a sequencer elsewhere reads them
         # Kept with its entries unpacked (the sequencer would decode them again), completed.
-        self._own_commits[doc["_id"]] = {
-            **doc,
+        self._own_commits[cid] = {
+            "_id": cid,
+            "at": at,
             "entries": [complete_entry(entry) for entry in entries],
         }
         if not repaired:
@@ -797,8 +844,12 @@ class LedgerStore:
             else:
                 wanted.append(cid)
         if wanted:
-            async for doc in self.ledger.find({"_id": {"$in": wanted}}):
+            async for doc in self.events.find({"_id": {"$in": wanted}}):
                 commits[doc["_id"]] = doc
+            older = [cid for cid in wanted if cid not in commits]
+            if older:  # blocks of before 2026-12-04 name commits in the ledger collection
+                async for doc in self.ledger.find({"_id": {"$in": older}}):
+                    commits[doc["_id"]] = doc
         return BlockEntries(block, commits)
 
     async def _block_last(self, tenant_id: str, b: int) -> int | None:
@@ -1265,7 +1316,7 @@ class Sequencer:
         if not probe_holes and self.store.unwritten_own_commit(tenant_id, writer, n):
             return None  # this process's own writer has not committed it yet: nothing to read
         box_id = outbox_id(tenant_id, writer, n)
-        commit = await self.store.get(cid)
+        commit = await self.store.get_commit(cid, older_too=False)
         if commit is not None:
             if time.time() * 1000 - convert.datetime_to_millis(commit["at"]) > PREFETCH_AFTER_MS:
                 # The writer is ahead of the ledger: its next commits are likely there.
@@ -1288,7 +1339,7 @@ class Sequencer:
         try:
             await self.store.insert_commit(tenant_id, writer, n, entries, at, repaired=True)
         except DuplicateKeyError:
-            commit = await self.store.get(cid)
+            commit = await self.store.get_commit(cid)
             if commit is None:
                 return None
             entries, at = entries_of(commit), commit["at"]
@@ -1305,7 +1356,9 @@ class Sequencer:
             if commit_id(tenant_id, writer, k) not in self._read_ahead
             and not self.store.unwritten_own_commit(tenant_id, writer, k)
         ]
-        docs = await asyncio.gather(*(self.store.get(cid) for _, cid in following))
+        docs = await asyncio.gather(
+            *(self.store.get_commit(cid, older_too=False) for _, cid in following)
+        )
         for (k, cid), doc in zip(following, docs, strict=True):
             if doc is not None:
                 self._read_ahead[cid] = _Pending(writer, k, doc["at"], entries_of(doc))
@@ -1316,7 +1369,7 @@ class Sequencer:
         EventRepository.settle). After COMMIT_WAIT_S the number is claimed by an empty outbox
         and commit: a late insert of the real outbox then fails on the `_id`, and its writer
         files what it stored under another outbox (commit_group)."""
-        later = await self.store.get(commit_id(tenant_id, writer, n + 1))
+        later = await self.store.get_commit(commit_id(tenant_id, writer, n + 1), older_too=False)
         if later is None:
             later = await self.store.events.find_one({"_id": outbox_id(tenant_id, writer, n + 1)})
         if later is None:

@@ -315,7 +315,7 @@ class LedgerReader:
             return 0, b""
         tenant_id, _, writer, n = box.split("/")
         commit, placement = await asyncio.gather(
-            self.store.get(commit_id(tenant_id, writer, int(n))),
+            self.store.get_commit(commit_id(tenant_id, writer, int(n))),
             self.store.get(placement_id(tenant_id, writer, int(n))),
         )
         if commit is None or placement is None:

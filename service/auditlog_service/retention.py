@@ -214,15 +214,17 @@ class RetentionJob:
 
     async def _delete_merged(self, tenant_id: str, block: Document) -> None:
         """The commits a block merged, their placements and their outboxes. (Blocks written
-        before blocks named their commits do not say which they merged: those stay.)"""
-        ledger_ids, outbox_ids = [], []
+        before blocks named their commits do not say which they merged: those stay.) Commits
+        are in the events collection, beside their outboxes; those written before 2026-12-04
+        in the ledger collection."""
+        ledger_ids, events_ids = [], []
         for part in block.get("parts", ()):
             writer, n = part["w"], part["n"]
             ledger_ids += [commit_id(tenant_id, writer, n), placement_id(tenant_id, writer, n)]
-            outbox_ids.append(outbox_id(tenant_id, writer, n))
+            events_ids += [commit_id(tenant_id, writer, n), outbox_id(tenant_id, writer, n)]
         await asyncio.gather(
             *(self._store.ledger.delete_one({"_id": i}) for i in ledger_ids),
-            *(self._repository.events.delete_one({"_id": i}) for i in outbox_ids),
+            *(self._repository.events.delete_one({"_id": i}) for i in events_ids),
         )
 
 

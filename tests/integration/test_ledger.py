@@ -186,12 +186,12 @@ async def test_verify_names_each_kind_of_tampering(
             if index < offset + part["c"]:
                 break
             offset += part["c"]
-        commit = await db.ledger.find_one({"_id": f"{TENANT}/c/{part['w']}/{part['n']:012d}"})
+        commit = await db.events.find_one({"_id": f"{TENANT}/c/{part['w']}/{part['n']:012d}"})
         entries = entries_of(commit)
         forged = dict(entries[index - offset])
         forged["k"] = f"{TENANT}/forged"
         entries.insert(index - offset + 1, forged)
-        await db.ledger.update_one(
+        await db.events.update_one(
             {"_id": commit["_id"]}, {"$set": {ZIPPED_ENTRIES: zipped_entries(entries)}}
         )
         part["c"] += 1
@@ -220,11 +220,11 @@ async def test_verify_names_each_kind_of_tampering(
         before = blocks[-2]["consumed"] if len(blocks) > 1 else {}
         event_ids = []
         for part in last["parts"]:
-            commit = await db.ledger.find_one({"_id": f"{TENANT}/c/{part['w']}/{part['n']:012d}"})
+            commit = await db.events.find_one({"_id": f"{TENANT}/c/{part['w']}/{part['n']:012d}"})
             event_ids += [e["e"] for e in entries_of(commit)]
         for writer, n in last["consumed"].items():
             for k in range(before.get(writer, 0) + 1, n + 1):
-                await db.ledger.delete_one({"_id": f"{TENANT}/c/{writer}/{k:012d}"})
+                await db.events.delete_one({"_id": f"{TENANT}/c/{writer}/{k:012d}"})
                 await db.events.delete_one({"_id": f"{TENANT}/~o/{writer}/{k:012d}"})
         await db.events.delete_many({"_id": {"$in": event_ids}})
         await db.ledger.delete_one({"_id": last["_id"]})
@@ -590,13 +590,18 @@ def another_process(mongodb_uri: str, database_name: str) -> OtherProcess:
 def store_reads(sequencer: ledger.Sequencer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The `_id`s the sequencer's store reads (commits, blocks, lists), in order, as they come."""
     reads: list[str] = []
-    read = sequencer.store.get
+    read, read_commit = sequencer.store.get, sequencer.store.get_commit
 
     async def recorded(_id: str) -> convert.Document | None:
         reads.append(_id)
         return await read(_id)
 
+    async def recorded_commit(cid: str, *, older_too: bool = True) -> convert.Document | None:
+        reads.append(cid)
+        return await read_commit(cid, older_too=older_too)
+
     monkeypatch.setattr(sequencer.store, "get", recorded)
+    monkeypatch.setattr(sequencer.store, "get_commit", recorded_commit)
     return reads
 
 
@@ -942,11 +947,11 @@ async def test_retention_cuts_old_events_behind_a_signed_anchor_and_the_rest_ver
         assert await db.events.count_documents({"id": event.id, "type": {"$exists": True}}) == 0
     # Nor do the commits keep their recorded forms: a block's commits go with it.
     committed = set()
-    async for commit in db.ledger.find({"_id": {"$regex": f"^{TENANT}/c/"}}):
+    async for commit in db.events.find({"_id": {"$regex": f"^{TENANT}/c/"}}):
         committed |= {e["k"].partition("/")[2] for e in entries_of(commit)}
     assert committed == {e.id for e in fresh}
     # ... and their placements and outboxes went with them: one of each per commit kept.
-    kept = {c["_id"] async for c in db.ledger.find({"_id": {"$regex": f"^{TENANT}/c/"}})}
+    kept = {c["_id"] async for c in db.events.find({"_id": {"$regex": f"^{TENANT}/c/"}})}
     placed = {p["_id"] async for p in db.ledger.find({"_id": {"$regex": f"^{TENANT}/p/"}})}
     boxes = {o["_id"] async for o in db.events.find({"_id": {"$regex": f"^{TENANT}/~o/"}})}
     assert {i.replace("/p/", "/c/") for i in placed} == kept
