@@ -410,6 +410,32 @@ def commit_entry(doc: Document, recorded: bytes) -> Document:
     return entry
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Commit n of a writer for a tenant: the entries of what a group stored (commit_entry),
+    or, `repaired`, what a sequencer or settle found stored under its outbox."""
+
+    tenant_id: str
+    writer: str
+    n: int
+    entries: list[Document]
+    at: Any
+    repaired: bool = False
+
+    @property
+    def id(self) -> str:
+        return commit_id(self.tenant_id, self.writer, self.n)
+
+    def doc(self) -> Document:
+        """As inserted (into the events collection: a group's commit can then be the last
+        document of the group's own ordered insert, see storage._GroupWrite)."""
+        doc: Document = {"_id": self.id, "at": self.at}
+        if self.repaired:
+            doc["repaired"] = True
+        doc[ZIPPED_ENTRIES] = zipped_entries(self.entries)
+        return doc
+
+
 # ---- signing -------------------------------------------------------------------------------
 
 
@@ -619,69 +645,31 @@ class LedgerStore:
             doc = await self.ledger.find_one({"_id": cid})
         return doc
 
-    @staticmethod
-    def commit_doc(
-        tenant_id: str,
-        writer: str,
-        n: int,
-        entries: list[Document],
-        at: Any,
-        *,
-        repaired: bool = False,
-    ) -> Document:
-        """Commit n of a writer, as inserted (into the events collection: a group's commit can
-        then be the last document of the group's own ordered insert, see storage._GroupWrite)."""
-        doc: Document = {"_id": commit_id(tenant_id, writer, n), "at": at}
-        if repaired:
-            doc["repaired"] = True
-        doc[ZIPPED_ENTRIES] = zipped_entries(entries)
-        return doc
+    async def insert_commit(self, commit: Commit) -> None:
+        """Inserts a commit; DuplicateKeyError when one is there already (the first commit of an
+        `_id` wins: the writer's, or a resolution from the events)."""
+        await self.events.insert_one(commit.doc())
+        self.committed(commit)
 
-    async def insert_commit(
-        self,
-        tenant_id: str,
-        writer: str,
-        n: int,
-        entries: list[Document],
-        at: Any,
-        *,
-        repaired: bool = False,
-    ) -> None:
-        """Inserts commit n of a writer; DuplicateKeyError when one is there already (the first
-        commit of an `_id` wins: the writer's, or a resolution from the events)."""
-        doc = self.commit_doc(tenant_id, writer, n, entries, at, repaired=repaired)
-        await self.events.insert_one(doc)
-        self.committed(tenant_id, writer, n, entries, at, repaired=repaired)
-
-    def committed(
-        self,
-        tenant_id: str,
-        writer: str,
-        n: int,
-        entries: list[Document],
-        at: Any,
-        *,
-        repaired: bool = False,
-    ) -> None:
-        """Commit n of a writer is in the database (this process inserted it): kept for this
-        process's sequencer."""
-        cid = commit_id(tenant_id, writer, n)
+    def committed(self, commit: Commit) -> None:
+        """The commit is in the database (this process inserted it): kept for this process's
+        sequencer."""
         if len(self._own_commits) >= MAX_OWN_COMMITS:
             self._own_commits.popitem(last=False)  # a sequencer elsewhere reads them
         # Kept with its entries unpacked (the sequencer would decode them again), completed.
-        self._own_commits[cid] = {
-            "_id": cid,
-            "at": at,
-            "entries": [complete_entry(entry) for entry in entries],
+        self._own_commits[commit.id] = {
+            "_id": commit.id,
+            "at": commit.at,
+            "entries": [complete_entry(entry) for entry in commit.entries],
         }
-        if not repaired:
+        if not commit.repaired:
             # Groups commit concurrently: a later number may be in before an earlier one.
-            key = (tenant_id, writer)
-            self._own_last[key] = max(n, self._own_last.get(key, 0))
-            waiting = self._own_waiting.setdefault(tenant_id, {})
-            if writer not in waiting:
-                waiting[writer] = collections.deque(maxlen=MAX_OWN_COMMITS)
-            waiting[writer].append((n, time.monotonic()))
+            key = (commit.tenant_id, commit.writer)
+            self._own_last[key] = max(commit.n, self._own_last.get(key, 0))
+            waiting = self._own_waiting.setdefault(commit.tenant_id, {})
+            if commit.writer not in waiting:
+                waiting[commit.writer] = collections.deque(maxlen=MAX_OWN_COMMITS)
+            waiting[commit.writer].append((commit.n, time.monotonic()))
 
     def forget_consumed(self, head: LedgerHead) -> None:
         """Drops what this process remembers of its own commits that `head` consumed."""
@@ -1337,7 +1325,7 @@ class Sequencer:
         entries = await self._resolve_orphan(tenant_id, box_id, outbox_keys(outbox))
         at = outbox["at"]
         try:
-            await self.store.insert_commit(tenant_id, writer, n, entries, at, repaired=True)
+            await self.store.insert_commit(Commit(tenant_id, writer, n, entries, at, repaired=True))
         except DuplicateKeyError:
             commit = await self.store.get_commit(cid)
             if commit is None:
@@ -1384,7 +1372,7 @@ class Sequencer:
         except DuplicateKeyError:
             return None  # it came after all: taken like any other next time
         with contextlib.suppress(DuplicateKeyError):
-            await self.store.insert_commit(tenant_id, writer, n, [], at)
+            await self.store.insert_commit(Commit(tenant_id, writer, n, [], at))
         self._first_seen.pop(box_id, None)
         self.stats["repairs"] += 1
         return await self._next_of(tenant_id, writer, n)

@@ -50,6 +50,7 @@ from .errors import (
     SequenceContention,
 )
 from .ledger import (
+    Commit,
     LedgerStore,
     commit_entry,
     commit_id,
@@ -209,10 +210,10 @@ class EventRepository:
             entries = await self.resolve_outbox(tenant_id, box, keys)
             await self._before_commit()
             with contextlib.suppress(DuplicateKeyError):
+                n, at = outbox_number(box), convert.now_millis()
                 await ledger.insert_commit(
-                    tenant_id, self.writer_id, outbox_number(box), entries,
-                    convert.now_millis(), repaired=True,
-                )  # fmt: skip
+                    Commit(tenant_id, self.writer_id, n, entries, at, repaired=True)
+                )
             pending.pop(0)
 
     async def commit_group(
@@ -243,9 +244,8 @@ class EventRepository:
             while tenant_id not in done:
                 try:
                     await self._before_commit()
-                    await ledger.insert_commit(
-                        tenant_id, self.writer_id, n, entries, convert.now_millis()
-                    )
+                    at = convert.now_millis()
+                    await ledger.insert_commit(Commit(tenant_id, self.writer_id, n, entries, at))
                     break
                 except DuplicateKeyError:
                     taken = await ledger.get_commit(commit_id(tenant_id, self.writer_id, n))
@@ -690,8 +690,8 @@ class _GroupWrite:
                 write.doc["ob"] = self.outboxes[tenant_id]
         self._outboxes_written = not self.outboxes
         # Commits written as the last documents of the group's insert (see _inline_commits):
-        # commit `_id` -> (tenant, n, entries, at) until written, then the tenants done.
-        self._inline: dict[str, tuple[str, int, list[Document], Any]] = {}
+        # by `_id` until written, then the tenants done.
+        self._inline: dict[str, Commit] = {}
         self.committed_inline: set[str] = set()
 
     def committed(self) -> dict[str, list[Document]]:
@@ -728,18 +728,16 @@ class _GroupWrite:
         writer = self.repository.writer_id
         docs: list[tuple[int, str, Document]] = []
         for tenant_id, box in self.outboxes.items():
-            n = outbox_number(box)
-            doc = ledger.commit_doc(tenant_id, writer, n, entries[tenant_id], at)
-            self._inline[doc["_id"]] = (tenant_id, n, entries[tenant_id], at)
-            docs.append((-1, "commit", doc))
+            commit = Commit(tenant_id, writer, outbox_number(box), entries[tenant_id], at)
+            self._inline[commit.id] = commit
+            docs.append((-1, "commit", commit.doc()))
         return docs
 
-    def _committed_inline(self, commit: Document) -> None:
-        ledger = self.repository.ledger
-        tenant_id, n, entries, at = self._inline.pop(commit["_id"])
-        if ledger is not None:
-            ledger.committed(tenant_id, self.repository.writer_id, n, entries, at)
-        self.committed_inline.add(tenant_id)
+    def _committed_inline(self, doc: Document) -> None:
+        commit = self._inline.pop(doc["_id"])
+        if self.repository.ledger is not None:
+            self.repository.ledger.committed(commit)
+        self.committed_inline.add(commit.tenant_id)
 
     def keys(self) -> dict[str, list[str]]:
         """Per tenant, the keys of the group's events."""

@@ -123,6 +123,43 @@ async def test_get_checkpoint_covers_every_acknowledged_event_after_concurrent_b
 
 
 @pytest.mark.asyncio
+async def test_a_group_in_one_insert_commits_in_it_and_one_that_stops_early_commits_after(
+    server: RunningServer, client: AuditLogClient, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger_store = server.repository.ledger
+    assert ledger_store is not None
+    inserted_after: list[ledger.Commit] = []
+    insert_commit = ledger_store.insert_commit
+
+    async def counted(commit: ledger.Commit) -> None:
+        inserted_after.append(commit)
+        await insert_commit(commit)
+
+    monkeypatch.setattr(ledger_store, "insert_commit", counted)
+    first = [general(n) for n in range(3)] + [click(n) for n in range(3)]
+    response = await client.log_events(first)
+    assert all(r.WhichOneof("result") == "event" for r in response.results)
+    assert inserted_after == []  # the commit was the insert's last document
+    commits = [c async for c in db.events.find({"_id": {"$regex": f"^{TENANT}/c/"}})]
+    assert len(commits) == 1
+    assert sorted(e["k"] for e in entries_of(commits[0])) == sorted(
+        f"{TENANT}/{e.id}" for e in first
+    )
+    # A retry of an event stored before stops the ordered insert at it: what the group then
+    # stored is committed after the insert, without the event stored before.
+    again = [first[0], general(10), general(11)]
+    response = await client.log_events(again)
+    assert [r.event.id for r in response.results] == [e.id for e in again]
+    assert [sorted(e["k"] for e in c.entries) for c in inserted_after] == [
+        sorted(f"{TENANT}/{e.id}" for e in again[1:])
+    ]
+    assert await head_of(client) == 8
+    report = await verify(client)
+    assert report.ok, report.findings
+    assert report.events == 8
+
+
+@pytest.mark.asyncio
 async def test_the_chain_is_what_the_contract_says_it_is(client: AuditLogClient) -> None:
     """Recomputed here from the contract's words, not with the SDK's helpers."""
     events = await seed(client, 6)
