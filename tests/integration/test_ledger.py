@@ -37,7 +37,7 @@ from auditlog.v1 import audit_event_pb2, enums_pb2, ledger_pb2, payloads_pb2, se
 from auditlog_service import changefeed, convert, ledger, ledger_reads
 from auditlog_service.changefeed import TickWriter
 from auditlog_service.ingest import EventWriter
-from auditlog_service.ledger import ZIPPED_ENTRIES, entries_of, zipped_entries
+from auditlog_service.ledger import ZIPPED_ENTRIES, entries_of, pack_entries, zipped_entries
 from auditlog_service.server import RunningServer
 from auditlog_service.storage import EventRepository
 from tests.conftest import sdk, serving, settings_for_test, token, unledgered
@@ -157,6 +157,34 @@ async def test_a_group_in_one_insert_commits_in_it_and_one_that_stops_early_comm
     report = await verify(client)
     assert report.ok, report.findings
     assert report.events == 8
+
+
+@pytest.mark.asyncio
+async def test_commits_written_before_they_moved_beside_the_events_still_read(
+    server: RunningServer, client: AuditLogClient, db: Any
+) -> None:
+    """Commits were written to the ledger collection, uncompressed, until 2026-12-04: a ledger
+    whose blocks name such commits still lists, exports and verifies."""
+    events = await seed(client, 30)
+    assert await head_of(client) == 30
+    moved = 0
+    async for commit in db.events.find({"_id": {"$regex": f"^{TENANT}/c/"}}):
+        older = {"_id": commit["_id"], "at": commit["at"], "entries": pack_entries(
+            [{k: e[k] for k in ("k", "r", "x", "e", "q", "d")} for e in entries_of(commit)]
+        )}  # fmt: skip
+        await db.ledger.insert_one(older)
+        await db.events.delete_one({"_id": commit["_id"]})
+        moved += 1
+    assert moved >= 1
+    server.rpcs._ledger()[1]._recent.clear()  # blocks read before, with their entries
+    server.repository.ledger._own_commits.clear()  # type: ignore[union-attr]
+    listed = [e.id async for e in client.list_events(TENANT)]
+    assert sorted(listed) == sorted(e.id for e in events)
+    report = await verify(client)
+    assert report.ok, report.findings
+    assert report.events == 30
+    stored = await client.get_event(TENANT, events[7].id)
+    assert stored.ledger_sequence > 0
 
 
 @pytest.mark.asyncio
