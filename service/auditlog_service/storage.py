@@ -241,6 +241,7 @@ class EventRepository:
                 await self.settle(tenant_id)
             except PyMongoError as exc:
                 log.warning("earlier outboxes of %s not settled yet (%r)", tenant_id, exc)
+            # A tenant whose commit went in the group's insert has nothing to write here.
             while tenant_id not in done:
                 try:
                     await self._before_commit()
