@@ -11,7 +11,6 @@ stored as canonical JSON text, because MongoDB-compatible servers differ in whic
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import hmac
 import json
@@ -52,36 +51,24 @@ def slot_id(tenant_id: str, session_id: str, sequence: int) -> str:
     return f"{tenant_id}/{session_id}/{sequence:0{SEQUENCE_DIGITS}d}"
 
 
-def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> dt.datetime:
-    millis = ts.seconds * 1000 + ts.nanos // 1_000_000
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
-
-
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_NAIVE = dt.datetime(1970, 1, 1)
 _MILLISECOND = dt.timedelta(milliseconds=1)
 
 
-@functools.lru_cache(maxsize=256)
-def _aware_to_millis(value: dt.datetime) -> int:
-    # Cached: a batch's events share one receive time, and the same times come back in reads.
-    if not value.microsecond % 1000:
-        # Whole milliseconds, as everything stored is: timestamp() (in C) is exact for them
-        # (its float keeps 15 digits; milliseconds need at most 15 from year 1 to 9999), and
-        # three times as fast as the arithmetic below.
-        return round(value.timestamp() * 1000)
-    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> dt.datetime:
+    millis = ts.seconds * 1000 + ts.nanos // 1_000_000
+    return _EPOCH + dt.timedelta(milliseconds=millis)
 
 
 def datetime_to_millis(value: dt.datetime | DatetimeMS) -> int:
-    """Milliseconds since 1970 (UTC when naive: what bulk reads decode dates to, see
-    ledger_reads; DatetimeMS, which they decoded to before)."""
+    """Milliseconds since 1970, rounded down (UTC when naive: what bulk reads decode dates to,
+    see ledger_reads; DatetimeMS, which they decoded to before)."""
     if isinstance(value, DatetimeMS):
         return int(value)
-    if value.tzinfo is None:
-        # One subtraction and one division of timedeltas, both in C.
-        return (value - _EPOCH_NAIVE) // _MILLISECOND
-    return _aware_to_millis(value)
+    # One subtraction and one division of timedeltas, both in C, exact for every date: 200 ns
+    # here, less than timestamp() (240 ns), which a cache of recent values had to help.
+    return (value - (_EPOCH_NAIVE if value.tzinfo is None else _EPOCH)) // _MILLISECOND
 
 
 def datetime_to_timestamp(value: dt.datetime | DatetimeMS, out: timestamp_pb2.Timestamp) -> None:
