@@ -76,6 +76,26 @@ def datetime_to_timestamp(value: dt.datetime | DatetimeMS, out: timestamp_pb2.Ti
     out.nanos = rest * 1_000_000
 
 
+class _RecentTimestamp:
+    """datetime_to_timestamp with the last value's result kept: every event of a batch has one
+    receive time, so all but the first of a batch skip the conversion (0.17 against 0.57 us)."""
+
+    def __init__(self) -> None:
+        # One tuple, replaced whole: a reader never sees one value's seconds with another's nanos.
+        self._last: tuple[dt.datetime | None, int, int] = (None, 0, 0)
+
+    def into(self, value: dt.datetime, out: timestamp_pb2.Timestamp) -> None:
+        last = self._last
+        if last[0] is not value:  # a kept reference: the identity cannot be reused meanwhile
+            seconds, rest = divmod(datetime_to_millis(value), 1000)
+            last = self._last = (value, seconds, rest * 1_000_000)
+        out.seconds = last[1]
+        out.nanos = last[2]
+
+
+_RECEIVE_TIMES = _RecentTimestamp()
+
+
 def now_millis() -> dt.datetime:
     now = dt.datetime.now(dt.UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -91,30 +111,58 @@ def _enum_type(field: descriptor.FieldDescriptor) -> descriptor.EnumDescriptor:
     return field.enum_type
 
 
+# Field kinds, for both directions: _message_to_doc's steps and _fill's plans.
+_SCALAR, _SCALARS, _ENUM, _TIME, _FREE_FORM_JSON, _MESSAGE, _MESSAGES = range(7)
+
+
 def _message_to_doc(message: Message) -> Document:
     doc: Document = {}
     for field, value in message.ListFields():
-        if field.type == _FD.TYPE_MESSAGE:
-            name = _message_type(field)
-            if name == _TIMESTAMP:
-                doc[field.name] = timestamp_to_datetime(value)
-            elif name in _FREE_FORM:
-                doc[field.name] = free_form_json(value)
-            elif field.is_repeated:
-                doc[field.name] = [_message_to_doc(item) for item in value]
-            else:
-                doc[field.name] = _message_to_doc(value)
-        elif field.type == _FD.TYPE_ENUM:
-            doc[field.name] = _enum_type(field).values_by_number[value].name
-        elif field.is_repeated:
-            doc[field.name] = list(value)
+        step = _writing_steps.get(field) or _writing_step(field)
+        name, kind, names = step
+        if kind == _SCALAR:
+            doc[name] = value
+        elif kind == _ENUM:
+            doc[name] = names[value]
+        elif kind == _MESSAGE:
+            doc[name] = _message_to_doc(value)
+        elif kind == _TIME:
+            doc[name] = timestamp_to_datetime(value)
+        elif kind == _SCALARS:
+            doc[name] = list(value)
+        elif kind == _MESSAGES:
+            doc[name] = [_message_to_doc(item) for item in value]
         else:
-            doc[field.name] = value
+            doc[name] = free_form_json(value)
     return doc
 
 
-# How a stored document's value becomes a message field, by field kind (see _reading_plan).
-_SCALAR, _SCALARS, _ENUM, _TIME, _FREE_FORM_JSON, _MESSAGE, _MESSAGES = range(7)
+# What _message_to_doc does with a field, by its descriptor (the same object every time):
+# (name, kind, an enum's names by number, else empty). Asking the descriptor for its type,
+# message type and name for every field of every event was a third of _message_to_doc's time.
+_writing_steps: dict[descriptor.FieldDescriptor, tuple[str, int, dict[int, str]]] = {}
+
+
+def _writing_step(field: descriptor.FieldDescriptor) -> tuple[str, int, dict[int, str]]:
+    names: dict[int, str] = {}
+    if field.type == _FD.TYPE_MESSAGE:
+        message_type = _message_type(field)
+        if message_type == _TIMESTAMP:
+            kind = _TIME
+        elif message_type in _FREE_FORM:
+            kind = _FREE_FORM_JSON
+        else:
+            kind = _MESSAGES if field.is_repeated else _MESSAGE
+    elif field.type == _FD.TYPE_ENUM:
+        kind = _ENUM
+        names = {value.number: value.name for value in _enum_type(field).values}
+    else:
+        kind = _SCALARS if field.is_repeated else _SCALAR
+    step = (field.name, kind, names)
+    _writing_steps[field] = step
+    return step
+
+
 # Per message type, per field name: (kind, the enum's numbers by name or the sub-message type).
 _Plan = dict[str, tuple[int, Any]]
 _reading_plans: dict[str, _Plan] = {}
@@ -216,6 +264,19 @@ _PAYLOAD_PATHS = {
 }
 
 
+# The fields several payloads share that a document carries at its top (so that one index
+# serves each filter), per payload field: the ones its message has. Asking a payload for a field
+# it lacks (getattr with a default) raised and caught an AttributeError, 0.7 us each time.
+_LIFTED_FIELDS = {
+    spec.payload_field: tuple(
+        name
+        for name in ("customer_id", "call_id")
+        if name in _payload_type(spec.payload_field).fields_by_name
+    )
+    for spec in REGISTRY.all()
+}
+
+
 def _present(root: Message, path: _Path) -> Message | None:
     """The message at `path` when every step of it is set, else None (nothing is created)."""
     node = root
@@ -235,7 +296,9 @@ def free_form_json(value: Message) -> str:
     return json.dumps(json_format.MessageToDict(value), sort_keys=True, separators=(",", ":"))
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__ (0.5 against
+# 0.15 us to make one), and one is made per event ingested.
+@dataclass(slots=True)
 class PreparedEvent:
     """An incoming event exactly as it will be stored, and its idempotency fingerprint.
 
@@ -275,10 +338,16 @@ class EventPreparer:
         # What the server does not know it cannot store, so it must not count either.
         event.DiscardUnknownFields()
         event.ClearField("receive_time")
-        event.ClearField("event_type")
-        event.ClearField("sequence")
-        event.ClearField("ledger_sequence")
-        event.ClearField("ledger_hash")
+        # Scalars are read before they are cleared: a read is a third of a ClearField call, and
+        # clients rarely set output-only fields.
+        if event.event_type:
+            event.ClearField("event_type")
+        if event.sequence:
+            event.ClearField("sequence")
+        if event.ledger_sequence:
+            event.ClearField("ledger_sequence")
+        if event.ledger_hash:
+            event.ClearField("ledger_hash")
         spec = REGISTRY.of_event(event)
         if spec is None:
             raise ValueError("event has no payload")
@@ -347,7 +416,7 @@ def stored_event(
         event.CopyFrom(prepared.event)
     event.id = event_id
     event.event_type = prepared.spec.event_type  # type: ignore[assignment]
-    datetime_to_timestamp(receive_time, event.receive_time)
+    _RECEIVE_TIMES.into(receive_time, event.receive_time)
     if not event.HasField("occur_time"):
         event.occur_time.CopyFrom(event.receive_time)
     if sequence:
@@ -363,30 +432,31 @@ def to_document(prepared: PreparedEvent, *, event_id: str, receive_time: dt.date
     occur_time = (
         timestamp_to_datetime(event.occur_time) if event.HasField("occur_time") else receive_time
     )
+    tenant_id = event.tenant_id
+    key = event_key(tenant_id, event_id)
     doc: Document = {
-        "_id": event_key(event.tenant_id, event_id),
-        "key": event_key(event.tenant_id, event_id),
+        "_id": key,
+        "key": key,
         "id": event_id,
-        "tenant_id": event.tenant_id,
+        "tenant_id": tenant_id,
         "type": spec.type_string,
         "occur_time": occur_time,
         "receive_time": receive_time,
         "fingerprint": prepared.fingerprint,
         payload_field: _message_to_doc(payload),
     }
-    if event.tenant_user_id:
-        doc["tenant_user_id"] = event.tenant_user_id
+    tenant_user_id = event.tenant_user_id
+    if tenant_user_id:
+        doc["tenant_user_id"] = tenant_user_id
+    session = ""
     if spec.cobrowse:
-        doc["cobrowse"] = {
-            "session_id": event.cobrowse.session_id,
-            "actor": ACTOR_NAMES[event.cobrowse.actor],
-        }
-    # Fields that several payloads share, lifted to the top so one index serves each filter.
-    for name in ("customer_id", "call_id"):
-        value = getattr(payload, name, "")
+        cobrowse = event.cobrowse
+        session = cobrowse.session_id
+        doc["cobrowse"] = {"session_id": session, "actor": ACTOR_NAMES[cobrowse.actor]}
+    for name in _LIFTED_FIELDS[payload_field]:
+        value = getattr(payload, name)
         if value:
             doc[name] = value
-    session = event.cobrowse.session_id if spec.cobrowse else ""
     if payload_field == "live_view":
         session = event.live_view.cobrowse_session_id
     if session:

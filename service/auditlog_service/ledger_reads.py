@@ -90,7 +90,8 @@ class EntryFilter:
         return self.end_ms is None or occurred < self.end_ms
 
 
-@dataclass(frozen=True)
+# Not frozen, with slots: export and verify make one per event (0.5 us for a frozen one).
+@dataclass(slots=True)
 class Placed:
     """A ledger entry with its place."""
 
