@@ -62,7 +62,7 @@ class GroupCommitter(Generic[Item, Result]):
 
     def submit_nowait(self, item: Item) -> asyncio.Future[Result | AuditLogError]:
         waiter: _Waiter[Result] = _Waiter(1, single=True)
-        self._queue([(item, waiter, 0)])
+        self._queue([(item, waiter, 0, self._key(item))])
         return waiter.future
 
     def submit_batch(self, items: list[Item]) -> asyncio.Future[list[Result | AuditLogError]]:
@@ -72,7 +72,8 @@ class GroupCommitter(Generic[Item, Result]):
         if not items:
             waiter.future.set_result([])
             return waiter.future
-        self._queue([(item, waiter, index) for index, item in enumerate(items)])
+        key = self._key
+        self._queue([(item, waiter, index, key(item)) for index, item in enumerate(items)])
         return waiter.future
 
     def _queue(self, entries: list[_Entry[Item, Result]]) -> None:
@@ -103,7 +104,7 @@ class GroupCommitter(Generic[Item, Result]):
         rest: list[_Entry[Item, Result]] = []
         blocked: set[Hashable] = set()
         for entry in self._pending:
-            key = self._key(entry[0])
+            key = entry[3]
             if len(group) >= self._max_items or (
                 key is not None and (key in self._busy_keys or key in blocked)
             ):
@@ -131,7 +132,7 @@ class GroupCommitter(Generic[Item, Result]):
                 if not group:
                     await self._wait_for_change()  # every pending key is in flight
                     continue
-                keys = {key for item, _, _ in group if (key := self._key(item)) is not None}
+                keys = {entry[3] for entry in group if entry[3] is not None}
                 self._busy_keys |= keys
                 flush = asyncio.create_task(self._flush(group, keys))
                 self._flushes.add(flush)
@@ -152,7 +153,7 @@ class GroupCommitter(Generic[Item, Result]):
         results: list[Result | AuditLogError] | None = None
         failure: BaseException | None = None
         try:
-            results = await self._write([item for item, _, _ in group])
+            results = await self._write([entry[0] for entry in group])
         except AuditLogError as exc:
             results = [exc] * len(group)
         except Exception as exc:  # a bug: report it to every waiter, keep serving
@@ -167,10 +168,10 @@ class GroupCommitter(Generic[Item, Result]):
             if self._pending and self._scheduler is None:
                 self._scheduler = asyncio.create_task(self._schedule())
         if results is None:
-            for _, waiter, _ in group:
+            for _, waiter, _, _ in group:
                 waiter.fail(failure or RuntimeError("group write failed"))
             return
-        for (_, waiter, index), result in zip(group, results, strict=True):
+        for (_, waiter, index, _), result in zip(group, results, strict=True):
             waiter.answer(index, result)
 
 
@@ -197,5 +198,6 @@ class _Waiter(Generic[Result]):
             self.future.set_exception(failure)
 
 
-# A queued item: the item, its submission's waiter, and its place in that submission.
-_Entry = tuple[Item, _Waiter[Result], int]
+# A queued item: the item, its submission's waiter, its place in that submission, and its key
+# (taken once: a group's scan looks again at every item still waiting behind a busy key).
+_Entry = tuple[Item, _Waiter[Result], int, Hashable | None]
