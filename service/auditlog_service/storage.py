@@ -694,6 +694,7 @@ class _GroupWrite:
         # by `_id` until written, then the tenants done.
         self._inline: dict[str, Commit] = {}
         self.committed_inline: set[str] = set()
+        self._keys: dict[str, list[str]] | None = None
 
     def committed(self) -> dict[str, list[Document]]:
         """Per tenant whose commit is still to be written, the ledger records of the events
@@ -741,11 +742,21 @@ class _GroupWrite:
         self.committed_inline.add(commit.tenant_id)
 
     def keys(self) -> dict[str, list[str]]:
-        """Per tenant, the keys of the group's events."""
-        keys: dict[str, list[str]] = {}
-        for write in self.writes:
-            keys.setdefault(write.doc["tenant_id"], []).append(write.doc["key"])
-        return keys
+        """Per tenant, the keys of the group's events (made once: the outboxes and then the
+        commits ask for them)."""
+        if self._keys is None:
+            if len(self.outboxes) == 1:  # one tenant: the common case, no lookup per event
+                self._keys = {next(iter(self.outboxes)): [w.doc["key"] for w in self.writes]}
+            else:
+                keys: dict[str, list[str]] = {}
+                for write in self.writes:
+                    doc = write.doc
+                    tenant_keys = keys.get(doc["tenant_id"])
+                    if tenant_keys is None:
+                        tenant_keys = keys[doc["tenant_id"]] = []
+                    tenant_keys.append(doc["key"])
+                self._keys = keys
+        return self._keys
 
     def _outbox_docs(self) -> list[tuple[int, str, Document]]:
         keys = self.keys()
