@@ -105,6 +105,12 @@ _RECEIVE_TIMES = _RecentTime()
 _OCCUR_TIMES = _RecentTime()
 
 
+def receive_time_into(value: dt.datetime, out: timestamp_pb2.Timestamp) -> None:
+    """datetime_to_timestamp of a stored event's receive time, quicker when it is the same
+    object as the last one's (see _RecentTime)."""
+    _RECEIVE_TIMES.into(value, out)
+
+
 def recent_millis(value: dt.datetime) -> int:
     """datetime_to_millis of the time of an event being stored, quicker when it is the same
     object as the last one's (see _RecentTime)."""

@@ -100,13 +100,43 @@ def check(
         raise InvalidArgument(violations, reason)
 
 
+class _EventWindow:
+    """The places for events in flight on one ingest stream. A batch takes as many places as it
+    has events, in one step (a semaphore took them one by one: a coroutine per event). One
+    reader takes places, so waiters need no queue."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._freed = asyncio.Event()
+
+    async def acquire(self, places: int) -> None:
+        while self._free < places:
+            self._freed.clear()
+            await self._freed.wait()
+        self._free -= places
+
+    def release(self, places: int) -> None:
+        self._free += places
+        self._freed.set()
+
+
 def _ack(outcome: Stored) -> service_pb2.EventAck:
-    doc = outcome.doc
-    ack = service_pb2.EventAck(
-        id=doc["id"], sequence=doc.get("sequence", 0), already_stored=outcome.already_stored
-    )
-    convert.datetime_to_timestamp(doc["receive_time"], ack.receive_time)
+    ack = service_pb2.EventAck()
+    _ack_into(outcome, ack)
     return ack
+
+
+def _ack_into(outcome: Stored, ack: service_pb2.EventAck) -> None:
+    """An event's ack, into an empty message (such as one added to a response: no copy)."""
+    doc = outcome.doc
+    ack.id = doc["id"]
+    sequence = doc.get("sequence")
+    if sequence:
+        ack.sequence = sequence
+    if outcome.already_stored:
+        ack.already_stored = True
+    # A batch's events share one receive time: converted once (convert.receive_time_into).
+    convert.receive_time_into(doc["receive_time"], ack.receive_time)
 
 
 def _fill_result(
@@ -354,7 +384,7 @@ class AuditLogRpcs:
         # end marker always fits.
         in_flight: asyncio.Queue[tuple[int, int, _StreamAnswer] | None] = asyncio.Queue()
         # Events (not requests) in flight: a batch takes as many places as it has events.
-        window = asyncio.Semaphore(4 * self._limits.max_batch_events)
+        window = _EventWindow(4 * self._limits.max_batch_events)
 
         async def answer_of(index: int, message: Any) -> _StreamAnswer:
             if isinstance(message, UnparsableRequest):
@@ -381,7 +411,9 @@ class AuditLogRpcs:
                 answers: list[service_pb2.EventError | int] = []
                 admitted: list[audit_event_pb2.AuditEvent] = []
                 for n, event in enumerate(message.events):
-                    refusal = await refusal_of(f"requests[{index}].events[{n}]", event)
+                    refusal = refusal_now(f"requests[{index}].events[{n}]", event)
+                    if isinstance(refusal, float):
+                        refusal = await refusal_after_wait(event.tenant_id, refusal)
                     answers.append(len(admitted) if refusal is None else refusal)
                     if refusal is None:
                         admitted.append(event)
@@ -390,13 +422,16 @@ class AuditLogRpcs:
                 return to_event_error(
                     InvalidArgument([FieldViolation(f"requests[{index}].event", "required")])
                 )
-            refusal = await refusal_of(f"requests[{index}].event", message.event)
+            refusal = refusal_now(f"requests[{index}].event", message.event)
+            if isinstance(refusal, float):
+                refusal = await refusal_after_wait(message.event.tenant_id, refusal)
             return self._writer.submit(message.event) if refusal is None else refusal
 
-        async def refusal_of(
+        def refusal_now(
             path: str, event: audit_event_pb2.AuditEvent
-        ) -> service_pb2.EventError | None:
-            """Why an event is not taken (None: it is)."""
+        ) -> service_pb2.EventError | float | None:
+            """Why an event is not taken (None: it is; seconds: its tenant is over its rate).
+            Not a coroutine: one per event of a batch cost more than the checks."""
             violations = validation.validate_event(event, path, self._limits)
             if violations:
                 return to_event_error(InvalidArgument(violations))
@@ -409,7 +444,11 @@ class AuditLogRpcs:
                 )
             call.tenant = call.tenant or tenant_id
             wait = self._guard.charge_events(tenant_id, 1)
-            if 0 < wait <= MAX_STREAM_RATE_WAIT_S:
+            return float(wait) if wait else None
+
+        async def refusal_after_wait(tenant_id: str, wait: float) -> service_pb2.EventError | None:
+            """An event of a tenant over its rate: taken after a short wait, or refused."""
+            if wait <= MAX_STREAM_RATE_WAIT_S:
                 # Backpressure: not reading is how a stream tells a producer to slow down.
                 await asyncio.sleep(wait)
                 wait = self._guard.charge_events(tenant_id, 1)
@@ -426,8 +465,7 @@ class AuditLogRpcs:
                     places = 1
                     if not isinstance(message, UnparsableRequest):
                         places = min(max(len(message.events), 1), self._limits.max_batch_events)
-                    for _ in range(places):
-                        await window.acquire()
+                    await window.acquire(places)
                     in_flight.put_nowait((index, places, await answer_of(index, message)))
                     index += 1
             finally:
@@ -438,8 +476,7 @@ class AuditLogRpcs:
         try:
             while (item := await in_flight.get()) is not None:
                 index, places, pending = item
-                for _ in range(places):
-                    window.release()
+                window.release(places)
                 if isinstance(pending, tuple):
                     answers, batch = pending
                     outcomes = await asyncio.shield(batch.outcomes) if batch else []
@@ -454,7 +491,7 @@ class AuditLogRpcs:
                             result.error.CopyFrom(to_event_error(outcome))
                         else:
                             call.events_stored += 1
-                            result.ack.CopyFrom(_ack(outcome))
+                            _ack_into(outcome, result.ack)
                     yield response
                     continue
                 if isinstance(pending, service_pb2.EventError):
