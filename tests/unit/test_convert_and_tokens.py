@@ -217,3 +217,35 @@ def test_dates_convert_to_the_same_milliseconds_in_every_form() -> None:
     # Below a millisecond: floored, as before the whole-millisecond shortcut.
     odd = dt.datetime(2026, 12, 3, 1, 2, 3, 456_789, tzinfo=dt.UTC)
     assert convert.datetime_to_millis(odd) % 1000 == 456
+
+
+@pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
+def test_the_ids_list_filters_on_are_at_the_top_of_a_document_whose_payload_has_them(
+    field: str,
+) -> None:
+    event = valid_event_of_each_type("t")[field]
+    payload = getattr(event, field)
+    doc, _ = _store_and_read(event)
+    for name in ("customer_id", "call_id"):
+        has = name in payload.DESCRIPTOR.fields_by_name and getattr(payload, name) != ""
+        assert (name in doc) == has, name
+        if has:
+            assert doc[name] == getattr(payload, name)
+
+
+def test_a_receive_time_converts_alike_the_first_time_again_and_after_another() -> None:
+    """receive_time_into keeps its last conversion: each new value must still be converted."""
+    times = [
+        RECEIVED,
+        RECEIVED,
+        RECEIVED + dt.timedelta(milliseconds=1),
+        RECEIVED.replace(tzinfo=None) - dt.timedelta(days=400),
+        dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+        RECEIVED,
+    ]
+    for value in times:
+        quick, plain = AuditEvent().receive_time, AuditEvent().receive_time
+        convert.receive_time_into(value, quick)
+        convert.datetime_to_timestamp(value, plain)
+        assert (quick.seconds, quick.nanos) == (plain.seconds, plain.nanos), value
+        assert convert.recent_millis(value) == convert.datetime_to_millis(value), value
