@@ -120,12 +120,6 @@ class _EventWindow:
         self._freed.set()
 
 
-def _ack(outcome: Stored) -> service_pb2.EventAck:
-    ack = service_pb2.EventAck()
-    _ack_into(outcome, ack)
-    return ack
-
-
 def _ack_into(outcome: Stored, ack: service_pb2.EventAck) -> None:
     """An event's ack, into an empty message (such as one added to a response: no copy)."""
     doc = outcome.doc
@@ -154,7 +148,7 @@ def _fill_result(
     if whole_event:
         result.event.CopyFrom(pending.stored_event(outcome))
     else:
-        result.ack.CopyFrom(_ack(outcome))
+        _ack_into(outcome, result.ack)
 
 
 # What the ingest stream answers a request of a batch with: per event, an error or its place in
@@ -504,7 +498,9 @@ class AuditLogRpcs:
                     )
                     continue
                 call.events_stored += 1
-                yield service_pb2.StreamEventsResponse(request_index=index, ack=_ack(outcome))
+                response = service_pb2.StreamEventsResponse(request_index=index)
+                _ack_into(outcome, response.ack)
+                yield response
             if self._closing:
                 raise ShuttingDown(
                     "the server is shutting down; every event read so far was answered, "
