@@ -103,9 +103,12 @@ class TokenBucket:
 class CallGuard:
     """Authentication, authorisation, limits and the access log of every RPC."""
 
-    def __init__(self, verifier: TokenVerifier, limits: TenantLimits) -> None:
+    def __init__(
+        self, verifier: TokenVerifier, limits: TenantLimits, *, access_log: bool = True
+    ) -> None:
         self._verifier = verifier
         self._limits = limits
+        self._access_log = access_log  # AUDITLOG_ACCESS_LOG: whether finish writes lines
         self._rpc_buckets: dict[str, TokenBucket] = {}
         self._event_buckets: dict[str, TokenBucket] = {}
         self._tails: dict[str, int] = {}
@@ -181,8 +184,8 @@ class CallGuard:
         else:
             self._tails.pop(tenant_id, None)
 
-    @staticmethod
     def finish(
+        self,
         method: str,
         call: Call | None,
         peer: str,
@@ -197,7 +200,7 @@ class CallGuard:
         begun = call.started if call is not None else started or time.monotonic()
         seconds = time.monotonic() - begun
         metrics.rpc_finished(method, code, protocol, seconds)
-        if not access_log.isEnabledFor(logging.INFO):
+        if not self._access_log or not access_log.isEnabledFor(logging.INFO):
             return
         now = time.time()
         line: dict[str, Any] = {

@@ -334,6 +334,7 @@ async def start_server(settings: Settings, *, worker: int | None = None) -> Runn
             event_burst=settings.tenant_event_burst,
             max_tails=settings.tenant_max_tails,
         ),
+        access_log=settings.access_log,
     )
     rpcs = AuditLogRpcs(
         repository=repository,

@@ -13,7 +13,7 @@ from auditlog import AuditLogClient, AuditLogError
 from auditlog.ids import new_event_id
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2
 from auditlog_service.server import RunningServer
-from tests.conftest import token
+from tests.conftest import serving, settings_for_test, token
 
 SECRET_TEXT = "card 4111-1111-1111-1111 typed here"
 
@@ -77,3 +77,25 @@ async def test_a_stream_logs_one_line_with_its_count_when_it_ends(
     assert [(e["method"], e["code"], e["events_stored"]) for e in entries] == [
         ("StreamEvents", grpc.StatusCode.OK.name, 3)
     ]
+
+
+@pytest.mark.asyncio
+async def test_with_the_access_log_off_calls_write_no_line(
+    mongodb_uri: str, database_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """AUDITLOG_ACCESS_LOG=false: the same calls as above, served alike, and no line."""
+    event = audit_event_pb2.AuditEvent(
+        id=new_event_id(), tenant_id="acme", tenant_user_id="u",
+        logged_in=payloads_pb2.LoggedInAttributes(),
+    )  # fmt: skip
+    settings = settings_for_test(mongodb_uri, database_name, access_log=False)
+    with caplog.at_level(logging.INFO, logger="auditlog.access"):
+        async with (
+            serving(settings) as quiet,
+            AuditLogClient(f"127.0.0.1:{quiet.port}", token=token("acme")) as client,
+        ):
+            await client.log_event(event)
+            assert len([e async for e in client.list_events("acme")]) == 1
+            with pytest.raises(AuditLogError):
+                await client.get_event("globex", "x")
+    assert [r.getMessage() for r in caplog.records if r.name == "auditlog.access"] == []
