@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
 # FerretDB v1 keeps ordered-insert semantics only within a chunk of this many documents.
 FERRETDB_ORDERED_CHUNK = 100
+# What the dev database's build (tools/install-ferretdb) adds to its version: it stops an ordered
+# insert at the first failure (tools/patches/ferretdb-ordered-insert-stops.patch), so ordered
+# inserts go whole, as on MongoDB, instead of in chunks of FERRETDB_ORDERED_CHUNK.
+ORDERED_STOP_MARK = "+ordered-stop"
 FERRETDB_RACING_CHUNK = 16
 # From this many general events in a group on, they are written in one unordered insert (a
 # group smaller than an ordered chunk is written in one round trip anyway).
@@ -160,6 +164,8 @@ class EventRepository:
         # Oldest first: an OrderedDict drops its oldest in constant time.
         self._shared: OrderedDict[str, float] = OrderedDict()
         self.range_reads = False  # set by detect_backend()
+        # A FerretDB that stops an ordered insert at its first failure (our build of it).
+        self.ordered_inserts_stop = False  # set by detect_backend()
         # Counts of write-path work, for metrics and benchmarks.
         self.stats: dict[str, int] = {"groups": 0, "rounds": 0, "races": 0, "events": 0}
         # Called with (tenant_id, session_id, head) after events were added to a session.
@@ -398,6 +404,7 @@ class EventRepository:
         """Whether the server runs range queries from an index (MongoDB) or scans (FerretDB)."""
         info = await self._guard(self._client.admin.command("buildInfo"))
         self.range_reads = "ferretdbVersion" not in info
+        self.ordered_inserts_stop = ORDERED_STOP_MARK in str(info.get("ferretdbVersion", ""))
 
     async def read_session_range(
         self, tenant_id: str, session_id: str, first: int, last: int
@@ -615,10 +622,15 @@ class EventRepository:
 
         FerretDB v1 runs an ordered insert in chunks of 100 documents and, after a failure in
         one chunk, still inserts the later chunks, which would leave holes in a session. So on
-        FerretDB we send chunks of at most 100 (or `chunk`) ourselves and stop at the first
-        failure.
+        a FerretDB without our patch we send chunks of at most 100 (or `chunk`) ourselves and
+        stop at the first failure. Our build stops there itself, as MongoDB does: the insert
+        goes whole (1 round trip for a group of 1,000 co-browsing events instead of 20) unless
+        the caller asks for smaller chunks (after a lost race, see _GroupWrite._round).
         """
-        chunk = len(items) if self.range_reads else min(chunk, FERRETDB_ORDERED_CHUNK)
+        if self.range_reads or (self.ordered_inserts_stop and chunk >= FERRETDB_ORDERED_CHUNK):
+            chunk = len(items)
+        else:
+            chunk = min(chunk, FERRETDB_ORDERED_CHUNK)
         for start in range(0, len(items), max(chunk, 1)):
             try:
                 await self.events.insert_many(items[start : start + chunk], ordered=True)
