@@ -71,7 +71,8 @@ FERRETDB_ORDERED_CHUNK = 100
 ORDERED_STOP_MARK = "+ordered-stop"
 FERRETDB_RACING_CHUNK = 16
 # From this many general events in a group on, they are written in one unordered insert (a
-# group smaller than an ordered chunk is written in one round trip anyway).
+# group smaller than an ordered chunk is written in one round trip anyway), except in a group's
+# first round where ordered inserts go whole (see _GroupWrite._round).
 UNORDERED_MIN_EVENTS = FERRETDB_ORDERED_CHUNK
 # A session's events of one group give up after this many lost races (then ABORTED: retry);
 # with each race aiming past the winner's run, reaching it takes a writer that is never first.
@@ -861,8 +862,14 @@ class _GroupWrite:
         # General events need no order among themselves: in a large group they go in one
         # unordered insert of their own (one round trip for all instead of one per chunk of an
         # ordered insert on FerretDB), beside the sessions' ordered inserts.
+        # Where ordered inserts go whole (MongoDB, our FerretDB build), a group's first round
+        # keeps them in the one ordered insert, with its outboxes before and its commits after
+        # them (one round trip instead of three); a round after an early stop (a retried id)
+        # writes the rest unordered, so a replayed batch costs a round or two, not one per id.
         general: list[tuple[int, str, Document]] = []
-        if len(main) >= UNORDERED_MIN_EVENTS:
+        whole = repository.range_reads or repository.ordered_inserts_stop
+        first_round = len(pending) == len(self.writes)
+        if len(main) >= UNORDERED_MIN_EVENTS and not (whole and first_round):
             general, main = main, []
         main[:0] = shared + alone
         # Each session that other processes write too goes in an insert of its own, beside the
