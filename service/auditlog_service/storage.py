@@ -407,6 +407,12 @@ class EventRepository:
         self.range_reads = "ferretdbVersion" not in info
         self.ordered_inserts_stop = ORDERED_STOP_MARK in str(info.get("ferretdbVersion", ""))
 
+    @property
+    def whole_ordered_inserts(self) -> bool:
+        """Whether the database stops an ordered insert at its first failure (MongoDB, our
+        FerretDB build), so that one can go whole."""
+        return self.range_reads or self.ordered_inserts_stop
+
     async def read_session_range(
         self, tenant_id: str, session_id: str, first: int, last: int
     ) -> list[Document]:
@@ -628,7 +634,8 @@ class EventRepository:
         goes whole (1 round trip for a group of 1,000 co-browsing events instead of 20) unless
         the caller asks for smaller chunks (after a lost race, see _GroupWrite._round).
         """
-        if self.range_reads or (self.ordered_inserts_stop and chunk >= FERRETDB_ORDERED_CHUNK):
+        # MongoDB ignores a smaller `chunk`, as before; our FerretDB build honours it.
+        if self.range_reads or (self.whole_ordered_inserts and chunk >= FERRETDB_ORDERED_CHUNK):
             chunk = len(items)
         else:
             chunk = min(chunk, FERRETDB_ORDERED_CHUNK)
@@ -867,9 +874,10 @@ class _GroupWrite:
         # them (one round trip instead of three); a round after an early stop (a retried id)
         # writes the rest unordered, so a replayed batch costs a round or two, not one per id.
         general: list[tuple[int, str, Document]] = []
-        whole = repository.range_reads or repository.ordered_inserts_stop
         first_round = len(pending) == len(self.writes)
-        if len(main) >= UNORDERED_MIN_EVENTS and not (whole and first_round):
+        if len(main) >= UNORDERED_MIN_EVENTS and not (
+            repository.whole_ordered_inserts and first_round
+        ):
             general, main = main, []
         main[:0] = shared + alone
         # Each session that other processes write too goes in an insert of its own, beside the
