@@ -83,7 +83,10 @@ BATCH = 1000  # events per LogEvents call and per raw insert_many call
 RAW_CALLERS = 4
 SESSIONS_PER_CALLER = 10  # co-browsing sessions of each caller or stream
 GROUP = 256  # events per group commit (the service's default): one outbox id per group
-STREAM_IN_FLIGHT = BATCH  # unanswered events per stream: what a LogEvents caller has in flight
+# Unanswered events of a path's streams together: what the raw side has in flight (its callers'
+# inserts). One stream keeps them all, as the SDK's EventStream allows one stream by default
+# (4 x its batch of 1,000); four streams keep 1,000 each.
+STREAM_IN_FLIGHT = RAW_CALLERS * BATCH
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"ratio": 0.8, "batch_service_cpu_us": 20.0}
 # This bench's own run before issue 11's work (`--output ingest_before`): later runs show it too.
@@ -343,11 +346,12 @@ def service_load(spec: PathSpec, stubs: list[Any], requests: list[list[Any]]) ->
         return 1
 
     async def stream(k: int, window: Window) -> None:
-        # Unanswered events are bounded, as a producer that buffers would bound them: enough to
-        # keep the service's pipeline full (it writes groups of 256), few enough that answering
-        # what was sent before the deadline does not take the window far past it.
+        # Unanswered events are bounded, as a producer that buffers would bound them: as many
+        # as the raw side has in flight, few enough that answering what was sent before the
+        # deadline does not take the window far past it.
         per_message = max([len(request.events) for request in requests[k][:1]] + [1])
-        unanswered = asyncio.Semaphore(max(1, STREAM_IN_FLIGHT // per_message))
+        per_stream = STREAM_IN_FLIGHT // len(requests)
+        unanswered = asyncio.Semaphore(max(1, per_stream // per_message))
 
         def tally(result: Any, events: int) -> None:
             if result.WhichOneof("result") == "ack":
@@ -802,8 +806,10 @@ def markdown(data: dict[str, Any]) -> str:
         "Method: each side's turn writes into a database of its own (a fresh `auditlog serve "
         "--write-concern 1` for the service), after an unmeasured warm-up. Callers send requests "
         "built before the window (general or co-browsing events of four kinds each, client-chosen "
-        "ids, one connection per batch caller or stream, 8 for the 64 unary callers; a stream "
-        f"keeps at most {STREAM_IN_FLIGHT:,} events unanswered, as a LogEvents caller has). The "
+        "ids, one connection per batch caller or stream, 8 for the 64 unary callers; a path's "
+        f"streams keep at most {STREAM_IN_FLIGHT:,} events unanswered together, as many as the "
+        "raw side's callers have in flight: 4,000 for one stream, the SDK's default for one, "
+        "1,000 each for four). The "
         "raw baseline inserts the documents the service's conversion makes for the same events "
         "(with the ledger's outbox id; co-browsing ones in their slots, each after its id claim, "
         "as the service writes them), 1,000 events per `insert_many(ordered=False)`, 4 "
