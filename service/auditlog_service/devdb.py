@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,10 +25,34 @@ FERRETDB_GOGC = "400"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port free now, for a process started a little later, taken from below the kernel's
+    ephemeral range. A port from bind(0) goes back to that range when released, where any
+    process's next bind(0) (a test server's own listeners) or outgoing connection may take it
+    before the process meant for it starts; FerretDB then cannot listen, and whatever took the
+    port answers its clients instead (the likely cause of a test that once found its database
+    "connection closed" for 30 s)."""
+    first, _ = _ephemeral_range()
+    ports = list(range(max(1024, first - 10_000), first))
+    random.shuffle(ports)
+    for port in ports[:200]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use
+            return port
+    with socket.socket() as sock:  # below the range is crowded: an ephemeral one after all
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        ephemeral: int = sock.getsockname()[1]
+        return ephemeral
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        first, last = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(first), int(last)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 @dataclass
