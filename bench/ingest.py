@@ -82,7 +82,7 @@ WARM_UP_TENANT = "warm-up"
 BATCH = 1000  # events per LogEvents call and per raw insert_many call
 RAW_CALLERS = 4
 SESSIONS_PER_CALLER = 10  # co-browsing sessions of each caller or stream
-GROUP = 256  # events per group commit (the service's default): one outbox id per group
+GROUP = 1000  # events per group commit (the service's largest): one outbox id per group
 # Unanswered events of a path's streams together: what the raw side has in flight (its callers'
 # inserts). One stream keeps them all, as the SDK's EventStream allows one stream by default
 # (4 x its batch of 1,000); four streams keep 1,000 each.

@@ -61,7 +61,7 @@ class Settings:
     # How long a group waits for more, once. Tried and dropped (2026-12-04): waiting again while
     # each wait brought more calls, up to 10 ms. Each group costs the server about 1.4 ms of CPU
     # of its own (0.55 of it the ledger's), so larger groups should let a busy server take more
-    # unary calls; but with 8, 16 and 32 closed-loop callers it took 15-25 % fewer calls a
+    # unary calls; but with 8, 16 and 32 closed-loop callers it took 14-30 % fewer calls a
     # second (latency p50 6.2 -> 7.1, 8.2 -> 11.5, 14 -> 17 ms), and at 64 callers +15 % in one
     # run and -19 % in another. Callers that wait for their answer bring the next call only
     # after it, so the waiting mostly adds to their latency.

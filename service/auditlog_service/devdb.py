@@ -32,9 +32,8 @@ def free_port() -> int:
     port answers its clients instead (the likely cause of a test that once found its database
     "connection closed" for 30 s)."""
     first, _ = _ephemeral_range()
-    ports = list(range(max(1024, first - 10_000), first))
-    random.shuffle(ports)
-    for port in ports[:200]:
+    for _ in range(200):
+        port = random.randrange(max(1024, first - 10_000), first)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
