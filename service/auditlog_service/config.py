@@ -59,12 +59,13 @@ class Settings:
     # general events).
     group_commit_max_events: int = 1000
     # How long a group waits for more, once. Tried and dropped (2026-12-04): waiting again while
-    # each wait brought more calls, up to 10 ms. Each group costs the server about 1.4 ms of CPU
-    # of its own (0.55 of it the ledger's), so larger groups should let a busy server take more
-    # unary calls; but with 8, 16 and 32 closed-loop callers it took 14-30 % fewer calls a
-    # second (latency p50 6.2 -> 7.1, 8.2 -> 11.5, 14 -> 17 ms), and at 64 callers +15 % in one
-    # run and -19 % in another. Callers that wait for their answer bring the next call only
-    # after it, so the waiting mostly adds to their latency.
+    # each wait brought more calls, up to 10 ms, when the process had used 0.6 of a core or
+    # more over the last 0.1 s. Each group costs the server about 1.4 ms of CPU of its own
+    # (0.55 of it the ledger's), so larger groups should let a busy server take more unary
+    # calls; but with 8, 16 and 32 closed-loop callers it took 14-30 % fewer calls a second
+    # (latency p50 6.2 -> 7.1, 8.2 -> 11.5, 14 -> 17 ms), and at 64 callers +15 % in one run
+    # and -19 % in another. Callers that wait for their answer bring the next call only after
+    # it, so the waiting mostly adds to their latency.
     group_commit_max_delay_ms: float = 1.5
     # Groups written at once; a session's events are never in two of them. A further group
     # starts beside one in flight only when this many events wait (large batches and streams);
