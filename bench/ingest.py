@@ -51,6 +51,7 @@ from pymongo.write_concern import WriteConcern
 
 from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2, service_pb2_grpc
 from auditlog_service import convert
+from auditlog_service.config import settings_from_env
 from auditlog_service.convert import Document
 from auditlog_service.devdb import free_port
 from auditlog_service.ledger import outbox_id
@@ -168,11 +169,18 @@ async def serve_echo(listen: str) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     server.add_insecure_port(listen)
     await server.start()
+    loop = asyncio.get_running_loop()
+    log(f"echo server on {listen}, event loop {type(loop).__module__}.{type(loop).__name__}")
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await server.stop(1.0)
+
+
+def echo_event_loop() -> str:
+    """The event loop `auditlog serve` runs on in this environment, which the echo runs on too."""
+    return settings_from_env(os.environ).event_loop
 
 
 class EchoProcess(ChildServer):
@@ -628,6 +636,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "code": code_version(),
         "load_before": load_average(),
         "cpu_pressure_before": cpu_pressure(),
+        # Of `auditlog serve` (its default, or AUDITLOG_EVENT_LOOP) and of the echo server.
+        "event_loop": echo_event_loop(),
         "notes": [],
     }
     has_workers = "--workers" in serve_flags()
@@ -789,7 +799,8 @@ def markdown(data: dict[str, Any]) -> str:
         "# Ingest against its baselines (issue 11)",
         "",
         f"{data['backend']}, {data['machine_cpus']} CPUs, write concern 1, {args['rounds']} "
-        f"rounds of {args['seconds']:g} s per side, alternating, medians; code "
+        f"rounds of {args['seconds']:g} s per side, alternating, medians; event loop of the "
+        f"service and the echo server: {data.get('event_loop', 'asyncio')}; code "
         f"{data['code'][:12]}; load average before {data['load_before']}, after "
         f"{data['load_after']}. Command: `{data['command']}`.",
         "",
@@ -863,7 +874,14 @@ def main() -> None:
     parser.add_argument("--echo-server", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
-        asyncio.run(serve_echo(args.echo_server))
+        # On the event loop the service's processes run on (the same environment): the ratio
+        # is then the service's own cost, not the loop's.
+        if echo_event_loop() == "uvloop":
+            import uvloop
+
+            uvloop.run(serve_echo(args.echo_server))
+        else:
+            asyncio.run(serve_echo(args.echo_server))
         return
     unknown = set(args.paths) - set(PATHS)
     if unknown:
