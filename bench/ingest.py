@@ -55,6 +55,7 @@ from auditlog_service.config import settings_from_env
 from auditlog_service.convert import Document
 from auditlog_service.devdb import free_port
 from auditlog_service.ledger import outbox_id
+from auditlog_service.server import run_on_loop
 from auditlog_service.storage import EventRepository
 from bench.common import (
     RESULTS,
@@ -876,12 +877,7 @@ def main() -> None:
     if args.echo_server:
         # On the event loop the service's processes run on (the same environment): the ratio
         # is then the service's own cost, not the loop's.
-        if echo_event_loop() == "uvloop":
-            import uvloop
-
-            uvloop.run(serve_echo(args.echo_server))
-        else:
-            asyncio.run(serve_echo(args.echo_server))
+        run_on_loop(echo_event_loop(), serve_echo(args.echo_server))
         return
     unknown = set(args.paths) - set(PATHS)
     if unknown:

@@ -26,7 +26,7 @@ from .config import SettingsError, add_settings_arguments, settings_from_args
 from .devdb import PROJECT_ROOT
 from .devkeys import DevKeys
 from .event_types import REGISTRY
-from .server import serve
+from .server import run_on_loop, serve
 from .textsafety import spreadsheet_safe, terminal_safe
 from .workers import SUPERVISOR_FD_ENV, WORKER_ENV, supervise
 
@@ -529,12 +529,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 worker=None if worker is None else int(worker),
                 supervisor_fd=None if supervisor_fd is None else int(supervisor_fd),
             )
-            if settings.event_loop == "uvloop":
-                import uvloop
-
-                uvloop.run(serving)
-            else:
-                asyncio.run(serving)
+            run_on_loop(settings.event_loop, serving)
         except SettingsError as error:
             sys.exit(f"auditlog serve: {error}")
         return

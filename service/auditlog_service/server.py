@@ -8,9 +8,10 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -47,6 +48,8 @@ from .tail import TailHub, TailSettings
 from .tokens import TokenSigner
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long a stop may run past its grace period before the process ends without it.
 STOP_OVERRUN_S = 20.0
@@ -443,6 +446,15 @@ def _browser_server(
         drain_limit_bytes=settings.max_receive_message_bytes,
     )
     return BrowserServer(app, settings.http_listen, settings.tls_files)
+
+
+def run_on_loop(event_loop: str, main: Coroutine[Any, Any, T]) -> T:
+    """Runs `main` to its end on the named event loop: "asyncio" or "uvloop"."""
+    if event_loop == "uvloop":
+        import uvloop  # only where chosen: a dependency the rest of the package does without
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def serve(
