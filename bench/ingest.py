@@ -51,7 +51,7 @@ from pymongo.write_concern import WriteConcern
 
 from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2, service_pb2_grpc
 from auditlog_service import convert
-from auditlog_service.config import settings_from_env
+from auditlog_service.config import Settings, settings_from_env
 from auditlog_service.convert import Document
 from auditlog_service.devdb import free_port
 from auditlog_service.ledger import outbox_id
@@ -84,7 +84,8 @@ WARM_UP_TENANT = "warm-up"
 BATCH = 1000  # events per LogEvents call and per raw insert_many call
 RAW_CALLERS = 4
 SESSIONS_PER_CALLER = 10  # co-browsing sessions of each caller or stream
-GROUP = 1000  # events per group commit (the service's largest): one outbox id per group
+# Events per group commit (the service's largest): one outbox id per group.
+GROUP = Settings().group_commit_max_events
 # Unanswered events of a path's streams together: what the raw side has in flight (its callers'
 # inserts). One stream keeps them all, as the SDK's EventStream allows one stream by default
 # (4 x its batch of 1,000); four streams keep 1,000 each.
@@ -179,7 +180,7 @@ async def serve_echo(listen: str) -> None:
     await server.stop(1.0)
 
 
-def echo_event_loop() -> str:
+def service_event_loop() -> str:
     """The event loop `auditlog serve` runs on in this environment, which the echo runs on too."""
     return settings_from_env(os.environ).event_loop
 
@@ -638,7 +639,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_before": load_average(),
         "cpu_pressure_before": cpu_pressure(),
         # Of `auditlog serve` (its default, or AUDITLOG_EVENT_LOOP) and of the echo server.
-        "event_loop": echo_event_loop(),
+        "event_loop": service_event_loop(),
         "notes": [],
     }
     has_workers = "--workers" in serve_flags()
@@ -877,7 +878,7 @@ def main() -> None:
     if args.echo_server:
         # On the event loop the service's processes run on (the same environment): the ratio
         # is then the service's own cost, not the loop's.
-        run_on_loop(echo_event_loop(), serve_echo(args.echo_server))
+        run_on_loop(service_event_loop(), serve_echo(args.echo_server))
         return
     unknown = set(args.paths) - set(PATHS)
     if unknown:
