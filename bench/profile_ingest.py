@@ -1,0 +1,311 @@
+"""Where the server's CPU goes under ingest load: py-spy samples of `auditlog serve` (issue 11).
+
+For each path (default batch-general and unary, with bench.ingest's load), a fresh
+`auditlog serve --write-concern 1` takes the path's callers after a warm-up. Over the window,
+py-spy samples the server (attached by process id, so it needs ptrace rights: root, or a
+kernel.yama.ptrace_scope of 0) and /proc gives each of its threads' CPU. The result names the
+event loop thread's share of the server's CPU and the entries that hold most of that thread's
+samples: by function (own time, and with what it calls) and by package, each in µs of CPU per
+event (its share of the thread's samples times the thread's CPU per event).
+
+Read with care: py-spy sees Python frames only, so the time of C code (BSON, zlib, hashlib,
+protobuf, gRPC's Cython callbacks) counts as the own time of the Python line that called it, and
+gRPC's completion callbacks show as the event loop's `Handle._run`.
+
+    .venv/bin/python -m bench.profile_ingest [--paths batch-general,unary] [--seconds 8]
+        [--rate 100] [--output profile_ingest]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import math
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditlog.v1 import service_pb2_grpc
+from bench.common import (
+    ServerProcess,
+    bench_channel,
+    code_version,
+    database_process,
+    load_average,
+    log,
+    write_result,
+)
+from bench.ingest import (
+    BATCH,
+    PATHS,
+    TENANT,
+    WARM_UP_TENANT,
+    build_pool,
+    measure,
+    service_event_loop,
+    service_load,
+)
+
+PY_SPY = Path(sys.executable).with_name("py-spy")
+# Frames at or above this share of the loop thread's samples are the thread's own entry points
+# (the module, asyncio.run, run_forever): the same for every profile, left out of the tables.
+ROOT_SHARE = 0.97
+_LINE = re.compile(r":\d+\)$")
+
+
+@dataclass
+class Samples:
+    """py-spy's raw (collapsed) stacks of one server, split into its event loop thread (stacks
+    rooted in the `auditlog` script's module) and every other thread."""
+
+    loop: collections.Counter[tuple[str, ...]] = field(default_factory=collections.Counter)
+    other: int = 0
+
+    @property
+    def loop_total(self) -> int:
+        return sum(self.loop.values())
+
+
+def function_of(frame: str) -> str:
+    """A frame without its line number: `f (pkg/mod.py:12)` -> `f (pkg/mod.py)`."""
+    return _LINE.sub(")", frame)
+
+
+def package_of(frame: str) -> str:
+    """The package (or, in this project, the module) a frame's code belongs to."""
+    match = re.search(r"\(([^()]*?)(?::\d+)?\)$", frame)
+    path = match.group(1) if match else frame
+    top, _, rest = path.partition("/")
+    if top in ("auditlog_service", "auditlog") and rest:
+        return f"{top}.{rest.split('/')[0].removesuffix('.py')}"
+    if not rest:
+        return path.removesuffix(".py")  # a top-level module (selectors.py, uuid.py)
+    return top
+
+
+def parse_raw(text: str) -> Samples:
+    """py-spy's `--format raw` output: one `frame;frame;...;frame count` line per stack."""
+    samples = Samples()
+    for line in text.splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = tuple(stack.split(";"))
+        if frames[0].startswith("<module>"):
+            samples.loop[frames] += int(count)
+        else:
+            samples.other += int(count)
+    return samples
+
+
+def top_entries(samples: Samples, most: int) -> dict[str, list[tuple[str, float]]]:
+    """The loop thread's heaviest functions by own time and with callees, and its packages by
+    own time; each with its share of the thread's samples."""
+    total = samples.loop_total
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    for frames, count in samples.loop.items():
+        own[function_of(frames[-1])] += count
+        packages[package_of(frames[-1])] += count
+        for name in {function_of(frame) for frame in frames}:  # once per stack: recursion
+            inclusive[name] += count
+    if not total:
+        return {"own": [], "inclusive": [], "packages": []}
+
+    def shares(counter: collections.Counter[str], skip_roots: bool = False) -> list[Any]:
+        ranked = [(name, count / total) for name, count in counter.most_common()]
+        if skip_roots:
+            ranked = [(name, share) for name, share in ranked if share < ROOT_SHARE]
+        return ranked[:most]
+
+    return {
+        "own": shares(own),
+        "inclusive": shares(inclusive, skip_roots=True),
+        "packages": shares(packages),
+    }
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of a process, with its name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    threads: dict[int, tuple[str, float]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        threads[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return threads
+
+
+async def profile_path(
+    uri: str, name: str, args: argparse.Namespace, log_dir: Path
+) -> dict[str, Any]:
+    spec = PATHS[name]
+    batch = {"LogEvents": BATCH, "StreamEvents": args.stream_batch}.get(spec.rpc, 1)
+    pool = build_pool(spec, TENANT, math.ceil(args.max_rate * args.seconds / spec.callers), batch)
+    warm = build_pool(spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 20, min(batch, 100))
+    database = f"profile_{name}_{os.getpid()}".replace("-", "_")
+    server = ServerProcess(uri, database, log_dir / f"{database}.log", "--write-concern", "1")
+    raw = log_dir / f"{database}.raw"
+    try:
+        await server.wait_serving()
+        channels = [
+            bench_channel(server.target, own_connection=True) for _ in range(spec.connections)
+        ]
+        stubs = [service_pb2_grpc.AuditLogServiceStub(channel) for channel in channels]
+        try:
+            await measure(service_load(spec, stubs, warm.requests), args.warm_up, {})
+            spy = await asyncio.create_subprocess_exec(
+                str(PY_SPY),
+                *("record", "--pid", str(server.pid), "--rate", str(args.rate)),
+                *("--format", "raw", "--output", str(raw), "--nonblocking"),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            before = thread_cpu(server.pid)
+            window = await measure(
+                service_load(spec, stubs, pool.requests), args.seconds, {"service": server.pid}
+            )
+            after = thread_cpu(server.pid)
+            if spy.returncode is None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
+            _, errors = await spy.communicate()
+        finally:
+            for channel in channels:
+                await channel.close(None)
+    finally:
+        server.stop()
+    if not raw.exists():
+        raise SystemExit(f"py-spy wrote no samples ({PY_SPY}): {errors.decode().strip()[-500:]}")
+    samples = parse_raw(raw.read_text())
+    events = window["events"]
+    threads = {
+        tid: (thread_name, used - before.get(tid, (thread_name, 0.0))[1])
+        for tid, (thread_name, used) in after.items()
+    }
+    loop_cpu_s = threads.get(server.pid, ("", 0.0))[1]
+    return {
+        "label": spec.label,
+        "events": events,
+        "events_per_s": window["events_per_s"],
+        "seconds": window["seconds"],
+        "server_cpu_us_per_event": window["cpu_us_per_event"]["service"],
+        "loop_thread_cpu_us_per_event": round(loop_cpu_s * 1e6 / events, 1) if events else None,
+        "threads_cpu_s": {
+            f"{thread_name} {tid}": round(used, 3)
+            for tid, (thread_name, used) in sorted(threads.items(), key=lambda t: -t[1][1])
+            if used > 0
+        },
+        "samples": {"loop_thread": samples.loop_total, "other_threads": samples.other},
+        "top": top_entries(samples, args.most),
+    }
+
+
+def table(rows: list[tuple[str, float]], per_event_us: float | None, title: str) -> list[str]:
+    lines = [f"| {title} | share of the loop's samples | µs per event |", "|---|---:|---:|"]
+    for name, share in rows:
+        us = f"{share * per_event_us:.1f}" if per_event_us else "-"
+        lines.append(f"| `{name}` | {share:.1%} | {us} |")
+    return lines
+
+
+def markdown(data: dict[str, Any]) -> str:
+    lines = [
+        "# Where the server's CPU goes under ingest load (py-spy)",
+        "",
+        f"{data['backend']}, {os.cpu_count()} CPUs, write concern 1, {data['args']['seconds']:g} s "
+        f"window per path after {data['args']['warm_up']:g} s of warm-up, py-spy at "
+        f"{data['args']['rate']} samples/s on the server (attached by pid); event loop "
+        f"{data['event_loop']}; code {data['code']}; load average before {data['load_before']}, "
+        f"after {data['load_after']}. Command: `{data['command']}`.",
+        "",
+        "py-spy sees Python frames only: C code (BSON, zlib, hashlib, protobuf, gRPC's Cython "
+        "callbacks) counts as the own time of the Python line that called it; gRPC's completion "
+        "callbacks show as the event loop's `Handle._run`. µs per event: a row's share of the "
+        "loop thread's samples times that thread's CPU per event (from /proc).",
+    ]
+    for name, path in data["paths"].items():
+        per_event = path["loop_thread_cpu_us_per_event"]
+        lines += [
+            "",
+            f"## {name}: {path['label']}",
+            "",
+            f"{path['events']:,} events in {path['seconds']} s ({path['events_per_s']:,.0f}/s); "
+            f"server CPU {path['server_cpu_us_per_event']} µs per event, of which the event loop "
+            f"thread {per_event} µs. Threads (CPU s over the window): "
+            + ", ".join(f"{k} {v}" for k, v in path["threads_cpu_s"].items())
+            + f". Samples: loop thread {path['samples']['loop_thread']:,}, other threads "
+            f"{path['samples']['other_threads']:,} (py-spy takes a thread waiting on a lock in "
+            "Python code for active; /proc says what they used).",
+            "",
+            *table(path["top"]["packages"], per_event, "package or module (own time)"),
+            "",
+            *table(path["top"]["own"], per_event, "function (own time)"),
+            "",
+            *table(path["top"]["inclusive"], per_event, "function (with callees)"),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not PY_SPY.exists():
+        raise SystemExit(f"{PY_SPY} is missing: `make setup` installs it (the bench extra)")
+    data: dict[str, Any] = {
+        "args": vars(args),
+        "code": code_version(),
+        "event_loop": service_event_loop(),
+        "load_before": load_average(),
+        "command": " ".join(["python -m bench.profile_ingest", *sys.argv[1:]]),
+        "paths": {},
+    }
+    with (
+        database_process() as (uri, backend, _),
+        tempfile.TemporaryDirectory(prefix="auditlog-profile-") as tmp,
+    ):
+        data["backend"] = backend
+        for name in args.paths:
+            started = time.perf_counter()
+            data["paths"][name] = await profile_path(uri, name, args, Path(tmp))
+            log(f"{name}: profiled in {time.perf_counter() - started:.0f} s")
+    data["load_after"] = load_average()
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--paths",
+        type=lambda text: text.split(","),
+        default=["batch-general", "unary"],
+        help=f"comma-separated, of {','.join(PATHS)}",
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="sampled window per path")
+    parser.add_argument("--warm-up", type=float, default=2.0, help="unsampled seconds first")
+    parser.add_argument("--rate", type=int, default=100, help="py-spy samples a second")
+    parser.add_argument("--most", type=int, default=15, help="rows per table")
+    parser.add_argument("--stream-batch", type=int, default=100, help="events per message")
+    parser.add_argument("--max-rate", type=float, default=40_000.0, help="events/s to build")
+    parser.add_argument("--output", default="profile_ingest", help="bench/results/<output>")
+    args = parser.parse_args()
+    unknown = set(args.paths) - set(PATHS)
+    if unknown:
+        parser.error(f"unknown paths {sorted(unknown)}; choose from {','.join(PATHS)}")
+    data = asyncio.run(run(args))
+    write_result(args.output, data, markdown(data))
+
+
+if __name__ == "__main__":
+    main()
