@@ -1,9 +1,10 @@
 """Where the server's CPU goes under ingest load: py-spy samples of `auditlog serve` (issue 11).
 
 For each path (default batch-general and unary, with bench.ingest's load), a fresh
-`auditlog serve --write-concern 1` takes the path's callers after a warm-up. Over the window,
-py-spy samples the server (attached by process id, so it needs ptrace rights: root, or a
-kernel.yama.ptrace_scope of 0) and /proc gives each of its threads' CPU. The result names the
+`auditlog serve --write-concern 1` takes the path's callers after a warm-up; for unary, so does
+bench.ingest's echo server (its baseline), so that the two can be read side by side. Over each
+window, py-spy samples the server (attached by process id, so it needs ptrace rights: root, or
+a kernel.yama.ptrace_scope of 0) and /proc gives each of its threads' CPU. The result names the
 event loop thread's share of the server's CPU and the entries that hold most of that thread's
 samples: by function (own time, and with what it calls) and by package, each in µs of CPU per
 event (its share of the thread's samples times the thread's CPU per event).
@@ -34,6 +35,7 @@ from typing import Any
 
 from auditlog.v1 import service_pb2_grpc
 from bench.common import (
+    ChildServer,
     ServerProcess,
     bench_channel,
     code_version,
@@ -47,6 +49,9 @@ from bench.ingest import (
     PATHS,
     TENANT,
     WARM_UP_TENANT,
+    EchoProcess,
+    PathSpec,
+    Pool,
     build_pool,
     measure,
     service_event_loop,
@@ -62,8 +67,9 @@ _LINE = re.compile(r":\d+\)$")
 
 @dataclass
 class Samples:
-    """py-spy's raw (collapsed) stacks of one server, split into its event loop thread (stacks
-    rooted in the `auditlog` script's module) and every other thread."""
+    """py-spy's raw (collapsed) stacks of one server, split into its event loop thread (the
+    main thread: every other Python thread's stacks start in threading's Thread._bootstrap) and
+    every other thread."""
 
     loop: collections.Counter[tuple[str, ...]] = field(default_factory=collections.Counter)
     other: int = 0
@@ -98,7 +104,7 @@ def parse_raw(text: str) -> Samples:
         if not stack or not count.isdigit():
             continue
         frames = tuple(stack.split(";"))
-        if frames[0].startswith("<module>"):
+        if not frames[0].startswith("Thread._bootstrap"):  # the main thread: the event loop's
             samples.loop[frames] += int(count)
         else:
             samples.other += int(count)
@@ -148,47 +154,40 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
     return threads
 
 
-async def profile_path(
-    uri: str, name: str, args: argparse.Namespace, log_dir: Path
-) -> dict[str, Any]:
-    spec = PATHS[name]
-    batch = {"LogEvents": BATCH, "StreamEvents": args.stream_batch}.get(spec.rpc, 1)
-    pool = build_pool(spec, TENANT, math.ceil(args.max_rate * args.seconds / spec.callers), batch)
-    warm = build_pool(spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 20, min(batch, 100))
-    database = f"profile_{name}_{os.getpid()}".replace("-", "_")
-    server = ServerProcess(uri, database, log_dir / f"{database}.log", "--write-concern", "1")
-    raw = log_dir / f"{database}.raw"
-    try:
-        await server.wait_serving()
-        channels = [
-            bench_channel(server.target, own_connection=True) for _ in range(spec.connections)
-        ]
-        stubs = [service_pb2_grpc.AuditLogServiceStub(channel) for channel in channels]
-        try:
-            await measure(service_load(spec, stubs, warm.requests), args.warm_up, {})
-            spy = await asyncio.create_subprocess_exec(
-                str(PY_SPY),
-                *("record", "--pid", str(server.pid), "--rate", str(args.rate)),
-                *("--format", "raw", "--output", str(raw), "--nonblocking"),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            before = thread_cpu(server.pid)
-            window = await measure(
-                service_load(spec, stubs, pool.requests), args.seconds, {"service": server.pid}
-            )
-            after = thread_cpu(server.pid)
-            if spy.returncode is None:
-                spy.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
-            _, errors = await spy.communicate()
-        finally:
-            for channel in channels:
-                await channel.close(None)
-    finally:
-        server.stop()
+def read_samples(raw: Path, errors: bytes) -> Samples:
     if not raw.exists():
         raise SystemExit(f"py-spy wrote no samples ({PY_SPY}): {errors.decode().strip()[-500:]}")
-    samples = parse_raw(raw.read_text())
+    return parse_raw(raw.read_text())
+
+
+async def sample_server(
+    server: ChildServer, spec: PathSpec, pool: Pool, warm: Pool, args: argparse.Namespace, raw: Path
+) -> dict[str, Any]:
+    """The path's load on a running server after a warm-up, py-spy sampling it over the window."""
+    await server.wait_serving()
+    channels = [bench_channel(server.target, own_connection=True) for _ in range(spec.connections)]
+    stubs = [service_pb2_grpc.AuditLogServiceStub(channel) for channel in channels]
+    try:
+        await measure(service_load(spec, stubs, warm.requests), args.warm_up, {})
+        spy = await asyncio.create_subprocess_exec(
+            str(PY_SPY),
+            *("record", "--pid", str(server.pid), "--rate", str(args.rate)),
+            *("--format", "raw", "--output", str(raw), "--nonblocking"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        before = thread_cpu(server.pid)
+        window = await measure(
+            service_load(spec, stubs, pool.requests), args.seconds, {"server": server.pid}
+        )
+        after = thread_cpu(server.pid)
+        if spy.returncode is None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
+        _, errors = await spy.communicate()
+    finally:
+        for channel in channels:
+            await channel.close(None)
+    samples = read_samples(raw, errors)
     events = window["events"]
     threads = {
         tid: (thread_name, used - before.get(tid, (thread_name, 0.0))[1])
@@ -196,11 +195,10 @@ async def profile_path(
     }
     loop_cpu_s = threads.get(server.pid, ("", 0.0))[1]
     return {
-        "label": spec.label,
         "events": events,
         "events_per_s": window["events_per_s"],
         "seconds": window["seconds"],
-        "server_cpu_us_per_event": window["cpu_us_per_event"]["service"],
+        "server_cpu_us_per_event": window["cpu_us_per_event"]["server"],
         "loop_thread_cpu_us_per_event": round(loop_cpu_s * 1e6 / events, 1) if events else None,
         "threads_cpu_s": {
             f"{thread_name} {tid}": round(used, 3)
@@ -210,6 +208,33 @@ async def profile_path(
         "samples": {"loop_thread": samples.loop_total, "other_threads": samples.other},
         "top": top_entries(samples, args.most),
     }
+
+
+async def profile_path(
+    uri: str, name: str, args: argparse.Namespace, log_dir: Path
+) -> dict[str, Any]:
+    """The service under the path's load; for unary LogEvent also the echo server that
+    bench.ingest compares it with, so that the two profiles can be read side by side."""
+    spec = PATHS[name]
+    batch = {"LogEvents": BATCH, "StreamEvents": args.stream_batch}.get(spec.rpc, 1)
+    pool = build_pool(spec, TENANT, math.ceil(args.max_rate * args.seconds / spec.callers), batch)
+    warm = build_pool(spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 20, min(batch, 100))
+    database = f"profile_{name}_{os.getpid()}".replace("-", "_")
+    result: dict[str, Any] = {"label": spec.label, "servers": {}}
+    service = ServerProcess(uri, database, log_dir / f"{database}.log", "--write-concern", "1")
+    try:
+        raw = log_dir / f"{database}.raw"
+        result["servers"]["service"] = await sample_server(service, spec, pool, warm, args, raw)
+    finally:
+        service.stop()
+    if spec.rpc == "LogEvent":
+        echo = EchoProcess(log_dir / "echo.log")
+        try:
+            raw = log_dir / f"{database}_echo.raw"
+            result["servers"]["echo"] = await sample_server(echo, spec, pool, warm, args, raw)
+        finally:
+            echo.stop()
+    return result
 
 
 def table(rows: list[tuple[str, float]], per_event_us: float | None, title: str) -> list[str]:
@@ -236,25 +261,27 @@ def markdown(data: dict[str, Any]) -> str:
         "loop thread's samples times that thread's CPU per event (from /proc).",
     ]
     for name, path in data["paths"].items():
-        per_event = path["loop_thread_cpu_us_per_event"]
-        lines += [
-            "",
-            f"## {name}: {path['label']}",
-            "",
-            f"{path['events']:,} events in {path['seconds']} s ({path['events_per_s']:,.0f}/s); "
-            f"server CPU {path['server_cpu_us_per_event']} µs per event, of which the event loop "
-            f"thread {per_event} µs. Threads (CPU s over the window): "
-            + ", ".join(f"{k} {v}" for k, v in path["threads_cpu_s"].items())
-            + f". Samples: loop thread {path['samples']['loop_thread']:,}, other threads "
-            f"{path['samples']['other_threads']:,} (py-spy takes a thread waiting on a lock in "
-            "Python code for active; /proc says what they used).",
-            "",
-            *table(path["top"]["packages"], per_event, "package or module (own time)"),
-            "",
-            *table(path["top"]["own"], per_event, "function (own time)"),
-            "",
-            *table(path["top"]["inclusive"], per_event, "function (with callees)"),
-        ]
+        for server, profile in path["servers"].items():
+            per_event = profile["loop_thread_cpu_us_per_event"]
+            lines += [
+                "",
+                f"## {name}: {path['label']} ({server})",
+                "",
+                f"{profile['events']:,} events in {profile['seconds']} s "
+                f"({profile['events_per_s']:,.0f}/s); server CPU "
+                f"{profile['server_cpu_us_per_event']} µs per event, of which the event loop "
+                f"thread {per_event} µs. Threads (CPU s over the window): "
+                + ", ".join(f"{k} {v}" for k, v in profile["threads_cpu_s"].items())
+                + f". Samples: loop thread {profile['samples']['loop_thread']:,}, other threads "
+                f"{profile['samples']['other_threads']:,} (py-spy takes a thread waiting on a "
+                "lock in Python code for active; /proc says what they used).",
+                "",
+                *table(profile["top"]["packages"], per_event, "package or module (own time)"),
+                "",
+                *table(profile["top"]["own"], per_event, "function (own time)"),
+                "",
+                *table(profile["top"]["inclusive"], per_event, "function (with callees)"),
+            ]
     return "\n".join(lines) + "\n"
 
 
