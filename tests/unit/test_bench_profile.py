@@ -58,6 +58,14 @@ def test_packages_name_this_projects_modules_and_other_top_level_packages() -> N
     assert function_of("f (a/b.py:12)") == "f (a/b.py)"
 
 
+def test_the_main_thread_of_a_module_run_with_python_m_is_the_loop_thread() -> None:
+    samples = parse_raw(
+        "_run_module_as_main (<frozen runpy>:198);main (bench/ingest.py:880) 5\n"
+        "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982) 2"
+    )
+    assert (samples.loop_total, samples.other) == (5, 2)
+
+
 def test_no_loop_samples_give_empty_tables() -> None:
     top = top_entries(parse_raw("Thread._bootstrap (threading.py:1002) 3"), most=5)
     assert top == {"own": [], "inclusive": [], "packages": []}
