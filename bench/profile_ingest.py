@@ -63,13 +63,16 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 # (the module, asyncio.run, run_forever): the same for every profile, left out of the tables.
 ROOT_SHARE = 0.97
 _LINE = re.compile(r":\d+\)$")
+# The main thread's stacks start in the script's module, or in runpy's for `python -m`; those of
+# other threads in threading's Thread._bootstrap, or, for threads that C code started (gRPC's),
+# in whatever Python it called.
+MAIN_ROOTS = ("<module> ", "_run_module_as_main ")
 
 
 @dataclass
 class Samples:
     """py-spy's raw (collapsed) stacks of one server, split into its event loop thread (the
-    main thread: every other Python thread's stacks start in threading's Thread._bootstrap) and
-    every other thread."""
+    main thread) and every other thread."""
 
     loop: collections.Counter[tuple[str, ...]] = field(default_factory=collections.Counter)
     other: int = 0
@@ -104,7 +107,7 @@ def parse_raw(text: str) -> Samples:
         if not stack or not count.isdigit():
             continue
         frames = tuple(stack.split(";"))
-        if not frames[0].startswith("Thread._bootstrap"):  # the main thread: the event loop's
+        if frames[0].startswith(MAIN_ROOTS):
             samples.loop[frames] += int(count)
         else:
             samples.other += int(count)
@@ -321,7 +324,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="sampled window per path")
     parser.add_argument("--warm-up", type=float, default=2.0, help="unsampled seconds first")
-    parser.add_argument("--rate", type=int, default=100, help="py-spy samples a second")
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples a second")
     parser.add_argument("--most", type=int, default=15, help="rows per table")
     parser.add_argument("--stream-batch", type=int, default=100, help="events per message")
     parser.add_argument("--max-rate", type=float, default=40_000.0, help="events/s to build")

@@ -58,12 +58,14 @@ def test_packages_name_this_projects_modules_and_other_top_level_packages() -> N
     assert function_of("f (a/b.py:12)") == "f (a/b.py)"
 
 
-def test_the_main_thread_of_a_module_run_with_python_m_is_the_loop_thread() -> None:
+def test_the_main_thread_of_python_m_is_the_loop_thread_and_one_started_by_c_code_is_not() -> None:
     samples = parse_raw(
         "_run_module_as_main (<frozen runpy>:198);main (bench/ingest.py:880) 5\n"
-        "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982) 2"
+        "Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982) 2\n"
+        # A thread that C code started (gRPC's), in a Python callback.
+        "_handle_callback (grpc/_cython/cygrpc.pyx:12) 3"
     )
-    assert (samples.loop_total, samples.other) == (5, 2)
+    assert (samples.loop_total, samples.other) == (5, 5)
 
 
 def test_no_loop_samples_give_empty_tables() -> None:
