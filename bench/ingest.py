@@ -569,19 +569,26 @@ def ratio(sides: dict[str, dict[str, Any]], numerator: str, denominator: str) ->
     return round(value, 3)
 
 
+def path_pools(spec: PathSpec, args: argparse.Namespace) -> tuple[int, Pool, Pool]:
+    """Events per request or message, and the requests of a window (--max-rate for --seconds)
+    and of its warm-up."""
+    batch = {"LogEvents": BATCH, "StreamEvents": args.stream_batch}.get(spec.rpc, 1)
+    pool = build_pool(spec, TENANT, math.ceil(args.max_rate * args.seconds / spec.callers), batch)
+    # Enough for the warm-up's seconds at today's rates, in smaller batches: it should warm
+    # connections, caches and the first groups, not fill the database.
+    warm = build_pool(spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 20, min(batch, 100))
+    return batch, pool, warm
+
+
 async def run_path(
     bench: Bench, name: str, args: argparse.Namespace, workers: int | None, compare_workers: bool
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     spec = PATHS[name]
     started = time.perf_counter()
-    batch = {"LogEvents": BATCH, "StreamEvents": args.stream_batch}.get(spec.rpc, 1)
+    batch, pool, warm = path_pools(spec, args)
     label = spec.label + (
         f", {batch} per message" if spec.rpc == "StreamEvents" and batch > 1 else ""
     )
-    pool = build_pool(spec, TENANT, math.ceil(args.max_rate * args.seconds / spec.callers), batch)
-    # Enough for the warm-up's seconds at today's rates, in smaller batches: it should warm
-    # connections, caches and the first groups, not fill the database.
-    warm = build_pool(spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 20, min(batch, 100))
     log(f"{name}: {pool.events:,} events built in {time.perf_counter() - started:.1f} s")
 
     def service(count: int | None) -> Callable[[], Awaitable[dict[str, Any]]]:

@@ -14,7 +14,7 @@ protobuf, gRPC's Cython callbacks) counts as the own time of the Python line tha
 gRPC's completion callbacks show as the event loop's `Handle._run`.
 
     .venv/bin/python -m bench.profile_ingest [--paths batch-general,unary] [--seconds 8]
-        [--rate 100] [--output profile_ingest]
+        [--rate 200] [--output profile_ingest]
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import math
 import os
 import re
 import signal
@@ -45,15 +44,12 @@ from bench.common import (
     write_result,
 )
 from bench.ingest import (
-    BATCH,
     PATHS,
-    TENANT,
-    WARM_UP_TENANT,
     EchoProcess,
     PathSpec,
     Pool,
-    build_pool,
     measure,
+    path_pools,
     service_event_loop,
     service_load,
 )
@@ -219,9 +215,7 @@ async def profile_path(
     """The service under the path's load; for unary LogEvent also the echo server that
     bench.ingest compares it with, so that the two profiles can be read side by side."""
     spec = PATHS[name]
-    batch = {"LogEvents": BATCH, "StreamEvents": args.stream_batch}.get(spec.rpc, 1)
-    pool = build_pool(spec, TENANT, math.ceil(args.max_rate * args.seconds / spec.callers), batch)
-    warm = build_pool(spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 20, min(batch, 100))
+    _, pool, warm = path_pools(spec, args)
     database = f"profile_{name}_{os.getpid()}".replace("-", "_")
     result: dict[str, Any] = {"label": spec.label, "servers": {}}
     service = ServerProcess(uri, database, log_dir / f"{database}.log", "--write-concern", "1")
