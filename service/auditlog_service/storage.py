@@ -634,8 +634,8 @@ class EventRepository:
         goes whole (1 round trip for a group of 1,000 co-browsing events instead of 20) unless
         the caller asks for smaller chunks (after a lost race, see _GroupWrite._round).
         """
-        # MongoDB ignores a smaller `chunk`, as before; our FerretDB build honours it.
-        if self.range_reads or (self.whole_ordered_inserts and chunk >= FERRETDB_ORDERED_CHUNK):
+        # MongoDB ignores a smaller `chunk`; our FerretDB build honours it.
+        if self.range_reads or (self.ordered_inserts_stop and chunk >= FERRETDB_ORDERED_CHUNK):
             chunk = len(items)
         else:
             chunk = min(chunk, FERRETDB_ORDERED_CHUNK)
