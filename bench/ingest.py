@@ -92,6 +92,10 @@ GROUP = Settings().group_commit_max_events
 STREAM_IN_FLIGHT = RAW_CALLERS * BATCH
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"ratio": 0.8, "batch_service_cpu_us": 20.0}
+# Events/s the prepared requests suffice for, by default: about twice the raw baselines' rates on
+# the 2-core dev machine (up to 29,000 events/s on 2026-12-04; with 15,000, `make bench` cut
+# every batch round short that day).
+MAX_RATE = 60_000.0
 # This bench's own run before issue 11's work (`--output ingest_before`): later runs show it too.
 BEFORE_RUN = "ingest_before"
 
@@ -875,9 +879,7 @@ def main() -> None:
     parser.add_argument(
         "--max-rate",
         type=float,
-        # About twice the raw baselines' rates on the 2-core dev machine (up to 29,000 events/s
-        # on 2026-12-04; with 15,000, `make bench` cut every batch round short that day).
-        default=60_000.0,
+        default=MAX_RATE,
         help="events/s the prepared requests suffice for over --seconds",
     )
     parser.add_argument("--output", default="ingest", help="bench/results/<output>.json/.md")

@@ -44,6 +44,7 @@ from bench.common import (
     write_result,
 )
 from bench.ingest import (
+    MAX_RATE,
     PATHS,
     EchoProcess,
     PathSpec,
@@ -321,7 +322,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples a second")
     parser.add_argument("--most", type=int, default=15, help="rows per table")
     parser.add_argument("--stream-batch", type=int, default=100, help="events per message")
-    parser.add_argument("--max-rate", type=float, default=40_000.0, help="events/s to build")
+    parser.add_argument("--max-rate", type=float, default=MAX_RATE, help="events/s to build")
     parser.add_argument("--output", default="profile_ingest", help="bench/results/<output>")
     args = parser.parse_args()
     unknown = set(args.paths) - set(PATHS)
