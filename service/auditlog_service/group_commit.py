@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 from .errors import AuditLogError
@@ -15,10 +16,137 @@ Result = TypeVar("Result")
 log = logging.getLogger(__name__)
 
 
+class LingerTuner:
+    """How long a group that is not full waits for more: the shortest of `delays_s` that writes
+    about as many items a second as a longer one, found by trying a neighbour now and then.
+
+    Why: each group costs its fixed database commands. When callers outnumber what the server
+    and the database can answer (the machine's CPU is the limit), a longer wait makes fewer,
+    larger groups, and more items a second go through (unary LogEvent, 64 closed-loop callers:
+    5 ms instead of 1.5, +8-27 %); when they do not, a longer wait only adds to every call's
+    latency (16 callers: -36 %). No figure inside the process told the two apart, so the tuner
+    measures the one that matters, items written a second: in epochs of `epoch_s` at the wait
+    in use, and, after every `probe_every` of them, for `probe_epochs` at a neighbour. A longer
+    wait is kept when it writes `gain_longer` times as many as the epochs before it, a shorter
+    one when it writes at least `keep_shorter` times as many. A probe that loses waits twice as
+    many epochs for its next try (up to `max_probe_every`). An epoch with fewer than
+    `min_groups` groups (light load) goes straight back to the shortest wait.
+    """
+
+    def __init__(
+        self,
+        delays_s: Sequence[float],
+        *,
+        epoch_s: float = 0.2,
+        probe_every: int = 3,
+        probe_epochs: int = 2,
+        max_probe_every: int = 100,
+        gain_longer: float = 1.08,
+        keep_shorter: float = 0.97,
+        min_groups: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._delays = sorted(delays_s)
+        self._epoch_s = epoch_s
+        self._probe_every = probe_every
+        self._probe_epochs = probe_epochs
+        self._max_probe_every = max_probe_every
+        self._gain_longer = gain_longer
+        self._keep_shorter = keep_shorter
+        self._min_groups = min_groups
+        self._clock = clock
+        self._level = 0  # the index of the wait in use
+        self._trial: int | None = None  # the neighbour being tried
+        self._steady: list[float] = []  # items a second in the epochs at the level since a probe
+        self._tried: list[float] = []  # the same in the epochs of the probe under way
+        # Epochs to leave out after the wait changed: the queue that the old wait left behind
+        # (longer: a backlog; shorter: fewer waiting) flatters or wrongs the new one at first.
+        self._settling = 0
+        self._interval: dict[int, int] = {}  # per direction (-1, +1): epochs between probes
+        self._due: dict[int, int] = {}  # per direction: steady epochs until its next probe
+        self._restart()
+        self._epoch_start = clock()
+        self._items = 0
+        self._groups = 0
+
+    @property
+    def delay_s(self) -> float:
+        """The wait of a group starting now (the neighbour's during a probe)."""
+        self._tick()
+        return self._delays[self._level if self._trial is None else self._trial]
+
+    @property
+    def chosen_s(self) -> float:
+        """The wait in use between probes."""
+        self._tick()
+        return self._delays[self._level]
+
+    def written(self, items: int) -> None:
+        """A group of `items` was written."""
+        self._tick()
+        self._items += items
+        self._groups += 1
+
+    def _restart(self, level: int = 0) -> None:
+        self._level, self._trial = level, None
+        self._steady, self._tried = [], []
+        self._interval = {-1: self._probe_every, 1: self._probe_every}
+        self._due = dict(self._interval)
+
+    def _tick(self) -> None:
+        now = self._clock()
+        elapsed = now - self._epoch_start
+        if elapsed < self._epoch_s:
+            return
+        rate = self._items / elapsed
+        light = self._groups < self._min_groups
+        self._epoch_start, self._items, self._groups = now, 0, 0
+        if light:
+            self._restart()
+        elif self._settling:
+            self._settling -= 1
+        elif self._trial is not None:
+            self._tried.append(rate)
+            if len(self._tried) >= self._probe_epochs:
+                self._judge(self._trial, _mean(self._tried))
+        else:
+            self._steady.append(rate)
+            for direction in (-1, 1):
+                self._due[direction] -= 1
+                neighbour = self._level + direction
+                if (
+                    self._due[direction] <= 0
+                    and 0 <= neighbour < len(self._delays)
+                    and len(self._steady) >= 2
+                ):
+                    self._trial, self._tried = neighbour, []
+                    self._due[direction] = self._interval[direction]
+                    self._settling = 1
+                    break
+
+    def _judge(self, trial: int, rate: float) -> None:
+        reference = _mean(self._steady)
+        direction = 1 if trial > self._level else -1
+        factor = self._gain_longer if direction > 0 else self._keep_shorter
+        self._settling = 1
+        if rate >= reference * factor:
+            self._restart(trial)
+            return
+        self._trial, self._steady = None, []
+        self._interval[direction] = min(self._interval[direction] * 2, self._max_probe_every)
+        self._due[direction] = self._interval[direction]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
 class GroupCommitter(Generic[Item, Result]):
     """Queues items and hands them to `write` in groups of at most `max_items`.
 
-    A group is flushed when it is full, or `max_delay_s` after its first item arrived. Up to
+    A group is flushed when it is full, or `max_delay_s` after its first item arrived; with a
+    `longest_delay_s`, a LingerTuner picks that wait among max_delay_s, twice it, four times it,
+    ... up to longest_delay_s. Up to
     `max_in_flight` groups are written at once, so that a slow group (a lost race for a
     session's slots, say) does not hold up the others, but a further group starts beside one in
     flight only when at least `parallel_min_items` are waiting: a trickle of small requests
@@ -39,10 +167,17 @@ class GroupCommitter(Generic[Item, Result]):
         max_in_flight: int = 1,
         parallel_min_items: int = 0,
         key: Callable[[Item], Hashable | None] | None = None,
+        longest_delay_s: float = 0.0,
     ) -> None:
         self._write = write
         self._max_items = max_items
         self._max_delay_s = max_delay_s
+        self._tuner: LingerTuner | None = None
+        if max_delay_s > 0 and longest_delay_s >= 2 * max_delay_s:
+            delays = [max_delay_s]
+            while delays[-1] * 2 <= longest_delay_s:
+                delays.append(delays[-1] * 2)
+            self._tuner = LingerTuner(delays)
         self._max_in_flight = max(1, max_in_flight)
         self._parallel_min_items = parallel_min_items
         self._key = key or (lambda item: None)
@@ -59,6 +194,11 @@ class GroupCommitter(Generic[Item, Result]):
     @property
     def in_flight(self) -> int:
         return len(self._flushes)
+
+    @property
+    def delay_s(self) -> float:
+        """How long a group that is not full waits for more, now."""
+        return self._max_delay_s if self._tuner is None else self._tuner.delay_s
 
     def submit_nowait(self, item: Item) -> asyncio.Future[Result | AuditLogError]:
         waiter: _Waiter[Result] = _Waiter(1, single=True)
@@ -127,7 +267,7 @@ class GroupCommitter(Generic[Item, Result]):
                     continue
                 if self._max_delay_s > 0 and len(self._pending) < self._max_items:
                     # Linger so that concurrent callers share one insert instead of one each.
-                    await asyncio.sleep(self._max_delay_s)
+                    await asyncio.sleep(self._linger_s())
                 group = self._take_group()
                 if not group:
                     await self._wait_for_change()  # every pending key is in flight
@@ -140,6 +280,14 @@ class GroupCommitter(Generic[Item, Result]):
             self._scheduler = None
             if self._pending:  # submitted while the scheduler was finishing
                 self._scheduler = asyncio.create_task(self._schedule())
+
+    def _linger_s(self) -> float:
+        # The tuned wait is for a trickle of small calls, which it was measured on (unary
+        # LogEvent); with a hundred events waiting, a group's fixed cost is spread thin already,
+        # and 100-event stream messages showed no gain from it (bench A/B, 2026-12-05).
+        if self._tuner is None or len(self._pending) >= max(1, self._parallel_min_items):
+            return self._max_delay_s
+        return self._tuner.delay_s
 
     async def _wait_for_change(self) -> None:
         self._changed.clear()
@@ -154,6 +302,8 @@ class GroupCommitter(Generic[Item, Result]):
         failure: BaseException | None = None
         try:
             results = await self._write([entry[0] for entry in group])
+            if self._tuner is not None:
+                self._tuner.written(len(group))
         except AuditLogError as exc:
             results = [exc] * len(group)
         except Exception as exc:  # a bug: report it to every waiter, keep serving

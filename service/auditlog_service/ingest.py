@@ -75,6 +75,7 @@ class EventWriter:
         max_delay_s: float,
         max_in_flight: int = 1,
         parallel_min_items: int = 0,
+        longest_delay_s: float = 0.0,
     ) -> None:
         self._preparer = preparer
         self._repository = repository
@@ -85,6 +86,7 @@ class EventWriter:
             max_in_flight=max_in_flight,
             parallel_min_items=parallel_min_items,
             key=_session_of,
+            longest_delay_s=longest_delay_s,
         )
 
     def prepare(

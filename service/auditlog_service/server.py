@@ -263,6 +263,7 @@ async def start_server(settings: Settings, *, worker: int | None = None) -> Runn
         EventPreparer(settings.token_secret),
         max_group=settings.group_commit_max_events,
         max_delay_s=settings.group_commit_max_delay_ms / 1000,
+        longest_delay_s=settings.group_commit_longest_delay_ms / 1000,
         max_in_flight=settings.group_commit_in_flight,
         parallel_min_items=settings.group_commit_parallel_min_events,
     )
