@@ -42,7 +42,7 @@ class LingerTuner:
         probe_epochs: int = 2,
         max_probe_every: int = 100,
         gain_longer: float = 1.08,
-        keep_shorter: float = 0.97,
+        keep_shorter: float = 1.0,
         min_groups: int = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
