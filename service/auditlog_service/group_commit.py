@@ -137,6 +137,11 @@ class LingerTuner:
         self._due[direction] = self._interval[direction]
 
 
+def _end_wait(waiting: asyncio.Future[None]) -> None:
+    if not waiting.done():
+        waiting.set_result(None)
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -186,6 +191,9 @@ class GroupCommitter(Generic[Item, Result]):
         self._flushes: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        # While a group lingers: the future that ends the wait, and how many waiting end it.
+        self._linger: asyncio.Future[None] | None = None
+        self._linger_until = 0
 
     @property
     def idle(self) -> bool:
@@ -219,6 +227,9 @@ class GroupCommitter(Generic[Item, Result]):
     def _queue(self, entries: list[_Entry[Item, Result]]) -> None:
         self._pending.extend(entries)
         self._changed.set()
+        linger = self._linger
+        if linger is not None and len(self._pending) >= self._linger_until and not linger.done():
+            linger.set_result(None)
         if self._scheduler is None:
             self._scheduler = asyncio.create_task(self._schedule())
 
@@ -266,8 +277,7 @@ class GroupCommitter(Generic[Item, Result]):
                     await self._wait_for_change()
                     continue
                 if self._max_delay_s > 0 and len(self._pending) < self._max_items:
-                    # Linger so that concurrent callers share one insert instead of one each.
-                    await asyncio.sleep(self._linger_s())
+                    await self._wait_for_more()
                 group = self._take_group()
                 if not group:
                     await self._wait_for_change()  # every pending key is in flight
@@ -285,9 +295,30 @@ class GroupCommitter(Generic[Item, Result]):
         # The tuned wait is for a trickle of small calls, which it was measured on (unary
         # LogEvent); with a hundred events waiting, a group's fixed cost is spread thin already,
         # and 100-event stream messages showed no gain from it (bench A/B, 2026-12-05).
-        if self._tuner is None or len(self._pending) >= max(1, self._parallel_min_items):
+        if self._tuner is None or len(self._pending) >= self._trickle_below():
             return self._max_delay_s
         return self._tuner.delay_s
+
+    def _trickle_below(self) -> int:
+        return min(max(1, self._parallel_min_items), self._max_items)
+
+    async def _wait_for_more(self) -> None:
+        """Linger so that concurrent callers share one insert instead of one each. A tuned
+        (longer) wait ends when the trickle stops being one (a batch or stream message came),
+        any wait when the group is full: they would only hold those events back."""
+        delay = self._linger_s()
+        if delay <= self._max_delay_s:
+            self._linger_until = self._max_items
+        else:
+            self._linger_until = self._trickle_below()
+        loop = asyncio.get_running_loop()
+        self._linger = linger = loop.create_future()
+        timer = loop.call_later(delay, _end_wait, linger)
+        try:
+            await linger
+        finally:
+            timer.cancel()
+            self._linger = None
 
     async def _wait_for_change(self) -> None:
         self._changed.clear()

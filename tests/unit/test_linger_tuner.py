@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from auditlog_service.group_commit import GroupCommitter, LingerTuner
 
@@ -120,3 +124,40 @@ def test_the_tuned_wait_is_for_a_trickle_of_small_calls() -> None:
     # A hundred events waiting (stream messages, batches): the shortest wait.
     committer._pending = [(0, None, 0, None)] * 100  # type: ignore[list-item]
     assert committer._linger_s() == 0.0015
+
+
+async def _written(committer: GroupCommitter[int, int], *futures: Any) -> list[Any]:
+    # Bounded far below the waits under test: a wait that is not cut short fails the test.
+    return await asyncio.wait_for(asyncio.gather(*futures), timeout=5)
+
+
+@pytest.mark.asyncio
+async def test_a_group_that_fills_up_stops_waiting() -> None:
+    writes: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        writes.append(items)
+        return items
+
+    committer = GroupCommitter(write, max_items=4, max_delay_s=60)
+    first = committer.submit_nowait(1)
+    await asyncio.sleep(0)  # the scheduler starts its wait
+    rest = committer.submit_batch([2, 3, 4])
+    assert await _written(committer, first, rest) == [1, [2, 3, 4]]
+    assert writes == [[1, 2, 3, 4]]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_ends_a_tuned_wait_for_a_trickle() -> None:
+    async def write(items: list[int]) -> list[int]:
+        return items
+
+    committer = GroupCommitter(
+        write, max_items=1000, max_delay_s=1.0, longest_delay_s=64.0, parallel_min_items=100
+    )
+    assert committer._tuner is not None
+    committer._tuner._level = len(committer._tuner._delays) - 1  # a minute's wait
+    first = committer.submit_nowait(1)
+    await asyncio.sleep(0)
+    batch = committer.submit_batch(list(range(100)))
+    assert await _written(committer, first, batch) == [1, list(range(100))]
