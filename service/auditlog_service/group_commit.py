@@ -208,6 +208,11 @@ class GroupCommitter(Generic[Item, Result]):
         """How long a group that is not full waits for more, now."""
         return self._max_delay_s if self._tuner is None else self._tuner.delay_s
 
+    @property
+    def chosen_delay_s(self) -> float:
+        """The same between the tuner's tries of a neighbouring wait."""
+        return self._max_delay_s if self._tuner is None else self._tuner.chosen_s
+
     def submit_nowait(self, item: Item) -> asyncio.Future[Result | AuditLogError]:
         waiter: _Waiter[Result] = _Waiter(1, single=True)
         self._queue([(item, waiter, 0, self._key(item))])

@@ -80,7 +80,9 @@ class EventWriter:
         self._preparer = preparer
         self._repository = repository
         self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
-            metrics.observed_group_write(repository.insert_events),
+            metrics.observed_group_write(
+                repository.insert_events, lambda: self._committer.chosen_delay_s
+            ),
             max_items=max_group,
             max_delay_s=max_delay_s,
             max_in_flight=max_in_flight,

@@ -54,6 +54,12 @@ GROUP_SECONDS = Histogram(
     "How long a group's write took, every database call of it included (slot races, ledger)",
     buckets=DB_BUCKETS,
 )
+GROUP_WAIT = Gauge(
+    "auditlog_group_commit_wait_seconds",
+    "How long a group of small calls waits for more before its write, as tuned under load "
+    "(the shortest: AUDITLOG_GROUP_COMMIT_MAX_DELAY_MS)",
+    multiprocess_mode="liveall",
+)
 DB_SECONDS = Histogram(
     "auditlog_db_command_duration_seconds",
     "Database command latency as the driver saw it, by command name and outcome",
@@ -127,9 +133,9 @@ def _new_type(write: EventWrite, outcome: Outcome) -> str | None:
     return None
 
 
-def observed_group_write(write: GroupWrite) -> GroupWrite:
+def observed_group_write(write: GroupWrite, wait_s: Callable[[], float]) -> GroupWrite:
     """`write` (the group committer's), recording each group's size, its duration and the
-    events it stored, by type."""
+    events it stored, by type, and the committer's wait (`wait_s`) as it is then."""
 
     async def observed(writes: list[EventWrite]) -> list[Outcome]:
         if not _enabled:
@@ -138,6 +144,7 @@ def observed_group_write(write: GroupWrite) -> GroupWrite:
         outcomes = await write(writes)
         GROUP_SECONDS.observe(time.perf_counter() - started)
         GROUP_EVENTS.observe(len(writes))
+        GROUP_WAIT.set(wait_s())
         # One increment per type of the group, not one per event.
         stored = Tally(map(_new_type, writes, outcomes))
         for type_string, count in stored.items():

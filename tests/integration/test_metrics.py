@@ -124,6 +124,9 @@ async def test_rpcs_and_stored_events_are_counted_on_both_transports(
     assert delta("auditlog_rpc_duration_seconds_bucket", method="LogEvent", le="+Inf", **ok) == 3
     # Every stored event went through a group commit and its insert.
     assert delta("auditlog_group_commit_events_sum") == 7
+    # Three calls one after the other: a trickle far too light to tune the wait longer.
+    shortest_s = metered.settings.group_commit_max_delay_ms / 1000
+    assert total(after, "auditlog_group_commit_wait_seconds") == shortest_s
     assert delta("auditlog_group_commit_duration_seconds_count") >= 1  # bound-ok: a count
     inserts = delta("auditlog_db_command_duration_seconds_count", command="insert", outcome="ok")
     assert inserts >= 1  # bound-ok: a count of observations, not a time
