@@ -151,16 +151,15 @@ class GroupCommitter(Generic[Item, Result]):
 
     A group is flushed when it is full, or `max_delay_s` after its first item arrived; with a
     `longest_delay_s`, a LingerTuner picks that wait among max_delay_s, twice it, four times it,
-    ... up to longest_delay_s. Up to
-    `max_in_flight` groups are written at once, so that a slow group (a lost race for a
-    session's slots, say) does not hold up the others, but a further group starts beside one in
-    flight only when at least `parallel_min_items` are waiting: a trickle of small requests
-    (unary calls) otherwise goes out in many small groups, each paying the fixed cost of its
-    database commands, where waiting for the group in flight gathers them into one. Items with
-    the same `key` (a co-browsing session) are never in two groups in flight at once, so they
-    reach the database in the order they were submitted. Items without a key (None) go in any
-    group. Each submitter is answered only with its own item's result, after `write` returned,
-    i.e. after the database acknowledged the group.
+    ... up to longest_delay_s. Up to `max_in_flight` groups are written at once, so that a slow
+    group (a lost race for a session's slots, say) does not hold up the others, but a further
+    group starts beside one in flight only when at least `parallel_min_items` are waiting: a
+    trickle of small requests (unary calls) otherwise goes out in many small groups, each paying
+    the fixed cost of its database commands, where waiting for the group in flight gathers them
+    into one. Items with the same `key` (a co-browsing session) are never in two groups in
+    flight at once, so they reach the database in the order they were submitted. Items without
+    a key (None) go in any group. Each submitter is answered only with its own item's result,
+    after `write` returned, i.e. after the database acknowledged the group.
     """
 
     def __init__(
@@ -204,13 +203,8 @@ class GroupCommitter(Generic[Item, Result]):
         return len(self._flushes)
 
     @property
-    def delay_s(self) -> float:
-        """How long a group that is not full waits for more, now."""
-        return self._max_delay_s if self._tuner is None else self._tuner.delay_s
-
-    @property
     def chosen_delay_s(self) -> float:
-        """The same between the tuner's tries of a neighbouring wait."""
+        """How long a group of a trickle waits for more (between the tuner's tries)."""
         return self._max_delay_s if self._tuner is None else self._tuner.chosen_s
 
     def submit_nowait(self, item: Item) -> asyncio.Future[Result | AuditLogError]:

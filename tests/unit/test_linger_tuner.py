@@ -104,7 +104,7 @@ def test_the_committer_tunes_only_with_room_for_a_longer_wait() -> None:
 
     fixed = GroupCommitter(write, max_items=10, max_delay_s=0.0015, longest_delay_s=0.002)
     tuned = GroupCommitter(write, max_items=10, max_delay_s=0.0015, longest_delay_s=0.012)
-    assert fixed.delay_s == tuned.delay_s == 0.0015
+    assert fixed.chosen_delay_s == tuned.chosen_delay_s == 0.0015
     assert fixed._tuner is None
     assert tuned._tuner is not None
     assert tuned._tuner._delays == DELAYS
@@ -126,7 +126,7 @@ def test_the_tuned_wait_is_for_a_trickle_of_small_calls() -> None:
     assert committer._linger_s() == 0.0015
 
 
-async def _written(committer: GroupCommitter[int, int], *futures: Any) -> list[Any]:
+async def _written(*futures: Any) -> list[Any]:
     # Bounded far below the waits under test: a wait that is not cut short fails the test.
     return await asyncio.wait_for(asyncio.gather(*futures), timeout=5)
 
@@ -143,7 +143,7 @@ async def test_a_group_that_fills_up_stops_waiting() -> None:
     first = committer.submit_nowait(1)
     await asyncio.sleep(0)  # the scheduler starts its wait
     rest = committer.submit_batch([2, 3, 4])
-    assert await _written(committer, first, rest) == [1, [2, 3, 4]]
+    assert await _written(first, rest) == [1, [2, 3, 4]]
     assert writes == [[1, 2, 3, 4]]
 
 
@@ -160,4 +160,4 @@ async def test_a_batch_ends_a_tuned_wait_for_a_trickle() -> None:
     first = committer.submit_nowait(1)
     await asyncio.sleep(0)
     batch = committer.submit_batch(list(range(100)))
-    assert await _written(committer, first, batch) == [1, list(range(100))]
+    assert await _written(first, batch) == [1, list(range(100))]
