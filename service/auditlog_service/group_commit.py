@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from statistics import fmean
 from typing import Any, Generic, TypeVar
 
 from .errors import AuditLogError
@@ -108,7 +109,7 @@ class LingerTuner:
         elif self._trial is not None:
             self._tried.append(rate)
             if len(self._tried) >= self._probe_epochs:
-                self._judge(self._trial, _mean(self._tried))
+                self._judge(self._trial, fmean(self._tried))
         else:
             self._steady.append(rate)
             for direction in (-1, 1):
@@ -125,7 +126,7 @@ class LingerTuner:
                     break
 
     def _judge(self, trial: int, rate: float) -> None:
-        reference = _mean(self._steady)
+        reference = fmean(self._steady)
         direction = 1 if trial > self._level else -1
         factor = self._gain_longer if direction > 0 else self._keep_shorter
         self._settling = 1
@@ -140,10 +141,6 @@ class LingerTuner:
 def _end_wait(waiting: asyncio.Future[None]) -> None:
     if not waiting.done():
         waiting.set_result(None)
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
 
 
 class GroupCommitter(Generic[Item, Result]):
