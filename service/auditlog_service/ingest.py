@@ -118,7 +118,10 @@ class EventWriter:
 
     async def write(self, event: audit_event_pb2.AuditEvent) -> tuple[PendingEvent, Outcome]:
         pending = self.submit(event)
-        return pending, await asyncio.shield(pending.outcome)
+        # Not shielded: the future is this call's own, and a caller that goes away cancels only
+        # it; the group's write is the committer's task and goes on. (A shield cost 3-5 µs more
+        # a call to wake, in process: 5.4-8.2 against 2.7-3.4.)
+        return pending, await pending.outcome
 
     def submit_batch(self, events: list[audit_event_pb2.AuditEvent]) -> PendingBatch:
         """Queue validated events that are answered together; see prepare."""
@@ -130,7 +133,7 @@ class EventWriter:
         self, events: list[audit_event_pb2.AuditEvent]
     ) -> list[tuple[PreparedWrite, Outcome]]:
         batch = self.submit_batch(events)
-        outcomes = await asyncio.shield(batch.outcomes)
+        outcomes = await batch.outcomes  # this call's own future, as in write
         return list(zip(batch.events, outcomes, strict=True))
 
     async def drain(self) -> None:
