@@ -146,9 +146,11 @@ def _end_wait(waiting: asyncio.Future[None]) -> None:
 class GroupCommitter(Generic[Item, Result]):
     """Queues items and hands them to `write` in groups of at most `max_items`.
 
-    A group is flushed when it is full, or `max_delay_s` after its first item arrived; with a
-    `longest_delay_s`, a LingerTuner picks that wait among max_delay_s, twice it, four times it,
-    ... up to longest_delay_s. Up to `max_in_flight` groups are written at once, so that a slow
+    A group is flushed when it is full, or `max_delay_s` after the committer turned to it: when
+    its first item arrived, or, for items that waited for a group in flight, when that group
+    was written (so a busy committer gathers for longer). With a `longest_delay_s`, a
+    LingerTuner picks that wait among max_delay_s, twice it, four times it, ... up to
+    longest_delay_s. Up to `max_in_flight` groups are written at once, so that a slow
     group (a lost race for a session's slots, say) does not hold up the others, but a further
     group starts beside one in flight only when at least `parallel_min_items` are waiting: a
     trickle of small requests (unary calls) otherwise goes out in many small groups, each paying
