@@ -232,11 +232,12 @@ class GroupCommitter(Generic[Item, Result]):
             self._scheduler = asyncio.create_task(self._schedule())
 
     async def submit(self, item: Item) -> Result | AuditLogError:
-        # Shielded: a caller that goes away does not cancel a write that others share.
-        return await asyncio.shield(self.submit_nowait(item))
+        # The future is this caller's own: a caller that goes away cancels only it, and the
+        # write that others share (the committer's task) goes on; no shield needed.
+        return await self.submit_nowait(item)
 
     async def submit_many(self, items: list[Item]) -> list[Result | AuditLogError]:
-        return await asyncio.shield(self.submit_batch(items))
+        return await self.submit_batch(items)
 
     async def drain(self) -> None:
         """Wait until everything submitted so far has been written."""
