@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -123,6 +123,12 @@ PATHS = {
     "unary": PathSpec("unary LogEvent, 64 concurrent", "LogEvent", "general", 64, 8),
 }
 WORKER_PATHS = ("batch-general", "unary")
+View: TypeAlias = enums_pb2.ResultView.ValueType
+# What LogEvents results carry: whole events (the server's default) or acks (the SDK's batches).
+RESULT_VIEWS: dict[str, View] = {
+    "default": enums_pb2.RESULT_VIEW_UNSPECIFIED,
+    "ack": enums_pb2.RESULT_VIEW_ACK,
+}
 
 # Issue 11's table (before the work), beside which the new figures stand.
 BEFORE: dict[str, dict[str, float]] = {
@@ -222,10 +228,13 @@ def caller_events(spec: PathSpec, tenant: str, caller: int, count: int) -> list[
     ]
 
 
-def requests_of(spec: PathSpec, events: list[Event], batch: int) -> list[Any]:
+def requests_of(
+    spec: PathSpec, events: list[Event], batch: int, view: View = enums_pb2.RESULT_VIEW_UNSPECIFIED
+) -> list[Any]:
+    """`view`: the LogEvents result view (the server's default unless set)."""
     if spec.rpc == "LogEvents":
         return [
-            service_pb2.LogEventsRequest(events=events[n : n + batch])
+            service_pb2.LogEventsRequest(events=events[n : n + batch], result_view=view)
             for n in range(0, len(events), batch)
         ]
     if spec.rpc == "StreamEvents" and batch > 1:
@@ -267,12 +276,19 @@ def raw_batches(per_event: list[list[Document]]) -> list[list[tuple[int, list[Do
     return [batches[k::RAW_CALLERS] for k in range(RAW_CALLERS)]
 
 
-def build_pool(spec: PathSpec, tenant: str, events_per_caller: int, batch: int) -> Pool:
-    """`batch`: events per LogEvents request, or per StreamEvents message."""
+def build_pool(
+    spec: PathSpec,
+    tenant: str,
+    events_per_caller: int,
+    batch: int,
+    view: View = enums_pb2.RESULT_VIEW_UNSPECIFIED,
+) -> Pool:
+    """`batch`: events per LogEvents request, or per StreamEvents message; `view`: as in
+    requests_of."""
     if spec.rpc == "LogEvents":
         events_per_caller = max(batch, math.ceil(events_per_caller / batch) * batch)
     per_caller = [caller_events(spec, tenant, k, events_per_caller) for k in range(spec.callers)]
-    pool = Pool([requests_of(spec, events, batch) for events in per_caller])
+    pool = Pool([requests_of(spec, events, batch, view) for events in per_caller])
     pool.events = events_per_caller * spec.callers
     if spec.rpc != "LogEvent":
         everything = [event for events in per_caller for event in events]
@@ -577,12 +593,16 @@ def path_pools(spec: PathSpec, args: argparse.Namespace) -> tuple[int, Pool, Poo
     """Events per request or message, and the requests of a window (--max-rate for --seconds)
     and of its warm-up."""
     batch = {"LogEvents": BATCH, "StreamEvents": args.stream_batch}.get(spec.rpc, 1)
-    pool = build_pool(spec, TENANT, math.ceil(args.max_rate * args.seconds / spec.callers), batch)
+    view = RESULT_VIEWS[args.result_view]
+    per_caller = math.ceil(args.max_rate * args.seconds / spec.callers)
+    pool = build_pool(spec, TENANT, per_caller, batch, view)
     # Enough for the warm-up's seconds at today's rates, in smaller batches: it should warm
     # connections, caches and the first groups, not fill the database. Unary's lasts about
     # 3 s at 3,000 calls a second: the server's group-commit wait is tuned under load, a step
     # every second or so (group_commit.LingerTuner), and the window measures where it settles.
-    warm = build_pool(spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 150, min(batch, 100))
+    warm = build_pool(
+        spec, WARM_UP_TENANT, 1000 if spec.callers < 64 else 150, min(batch, 100), view
+    )
     return batch, pool, warm
 
 
@@ -878,6 +898,12 @@ def main() -> None:
         help="events per StreamEvents message (default 1; more: a batch, servers since 1983d45)",
     )
     parser.add_argument("--warm-up", type=float, default=3.0, help="unmeasured seconds per turn")
+    parser.add_argument(
+        "--result-view",
+        choices=list(RESULT_VIEWS),
+        default="default",
+        help="what LogEvents results carry: the server's default (whole events), or acks",
+    )
     parser.add_argument(
         "--max-rate",
         type=float,
