@@ -26,6 +26,8 @@ STEPS = {
     ),
     # Ingest with the ledger against without it, one tenant against two, the ledger's lag.
     "ledger": ("bench.ledger_cost --seconds 5", "bench.ledger_cost"),
+    # What each step of the batch path costs per event, in process, against its C floor.
+    "steps": ("bench.event_cost", "bench.event_cost --repetitions 30"),
     # Where the server's CPU goes under the batch and unary ingest loads (py-spy samples).
     "profile": ("bench.profile_ingest --seconds 5", "bench.profile_ingest --seconds 10"),
 }

@@ -1,0 +1,241 @@
+"""What each step of the batch ingest path costs per event, in process, against its C floor.
+
+The ingest bench measures the whole server under load, where one run differs from the next by
+up to 0.09 of its ratio; the profile bench says where a running server's CPU goes, by sampling.
+This bench times the steps a LogEvents batch of 1,000 events goes through before and after the
+database, one at a time, in this process, with no server, database or network: its figures
+move by a few percent between runs, so a change of 0.3 µs an event shows.
+
+The baseline is the work no implementation of the contract can skip, all of it C: parsing the
+request (protobuf), encoding each stored document (BSON, as PyMongo does) and serializing the
+response. The ratio is the steps' sum against it.
+
+Each step is timed over the same 1,000 events (general, then co-browsing), every repetition on a
+freshly parsed request (steps change events in place), steps interleaved; a step's figure is
+its fastest repetition, in µs per event.
+
+    .venv/bin/python -m bench.event_cost [--repetitions 15] [--output event_cost]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import bson
+
+from auditlog.ledger import recorded_form
+from auditlog.v1 import audit_event_pb2, service_pb2
+from auditlog_service import convert, validation
+from auditlog_service.ingest import EventWriter, PreparedWrite
+from auditlog_service.ledger import commit_entry, zipped_entries
+from auditlog_service.rpcs import _fill_result
+from auditlog_service.storage import EventWrite, Stored
+from bench.common import (
+    cobrowse_event,
+    code_version,
+    general_event,
+    load_average,
+    log,
+    write_result,
+)
+
+EVENTS = 1000
+LIMITS = validation.Limits()
+
+# (step, whether it is the C floor, what it is)
+STEPS = [
+    ("parse", True, "LogEventsRequest.FromString of the batch, and its events listed"),
+    ("validate", False, "validation.validate_event, with the path rpcs.py gives it"),
+    ("normalise + fingerprint", False, "EventPreparer.prepare on the event itself (owned)"),
+    ("document", False, "convert.to_document"),
+    ("stored event", False, "convert.stored_event, in place (what responses and the ledger use)"),
+    ("recorded form", False, "auditlog.ledger.recorded_form of the stored event"),
+    ("write objects", False, "EventWrite and PreparedWrite"),
+    ("ledger entry", False, "ledger.commit_entry (key, recorded form, filter fields)"),
+    ("commit packing", False, "ledger.zipped_entries of the batch's entries (BSON + zlib)"),
+    ("bson", True, "bson.encode of each stored document (what PyMongo does to send it)"),
+    ("response", False, "LogEventsResponse results filled with the stored events (rpcs.py)"),
+    ("response bytes", True, "the response serialized"),
+]
+
+
+class _Repository:
+    """What EventWriter.prepare reads of its repository: whether there is a ledger."""
+
+    ledger = object()
+
+    async def insert_events(self, writes: Any) -> Any:
+        raise NotImplementedError  # never written: this bench stops before the database
+
+
+def batch_wire(kind: str) -> bytes:
+    make: Callable[[int], audit_event_pb2.AuditEvent] = (
+        (lambda i: general_event("tenant-1", i))
+        if kind == "general"
+        else (lambda i: cobrowse_event("tenant-1", f"session-{i % 4}", i))
+    )
+    return service_pb2.LogEventsRequest(events=[make(i) for i in range(EVENTS)]).SerializeToString()
+
+
+def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) -> dict[str, float]:
+    """Every step once over the batch; seconds per step."""
+    took: dict[str, float] = {}
+    clock = time.perf_counter
+
+    started = clock()
+    request = service_pb2.LogEventsRequest.FromString(wire)
+    events = list(request.events)
+    took["parse"] = clock() - started
+
+    started = clock()
+    for index, event in enumerate(events):
+        validation.validate_event(event, f"events[{index}]", LIMITS)
+    took["validate"] = clock() - started
+
+    received = convert.now_millis()
+    started = clock()
+    prepared = [preparer.prepare(event, owned=True) for event in events]
+    took["normalise + fingerprint"] = clock() - started
+
+    started = clock()
+    docs = [convert.to_document(p, event_id=p.event.id, receive_time=received) for p in prepared]
+    took["document"] = clock() - started
+
+    started = clock()
+    stored = [
+        convert.stored_event(p, event_id=p.event.id, receive_time=received, in_place=True)
+        for p in prepared
+    ]
+    took["stored event"] = clock() - started
+
+    started = clock()
+    recorded = [recorded_form(event) for event in stored]
+    took["recorded form"] = clock() - started
+
+    started = clock()
+    writes = [
+        PreparedWrite(EventWrite(doc, p.occur_time_given, form), event)
+        for doc, p, form, event in zip(docs, prepared, recorded, stored, strict=True)
+    ]
+    took["write objects"] = clock() - started
+
+    started = clock()
+    entries = [commit_entry(doc, form) for doc, form in zip(docs, recorded, strict=True)]
+    took["ledger entry"] = clock() - started
+
+    started = clock()
+    zipped_entries(entries)
+    took["commit packing"] = clock() - started
+
+    started = clock()
+    for doc in docs:
+        bson.encode(doc)
+    took["bson"] = clock() - started
+
+    started = clock()
+    response = service_pb2.LogEventsResponse()
+    add = response.results.add
+    for write in writes:
+        _fill_result(add(), write, Stored(write.write.doc), True)
+    took["response"] = clock() - started
+
+    started = clock()
+    response.SerializeToString()
+    took["response bytes"] = clock() - started
+
+    # The writer's own prepare, whole (normalise ... write objects), on a fresh batch.
+    events = list(service_pb2.LogEventsRequest.FromString(wire).events)
+    started = clock()
+    for event in events:
+        writer.prepare(event, received)
+    took["EventWriter.prepare, whole"] = clock() - started
+    return took
+
+
+def measure(kind: str, repetitions: int) -> dict[str, Any]:
+    wire = batch_wire(kind)
+    preparer = convert.EventPreparer("bench")
+    writer = EventWriter(_Repository(), preparer, max_group=EVENTS, max_delay_s=0.0)  # type: ignore[arg-type]
+    best: dict[str, float] = {}
+    for _ in range(repetitions):
+        for step, seconds in one_pass(wire, writer, preparer).items():
+            best[step] = min(best.get(step, seconds), seconds)
+    us = {step: round(1e6 * seconds / EVENTS, 2) for step, seconds in best.items()}
+    floor = round(sum(us[name] for name, is_floor, _ in STEPS if is_floor), 2)
+    total = round(sum(us[name] for name, _, _ in STEPS), 2)
+    return {
+        "request_bytes_per_event": round(len(wire) / EVENTS),
+        "us_per_event": us,
+        "floor_us": floor,
+        "steps_us": total,
+        "ratio": round(total / floor, 2),
+    }
+
+
+def markdown(data: dict[str, Any]) -> str:
+    kinds = list(data["kinds"])
+    lines = [
+        "# The batch ingest path's steps, per event, in process (issue 11)",
+        "",
+        f"Code {data['code'][:12]}; {EVENTS:,} events a batch, fastest of "
+        f"{data['repetitions']} repetitions, steps interleaved; load average before "
+        f"{data['load_before']}, after {data['load_after']}. Command: "
+        "`python -m bench.event_cost`. Floor: the C work any implementation does "
+        "(parse, BSON, response bytes).",
+        "",
+        "| step | what | " + " | ".join(f"{kind}, µs an event" for kind in kinds) + " |",
+        "|---|---|" + "---:|" * len(kinds),
+    ]
+    for name, is_floor, what in STEPS:
+        cells = " | ".join(f"{data['kinds'][kind]['us_per_event'][name]:.2f}" for kind in kinds)
+        lines.append(f"| {name}{' (floor)' if is_floor else ''} | {what} | {cells} |")
+    rows = [
+        ("all steps", "steps_us"),
+        ("the floor's steps", "floor_us"),
+        ("all steps / floor", "ratio"),
+    ]
+    for label, key in rows:
+        cells = " | ".join(f"**{data['kinds'][kind][key]}**" for kind in kinds)
+        lines.append(f"| {label} | | {cells} |")
+    whole = " | ".join(
+        f"{data['kinds'][kind]['us_per_event']['EventWriter.prepare, whole']:.2f}" for kind in kinds
+    )
+    lines += [
+        f"| EventWriter.prepare, whole | normalise ... write objects, as the server calls it "
+        f"| {whole} |",
+        "",
+        "Not in these steps: what the server does around them under load (gRPC's and asyncio's "
+        "callbacks, PyMongo's command and socket writes, the group commit, the ledger worker's "
+        "chain and blocks); `profile_ingest.md` has the running server's figure per event.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repetitions", type=int, default=15)
+    parser.add_argument("--output", default="event_cost", help="bench/results/<output>.json/.md")
+    args = parser.parse_args()
+    before = load_average()
+    kinds = {}
+    for kind in ("general", "cobrowse"):
+        log(f"{kind}: {args.repetitions} repetitions of {EVENTS:,} events")
+        kinds[kind] = measure(kind, args.repetitions)
+    data = {
+        "code": code_version(),
+        "repetitions": args.repetitions,
+        "kinds": kinds,
+        "load_before": before,
+        "load_after": load_average(),
+    }
+    write_result(args.output, data, markdown(data))
+
+
+if __name__ == "__main__":
+    main()
