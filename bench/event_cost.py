@@ -52,7 +52,7 @@ STEPS = [
     ("normalise + fingerprint", False, "EventPreparer.prepare on the event itself (owned)"),
     ("document", False, "convert.to_document"),
     ("stored event", False, "convert.stored_event, in place (what responses and the ledger use)"),
-    ("recorded form", False, "auditlog.ledger.recorded_form of the stored event"),
+    ("recorded form", False, "auditlog.ledger.recorded_form of the stored event, as ingest.py"),
     ("write objects", False, "EventWrite and PreparedWrite"),
     ("ledger entry", False, "ledger.commit_entry (key, recorded form, filter fields)"),
     ("commit packing", False, "ledger.zipped_entries of the batch's entries (BSON + zlib)"),
@@ -112,7 +112,9 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     took["stored event"] = clock() - started
 
     started = clock()
-    recorded = [recorded_form(event) for event in stored]
+    recorded = [
+        recorded_form(event, map_free=p.map_free) for p, event in zip(prepared, stored, strict=True)
+    ]
     took["recorded form"] = clock() - started
 
     started = clock()

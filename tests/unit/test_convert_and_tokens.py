@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 
 import pytest
 from bson.datetime_ms import DatetimeMS
 
+from auditlog.ledger import recorded_form
 from auditlog.v1 import audit_event_pb2
 from auditlog.v1.audit_event_pb2 import AuditEvent
 from auditlog_service import convert
@@ -119,6 +121,29 @@ def test_fingerprint_ignores_output_fields_and_occur_time_but_not_content() -> N
     assert PREPARER.prepare(event).fingerprint == PREPARER.prepare(other).fingerprint
     other.start_call.call_id = "another"
     assert PREPARER.prepare(event).fingerprint != PREPARER.prepare(other).fingerprint
+
+
+def test_payloads_that_can_hold_a_map_are_those_with_free_form_data() -> None:
+    # A Struct is a map; these four carry a Struct or a Value (payloads.proto).
+    holding = {"plugin_change", "settings_change", "meeting_change", "custom_event"}
+    assert set(valid_event_of_each_type("t")) - convert.MAP_FREE_PAYLOADS == holding
+
+
+@pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
+def test_fingerprint_and_recorded_form_are_of_the_deterministic_serialization(field: str) -> None:
+    """What idempotency and the ledger stored before stays what they compute: map-free events
+    are serialized without asking for determinism, which must not change a byte."""
+    event = _odd_event(field)  # the sample input is not sensitive: no keyed hash is added
+    prepared = PREPARER.prepare(event)
+    bare = AuditEvent()
+    bare.CopyFrom(prepared.event)
+    bare.ClearField("id")
+    bare.ClearField("occur_time")
+    expected = hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
+    assert prepared.fingerprint == expected
+    stored = convert.stored_event(prepared, event_id="x", receive_time=RECEIVED)
+    assert recorded_form(stored, map_free=prepared.map_free) == recorded_form(stored)
+    assert recorded_form(stored) == stored.SerializeToString(deterministic=True)
 
 
 def test_fields_unknown_to_the_server_do_not_count() -> None:
