@@ -3,7 +3,7 @@
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -93,12 +93,13 @@ def is_cobrowse_payload(payload_field: str) -> bool:
 class _Checker:
     """Collects the violations of one request; built per call so that nothing is shared."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, base: str = "") -> None:
         self.limits = limits
+        self.base = base  # the path of what is checked; the checks' paths are relative to it
         self.violations: list[FieldViolation] = []
 
     def add(self, field: str, description: str) -> None:
-        self.violations.append(FieldViolation(field, description))
+        self.violations.append(FieldViolation(self.base + field, description))
 
     def identifier(self, path: str, value: str, *, required: bool) -> None:
         if not value:
@@ -224,123 +225,112 @@ def validate_event(
     event: audit_event_pb2.AuditEvent, path: str, limits: Limits
 ) -> list[FieldViolation]:
     """All violations of one event to be stored; `path` prefixes every field path."""
-    c = _Checker(limits)
+    # Field paths below are literals relative to the event, joined to `path` only for a
+    # violation, and each payload has a function of its own (_PAYLOAD_CHECKS). With the paths
+    # formatted up front and a `match` on the payload's name, these checks cost 3.3 against
+    # 3.0 us a general event and 4.9 against 4.5 a co-browsing one (bench.event_cost).
+    c = _Checker(limits, path)
     payload = event.WhichOneof("payload")
     cobrowse: bool | None = None if payload is None else is_cobrowse_payload(payload)
 
     # Output-only fields (receive_time, event_type, sequence, input.masked) are not checked:
     # the server overwrites them, and clients may echo back an event they read.
-    c.identifier(f"{path}.id", event.id, required=False)
-    c.identifier(f"{path}.tenant_id", event.tenant_id, required=True)
+    c.identifier(".id", event.id, required=False)
+    c.identifier(".tenant_id", event.tenant_id, required=True)
     # Only general events must name their actor; without a payload the kind is unknown.
-    c.identifier(f"{path}.tenant_user_id", event.tenant_user_id, required=cobrowse is False)
+    c.identifier(".tenant_user_id", event.tenant_user_id, required=cobrowse is False)
     if event.HasField("occur_time"):
-        c.timestamp(f"{path}.occur_time", event.occur_time)
+        c.timestamp(".occur_time", event.occur_time)
 
     has_context = event.HasField("cobrowse")
     if cobrowse is False and has_context:
-        c.add(f"{path}.cobrowse", "only co-browsing events carry a co-browsing context")
+        c.add(".cobrowse", "only co-browsing events carry a co-browsing context")
     elif cobrowse is True and not has_context:
-        c.add(f"{path}.cobrowse", _REQUIRED)
+        c.add(".cobrowse", _REQUIRED)
     elif has_context:
         ctx = event.cobrowse
-        c.identifier(f"{path}.cobrowse.session_id", ctx.session_id, required=True)
-        c.enum(f"{path}.cobrowse.actor", ctx.actor, enums_pb2.Actor.DESCRIPTOR, zero_ok=False)
+        c.identifier(".cobrowse.session_id", ctx.session_id, required=True)
+        c.enum(".cobrowse.actor", ctx.actor, enums_pb2.Actor.DESCRIPTOR, zero_ok=False)
 
     if payload is None:
-        c.add(f"{path}.payload", _REQUIRED)
+        c.add(".payload", _REQUIRED)
     else:
-        _check_payload(c, f"{path}.{payload}", payload, event)
+        _PAYLOAD_CHECKS[payload](c, event)
 
     # Last, so that the field-level reasons of an oversize event come first.
     size = event.ByteSize()
     if size > limits.max_event_bytes:
-        c.add(path, f"must be at most {limits.max_event_bytes} bytes serialized (is {size})")
+        c.add("", f"must be at most {limits.max_event_bytes} bytes serialized (is {size})")
     return c.violations
 
 
-def _check_payload(c: _Checker, p: str, payload: str, event: audit_event_pb2.AuditEvent) -> None:
-    match payload:
-        case "start_call":
-            c.plain_id(f"{p}.call_id", event.start_call.call_id, required=True)
-            c.plain_id(f"{p}.customer_id", event.start_call.customer_id, required=True)
-        case "messenger_send":
-            c.plain_id(f"{p}.customer_id", event.messenger_send.customer_id, required=True)
-        case "live_view":
-            c.identifier(
-                f"{p}.cobrowse_session_id", event.live_view.cobrowse_session_id, required=True
-            )
-        case "logged_in" | "online_status_online" | "online_status_offline":
-            pass
-        case "status_change":
-            sc = event.status_change
-            c.plain_id(f"{p}.customer_id", sc.customer_id, required=True)
-            c.text(f"{p}.previous_status", sc.previous_status, required=False)
-            c.text(f"{p}.status", sc.status, required=True)
-            c.plain_id(f"{p}.message_id", sc.message_id, required=False)
-        case "role_change":
-            rc = event.role_change
-            c.plain_id(f"{p}.role_name", rc.role_name, required=True)
-            c.plain_id(f"{p}.affected_tenant_user_id", rc.affected_tenant_user_id, required=True)
-        case "permission_change":
-            pc = event.permission_change
-            c.plain_id(f"{p}.role_name", pc.role_name, required=True)
-            c.id_list(f"{p}.permissions", pc.permissions)
-        case "plugin_change":
-            c.plain_id(f"{p}.plugin", event.plugin_change.plugin, required=True)
-            if event.plugin_change.HasField("configuration"):
-                c.free_form(f"{p}.configuration", event.plugin_change.configuration)
-        case "settings_change":
-            c.plain_id(f"{p}.section", event.settings_change.section, required=True)
-            if event.settings_change.HasField("configuration"):
-                c.free_form(f"{p}.configuration", event.settings_change.configuration)
-        case "meeting_change":
-            _check_meeting_change(c, p, event.meeting_change)
-        case "conference_agent":
-            c.plain_id(f"{p}.call_id", event.conference_agent.call_id, required=True)
-            c.plain_id(f"{p}.customer_id", event.conference_agent.customer_id, required=True)
-        case "conference_recording":
-            cr = event.conference_recording
-            c.plain_id(f"{p}.call_id", cr.call_id, required=True)
-            c.plain_id(f"{p}.customer_id", cr.customer_id, required=True)
-            c.id_list(f"{p}.joined_agent_ids", cr.joined_agent_ids)
-            c.id_list(f"{p}.tags", cr.tags)
-        case "click":
-            click = event.click
-            c.required_element(f"{p}.element", click.HasField("element"), click.element)
-        case "scroll":
-            _check_scroll(c, p, event.scroll)
-        case "form":
-            form = event.form
-            c.required_element(f"{p}.form", form.HasField("form"), form.form)
-        case "input":
-            inp = event.input
-            c.text(f"{p}.text", inp.text, required=False)
-            c.required_element(f"{p}.element", inp.HasField("element"), inp.element)
-        case "page_change":
-            c.text(f"{p}.page_name", event.page_change.page_name, required=True)
-            c.text(f"{p}.url", event.page_change.url, required=False)
-        case "selection":
-            sel = event.selection
-            if not sel.selected_text and not sel.HasField("element"):
-                c.add(p, "selected_text or element required")
-            c.text(f"{p}.selected_text", sel.selected_text, required=False)
-            if sel.HasField("element"):
-                c.element(f"{p}.element", sel.element)
-        case "custom_event":
-            ce = event.custom_event
-            c.plain_id(f"{p}.event_type", ce.event_type, required=True)
-            if ce.HasField("value"):
-                c.free_form(f"{p}.value", ce.value)
+# One check per payload field, each with its paths written out. A `match` on the field's name
+# compared it with every case before it, and the co-browsing ones came last.
+_PayloadCheck = Callable[[_Checker, audit_event_pb2.AuditEvent], None]
 
 
-def _check_meeting_change(c: _Checker, p: str, mc: payloads_pb2.MeetingChangeAttributes) -> None:
-    c.enum(f"{p}.action", mc.action, enums_pb2.MeetingAction.DESCRIPTOR, zero_ok=False)
+def _start_call(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    sc = event.start_call
+    c.plain_id(".start_call.call_id", sc.call_id, required=True)
+    c.plain_id(".start_call.customer_id", sc.customer_id, required=True)
+
+
+def _messenger_send(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    c.plain_id(".messenger_send.customer_id", event.messenger_send.customer_id, required=True)
+
+
+def _live_view(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    session = event.live_view.cobrowse_session_id
+    c.identifier(".live_view.cobrowse_session_id", session, required=True)
+
+
+def _nothing_to_check(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    pass
+
+
+def _status_change(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    sc = event.status_change
+    c.plain_id(".status_change.customer_id", sc.customer_id, required=True)
+    c.text(".status_change.previous_status", sc.previous_status, required=False)
+    c.text(".status_change.status", sc.status, required=True)
+    c.plain_id(".status_change.message_id", sc.message_id, required=False)
+
+
+def _role_change(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    rc = event.role_change
+    c.plain_id(".role_change.role_name", rc.role_name, required=True)
+    affected = rc.affected_tenant_user_id
+    c.plain_id(".role_change.affected_tenant_user_id", affected, required=True)
+
+
+def _permission_change(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    pc = event.permission_change
+    c.plain_id(".permission_change.role_name", pc.role_name, required=True)
+    c.id_list(".permission_change.permissions", pc.permissions)
+
+
+def _plugin_change(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    pc = event.plugin_change
+    c.plain_id(".plugin_change.plugin", pc.plugin, required=True)
+    if pc.HasField("configuration"):
+        c.free_form(".plugin_change.configuration", pc.configuration)
+
+
+def _settings_change(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    sc = event.settings_change
+    c.plain_id(".settings_change.section", sc.section, required=True)
+    if sc.HasField("configuration"):
+        c.free_form(".settings_change.configuration", sc.configuration)
+
+
+def _meeting_change(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    mc = event.meeting_change
+    c.enum(".meeting_change.action", mc.action, enums_pb2.MeetingAction.DESCRIPTOR, zero_ok=False)
     if not mc.HasField("conference"):
-        c.add(f"{p}.conference", _REQUIRED)
+        c.add(".meeting_change.conference", _REQUIRED)
         return
     conf = mc.conference
-    cp = f"{p}.conference"
+    cp = ".meeting_change.conference"
     c.plain_id(f"{cp}.id", conf.id, required=True)
     c.text(f"{cp}.title", conf.title, required=False)
     start_ok = conf.HasField("start_time") and c.timestamp(f"{cp}.start_time", conf.start_time)
@@ -351,16 +341,96 @@ def _check_meeting_change(c: _Checker, p: str, mc: payloads_pb2.MeetingChangeAtt
         c.free_form(f"{cp}.extra", conf.extra)
 
 
-def _check_scroll(c: _Checker, p: str, scroll: payloads_pb2.ScrollAttributes) -> None:
+def _conference_agent(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    ca = event.conference_agent
+    c.plain_id(".conference_agent.call_id", ca.call_id, required=True)
+    c.plain_id(".conference_agent.customer_id", ca.customer_id, required=True)
+
+
+def _conference_recording(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    cr = event.conference_recording
+    c.plain_id(".conference_recording.call_id", cr.call_id, required=True)
+    c.plain_id(".conference_recording.customer_id", cr.customer_id, required=True)
+    c.id_list(".conference_recording.joined_agent_ids", cr.joined_agent_ids)
+    c.id_list(".conference_recording.tags", cr.tags)
+
+
+def _click(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    click = event.click
+    c.required_element(".click.element", click.HasField("element"), click.element)
+
+
+def _scroll(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    scroll = event.scroll
     if not scroll.HasField("position"):
-        c.add(f"{p}.position", _REQUIRED)
+        c.add(".scroll.position", _REQUIRED)
     else:
-        for name, number in (("top", scroll.position.top), ("left", scroll.position.left)):
+        position = scroll.position
+        for name, number in (("top", position.top), ("left", position.left)):
             if not math.isfinite(number):
-                c.add(f"{p}.position.{name}", "must be a finite number")
+                c.add(f".scroll.position.{name}", "must be a finite number")
     # No element means the whole page scrolled.
     if scroll.HasField("element"):
-        c.element(f"{p}.element", scroll.element)
+        c.element(".scroll.element", scroll.element)
+
+
+def _form(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    form = event.form
+    c.required_element(".form.form", form.HasField("form"), form.form)
+
+
+def _input(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    inp = event.input
+    c.text(".input.text", inp.text, required=False)
+    c.required_element(".input.element", inp.HasField("element"), inp.element)
+
+
+def _page_change(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    pc = event.page_change
+    c.text(".page_change.page_name", pc.page_name, required=True)
+    c.text(".page_change.url", pc.url, required=False)
+
+
+def _selection(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    sel = event.selection
+    has_element = sel.HasField("element")
+    if not sel.selected_text and not has_element:
+        c.add(".selection", "selected_text or element required")
+    c.text(".selection.selected_text", sel.selected_text, required=False)
+    if has_element:
+        c.element(".selection.element", sel.element)
+
+
+def _custom_event(c: _Checker, event: audit_event_pb2.AuditEvent) -> None:
+    ce = event.custom_event
+    c.plain_id(".custom_event.event_type", ce.event_type, required=True)
+    if ce.HasField("value"):
+        c.free_form(".custom_event.value", ce.value)
+
+
+_PAYLOAD_CHECKS: dict[str, _PayloadCheck] = {
+    "start_call": _start_call,
+    "messenger_send": _messenger_send,
+    "live_view": _live_view,
+    "logged_in": _nothing_to_check,
+    "online_status_online": _nothing_to_check,
+    "online_status_offline": _nothing_to_check,
+    "status_change": _status_change,
+    "role_change": _role_change,
+    "permission_change": _permission_change,
+    "plugin_change": _plugin_change,
+    "settings_change": _settings_change,
+    "meeting_change": _meeting_change,
+    "conference_agent": _conference_agent,
+    "conference_recording": _conference_recording,
+    "click": _click,
+    "scroll": _scroll,
+    "form": _form,
+    "input": _input,
+    "page_change": _page_change,
+    "selection": _selection,
+    "custom_event": _custom_event,
+}
 
 
 def _before(a: timestamp_pb2.Timestamp, b: timestamp_pb2.Timestamp) -> bool:
