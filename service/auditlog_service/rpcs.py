@@ -138,17 +138,19 @@ def _fill_result(
     pending: PreparedWrite,
     outcome: Outcome,
     whole_event: bool,
-) -> None:
+) -> bool:
     """An event's result, filled in place in the response (building each result apart and
-    then the response from them copied every event twice: 3.6 against 1.8 µs an event)."""
+    then the response from them copied every event twice: 3.6 against 1.8 µs an event);
+    whether the event is stored."""
     if isinstance(outcome, AuditLogError):
         result.error.CopyFrom(to_event_error(outcome))
-        return
+        return False
     result.already_stored = outcome.already_stored
     if whole_event:
         result.event.CopyFrom(pending.stored_event(outcome))
     else:
         _ack_into(outcome, result.ack)
+    return True
 
 
 # What the ingest stream answers a request of a batch with: per event, an error or its place in
@@ -319,14 +321,18 @@ class AuditLogRpcs:
             tenant_id = event.tenant_id
             if violations:
                 refused[index] = to_event_error(InvalidArgument(violations))
-            elif not self._guard.covers(call, tenant_id):
+                continue
+            # The token is asked about a tenant at its first event taken (a batch is mostly of
+            # one tenant); an event of a tenant it does not cover is never counted.
+            count = tenants.get(tenant_id)
+            if count is None and not self._guard.covers(call, tenant_id):
                 refused[index] = to_event_error(
                     PermissionDenied(f"the token is not valid for tenant {tenant_id!r}")
                 )
-            else:
-                valid.append(index)
-                valid_events.append(event)
-                tenants[tenant_id] = tenants.get(tenant_id, 0) + 1
+                continue
+            valid.append(index)
+            valid_events.append(event)
+            tenants[tenant_id] = (count or 0) + 1
         if tenants:
             call.tenant = call.tenant or next(iter(tenants))
         for tenant_id, count in tenants.items():
@@ -341,16 +347,21 @@ class AuditLogRpcs:
         whole_events = request.result_view != enums_pb2.RESULT_VIEW_ACK
         response = service_pb2.LogEventsResponse()
         add = response.results.add
-        answers = iter(written)
-        for index in range(len(request.events)):
-            result = add()
-            error = refused.get(index)
-            if error is not None:
-                result.error.CopyFrom(error)
-                continue
-            pending, outcome = next(answers)
-            _fill_result(result, pending, outcome, whole_events)
-            call.events_stored += not isinstance(outcome, AuditLogError)
+        stored = 0
+        if refused:
+            answers = iter(written)
+            for index in range(len(request.events)):
+                result = add()
+                error = refused.get(index)
+                if error is not None:
+                    result.error.CopyFrom(error)
+                    continue
+                pending, outcome = next(answers)
+                stored += _fill_result(result, pending, outcome, whole_events)
+        else:
+            for pending, outcome in written:
+                stored += _fill_result(add(), pending, outcome, whole_events)
+        call.events_stored += stored
         if whole_events and response.ByteSize() > MAX_RESPONSE_BYTES:
             # Everything is stored; only the answer must shrink so that the client can read it.
             for index, (pending, outcome) in zip(valid, written, strict=True):

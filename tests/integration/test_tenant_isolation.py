@@ -140,11 +140,13 @@ async def test_a_platform_token_writes_for_any_tenant_but_a_tenant_token_only_fo
                 audit_event_pb2.AuditEvent(
                     tenant_id=t, tenant_user_id="u", logged_in=payloads_pb2.LoggedInAttributes()
                 )
-                for t in ("acme", "globex")
+                for t in ("acme", "globex", "acme", "globex")
             ]
         )
-        assert [r.WhichOneof("result") for r in mixed.results] == ["event", "error"]
-        assert mixed.results[1].error.reason == enums_pb2.ERROR_REASON_TENANT_NOT_ALLOWED
+        # Each event of the other tenant is refused, not only its first.
+        assert [r.WhichOneof("result") for r in mixed.results] == ["event", "error"] * 2
+        for refused_event in (mixed.results[1], mixed.results[3]):
+            assert refused_event.error.reason == enums_pb2.ERROR_REASON_TENANT_NOT_ALLOWED
     async with sdk(f"127.0.0.1:{server.port}", tenant="*") as platform:
         stored = await platform.log_event(event)
         assert stored.event.tenant_id == "globex"
