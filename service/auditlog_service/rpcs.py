@@ -390,6 +390,9 @@ class AuditLogRpcs:
         in_flight: asyncio.Queue[tuple[int, int, _StreamAnswer] | None] = asyncio.Queue()
         # Events (not requests) in flight: a batch takes as many places as it has events.
         window = _EventWindow(4 * self._limits.max_batch_events)
+        # Tenants the call's token was found to cover: a stream's principal does not change,
+        # so the token is asked about a tenant once a stream, not once an event.
+        covered: set[str] = set()
 
         async def answer_of(index: int, message: Any) -> _StreamAnswer:
             if isinstance(message, UnparsableRequest):
@@ -443,11 +446,13 @@ class AuditLogRpcs:
             if self._closing:
                 return _NOT_TAKEN_AT_SHUTDOWN
             tenant_id = event.tenant_id
-            if not self._guard.covers(call, tenant_id):
-                return to_event_error(
-                    PermissionDenied(f"the token is not valid for tenant {tenant_id!r}")
-                )
-            call.tenant = call.tenant or tenant_id
+            if tenant_id not in covered:
+                if not self._guard.covers(call, tenant_id):
+                    return to_event_error(
+                        PermissionDenied(f"the token is not valid for tenant {tenant_id!r}")
+                    )
+                covered.add(tenant_id)
+                call.tenant = call.tenant or tenant_id
             wait = self._guard.charge_events(tenant_id, 1)
             return float(wait) if wait else None
 
@@ -486,8 +491,10 @@ class AuditLogRpcs:
                     answers, batch = pending
                     outcomes = await asyncio.shield(batch.outcomes) if batch else []
                     response = service_pb2.StreamEventsResponse(request_index=index)
+                    add = response.results.add
+                    stored = 0
                     for answer in answers:
-                        result = response.results.add()
+                        result = add()
                         if isinstance(answer, service_pb2.EventError):
                             result.error.CopyFrom(answer)
                             continue
@@ -495,8 +502,9 @@ class AuditLogRpcs:
                         if isinstance(outcome, AuditLogError):
                             result.error.CopyFrom(to_event_error(outcome))
                         else:
-                            call.events_stored += 1
+                            stored += 1
                             _ack_into(outcome, result.ack)
+                    call.events_stored += stored
                     yield response
                     continue
                 if isinstance(pending, service_pb2.EventError):

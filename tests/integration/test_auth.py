@@ -163,6 +163,8 @@ async def stream_events(stub: Stub, metadata: list[tuple[str, str]]) -> tuple[st
         for r in answers
         if r.WhichOneof("result") == "error"
     }
+    if errors:  # a refusal holds for every event of the stream, not only its first
+        assert [r.WhichOneof("result") for r in answers] == ["error", "error"]
     return errors.pop() if errors else None
 
 
