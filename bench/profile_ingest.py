@@ -46,6 +46,7 @@ from bench.common import (
 from bench.ingest import (
     MAX_RATE,
     PATHS,
+    RESULT_VIEWS,
     EchoProcess,
     PathSpec,
     Pool,
@@ -323,6 +324,12 @@ def main() -> None:
     parser.add_argument("--most", type=int, default=15, help="rows per table")
     parser.add_argument("--stream-batch", type=int, default=100, help="events per message")
     parser.add_argument("--max-rate", type=float, default=MAX_RATE, help="events/s to build")
+    parser.add_argument(
+        "--result-view",
+        choices=list(RESULT_VIEWS),
+        default="default",
+        help="what LogEvents results carry, as in bench.ingest",
+    )
     parser.add_argument("--output", default="profile_ingest", help="bench/results/<output>")
     args = parser.parse_args()
     unknown = set(args.paths) - set(PATHS)
