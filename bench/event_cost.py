@@ -113,7 +113,8 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
 
     started = clock()
     recorded = [
-        recorded_form(event, map_free=p.map_free) for p, event in zip(prepared, stored, strict=True)
+        recorded_form(event, map_free=p.spec.map_free)
+        for p, event in zip(prepared, stored, strict=True)
     ]
     took["recorded form"] = clock() - started
 

@@ -289,43 +289,6 @@ _PAYLOAD_PATHS = {
 }
 
 
-def _has_map(message: descriptor.Descriptor, seen: frozenset[str] = frozenset()) -> bool:
-    """Whether a message of this type can hold a map field at any depth (Struct is one)."""
-    if message.full_name in seen:
-        return False
-    seen = seen | {message.full_name}
-    for field in message.fields:
-        if field.type != _FD.TYPE_MESSAGE:
-            continue
-        assert field.message_type is not None
-        if field.message_type.GetOptions().map_entry or _has_map(field.message_type, seen):
-            return True
-    return False
-
-
-def _map_free_payloads() -> frozenset[str]:
-    event = audit_event_pb2.AuditEvent.DESCRIPTOR
-    payload = event.oneofs_by_name["payload"]
-    outside = [
-        f.message_type
-        for f in event.fields
-        if f.containing_oneof is not payload and f.message_type is not None
-    ]
-    if any(message.GetOptions().map_entry or _has_map(message) for message in outside):
-        return frozenset()
-    return frozenset(
-        spec.payload_field
-        for spec in REGISTRY.all()
-        if not _has_map(_payload_type(spec.payload_field))
-    )
-
-
-# The payload fields of events that can hold no map. Only maps make a message's serialization
-# depend on more than its content (their order), so these serialize deterministically without
-# asking: SerializeToString(deterministic=True) costs 0.4 against 0.2 us, the keyword's parsing.
-MAP_FREE_PAYLOADS = _map_free_payloads()
-
-
 # The fields several payloads share that a document carries at its top (so that one index
 # serves each filter), per payload field: the ones its message has. Asking a payload for a field
 # it lacks (getattr with a default) raised and caught an AttributeError, 0.7 us each time.
@@ -391,7 +354,6 @@ class PreparedEvent:
     spec: EventTypeSpec
     fingerprint: str
     occur_time_given: bool
-    map_free: bool  # the event can hold no map (see MAP_FREE_PAYLOADS)
 
 
 class EventPreparer:
@@ -446,9 +408,8 @@ class EventPreparer:
                 ).digest()
                 event.input.text = INPUT_MASK
         given = event.HasField("occur_time")
-        plain = spec.payload_field in MAP_FREE_PAYLOADS
         return PreparedEvent(
-            event, spec, self._fingerprint(event, secret_digest, given, plain), given, plain
+            event, spec, self._fingerprint(event, secret_digest, given, spec.map_free), given
         )
 
     @staticmethod
@@ -456,7 +417,7 @@ class EventPreparer:
         event: audit_event_pb2.AuditEvent, secret_digest: bytes, given: bool, plain: bool
     ) -> str:
         """`given`: the event has an occur_time; `plain`: it can hold no map (see
-        MAP_FREE_PAYLOADS)."""
+        EventTypeSpec.map_free)."""
         # id and occur_time are taken out for the serialization and put back, which is
         # cheaper than serializing a copy without them. An occur_time is read only when set:
         # reading an unset one makes a message (0.35 us with its two fields).

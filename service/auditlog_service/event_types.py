@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from google.protobuf import descriptor
+
 from auditlog.v1 import audit_event_pb2, enums_pb2, options_pb2
 
 
@@ -16,6 +18,11 @@ class EventTypeSpec:
     type_string: str  # seed type string stored in MongoDB, e.g. "START_CALL"
     display_name: str
     cobrowse: bool
+    # Its events can hold no map at any depth (a Struct is one). Only maps make a message's
+    # serialization depend on more than its content (their order), so these events serialize
+    # deterministically without asking: SerializeToString(deterministic=True) costs 0.4
+    # against 0.2 us, the keyword's parsing.
+    map_free: bool
 
 
 class EventTypeRegistry:
@@ -34,7 +41,11 @@ class EventTypeRegistry:
             info = value.GetOptions().Extensions[options_pb2.event_type_info]
             by_type_string[info.type_string] = (value.number, info)
 
-        oneof = audit_event_pb2.AuditEvent.DESCRIPTOR.oneofs_by_name["payload"]
+        event = audit_event_pb2.AuditEvent.DESCRIPTOR
+        oneof = event.oneofs_by_name["payload"]
+        maps_outside = any(
+            _may_hold_map(field) for field in event.fields if field.containing_oneof is not oneof
+        )
         specs: list[EventTypeSpec] = []
         for field in oneof.fields:
             key = field.name.upper()
@@ -49,6 +60,7 @@ class EventTypeRegistry:
                     type_string=info.type_string,
                     display_name=info.display_name,
                     cobrowse=info.category == options_pb2.EVENT_CATEGORY_COBROWSE,
+                    map_free=not maps_outside and not _may_hold_map(field),
                 )
             )
         if by_type_string:
@@ -72,6 +84,17 @@ class EventTypeRegistry:
     def of_event(self, event: audit_event_pb2.AuditEvent) -> EventTypeSpec | None:
         field = event.WhichOneof("payload")
         return None if field is None else self._by_field[field]
+
+
+def _may_hold_map(field: descriptor.FieldDescriptor, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether a field is a map or a message that can hold one at any depth."""
+    message = field.message_type
+    if message is None or message.full_name in seen:
+        return False
+    if message.GetOptions().map_entry:
+        return True
+    seen = seen | {message.full_name}
+    return any(_may_hold_map(inner, seen) for inner in message.fields)
 
 
 REGISTRY = EventTypeRegistry()

@@ -108,7 +108,7 @@ class EventWriter:
         if self._repository.ledger is not None:
             # The ledger records the event as stored, which does not depend on the session slot
             # it will get (that goes into the chain beside the recorded form's digest).
-            write.recorded = recorded_form(stored, map_free=prepared.map_free)
+            write.recorded = recorded_form(stored, map_free=prepared.spec.map_free)
         return PreparedWrite(write, stored)
 
     def submit(self, event: audit_event_pb2.AuditEvent) -> PendingEvent:

@@ -347,20 +347,16 @@ class AuditLogRpcs:
         whole_events = request.result_view != enums_pb2.RESULT_VIEW_ACK
         response = service_pb2.LogEventsResponse()
         add = response.results.add
+        answers = iter(written)
         stored = 0
-        if refused:
-            answers = iter(written)
-            for index in range(len(request.events)):
-                result = add()
-                error = refused.get(index)
-                if error is not None:
-                    result.error.CopyFrom(error)
-                    continue
-                pending, outcome = next(answers)
-                stored += _fill_result(result, pending, outcome, whole_events)
-        else:
-            for pending, outcome in written:
-                stored += _fill_result(add(), pending, outcome, whole_events)
+        for index in range(len(request.events)):
+            result = add()
+            error = refused.get(index)
+            if error is not None:
+                result.error.CopyFrom(error)
+                continue
+            pending, outcome = next(answers)
+            stored += _fill_result(result, pending, outcome, whole_events)
         call.events_stored += stored
         if whole_events and response.ByteSize() > MAX_RESPONSE_BYTES:
             # Everything is stored; only the answer must shrink so that the client can read it.

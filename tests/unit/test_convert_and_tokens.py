@@ -13,6 +13,7 @@ from auditlog.ledger import recorded_form
 from auditlog.v1 import audit_event_pb2
 from auditlog.v1.audit_event_pb2 import AuditEvent
 from auditlog_service import convert
+from auditlog_service.event_types import REGISTRY
 from auditlog_service.tokens import TokenError, TokenSigner
 from tests.event_samples import valid_event_of_each_type
 
@@ -126,7 +127,8 @@ def test_fingerprint_ignores_output_fields_and_occur_time_but_not_content() -> N
 def test_payloads_that_can_hold_a_map_are_those_with_free_form_data() -> None:
     # A Struct is a map; these four carry a Struct or a Value (payloads.proto).
     holding = {"plugin_change", "settings_change", "meeting_change", "custom_event"}
-    assert set(valid_event_of_each_type("t")) - convert.MAP_FREE_PAYLOADS == holding
+    map_free = {spec.payload_field for spec in REGISTRY.all() if spec.map_free}
+    assert set(valid_event_of_each_type("t")) - map_free == holding
 
 
 @pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
@@ -142,7 +144,7 @@ def test_fingerprint_and_recorded_form_are_of_the_deterministic_serialization(fi
     expected = hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
     assert prepared.fingerprint == expected
     stored = convert.stored_event(prepared, event_id="x", receive_time=RECEIVED)
-    assert recorded_form(stored, map_free=prepared.map_free) == recorded_form(stored)
+    assert recorded_form(stored, map_free=prepared.spec.map_free) == recorded_form(stored)
     assert recorded_form(stored) == stored.SerializeToString(deterministic=True)
 
 
