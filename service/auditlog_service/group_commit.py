@@ -225,9 +225,8 @@ class GroupCommitter(Generic[Item, Result]):
     def _queue(self, entries: list[_Entry[Item, Result]]) -> None:
         self._pending.extend(entries)
         self._changed.set()
-        linger = self._linger
-        if linger is not None and len(self._pending) >= self._linger_until and not linger.done():
-            linger.set_result(None)
+        if self._linger is not None and len(self._pending) >= self._linger_until:
+            _end_wait(self._linger)
         if self._scheduler is None:
             self._scheduler = asyncio.create_task(self._schedule())
 
