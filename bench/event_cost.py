@@ -55,7 +55,7 @@ STEPS = [
     ("recorded form", False, "auditlog.ledger.recorded_form of the stored event, as ingest.py"),
     ("write objects", False, "EventWrite and PreparedWrite"),
     ("ledger entry", False, "ledger.commit_entry (key, recorded form, filter fields)"),
-    ("commit packing", False, "ledger.zipped_entries of the batch's entries (BSON + zlib)"),
+    ("commit packing", False, "ledger.zipped_entries of the batch's entries (BSON + Zstandard)"),
     ("bson", True, "bson.encode of each stored document (what PyMongo does to send it)"),
     ("response", False, "LogEventsResponse results filled with the stored events (rpcs.py)"),
     ("response bytes", True, "the response serialized"),

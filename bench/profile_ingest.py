@@ -9,7 +9,7 @@ event loop thread's share of the server's CPU and the entries that hold most of 
 samples: by function (own time, and with what it calls) and by package, each in µs of CPU per
 event (its share of the thread's samples times the thread's CPU per event).
 
-Read with care: py-spy sees Python frames only, so the time of C code (BSON, zlib, hashlib,
+Read with care: py-spy sees Python frames only, so the time of C code (BSON, zstd, hashlib,
 protobuf, gRPC's Cython callbacks) counts as the own time of the Python line that called it, and
 gRPC's completion callbacks show as the event loop's `Handle._run`.
 
@@ -254,7 +254,7 @@ def markdown(data: dict[str, Any]) -> str:
         f"{data['event_loop']}; code {data['code']}; load average before {data['load_before']}, "
         f"after {data['load_after']}. Command: `{data['command']}`.",
         "",
-        "py-spy sees Python frames only: C code (BSON, zlib, hashlib, protobuf, gRPC's Cython "
+        "py-spy sees Python frames only: C code (BSON, zstd, hashlib, protobuf, gRPC's Cython "
         "callbacks) counts as the own time of the Python line that called it; gRPC's completion "
         "callbacks show as the event loop's `Handle._run`. µs per event: a row's share of the "
         "loop thread's samples times that thread's CPU per event (from /proc).",

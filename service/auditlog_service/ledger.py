@@ -41,6 +41,7 @@ import datetime as dt
 import hashlib
 import logging
 import math
+import threading
 import time
 import uuid
 import zlib
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import bson
+import zstandard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -120,9 +122,12 @@ MAX_KNOWN_BLOCK_RANGES = 100_000
 # Commits of this process kept for its own sequencer (the oldest go first when another
 # process's sequencer consumes them and this one never asks).
 MAX_OWN_COMMITS = 4096
-# The fields that hold a commit's entries and an outbox's keys, compressed (see zipped_entries).
-ZIPPED_ENTRIES = "entries_zlib"
-ZIPPED_KEYS = "keys_zlib"
+# The fields that hold a commit's entries and an outbox's keys, compressed (see zipped_entries);
+# and where those written from 2026-12-04 to 2026-12-05 hold them (zlib).
+ZIPPED_ENTRIES = "entries_zstd"
+ZIPPED_KEYS = "keys_zstd"
+ZLIB_ENTRIES = "entries_zlib"
+ZLIB_KEYS = "keys_zlib"
 # How old a tenant's writer list may be for the background sequencer (a new writer's first
 # outboxes wait that much longer; RPCs that sequence read the list afresh).
 WRITER_LIST_TTL_S = 0.25
@@ -158,20 +163,46 @@ def pack_entries(entries: list[Document]) -> bytes:
     return bson.encode({"e": entries})
 
 
+class _Zstd(threading.local):
+    """This thread's Zstandard level-1 compressor and decompressor: one costs 8 µs to make (a
+    group of a few unary events would pay it per event), and neither may be used by two threads
+    at once."""
+
+    def __init__(self) -> None:
+        self.compressor = zstandard.ZstdCompressor(level=1)
+        self.decompressor = zstandard.ZstdDecompressor()
+
+
+_ZSTD = _Zstd()
+
+
+def compress(data: bytes) -> bytes:
+    """One Zstandard frame (with its content size, so decompress needs no limit)."""
+    return _ZSTD.compressor.compress(data)
+
+
+def decompress(data: bytes) -> bytes:
+    return _ZSTD.decompressor.decompress(data)
+
+
 def zipped_entries(entries: list[Document]) -> bytes:
     """What a commit stores under ZIPPED_ENTRIES: its packed entries, compressed. Every write
     of the dev database goes through one SQLite writer, so the bytes a commit makes it write
-    bound the ledger's share of ingest: level 1 makes them 7 times fewer (252 -> 35 bytes an
-    event, half general events, half clicks) for 0.8 µs an event of the server's CPU, and
-    0.3 µs to read back."""
-    return zlib.compress(pack_entries(entries), 1)
+    bound the ledger's share of ingest. Zstandard at level 1 makes them 7 times fewer (248 ->
+    34 bytes an event, general events) for 0.25 µs an event of the server's CPU, and 0.09 µs
+    to read back; zlib at level 1, used before 2026-12-05, made 55 bytes for 1.15 µs, and 0.35
+    to read back (bench/event_cost.py's "commit packing")."""
+    return compress(pack_entries(entries))
 
 
 def packed_entries(doc: Document) -> bytes | list[Document]:
     """The entries of a commit (or of a block of before 2026-12-04) as pack_entries made them,
-    or the list of an own commit kept in memory. Commits before 2026-12-04 held them
-    uncompressed under `entries`."""
+    or the list of an own commit kept in memory. Commits held them compressed with zlib from
+    2026-12-04 to 2026-12-05, and before that uncompressed under `entries`."""
     zipped = doc.get(ZIPPED_ENTRIES)
+    if zipped is not None:
+        return decompress(zipped)
+    zipped = doc.get(ZLIB_ENTRIES)
     if zipped is not None:
         return zlib.decompress(zipped)
     packed = doc["entries"]
@@ -203,11 +234,11 @@ def entries_of(doc: Document) -> list[Document]:
 
 
 def pack_keys(keys: list[str]) -> bytes:
-    """An outbox's event keys as one value, one key a line, compressed (keys share their
-    tenant and most of a UUIDv7: 5 times fewer bytes): FerretDB stores an array of 1,000 strings
-    at twice the CPU of one binary value (1.1-1.35 against 0.4-0.6 µs a key), and ids and tenant
-    ids never hold control characters."""
-    return zlib.compress("\n".join(keys).encode(), 1)
+    """An outbox's event keys as one value, one key a line, compressed as commits are (keys
+    share their tenant and most of a UUIDv7: 46 -> 19 bytes a key, for 0.1 µs): FerretDB
+    stores an array of 1,000 strings at twice the CPU of one binary value (1.1-1.35 against
+    0.4-0.6 µs a key), and ids and tenant ids never hold control characters."""
+    return compress("\n".join(keys).encode())
 
 
 def outbox_doc(box_id: str, keys: list[str], at: Any, **extra: Any) -> Document:
@@ -216,10 +247,15 @@ def outbox_doc(box_id: str, keys: list[str], at: Any, **extra: Any) -> Document:
 
 
 def outbox_keys(outbox: Document) -> list[str]:
-    """The event keys an outbox names (before 2026-12-04: under `keys`, uncompressed, an array
-    in the oldest)."""
+    """The event keys an outbox names (from 2026-12-04 to 2026-12-05 compressed with zlib;
+    before that under `keys`, uncompressed, an array in the oldest)."""
     zipped = outbox.get(ZIPPED_KEYS)
-    keys = zlib.decompress(zipped) if zipped is not None else outbox["keys"]
+    if zipped is not None:
+        keys: bytes | list[str] = decompress(zipped)
+    elif (zipped := outbox.get(ZLIB_KEYS)) is not None:
+        keys = zlib.decompress(zipped)
+    else:
+        keys = outbox["keys"]
     if isinstance(keys, list):
         return keys
     text = bytes(keys).decode()

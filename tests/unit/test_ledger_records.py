@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import zlib
 
 import bson
 
@@ -22,6 +23,8 @@ from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
 from auditlog_service.ledger import (
     ZIPPED_ENTRIES,
     ZIPPED_KEYS,
+    ZLIB_ENTRIES,
+    ZLIB_KEYS,
     BlockEntries,
     _entry_starts,
     commit_entry,
@@ -177,6 +180,8 @@ def test_commit_entries_read_back_the_same_compressed_or_as_written_before() -> 
     assert len(zipped[ZIPPED_ENTRIES]) < len(pack_entries(written)) / 3
     expected = [complete_entry(dict(e)) for e in written]
     assert entries_of(zipped) == expected
+    zlib_written = {ZLIB_ENTRIES: zlib.compress(pack_entries(written), 1)}  # 2026-12-04 to -05
+    assert entries_of(zlib_written) == expected
     assert entries_of({"entries": pack_entries(written)}) == expected  # before compression
     assert entries_of({ZIPPED_ENTRIES: zipped_entries([])}) == []
 
@@ -188,6 +193,7 @@ def test_outbox_keys_read_back_compressed_packed_or_as_an_array() -> None:
     assert "keys" not in outbox
     assert outbox_keys(outbox) == keys
     assert outbox_keys(outbox_doc("t/~o/w/000000000002", [], 0)) == []
+    assert outbox_keys({ZLIB_KEYS: zlib.compress("\n".join(keys).encode(), 1)}) == keys
     assert outbox_keys({"keys": "\n".join(keys).encode()}) == keys  # packed, not compressed
     assert outbox_keys({"keys": keys}) == keys  # an outbox written before keys were packed
 
