@@ -14,6 +14,9 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import keyword
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,56 +135,71 @@ def _enum_type(field: descriptor.FieldDescriptor) -> descriptor.EnumDescriptor:
     return field.enum_type
 
 
-# Field kinds, for both directions: _message_to_doc's steps and _fill's plans.
+# Field kinds, for _fill's plans.
 _SCALAR, _SCALARS, _ENUM, _TIME, _FREE_FORM_JSON, _MESSAGE, _MESSAGES = range(7)
 
 
-def _message_to_doc(message: Message) -> Document:
-    doc: Document = {}
-    for field, value in message.ListFields():
-        step = _writing_steps.get(field) or _writing_step(field)
-        name, kind, names = step
-        if kind == _SCALAR:
-            doc[name] = value
-        elif kind == _ENUM:
-            doc[name] = names[value]
-        elif kind == _MESSAGE:
-            doc[name] = _message_to_doc(value)
-        elif kind == _TIME:
-            doc[name] = timestamp_to_datetime(value)
-        elif kind == _SCALARS:
-            doc[name] = list(value)
-        elif kind == _MESSAGES:
-            doc[name] = [_message_to_doc(item) for item in value]
+# A message's document is made by a function written for its type from its descriptor, once:
+# one statement per field, where walking ListFields() and dispatching on each field's kind cost
+# about three times as much (2.4 against 0.8 us for a payload of four strings). A document
+# holds what ListFields() lists, in field-number order: scalars other than zero (-0.0 is not
+# zero there), set messages and oneof members, non-empty lists.
+_doc_functions: dict[str, Callable[[Message], Document]] = {}
+
+
+def _doc_function(message_type: descriptor.Descriptor) -> Callable[[Message], Document]:
+    """The function that makes the document of a message of `message_type`."""
+    made = _doc_functions.get(message_type.full_name)
+    if made is not None:
+        return made
+    env: dict[str, Any] = {
+        "timestamp_to_datetime": timestamp_to_datetime,
+        "free_form_json": free_form_json,
+        "copysign": math.copysign,
+    }
+    lines = ["def to_doc(m):", "    d = {}"]
+    for field in sorted(message_type.fields, key=lambda f: f.number):
+        name, number = field.name, field.number
+        if field.type == _FD.TYPE_MESSAGE and _message_type(field) == _TIMESTAMP:
+            value = "timestamp_to_datetime({})"
+        elif field.type == _FD.TYPE_MESSAGE and _message_type(field) in _FREE_FORM:
+            value = "free_form_json({})"
+        elif field.type == _FD.TYPE_MESSAGE:
+            assert field.message_type is not None
+            if field.message_type.GetOptions().map_entry:
+                raise TypeError(f"{field.full_name}: a map has no document form here")
+            env[f"to_doc_{number}"] = _doc_function(field.message_type)
+            value = f"to_doc_{number}({{}})"
+        elif field.type == _FD.TYPE_ENUM:
+            env[f"names_{number}"] = {v.number: v.name for v in _enum_type(field).values}
+            value = f"names_{number}[{{}}]"
         else:
-            doc[name] = free_form_json(value)
-    return doc
-
-
-# What _message_to_doc does with a field, by its descriptor (the same object every time):
-# (name, kind, an enum's names by number, else empty). Asking the descriptor for its type,
-# message type and name for every field of every event was a third of _message_to_doc's time.
-_writing_steps: dict[descriptor.FieldDescriptor, tuple[str, int, dict[int, str]]] = {}
-
-
-def _writing_step(field: descriptor.FieldDescriptor) -> tuple[str, int, dict[int, str]]:
-    names: dict[int, str] = {}
-    if field.type == _FD.TYPE_MESSAGE:
-        message_type = _message_type(field)
-        if message_type == _TIMESTAMP:
-            kind = _TIME
-        elif message_type in _FREE_FORM:
-            kind = _FREE_FORM_JSON
+            value = "{}"
+        # m.<name> unless the name is a Python keyword (protobuf allows "from" or "class").
+        read = f"getattr(m, {name!r})" if keyword.iskeyword(name) else f"m.{name}"
+        if field.is_repeated:
+            each = value.format("item")
+            listed = "list(v)" if each == "item" else f"[{each} for item in v]"
+            lines += [f"    v = {read}", "    if v:", f"        d[{name!r}] = {listed}"]
+        elif field.has_presence:  # messages, oneof members, optional scalars
+            lines += [
+                f"    if m.HasField({name!r}):",
+                f"        d[{name!r}] = {value.format(read)}",
+            ]
         else:
-            kind = _MESSAGES if field.is_repeated else _MESSAGE
-    elif field.type == _FD.TYPE_ENUM:
-        kind = _ENUM
-        names = {value.number: value.name for value in _enum_type(field).values}
-    else:
-        kind = _SCALARS if field.is_repeated else _SCALAR
-    step = (field.name, kind, names)
-    _writing_steps[field] = step
-    return step
+            test = "v"
+            if field.type in _DOUBLE_TYPES:
+                test = "v or copysign(1.0, v) < 0"  # -0.0 is falsy, yet listed
+            lines += [
+                f"    v = {read}",
+                f"    if {test}:",
+                f"        d[{name!r}] = {value.format('v')}",
+            ]
+    lines.append("    return d")
+    exec("\n".join(lines), env)  # source written above from the contract's descriptors
+    function: Callable[[Message], Document] = env["to_doc"]
+    _doc_functions[message_type.full_name] = function
+    return function
 
 
 # Per message type, per field name: (kind, the enum's numbers by name or the sub-message type).
@@ -339,6 +357,12 @@ def _normalise_payload(event: audit_event_pb2.AuditEvent, paths: dict[str, list[
             json_format.Parse(free_form_json(value), value)
 
 
+# Each payload's document function, made at start-up.
+_PAYLOAD_DOCS = {
+    spec.payload_field: _doc_function(_payload_type(spec.payload_field)) for spec in REGISTRY.all()
+}
+
+
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (0.5 against
 # 0.15 us to make one), and one is made per event ingested.
 @dataclass(slots=True)
@@ -476,6 +500,7 @@ def to_document(prepared: PreparedEvent, *, event_id: str, receive_time: dt.date
     )
     tenant_id = event.tenant_id
     key = event_key(tenant_id, event_id)
+    payload_doc = _PAYLOAD_DOCS[payload_field](payload)
     doc: Document = {
         "_id": key,
         "key": key,
@@ -485,7 +510,7 @@ def to_document(prepared: PreparedEvent, *, event_id: str, receive_time: dt.date
         "occur_time": occur_time,
         "receive_time": receive_time,
         "fingerprint": prepared.fingerprint,
-        payload_field: _message_to_doc(payload),
+        payload_field: payload_doc,
     }
     tenant_user_id = event.tenant_user_id
     if tenant_user_id:
@@ -495,12 +520,13 @@ def to_document(prepared: PreparedEvent, *, event_id: str, receive_time: dt.date
         cobrowse = event.cobrowse
         session = cobrowse.session_id
         doc["cobrowse"] = {"session_id": session, "actor": ACTOR_NAMES[cobrowse.actor]}
+    # Read from the payload's document, which holds them when set: a dict lookup, not a
+    # message's field.
     for name in _LIFTED_FIELDS[payload_field]:
-        value = getattr(payload, name)
-        if value:
-            doc[name] = value
+        if name in payload_doc:
+            doc[name] = payload_doc[name]
     if payload_field == "live_view":
-        session = event.live_view.cobrowse_session_id
+        session = payload_doc.get("cobrowse_session_id", "")
     if session:
         doc["session_id"] = session
     return doc

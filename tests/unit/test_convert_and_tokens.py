@@ -5,9 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+from typing import Any
 
 import pytest
 from bson.datetime_ms import DatetimeMS
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    struct_pb2,
+    timestamp_pb2,
+)
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from auditlog.ledger import recorded_form
 from auditlog.v1 import audit_event_pb2
@@ -200,6 +210,133 @@ def test_minus_zero_is_stored_as_zero() -> None:
     event = _odd_event("scroll")
     prepared = PREPARER.prepare(event)
     assert math.copysign(1.0, prepared.event.scroll.position.top) == 1.0
+
+
+def _enum_type(field: FieldDescriptor) -> EnumDescriptor:
+    assert field.enum_type is not None
+    return field.enum_type
+
+
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    assert field.message_type is not None
+    return field.message_type
+
+
+def _listed_fields(message: Message) -> convert.Document:
+    """A message's document as the contract defines it: every field ListFields() lists, by
+    kind (the generic walk the generated document functions stand in for)."""
+    doc: convert.Document = {}
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            names = {v.number: v.name for v in _enum_type(field).values}
+            doc[field.name] = [names[v] for v in value] if field.is_repeated else names[value]
+            continue
+        make: Any = lambda v: v  # noqa: E731 - a scalar as it is
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            make = {
+                "google.protobuf.Timestamp": convert.timestamp_to_datetime,
+                "google.protobuf.Struct": convert.free_form_json,
+                "google.protobuf.Value": convert.free_form_json,
+            }.get(_message_type(field).full_name, _listed_fields)
+        doc[field.name] = [make(v) for v in value] if field.is_repeated else make(value)
+    return doc
+
+
+@pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
+def test_a_payloads_document_holds_what_its_message_lists(field: str) -> None:
+    payload = getattr(valid_event_of_each_type("t")[field], field)
+    made = convert._PAYLOAD_DOCS[field](payload)
+    assert made == _listed_fields(payload)
+    assert list(made) == list(_listed_fields(payload))  # field-number order
+    assert made or not payload.DESCRIPTOR.fields  # every sample sets some field it has
+    assert convert._PAYLOAD_DOCS[field](type(payload)()) == {}
+
+
+def _message_of_every_kind() -> Any:
+    """A message type with a field of each kind a document function writes, two of them
+    named like Python keywords."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="kinds_test.proto",
+        package="kinds_test",
+        syntax="proto3",
+        dependency=["google/protobuf/timestamp.proto", "google/protobuf/struct.proto"],
+    )
+    file.enum_type.add(name="Colour").value.extend(
+        [
+            descriptor_pb2.EnumValueDescriptorProto(name="COLOUR_UNSPECIFIED", number=0),
+            descriptor_pb2.EnumValueDescriptorProto(name="RED", number=1),
+        ]
+    )
+    inner = file.message_type.add(name="Inner")
+    inner.field.add(name="x", number=1, type=FieldDescriptor.TYPE_DOUBLE)
+    outer = file.message_type.add(name="Outer")
+    outer.oneof_decl.add(name="choice")
+    scalar = FieldDescriptor.LABEL_OPTIONAL
+    repeated = FieldDescriptor.LABEL_REPEATED
+    for number, (name, kind, label, type_name) in enumerate(
+        [
+            ("from", FieldDescriptor.TYPE_STRING, scalar, ""),
+            ("class", FieldDescriptor.TYPE_DOUBLE, scalar, ""),
+            ("count", FieldDescriptor.TYPE_INT64, scalar, ""),
+            ("colour", FieldDescriptor.TYPE_ENUM, scalar, ".kinds_test.Colour"),
+            ("colours", FieldDescriptor.TYPE_ENUM, repeated, ".kinds_test.Colour"),
+            ("tags", FieldDescriptor.TYPE_STRING, repeated, ""),
+            ("inner", FieldDescriptor.TYPE_MESSAGE, scalar, ".kinds_test.Inner"),
+            ("inners", FieldDescriptor.TYPE_MESSAGE, repeated, ".kinds_test.Inner"),
+            ("at", FieldDescriptor.TYPE_MESSAGE, scalar, ".google.protobuf.Timestamp"),
+            ("times", FieldDescriptor.TYPE_MESSAGE, repeated, ".google.protobuf.Timestamp"),
+            ("data", FieldDescriptor.TYPE_MESSAGE, scalar, ".google.protobuf.Struct"),
+            ("flag", FieldDescriptor.TYPE_BOOL, scalar, ""),
+            ("text", FieldDescriptor.TYPE_STRING, scalar, ""),
+        ],
+        start=1,
+    ):
+        # Declared against their numbers' order: a document follows the numbers.
+        added = outer.field.add(name=name, number=20 - number, type=kind, label=label)
+        if type_name:
+            added.type_name = type_name
+    # flag: an optional scalar (its zero is listed when set); text: a member of a oneof.
+    outer.field[-2].proto3_optional = True
+    outer.oneof_decl.add(name="_flag")
+    outer.field[-2].oneof_index = 1
+    outer.field[-1].oneof_index = 0
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+    pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("kinds_test.Outer"))
+
+
+def test_a_document_function_writes_every_kind_of_field_as_listed() -> None:
+    outer_type = _message_of_every_kind()
+    to_doc = convert._doc_function(outer_type.DESCRIPTOR)
+    empty = outer_type()
+    assert to_doc(empty) == _listed_fields(empty) == {}
+    full = outer_type()
+    setattr(full, "from", "here")
+    setattr(full, "class", -0.0)  # falsy, yet set: listed, and so in the document
+    full.count, full.colour, full.text = 7, 1, ""
+    full.colours.extend([1, 0])
+    full.tags.extend(["a", "b"])
+    full.inner.SetInParent()  # set, though all its fields are zero
+    full.inners.add(x=1.5)
+    full.at.FromMilliseconds(1_700_000_000_123)
+    full.times.add().FromMilliseconds(5)
+    full.data.update({"k": [1, "v"]})
+    full.flag = False
+    made = to_doc(full)
+    assert made == _listed_fields(full)
+    assert list(made) == list(_listed_fields(full))
+    assert math.copysign(1.0, made["class"]) == -1.0
+    assert made["inner"] == {}
+    assert made["flag"] is False
+    assert made["text"] == ""
+    assert made["colours"] == ["RED", "COLOUR_UNSPECIFIED"]
+
+
+def test_a_map_has_no_document_function() -> None:
+    with pytest.raises(TypeError, match="map"):
+        convert._doc_function(struct_pb2.Struct.DESCRIPTOR)
 
 
 def test_slot_ids_sort_in_sequence_order() -> None:
