@@ -26,7 +26,6 @@ from typing import Any
 
 import bson
 
-from auditlog.ledger import recorded_form
 from auditlog.v1 import audit_event_pb2, service_pb2
 from auditlog_service import convert, validation
 from auditlog_service.ingest import EventWriter, PreparedWrite
@@ -51,21 +50,18 @@ STEPS = [
     ("validate", False, "validation.validate_event, with the path rpcs.py gives it"),
     ("normalise + fingerprint", False, "EventPreparer.prepare on the event itself (owned)"),
     ("document", False, "convert.to_document"),
-    ("stored event", False, "convert.stored_event, in place (what responses and the ledger use)"),
-    ("recorded form", False, "auditlog.ledger.recorded_form of the stored event, as ingest.py"),
+    ("recorded form", False, "convert.recorded_event: the event as stored, serialized"),
     ("write objects", False, "EventWrite and PreparedWrite"),
     ("ledger entry", False, "ledger.commit_entry (key, recorded form, filter fields)"),
     ("commit packing", False, "ledger.zipped_entries of the batch's entries (BSON + Zstandard)"),
     ("bson", True, "bson.encode of each stored document (what PyMongo does to send it)"),
-    ("response", False, "LogEventsResponse results filled with the stored events (rpcs.py)"),
+    ("response", False, "LogEventsResponse results: the stored events, from their recorded forms"),
     ("response bytes", True, "the response serialized"),
 ]
 
 
 class _Repository:
-    """What EventWriter.prepare reads of its repository: whether there is a ledger."""
-
-    ledger = object()
+    """What an EventWriter takes of its repository: the group's write (never called here)."""
 
     async def insert_events(self, writes: Any) -> Any:
         raise NotImplementedError  # never written: this bench stops before the database
@@ -105,23 +101,15 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     took["document"] = clock() - started
 
     started = clock()
-    stored = [
-        convert.stored_event(p, event_id=p.event.id, receive_time=received, in_place=True)
-        for p in prepared
-    ]
-    took["stored event"] = clock() - started
-
-    started = clock()
     recorded = [
-        recorded_form(event, map_free=p.spec.map_free)
-        for p, event in zip(prepared, stored, strict=True)
+        convert.recorded_event(p, event_id=p.event.id, receive_time=received) for p in prepared
     ]
     took["recorded form"] = clock() - started
 
     started = clock()
     writes = [
-        PreparedWrite(EventWrite(doc, p.occur_time_given, form), event)
-        for doc, p, form, event in zip(docs, prepared, recorded, stored, strict=True)
+        PreparedWrite(EventWrite(doc, p.occur_time_given, form))
+        for doc, p, form in zip(docs, prepared, recorded, strict=True)
     ]
     took["write objects"] = clock() - started
 

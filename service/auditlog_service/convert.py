@@ -54,6 +54,16 @@ def slot_id(tenant_id: str, session_id: str, sequence: int) -> str:
     return f"{tenant_id}/{session_id}/{sequence:0{SEQUENCE_DIGITS}d}"
 
 
+def _varint(value: int) -> bytes:
+    """A non-negative integer as a protobuf varint."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_NAIVE = dt.datetime(1970, 1, 1)
 _MILLISECOND = dt.timedelta(milliseconds=1)
@@ -378,6 +388,10 @@ class PreparedEvent:
     spec: EventTypeSpec
     fingerprint: str
     occur_time_given: bool
+    # The serialization the fingerprint hashes (the event without id and occur_time), and the
+    # occur_time field as serialized when given: what recorded_event puts together.
+    content: bytes = b""
+    occur_field: bytes = b""
 
 
 class EventPreparer:
@@ -432,15 +446,17 @@ class EventPreparer:
                 ).digest()
                 event.input.text = INPUT_MASK
         given = event.HasField("occur_time")
-        return PreparedEvent(
-            event, spec, self._fingerprint(event, secret_digest, given, spec.map_free), given
+        fingerprint, content, occur_field = self._fingerprint(
+            event, secret_digest, given, spec.map_free
         )
+        return PreparedEvent(event, spec, fingerprint, given, content, occur_field)
 
     @staticmethod
     def _fingerprint(
         event: audit_event_pb2.AuditEvent, secret_digest: bytes, given: bool, plain: bool
-    ) -> str:
-        """`given`: the event has an occur_time; `plain`: it can hold no map (see
+    ) -> tuple[str, bytes, bytes]:
+        """The fingerprint, the serialization it hashes, and the occur_time field serialized
+        (empty when not `given`); `plain`: the event can hold no map (see
         EventTypeSpec.map_free)."""
         # id and occur_time are taken out for the serialization and put back, which is
         # cheaper than serializing a copy without them. An occur_time is read only when set:
@@ -448,13 +464,16 @@ class EventPreparer:
         event_id = event.id
         if event_id:
             event.ClearField("id")
+        occur_field = b""
         if given:
             occur = event.occur_time
             seconds, nanos = occur.seconds, occur.nanos
+            occur_field = _message_field(_OCCUR_TIME_TAG, occur.SerializeToString())
             event.ClearField("occur_time")
-        digest = hashlib.sha256(
+        content = (
             event.SerializeToString() if plain else event.SerializeToString(deterministic=True)
         )
+        digest = hashlib.sha256(content)
         if event_id:
             event.id = event_id
         if given:
@@ -463,28 +482,100 @@ class EventPreparer:
             occur.seconds, occur.nanos = seconds, nanos
         if secret_digest:
             digest.update(secret_digest)
-        return digest.hexdigest()
+        return digest.hexdigest(), content, occur_field
+
+
+_AUDIT_EVENT_FIELDS = audit_event_pb2.AuditEvent.DESCRIPTOR.fields
+# recorded_event serializes the fields the server assigns itself and puts them where a
+# serialization of the stored event has them, which is in field-number order: id, then the
+# content's tenant_id and tenant_user_id, then occur_time, receive_time and event_type, then the
+# rest of the content (cobrowse, the payload).
+_FIELD_NUMBERS = {
+    field.name: field.number for field in audit_event_pb2.AuditEvent.DESCRIPTOR.fields
+}
+_FIRST_FIELDS = ("id", "tenant_id", "tenant_user_id", "occur_time", "receive_time", "event_type")
+_first_numbers = [_FIELD_NUMBERS[name] for name in _FIRST_FIELDS]
+if _first_numbers != sorted(_first_numbers) or any(
+    number < _first_numbers[-1]
+    for name, number in _FIELD_NUMBERS.items()
+    if name not in _FIRST_FIELDS
+):
+    raise ImportError("AuditEvent's fields are not in the order recorded_event assumes")
+_LENGTH_DELIMITED = 2  # the wire type of strings and messages
+_ID_TAG = _varint(_FIELD_NUMBERS["id"] << 3 | _LENGTH_DELIMITED)
+_OCCUR_TIME_TAG = _varint(_FIELD_NUMBERS["occur_time"] << 3 | _LENGTH_DELIMITED)
+_RECEIVE_TIME_TAG = _varint(_FIELD_NUMBERS["receive_time"] << 3 | _LENGTH_DELIMITED)
+_EVENT_TYPE_FIELDS = {
+    spec.payload_field: _varint(_FIELD_NUMBERS["event_type"] << 3) + _varint(spec.event_type)
+    for spec in REGISTRY.all()
+}
+
+
+def _string_size(text: str) -> int:
+    """What a set string field (of a number below 16) takes in a serialization; 0 when empty."""
+    size = len(text) if text.isascii() else len(text.encode())
+    return size and 1 + (1 if size < 0x80 else len(_varint(size))) + size
+
+
+def _message_field(tag: bytes, serialized: bytes) -> bytes:
+    return tag + _varint(len(serialized)) + serialized
+
+
+class _ReceiveFields:
+    """The occur_time and receive_time fields of a receive time, serialized, for the last
+    receive time asked for (a batch's events share one)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[dt.datetime | None, bytes, bytes] = (None, b"", b"")
+
+    def of(self, receive_time: dt.datetime) -> tuple[bytes, bytes]:
+        last = self._last
+        if last[0] is not receive_time:
+            timestamp = timestamp_pb2.Timestamp()
+            datetime_to_timestamp(receive_time, timestamp)
+            serialized = timestamp.SerializeToString()
+            last = self._last = (
+                receive_time,
+                _message_field(_OCCUR_TIME_TAG, serialized),
+                _message_field(_RECEIVE_TIME_TAG, serialized),
+            )
+        return last[1], last[2]
+
+
+_RECEIVE_FIELDS = _ReceiveFields()
+
+
+def recorded_event(prepared: PreparedEvent, *, event_id: str, receive_time: dt.datetime) -> bytes:
+    """The recorded form (auditlog.ledger.recorded_form) of the event as stored, put together
+    from the prepared event's content and the fields the server assigns: byte for byte what
+    serializing the stored event gives, without building it (0.5 against 2.1 us: the ledger
+    records it, and a response's event parses from it)."""
+    event = prepared.event
+    occur_field, receive_field = _RECEIVE_FIELDS.of(receive_time)
+    if prepared.occur_time_given:
+        occur_field = prepared.occur_field
+    content = prepared.content
+    split = _string_size(event.tenant_id) + _string_size(event.tenant_user_id)
+    id_field = _message_field(_ID_TAG, event_id.encode()) if event_id else b""
+    return b"".join(
+        (
+            id_field,
+            content[:split],
+            occur_field,
+            receive_field,
+            _EVENT_TYPE_FIELDS[prepared.spec.payload_field],
+            content[split:],
+        )
+    )
 
 
 def stored_event(
-    prepared: PreparedEvent,
-    *,
-    event_id: str,
-    receive_time: dt.datetime,
-    sequence: int = 0,
-    in_place: bool = False,
+    prepared: PreparedEvent, *, event_id: str, receive_time: dt.datetime, sequence: int = 0
 ) -> audit_event_pb2.AuditEvent:
-    """The event as a later read returns it, built from what is at hand, not from a document;
-    `in_place` turns the prepared event itself into it (when nothing needs it as it was)."""
-    event = prepared.event
-    if not in_place:
-        event = audit_event_pb2.AuditEvent()
-        event.CopyFrom(prepared.event)
-    event.id = event_id
-    event.event_type = prepared.spec.event_type  # type: ignore[assignment]
-    _RECEIVE_TIMES.into(receive_time, event.receive_time)
-    if not event.HasField("occur_time"):
-        event.occur_time.CopyFrom(event.receive_time)
+    """The event as a later read returns it, from what is at hand, not from a document."""
+    event = audit_event_pb2.AuditEvent.FromString(
+        recorded_event(prepared, event_id=event_id, receive_time=receive_time)
+    )
     if sequence:
         event.sequence = sequence
     return event

@@ -13,7 +13,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 from auditlog.ids import new_event_id
-from auditlog.ledger import recorded_form
 from auditlog.v1 import audit_event_pb2
 
 from . import convert, metrics
@@ -24,21 +23,28 @@ from .storage import EventRepository, EventWrite, Outcome
 
 @dataclass(slots=True)
 class PreparedWrite:
-    """An event made ready for the database: its write, and the event as it will be stored
-    (the prepared event, completed in place once its document was built)."""
+    """An event made ready for the database: its write, whose recorded form is the event as it
+    will be stored (responses parse it from there)."""
 
     write: EventWrite
-    stored: audit_event_pb2.AuditEvent
 
-    def stored_event(self, outcome: Outcome) -> audit_event_pb2.AuditEvent:
-        """The event as stored: from what is at hand, or as read back for an earlier attempt."""
+    def stored_event_into(self, outcome: Outcome, out: audit_event_pb2.AuditEvent) -> None:
+        """The event as stored, into an empty message (such as one added to a response): from
+        what is at hand, or as read back for an earlier attempt."""
         if isinstance(outcome, AuditLogError):
             raise outcome
         if outcome.already_stored:
-            return convert.from_document(outcome.doc)
-        if "sequence" in outcome.doc:
-            self.stored.sequence = outcome.doc["sequence"]
-        return self.stored
+            convert.document_into(outcome.doc, out)
+            return
+        out.MergeFromString(self.write.recorded)
+        sequence = outcome.doc.get("sequence")
+        if sequence:
+            out.sequence = sequence
+
+    def stored_event(self, outcome: Outcome) -> audit_event_pb2.AuditEvent:
+        event = audit_event_pb2.AuditEvent()
+        self.stored_event_into(outcome, event)
+        return event
 
 
 @dataclass(slots=True)
@@ -78,7 +84,6 @@ class EventWriter:
         longest_delay_s: float = 0.0,
     ) -> None:
         self._preparer = preparer
-        self._repository = repository
         self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
             metrics.observed_group_write(
                 repository.insert_events, lambda: self._committer.chosen_delay_s
@@ -95,26 +100,20 @@ class EventWriter:
         self, event: audit_event_pb2.AuditEvent, receive_time: dt.datetime | None = None
     ) -> PreparedWrite:
         """One validated event (received now, or with the batch it came in) made ready for the
-        database. The writer takes the message over: it is normalised and completed in place,
-        not copied."""
+        database. The writer takes the message over: it is normalised in place, not copied."""
         prepared = self._preparer.prepare(event, owned=True)
         event_id = prepared.event.id or new_event_id()
         receive_time = receive_time or convert.now_millis()
         doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)
-        write = EventWrite(doc, occur_time_given=prepared.occur_time_given)
-        stored = convert.stored_event(
-            prepared, event_id=event_id, receive_time=receive_time, in_place=True
-        )
-        if self._repository.ledger is not None:
-            # The ledger records the event as stored, which does not depend on the session slot
-            # it will get (that goes into the chain beside the recorded form's digest).
-            write.recorded = recorded_form(stored, map_free=prepared.spec.map_free)
-        return PreparedWrite(write, stored)
+        # The event as stored, without the session slot it will get (the ledger records that
+        # in its chain beside the recorded form's digest), serialized.
+        recorded = convert.recorded_event(prepared, event_id=event_id, receive_time=receive_time)
+        return PreparedWrite(EventWrite(doc, prepared.occur_time_given, recorded))
 
     def submit(self, event: audit_event_pb2.AuditEvent) -> PendingEvent:
         """Queue one validated event; see prepare."""
         ready = self.prepare(event)
-        return PendingEvent(ready.write, ready.stored, self._committer.submit_nowait(ready.write))
+        return PendingEvent(ready.write, self._committer.submit_nowait(ready.write))
 
     async def write(self, event: audit_event_pb2.AuditEvent) -> tuple[PendingEvent, Outcome]:
         pending = self.submit(event)

@@ -147,7 +147,7 @@ def _fill_result(
         return False
     result.already_stored = outcome.already_stored
     if whole_event:
-        result.event.CopyFrom(pending.stored_event(outcome))
+        pending.stored_event_into(outcome, result.event)
     else:
         _ack_into(outcome, result.ack)
     return True

@@ -93,7 +93,8 @@ class EventWrite:
     doc: Document
     # A retry that leaves occur_time to the server matches whatever time the first attempt got.
     occur_time_given: bool = True
-    # For the ledger: the event's recorded form (auditlog.ledger).
+    # The event as stored, serialized: its recorded form (auditlog.ledger), which the ledger
+    # records and responses parse.
     recorded: bytes = b""
 
     def is_retry_of(self, existing: Document) -> bool:
