@@ -388,9 +388,11 @@ class PreparedEvent:
     spec: EventTypeSpec
     fingerprint: str
     occur_time_given: bool
-    # The serialization the fingerprint hashes (the event without id and occur_time), and the
-    # occur_time field as serialized when given: what recorded_event puts together.
+    # The serialization the fingerprint hashes (the event without id and occur_time), where
+    # in it the fields after tenant_user_id start, and the occur_time field as serialized when
+    # given: what recorded_event puts together.
     content: bytes = b""
+    content_split: int = 0
     occur_field: bytes = b""
 
 
@@ -446,43 +448,39 @@ class EventPreparer:
                 ).digest()
                 event.input.text = INPUT_MASK
         given = event.HasField("occur_time")
-        fingerprint, content, occur_field = self._fingerprint(
+        fingerprint, content, split, occur_field = self._fingerprint(
             event, secret_digest, given, spec.map_free
         )
-        return PreparedEvent(event, spec, fingerprint, given, content, occur_field)
+        return PreparedEvent(event, spec, fingerprint, given, content, split, occur_field)
 
     @staticmethod
     def _fingerprint(
         event: audit_event_pb2.AuditEvent, secret_digest: bytes, given: bool, plain: bool
-    ) -> tuple[str, bytes, bytes]:
-        """The fingerprint, the serialization it hashes, and the occur_time field serialized
-        (empty when not `given`); `plain`: the event can hold no map (see
+    ) -> tuple[str, bytes, int, bytes]:
+        """The fingerprint; the serialization it hashes (the event without id and occur_time)
+        and where in it the fields after tenant_user_id start; the occur_time field serialized
+        (empty when not `given`). `plain`: the event can hold no map (see
         EventTypeSpec.map_free)."""
-        # id and occur_time are taken out for the serialization and put back, which is
-        # cheaper than serializing a copy without them. An occur_time is read only when set:
-        # reading an unset one makes a message (0.35 us with its two fields).
-        event_id = event.id
-        if event_id:
-            event.ClearField("id")
+        # The event is serialized as it is, and id and occur_time are cut out of the bytes: a
+        # serialization is in field-number order, so id comes first and occur_time right after
+        # tenant_id and tenant_user_id. Taking them out of the message and putting them back
+        # cost 1.3 us more an event with an occur_time (a message read, cleared and rebuilt).
+        whole = event.SerializeToString() if plain else event.SerializeToString(deterministic=True)
+        start = _string_size(event.id)
+        split = _string_size(event.tenant_id) + _string_size(event.tenant_user_id)
+        end = start + split
         occur_field = b""
         if given:
-            occur = event.occur_time
-            seconds, nanos = occur.seconds, occur.nanos
-            occur_field = _message_field(_OCCUR_TIME_TAG, occur.SerializeToString())
-            event.ClearField("occur_time")
-        content = (
-            event.SerializeToString() if plain else event.SerializeToString(deterministic=True)
-        )
+            # A Timestamp's serialization is at most 17 bytes: its length is one byte.
+            occur_end = end + 2 + whole[end + 1]
+            occur_field = whole[end:occur_end]
+            content = whole[start:end] + whole[occur_end:]
+        else:
+            content = whole[start:]
         digest = hashlib.sha256(content)
-        if event_id:
-            event.id = event_id
-        if given:
-            occur = event.occur_time
-            occur.SetInParent()
-            occur.seconds, occur.nanos = seconds, nanos
         if secret_digest:
             digest.update(secret_digest)
-        return digest.hexdigest(), content, occur_field
+        return digest.hexdigest(), content, split, occur_field
 
 
 _AUDIT_EVENT_FIELDS = audit_event_pb2.AuditEvent.DESCRIPTOR.fields
@@ -550,12 +548,10 @@ def recorded_event(prepared: PreparedEvent, *, event_id: str, receive_time: dt.d
     from the prepared event's content and the fields the server assigns: byte for byte what
     serializing the stored event gives, without building it (0.5 against 2.1 us: the ledger
     records it, and a response's event parses from it)."""
-    event = prepared.event
     occur_field, receive_field = _RECEIVE_FIELDS.of(receive_time)
     if prepared.occur_time_given:
         occur_field = prepared.occur_field
-    content = prepared.content
-    split = _string_size(event.tenant_id) + _string_size(event.tenant_user_id)
+    content, split = prepared.content, prepared.content_split
     id_field = _message_field(_ID_TAG, event_id.encode()) if event_id else b""
     return b"".join(
         (
