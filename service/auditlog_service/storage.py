@@ -92,10 +92,10 @@ class EventWrite:
 
     doc: Document
     # A retry that leaves occur_time to the server matches whatever time the first attempt got.
-    occur_time_given: bool = True
+    occur_time_given: bool
     # The event as stored, serialized: its recorded form (auditlog.ledger), which the ledger
     # records and responses parse.
-    recorded: bytes = b""
+    recorded: bytes
 
     def is_retry_of(self, existing: Document) -> bool:
         """Whether `existing`, stored under this event's id, is this very event."""
