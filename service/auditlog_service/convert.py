@@ -99,6 +99,7 @@ class _RecentTime:
         # with another's. A kept reference: the identity cannot be reused meanwhile.
         self._millis: tuple[dt.datetime | None, int] = (None, 0)
         self._parts: tuple[dt.datetime | None, int, int] = (None, 0, 0)
+        self._fields: tuple[dt.datetime | None, bytes, bytes] = (None, b"", b"")
 
     def millis(self, value: dt.datetime) -> int:
         last = self._millis
@@ -112,6 +113,21 @@ class _RecentTime:
             seconds, rest = divmod(datetime_to_millis(value), 1000)
             parts = self._parts = (value, seconds, rest * 1_000_000)
         _, out.seconds, out.nanos = parts
+
+    def fields(self, value: dt.datetime) -> tuple[bytes, bytes]:
+        """The value as an AuditEvent's occur_time field and as its receive_time field,
+        serialized (see recorded_event)."""
+        last = self._fields
+        if last[0] is not value:
+            timestamp = timestamp_pb2.Timestamp()
+            self.into(value, timestamp)
+            serialized = timestamp.SerializeToString()
+            last = self._fields = (
+                value,
+                _message_field(_OCCUR_TIME_TAG, serialized),
+                _message_field(_RECEIVE_TIME_TAG, serialized),
+            )
+        return last[1], last[2]
 
 
 _RECEIVE_TIMES = _RecentTime()
@@ -519,37 +535,13 @@ def _message_field(tag: bytes, serialized: bytes) -> bytes:
     return tag + _varint(len(serialized)) + serialized
 
 
-class _ReceiveFields:
-    """The occur_time and receive_time fields of a receive time, serialized, for the last
-    receive time asked for (a batch's events share one)."""
-
-    def __init__(self) -> None:
-        self._last: tuple[dt.datetime | None, bytes, bytes] = (None, b"", b"")
-
-    def of(self, receive_time: dt.datetime) -> tuple[bytes, bytes]:
-        last = self._last
-        if last[0] is not receive_time:
-            timestamp = timestamp_pb2.Timestamp()
-            datetime_to_timestamp(receive_time, timestamp)
-            serialized = timestamp.SerializeToString()
-            last = self._last = (
-                receive_time,
-                _message_field(_OCCUR_TIME_TAG, serialized),
-                _message_field(_RECEIVE_TIME_TAG, serialized),
-            )
-        return last[1], last[2]
-
-
-_RECEIVE_FIELDS = _ReceiveFields()
-
-
 def recorded_event(prepared: PreparedEvent, *, event_id: str, receive_time: dt.datetime) -> bytes:
     """The recorded form (auditlog.ledger.recorded_form) of the event as stored, put together
     from the prepared event's content and the fields the server assigns: byte for byte what
     serializing the stored event gives, without building it (bench.event_cost: 1.0 against
     2.1 us a general event in runs of the same hour): the ledger records it, and a response's
     event parses from it."""
-    occur_field, receive_field = _RECEIVE_FIELDS.of(receive_time)
+    occur_field, receive_field = _RECEIVE_TIMES.fields(receive_time)
     if prepared.occur_time_given:
         occur_field = prepared.occur_field
     content, split = prepared.content, prepared.content_split
@@ -564,18 +556,6 @@ def recorded_event(prepared: PreparedEvent, *, event_id: str, receive_time: dt.d
             content[split:],
         )
     )
-
-
-def stored_event(
-    prepared: PreparedEvent, *, event_id: str, receive_time: dt.datetime, sequence: int = 0
-) -> audit_event_pb2.AuditEvent:
-    """The event as a later read returns it, from what is at hand, not from a document."""
-    event = audit_event_pb2.AuditEvent.FromString(
-        recorded_event(prepared, event_id=event_id, receive_time=receive_time)
-    )
-    if sequence:
-        event.sequence = sequence
-    return event
 
 
 def to_document(prepared: PreparedEvent, *, event_id: str, receive_time: dt.datetime) -> Document:
