@@ -403,13 +403,17 @@ class PreparedEvent:
     event: audit_event_pb2.AuditEvent
     spec: EventTypeSpec
     fingerprint: str
-    occur_time_given: bool
     # The serialization the fingerprint hashes (the event without id and occur_time), where
     # in it the fields after tenant_user_id start, and the occur_time field as serialized when
-    # given: what recorded_event puts together.
+    # the client gave one (else empty: a set Timestamp is at least its tag and length): what
+    # recorded_event puts together.
     content: bytes
     content_split: int
     occur_field: bytes
+
+    @property
+    def occur_time_given(self) -> bool:
+        return bool(self.occur_field)
 
 
 class EventPreparer:
@@ -450,7 +454,8 @@ class EventPreparer:
         spec = REGISTRY.of_event(event)
         if spec is None:
             raise ValueError("event has no payload")
-        if event.HasField("occur_time"):
+        given = event.HasField("occur_time")
+        if given:
             _truncate_to_millis(event.occur_time)
         paths = _PAYLOAD_PATHS[spec.payload_field]
         if paths is not None:
@@ -463,11 +468,10 @@ class EventPreparer:
                     self._key, event.input.text.encode(), hashlib.sha256
                 ).digest()
                 event.input.text = INPUT_MASK
-        given = event.HasField("occur_time")
         fingerprint, content, split, occur_field = self._fingerprint(
             event, secret_digest, given, spec.map_free
         )
-        return PreparedEvent(event, spec, fingerprint, given, content, split, occur_field)
+        return PreparedEvent(event, spec, fingerprint, content, split, occur_field)
 
     @staticmethod
     def _fingerprint(
@@ -541,9 +545,8 @@ def recorded_event(prepared: PreparedEvent, *, event_id: str, receive_time: dt.d
     serializing the stored event gives, without building it (bench.event_cost: 1.0 against
     2.1 us a general event in runs of the same hour): the ledger records it, and a response's
     event parses from it."""
-    occur_field, receive_field = _RECEIVE_TIMES.fields(receive_time)
-    if prepared.occur_time_given:
-        occur_field = prepared.occur_field
+    occur_of_receive, receive_field = _RECEIVE_TIMES.fields(receive_time)
+    occur_field = prepared.occur_field or occur_of_receive  # the server's time when none given
     content, split = prepared.content, prepared.content_split
     id_field = _message_field(_ID_TAG, event_id.encode()) if event_id else b""
     return b"".join(
