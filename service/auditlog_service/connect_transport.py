@@ -54,7 +54,13 @@ from .access import Call, CallGuard
 from .config import TlsFiles
 from .error_details import CURSOR_TRAILER, to_status
 from .errors import AuditLogError
-from .rpcs import AuditLogRpcs, UnparsableRequest
+from .rpcs import (
+    AuditLogRpcs,
+    SerializedResponse,
+    UnparsableRequest,
+    response_bytes,
+    response_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +157,8 @@ class _LenientBinaryCodec:
     def name(self) -> str:
         return "proto"
 
-    def encode(self, message: Message) -> bytes:
-        return message.SerializeToString()
+    def encode(self, message: Message | SerializedResponse) -> bytes:
+        return response_bytes(message)
 
     def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
         try:
@@ -168,8 +174,8 @@ class _LenientJsonCodec:
     def name(self) -> str:
         return "json"
 
-    def encode(self, message: Message) -> bytes:
-        return json_format.MessageToJson(message, indent=None).encode()
+    def encode(self, message: Message | SerializedResponse) -> bytes:
+        return json_format.MessageToJson(response_message(message), indent=None).encode()
 
     def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
         message = message_class()

@@ -54,14 +54,39 @@ def slot_id(tenant_id: str, session_id: str, sequence: int) -> str:
     return f"{tenant_id}/{session_id}/{sequence:0{SEQUENCE_DIGITS}d}"
 
 
-def _varint(value: int) -> bytes:
+# Varints of one byte, made once: most lengths and tags on the write path are below 128.
+_ONE_BYTE_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
+def varint(value: int) -> bytes:
     """A non-negative integer as a protobuf varint."""
+    if value < 0x80:
+        return _ONE_BYTE_VARINTS[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_WIRE_TYPES = {
+    **dict.fromkeys((_FD.TYPE_MESSAGE, _FD.TYPE_STRING, _FD.TYPE_BYTES), 2),
+    **dict.fromkeys((_FD.TYPE_BOOL, _FD.TYPE_ENUM, _FD.TYPE_INT32, _FD.TYPE_INT64), 0),
+}
+
+
+def field_tag(message_class: type[Message], name: str) -> bytes:
+    """The serialized tag of a message's field (a length-delimited or a varint field)."""
+    field = message_class.DESCRIPTOR.fields_by_name[name]
+    return varint(field.number << 3 | _WIRE_TYPES[field.type])
+
+
+def message_field(tag: bytes, serialized: bytes) -> bytes:
+    """A serialized message (or string) as a field of the message that holds it."""
+    return tag + varint(len(serialized)) + serialized
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -124,8 +149,8 @@ class _RecentTime:
             serialized = timestamp.SerializeToString()
             last = self._fields = (
                 value,
-                _message_field(_OCCUR_TIME_TAG, serialized),
-                _message_field(_RECEIVE_TIME_TAG, serialized),
+                message_field(_OCCUR_TIME_TAG, serialized),
+                message_field(_RECEIVE_TIME_TAG, serialized),
             )
         return last[1], last[2]
 
@@ -519,24 +544,57 @@ if _first_numbers != sorted(_first_numbers) or any(
     if name not in _FIRST_FIELDS
 ):
     raise ImportError("AuditEvent's fields are not in the order recorded_event assumes")
-_LENGTH_DELIMITED = 2  # the wire type of strings and messages
-_ID_TAG = _varint(_FIELD_NUMBERS["id"] << 3 | _LENGTH_DELIMITED)
-_OCCUR_TIME_TAG = _varint(_FIELD_NUMBERS["occur_time"] << 3 | _LENGTH_DELIMITED)
-_RECEIVE_TIME_TAG = _varint(_FIELD_NUMBERS["receive_time"] << 3 | _LENGTH_DELIMITED)
+# A session's sequence goes between the cobrowse context and the payload (stored_event_bytes).
+if (
+    not _FIELD_NUMBERS["cobrowse"]
+    < _FIELD_NUMBERS["sequence"]
+    < min(
+        field.number
+        for field in audit_event_pb2.AuditEvent.DESCRIPTOR.oneofs_by_name["payload"].fields
+    )
+):
+    raise ImportError("AuditEvent's fields are not in the order stored_event_bytes assumes")
+_ID_TAG = field_tag(audit_event_pb2.AuditEvent, "id")
+_OCCUR_TIME_TAG = field_tag(audit_event_pb2.AuditEvent, "occur_time")
+_RECEIVE_TIME_TAG = field_tag(audit_event_pb2.AuditEvent, "receive_time")
 _EVENT_TYPE_FIELDS = {
-    spec.payload_field: _varint(_FIELD_NUMBERS["event_type"] << 3) + _varint(spec.event_type)
+    spec.payload_field: field_tag(audit_event_pb2.AuditEvent, "event_type")
+    + varint(spec.event_type)
     for spec in REGISTRY.all()
 }
+_SEQUENCE_TAG = field_tag(audit_event_pb2.AuditEvent, "sequence")
 
 
 def _string_size(text: str) -> int:
     """What a set string field (of a number below 16) takes in a serialization; 0 when empty."""
     size = len(text) if text.isascii() else len(text.encode())
-    return size and 1 + (1 if size < 0x80 else len(_varint(size))) + size
+    return size and 1 + (1 if size < 0x80 else len(varint(size))) + size
 
 
-def _message_field(tag: bytes, serialized: bytes) -> bytes:
-    return tag + _varint(len(serialized)) + serialized
+def sequence_position(prepared: PreparedEvent, recorded: bytes) -> int:
+    """Where a session sequence goes in the recorded form of a co-browsing event: right after
+    its cobrowse context, which is the first field of the content's rest (0 for other events,
+    which have no sequence)."""
+    if not prepared.spec.cobrowse:
+        return 0
+    content, split = prepared.content, prepared.content_split
+    at = len(recorded) - (len(content) - split) + 1  # past the cobrowse field's one-byte tag
+    length, shift = 0, 0
+    while True:
+        byte = recorded[at]
+        at += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return at + length
+
+
+def stored_event_bytes(recorded: bytes, position: int, sequence: int) -> bytes:
+    """The serialization of the event as stored: its recorded form and, for a co-browsing event,
+    its session sequence where field-number order puts it (sequence_position)."""
+    if not sequence:
+        return recorded
+    return b"".join((recorded[:position], _SEQUENCE_TAG, varint(sequence), recorded[position:]))
 
 
 def recorded_event(prepared: PreparedEvent, *, event_id: str, receive_time: dt.datetime) -> bytes:
@@ -548,7 +606,7 @@ def recorded_event(prepared: PreparedEvent, *, event_id: str, receive_time: dt.d
     occur_of_receive, receive_field = _RECEIVE_TIMES.fields(receive_time)
     occur_field = prepared.occur_field or occur_of_receive  # the server's time when none given
     content, split = prepared.content, prepared.content_split
-    id_field = _message_field(_ID_TAG, event_id.encode()) if event_id else b""
+    id_field = message_field(_ID_TAG, event_id.encode()) if event_id else b""
     return b"".join(
         (
             id_field,

@@ -25,7 +25,7 @@ from . import metrics
 from .access import Call, CallGuard, failure_code
 from .error_details import CURSOR_TRAILER, to_status
 from .errors import AuditLogError, SlowConsumer
-from .rpcs import AuditLogRpcs, UnparsableRequest
+from .rpcs import AuditLogRpcs, UnparsableRequest, response_bytes
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -210,17 +210,13 @@ class GrpcTransport:
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         rpcs = self._rpcs
         methods = {m.name: m for m in SERVICE.methods}
-
-        def types(name: str) -> tuple[Any, Any]:
-            method = methods[name]
-            request = getattr(service_pb2, method.input_type.name)
-            response = getattr(service_pb2, method.output_type.name)
-            return _lenient_parser(request), response.SerializeToString
+        # Responses go through response_bytes: some RPCs answer with bytes they put together.
+        serialize = response_bytes
 
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         # Every method of the contract, by kind; the RPC itself is rpcs.<snake_case name>.
         for name, method in methods.items():
-            parse, serialize = types(name)
+            parse = _lenient_parser(getattr(service_pb2, method.input_type.name))
             if method.client_streaming:
                 handlers[name] = grpc.stream_stream_rpc_method_handler(
                     self._stream_events, request_deserializer=parse, response_serializer=serialize

@@ -24,27 +24,21 @@ from .storage import EventRepository, EventWrite, Outcome
 @dataclass(slots=True)
 class PreparedWrite:
     """An event made ready for the database: its write, whose recorded form is the event as it
-    will be stored (responses parse it from there)."""
+    will be stored (responses are serialized from there), and where in that form a co-browsing
+    event's session sequence goes (convert.sequence_position)."""
 
     write: EventWrite
+    sequence_at: int
 
-    def stored_event_into(self, outcome: Outcome, out: audit_event_pb2.AuditEvent) -> None:
-        """The event as stored, into an empty message (such as one added to a response): from
-        what is at hand, or as read back for an earlier attempt."""
+    def stored_event_bytes(self, outcome: Outcome) -> bytes:
+        """The event as stored, serialized: from what is at hand, or as read back for an
+        earlier attempt."""
         if isinstance(outcome, AuditLogError):
             raise outcome
         if outcome.already_stored:
-            convert.document_into(outcome.doc, out)
-            return
-        out.MergeFromString(self.write.recorded)
-        sequence = outcome.doc.get("sequence")
-        if sequence:
-            out.sequence = sequence
-
-    def stored_event(self, outcome: Outcome) -> audit_event_pb2.AuditEvent:
-        event = audit_event_pb2.AuditEvent()
-        self.stored_event_into(outcome, event)
-        return event
+            return convert.from_document(outcome.doc).SerializeToString(deterministic=True)
+        sequence = outcome.doc.get("sequence", 0)
+        return convert.stored_event_bytes(self.write.recorded, self.sequence_at, sequence)
 
 
 @dataclass(slots=True)
@@ -108,12 +102,17 @@ class EventWriter:
         # The event as stored, without the session slot it will get (the ledger records that
         # in its chain beside the recorded form's digest), serialized.
         recorded = convert.recorded_event(prepared, event_id=event_id, receive_time=receive_time)
-        return PreparedWrite(EventWrite(doc, prepared.occur_time_given, recorded))
+        return PreparedWrite(
+            EventWrite(doc, prepared.occur_time_given, recorded),
+            convert.sequence_position(prepared, recorded),
+        )
 
     def submit(self, event: audit_event_pb2.AuditEvent) -> PendingEvent:
         """Queue one validated event; see prepare."""
         ready = self.prepare(event)
-        return PendingEvent(ready.write, self._committer.submit_nowait(ready.write))
+        return PendingEvent(
+            ready.write, ready.sequence_at, self._committer.submit_nowait(ready.write)
+        )
 
     async def write(self, event: audit_event_pb2.AuditEvent) -> tuple[PendingEvent, Outcome]:
         pending = self.submit(event)

@@ -18,6 +18,7 @@ from typing import Any, TypeGuard
 
 import pymongo
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from pymongo.errors import PyMongoError
 
 from auditlog.ledger import Finding, LedgerVerifier, VerificationKeys, genesis_hash
@@ -88,6 +89,41 @@ class UnparsableRequest:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SerializedResponse:
+    """A response that is already serialized: transports send `data` as it is (response_bytes).
+    LogEvents answers with the events as stored, and their bytes are at hand (the recorded
+    forms): built as messages and serialized again, they cost 3.0 against 0.5 us an event
+    (general events, in process)."""
+
+    message_class: type[Message]
+    data: bytes
+
+    def message(self) -> Message:
+        return self.message_class.FromString(self.data)
+
+
+def response_bytes(response: Message | SerializedResponse) -> bytes:
+    """A response of an RPC serialized, for a transport."""
+    if isinstance(response, SerializedResponse):
+        return response.data
+    return response.SerializeToString()
+
+
+def response_message(response: Message | SerializedResponse) -> Message:
+    """A response of an RPC as a message, for a transport that encodes it otherwise (JSON)."""
+    return response.message() if isinstance(response, SerializedResponse) else response
+
+
+# The tags of the fields that a LogEvent or LogEvents response is serialized from.
+_EVENT_TAG = convert.field_tag(service_pb2.LogEventResponse, "event")
+_ALREADY_STORED = convert.field_tag(service_pb2.LogEventResponse, "already_stored") + b"\x01"
+_RESULTS_TAG = convert.field_tag(service_pb2.LogEventsResponse, "results")
+_RESULT_EVENT_TAG = convert.field_tag(service_pb2.LogEventResult, "event")
+_RESULT_ERROR_TAG = convert.field_tag(service_pb2.LogEventResult, "error")
+_RESULT_ALREADY_STORED = convert.field_tag(service_pb2.LogEventResult, "already_stored") + b"\x01"
+
+
 def is_int(value: object) -> TypeGuard[int]:
     """An int decoded from JSON, and not a bool (which Python counts as an int)."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -133,24 +169,56 @@ def _ack_into(outcome: Stored, ack: service_pb2.EventAck) -> None:
     convert.receive_time_into(doc["receive_time"], ack.receive_time)
 
 
-def _fill_result(
-    result: service_pb2.LogEventResult,
-    pending: PreparedWrite,
-    outcome: Outcome,
-    whole_event: bool,
-) -> bool:
-    """An event's result, filled in place in the response (building each result apart and
-    then the response from them copied every event twice: 3.6 against 1.8 µs an event);
-    whether the event is stored."""
+def _fill_ack(result: service_pb2.LogEventResult, outcome: Outcome) -> bool:
+    """An event's result as an ack, filled in place in the response; whether it is stored."""
     if isinstance(outcome, AuditLogError):
         result.error.CopyFrom(to_event_error(outcome))
         return False
     result.already_stored = outcome.already_stored
-    if whole_event:
-        pending.stored_event_into(outcome, result.event)
-    else:
-        _ack_into(outcome, result.ack)
+    _ack_into(outcome, result.ack)
     return True
+
+
+def _event_results(
+    count: int,
+    refused: dict[int, service_pb2.EventError],
+    written: list[tuple[PreparedWrite, Outcome]],
+) -> tuple[bytes, int]:
+    """A LogEventsResponse of whole events, serialized (results in field-number order: event or
+    error, then already_stored), and how many of its events are stored."""
+    # Each event's bytes are copied once, into the joined response: framing each result and
+    # then the response around it copied them three times (1.4 against 0.9 us an event).
+    parts: list[bytes] = []
+    append = parts.append
+    varint = convert.varint
+    answers = iter(written)
+    stored = 0
+    for index in range(count):
+        error = refused.get(index)
+        if error is None:
+            pending, outcome = next(answers)
+            if isinstance(outcome, AuditLogError):
+                error = to_event_error(outcome)
+            else:
+                event = pending.stored_event_bytes(outcome)
+                size = len(event)
+                head = _RESULT_EVENT_TAG + varint(size)
+                if outcome.already_stored:
+                    append(_RESULTS_TAG + varint(len(head) + size + 2) + head)
+                    append(event)
+                    append(_RESULT_ALREADY_STORED)
+                else:
+                    append(_RESULTS_TAG + varint(len(head) + size) + head)
+                    append(event)
+                stored += 1
+                continue
+        append(
+            convert.message_field(
+                _RESULTS_TAG,
+                convert.message_field(_RESULT_ERROR_TAG, error.SerializeToString()),
+            )
+        )
+    return b"".join(parts), stored
 
 
 # What the ingest stream answers a request of a batch with: per event, an error or its place in
@@ -287,7 +355,7 @@ class AuditLogRpcs:
 
     async def log_event(
         self, call: Call, request: service_pb2.LogEventRequest
-    ) -> service_pb2.LogEventResponse:
+    ) -> SerializedResponse:
         if not request.HasField("event"):
             check([FieldViolation("event", "required")])
         check(validation.validate_event(request.event, "event", self._limits))
@@ -297,22 +365,20 @@ class AuditLogRpcs:
             raise denial
         with database_failures(read=False):
             pending, outcome = await self._writer.write(request.event)
-        response = service_pb2.LogEventResponse(
-            event=pending.stored_event(outcome),
-            already_stored=isinstance(outcome, Stored) and outcome.already_stored,
-        )
+        data = convert.message_field(_EVENT_TAG, pending.stored_event_bytes(outcome))
+        if isinstance(outcome, Stored) and outcome.already_stored:
+            data += _ALREADY_STORED
         call.events_stored = 1
-        return response
+        return SerializedResponse(service_pb2.LogEventResponse, data)
 
     async def log_events(
         self, call: Call, request: service_pb2.LogEventsRequest
-    ) -> service_pb2.LogEventsResponse:
+    ) -> SerializedResponse | service_pb2.LogEventsResponse:
         check(
             validation.validate_log_events_size(request, self._limits),
             enums_pb2.ERROR_REASON_BATCH_TOO_LARGE,
         )
         refused: dict[int, service_pb2.EventError] = {}
-        valid: list[int] = []
         # The events themselves too: indexing a repeated field again makes a new wrapper each.
         valid_events: list[audit_event_pb2.AuditEvent] = []
         tenants: dict[str, int] = {}
@@ -330,7 +396,6 @@ class AuditLogRpcs:
                     PermissionDenied(f"the token is not valid for tenant {tenant_id!r}")
                 )
                 continue
-            valid.append(index)
             valid_events.append(event)
             tenants[tenant_id] = (count or 0) + 1
         if tenants:
@@ -344,7 +409,13 @@ class AuditLogRpcs:
                 )
         with database_failures(read=False):
             written = await self._writer.write_many(valid_events)
-        whole_events = request.result_view != enums_pb2.RESULT_VIEW_ACK
+        if request.result_view != enums_pb2.RESULT_VIEW_ACK:
+            data, stored = _event_results(len(request.events), refused, written)
+            # Otherwise everything is stored; only the answer must shrink so that the client
+            # can read it: acks instead of events.
+            if len(data) <= MAX_RESPONSE_BYTES:
+                call.events_stored += stored
+                return SerializedResponse(service_pb2.LogEventsResponse, data)
         response = service_pb2.LogEventsResponse()
         add = response.results.add
         answers = iter(written)
@@ -355,15 +426,8 @@ class AuditLogRpcs:
             if error is not None:
                 result.error.CopyFrom(error)
                 continue
-            pending, outcome = next(answers)
-            stored += _fill_result(result, pending, outcome, whole_events)
+            stored += _fill_ack(result, next(answers)[1])
         call.events_stored += stored
-        if whole_events and response.ByteSize() > MAX_RESPONSE_BYTES:
-            # Everything is stored; only the answer must shrink so that the client can read it.
-            for index, (pending, outcome) in zip(valid, written, strict=True):
-                result = response.results[index]
-                result.Clear()
-                _fill_result(result, pending, outcome, False)
         return response
 
     async def stream_events(

@@ -17,6 +17,7 @@ from google.protobuf import (
     timestamp_pb2,
 )
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.internal import encoder
 from google.protobuf.message import Message
 
 from auditlog.ledger import recorded_form
@@ -103,14 +104,16 @@ def test_preparing_in_place_gives_what_preparing_a_copy_gives(field: str) -> Non
     assert prepared.fingerprint == copied.fingerprint  # occur_time is not part of it
 
 
+def _stored_bytes(prepared: convert.PreparedEvent, event_id: str, sequence: int = 0) -> bytes:
+    """The event as the server answers it when stored, serialized from its recorded form and
+    its session sequence (as ingest.PreparedWrite does)."""
+    recorded = convert.recorded_event(prepared, event_id=event_id, receive_time=RECEIVED)
+    position = convert.sequence_position(prepared, recorded)
+    return convert.stored_event_bytes(recorded, position, sequence)
+
+
 def _stored(prepared: convert.PreparedEvent, event_id: str, sequence: int = 0) -> AuditEvent:
-    """The event as the server answers it when stored: parsed from its recorded form, with its
-    session sequence (as ingest.PreparedWrite does)."""
-    event = AuditEvent.FromString(
-        convert.recorded_event(prepared, event_id=event_id, receive_time=RECEIVED)
-    )
-    event.sequence = sequence
-    return event
+    return AuditEvent.FromString(_stored_bytes(prepared, event_id, sequence))
 
 
 @pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
@@ -151,6 +154,30 @@ def test_the_recorded_event_is_the_serialization_of_the_event_as_read_later(fiel
             back.id = event_id
             assert recorded == recorded_form(back)
             assert recorded == recorded_form(back, map_free=prepared.spec.map_free)
+
+
+@pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
+def test_the_stored_events_bytes_are_its_serialization_as_read_later(field: str) -> None:
+    """Byte for byte, session sequences of one to six bytes and cobrowse contexts whose length
+    takes two bytes included: what a response carries is what serializing the event gives."""
+    variants = _variants(_odd_event(field))
+    if variants[0].HasField("cobrowse"):
+        variants[-1].cobrowse.session_id = "s" * 128
+    for variant in variants:
+        prepared = PREPARER.prepare(variant)
+        doc, back = _store_and_read(variant)
+        sequences = (1, 127, 128, 16_383, 16_384, 2**40) if "cobrowse" in doc else (0,)
+        for sequence in sequences:
+            back.sequence = sequence
+            expected = back.SerializeToString(deterministic=True)
+            assert _stored_bytes(prepared, doc["id"], sequence) == expected
+
+
+@pytest.mark.parametrize(
+    "value", [0, 1, 127, 128, 300, 16_383, 16_384, 2**21 - 1, 2**21, 2**35, 2**63 - 1]
+)
+def test_varints_are_protobufs_own(value: int) -> None:
+    assert convert.varint(value) == encoder._VarintBytes(value)
 
 
 def test_a_masked_inputs_recorded_event_holds_the_mask() -> None:
