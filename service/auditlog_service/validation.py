@@ -42,6 +42,9 @@ _COBROWSE_PAYLOADS = frozenset(
 # that could make two keys collide or need escaping is kept out of them.
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
 _IDENTIFIER_RULE = "must start with a letter or digit and hold only letters, digits and . _ : @ -"
+# Identifiers seen lately and whether _IDENTIFIER matches each (see _Checker.identifier).
+_WELL_FORMED: dict[str, bool] = {}
+_MAX_REMEMBERED = 4096
 
 # C0, DEL and C1: invisible in logs and tools, and a way to forge lines in exported text.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -65,8 +68,15 @@ _TIME_RANGE = "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.9999
 _REQUIRED = "required"
 
 
+# str.isprintable() is False for every character of the Unicode categories Other (Cc, Cf, Cs,
+# Co, Cn) and Separator (Zs but the ASCII space, Zl, Zp): a printable string holds none of what
+# the checks below look for, and saying so is one C call (0.05 against 0.15-0.2 us for a regex).
+
+
 def id_character_problem(value: str) -> str | None:
     """Why `value` cannot be an id-like field (a customer id, an element name), or None."""
+    if value.isprintable():
+        return None
     if value.isascii():
         # The common case needs no per-character lookup.
         return None if _CONTROL.search(value) is None else "must not contain control characters"
@@ -78,6 +88,8 @@ def id_character_problem(value: str) -> str | None:
 
 def text_character_problem(value: str) -> str | None:
     """Why `value` cannot be free text (a status, a page name, typed input), or None."""
+    if value.isprintable():
+        return None
     match = _TEXT_CONTROL.search(value)
     if match is None:
         return None
@@ -109,7 +121,15 @@ class _Checker:
         # Length first, so that an oversize value gets one clear violation and no regex scan.
         if len(value) > self.limits.max_id_length:
             self.add(path, f"must be at most {self.limits.max_id_length} characters")
-        elif _IDENTIFIER.fullmatch(value) is None:
+            return
+        # A tenant, its users and its sessions recur from event to event: the rule's answer is
+        # remembered (a dict lookup, 0.04 against 0.15-0.25 us for the regex).
+        well_formed = _WELL_FORMED.get(value)
+        if well_formed is None:
+            if len(_WELL_FORMED) >= _MAX_REMEMBERED:
+                _WELL_FORMED.clear()  # bounded: an odd client sending new ids costs only time
+            well_formed = _WELL_FORMED[value] = _IDENTIFIER.fullmatch(value) is not None
+        if not well_formed:
             self.add(path, _IDENTIFIER_RULE)
 
     def plain_id(self, path: str, value: str, *, required: bool) -> None:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from auditlog.v1 import audit_event_pb2, enums_pb2, options_pb2, service_pb2
+from auditlog_service import validation
 from auditlog_service.validation import (
     FieldViolation,
     Limits,
@@ -764,6 +766,43 @@ def test_identifier_description_mentions_allowed_characters() -> None:
     [violation] = validate_event(event, "event", DEFAULT)
     assert violation.field == "event.cobrowse.session_id"
     assert "letters, digits" in violation.description
+
+
+def test_an_identifier_is_judged_the_same_every_time_it_is_seen() -> None:
+    """The rule's answers are remembered; the length limit, which is the server's setting, is
+    not part of what is remembered."""
+    short = dataclasses.replace(DEFAULT, max_id_length=8)
+    for value, well_formed in (("user-12345", True), ("user/12345", False)):
+        for _ in range(3):
+            event = sample("start_call")
+            event.tenant_user_id = value
+            assert (validate_event(event, "event", DEFAULT) == []) is well_formed
+            assert FieldViolation(
+                "event.tenant_user_id", "must be at most 8 characters"
+            ) in validate_event(event, "event", short)
+
+
+def test_what_is_remembered_of_identifiers_is_bounded() -> None:
+    event = sample("start_call")
+    for n in range(2 * validation._MAX_REMEMBERED + 10):
+        event.tenant_user_id = f"user-{n}" if n % 2 else f"user/{n}"
+        assert len(validate_event(event, "event", DEFAULT)) == n % 2 ^ 1
+        assert len(validation._WELL_FORMED) <= validation._MAX_REMEMBERED
+
+
+_ID_FORBIDDEN = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+
+
+def test_character_checks_answer_as_their_definitions_for_every_code_point() -> None:
+    """Ids: no control, format, line or paragraph separator or surrogate; text: no C0 or C1
+    control but tab and line breaks. Each character alone and amid ASCII letters."""
+    for code in range(0x110000):
+        char = chr(code)
+        id_bad = unicodedata.category(char) in _ID_FORBIDDEN
+        text_bad = (code < 0x20 and char not in "\t\n\r") or 0x7F <= code <= 0x9F
+        for value in (char, f"ab{char}cd"):
+            assert (validation.id_character_problem(value) is not None) is id_bad, hex(code)
+            assert (validation.text_character_problem(value) is not None) is text_bad, hex(code)
 
 
 # ---------------------------------------------------------------------------------------------
