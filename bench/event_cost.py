@@ -30,7 +30,7 @@ from auditlog.v1 import audit_event_pb2, service_pb2
 from auditlog_service import convert, validation
 from auditlog_service.ingest import EventWriter, PreparedWrite
 from auditlog_service.ledger import commit_entry, zipped_entries
-from auditlog_service.rpcs import _event_results
+from auditlog_service.responses import log_events_response
 from auditlog_service.storage import EventWrite, Stored
 from bench.common import (
     cobrowse_event,
@@ -128,11 +128,11 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
 
     written = [(write, Stored(write.write.doc)) for write in writes]
     started = clock()
-    data, _ = _event_results(len(writes), {}, written)
+    serialized, _ = log_events_response(len(writes), {}, written, whole_events=True)
     took["response"] = clock() - started
 
     # The floor's serialization of such a response, whoever builds it.
-    response = service_pb2.LogEventsResponse.FromString(data)
+    response = service_pb2.LogEventsResponse.FromString(serialized.data)
     started = clock()
     response.SerializeToString()
     took["response bytes"] = clock() - started

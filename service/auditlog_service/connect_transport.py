@@ -54,13 +54,8 @@ from .access import Call, CallGuard
 from .config import TlsFiles
 from .error_details import CURSOR_TRAILER, to_status
 from .errors import AuditLogError
-from .rpcs import (
-    AuditLogRpcs,
-    SerializedResponse,
-    UnparsableRequest,
-    response_bytes,
-    response_message,
-)
+from .responses import SerializedResponse, response_bytes, response_message
+from .rpcs import AuditLogRpcs, UnparsableRequest
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from . import metrics
 from .access import Call, CallGuard, failure_code
 from .error_details import CURSOR_TRAILER, to_status
 from .errors import AuditLogError, SlowConsumer
-from .rpcs import AuditLogRpcs, UnparsableRequest, response_bytes
+from .responses import SerializedResponse, response_bytes
+from .rpcs import AuditLogRpcs, UnparsableRequest
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -145,7 +146,7 @@ class GrpcTransport:
 
     async def _stream_events(
         self, requests: AsyncIterator[Any], context: Context
-    ) -> AsyncIterator[service_pb2.StreamEventsResponse]:
+    ) -> AsyncIterator[SerializedResponse]:
         call: Call | None = None
         code: str | None = "OK"  # None: the line is written (_refuse)
         # Read now: after a client's cancel, context.peer() in the finally below crashes the

@@ -1,0 +1,170 @@
+"""Ingest answers with bytes it puts together itself: they must be what protobuf serializes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from auditlog.v1 import service_pb2
+from auditlog_service import convert, responses
+from auditlog_service.error_details import to_event_error
+from auditlog_service.errors import AuditLogError, DatabaseUnavailable, InvalidArgument
+from auditlog_service.ingest import EventWriter, PreparedWrite
+from auditlog_service.storage import Outcome, Stored
+from auditlog_service.validation import FieldViolation
+from tests.event_samples import valid_event_of_each_type
+
+
+class _NoDatabase:
+    async def insert_events(self, writes: Any) -> Any:
+        raise NotImplementedError  # nothing here is written
+
+
+def _written() -> list[tuple[PreparedWrite, Outcome]]:
+    """Every event type, stored afresh (co-browsing ones in session slots, some of whose
+    sequences take two bytes), already stored (as read back), or failed in the database; the
+    batch's receive time, then another one for the last events (as when a group holds several
+    batches)."""
+    writer = EventWriter(
+        _NoDatabase(),  # type: ignore[arg-type]
+        convert.EventPreparer("test secret"),
+        max_group=1000,
+        max_delay_s=0.0,
+    )
+    first = convert.now_millis()
+    later = first + dt.timedelta(milliseconds=1_234)
+    written: list[tuple[PreparedWrite, Outcome]] = []
+    events = list(valid_event_of_each_type("t").values())
+    for n, event in enumerate(events):
+        write = writer.prepare(event, first if n < len(events) - 3 else later)
+        doc = write.write.doc
+        if "cobrowse" in doc:
+            convert.assign_slot(doc, 120 + n)
+        outcome: Outcome = Stored(doc)
+        if n % 5 == 1:
+            outcome = Stored(doc, already_stored=True)
+        elif n % 5 == 2:
+            outcome = DatabaseUnavailable("the database did not answer")
+        written.append((write, outcome))
+    return written
+
+
+_REFUSED = to_event_error(InvalidArgument([FieldViolation("events[0].tenant_id", "required")]))
+
+
+def _ack(outcome: Stored) -> service_pb2.EventAck:
+    doc = outcome.doc
+    ack = service_pb2.EventAck(
+        id=doc["id"], sequence=doc.get("sequence", 0), already_stored=outcome.already_stored
+    )
+    ack.receive_time.FromDatetime(doc["receive_time"])
+    return ack
+
+
+def _log_events_as_messages(
+    refused: dict[int, service_pb2.EventError],
+    written: list[tuple[PreparedWrite, Outcome]],
+    whole_events: bool,
+) -> service_pb2.LogEventsResponse:
+    """The same response built as messages, the stored event parsed from its recorded form."""
+    response = service_pb2.LogEventsResponse()
+    answers = iter(written)
+    for index in range(len(refused) + len(written)):
+        result = response.results.add()
+        if index in refused:
+            result.error.CopyFrom(refused[index])
+            continue
+        write, outcome = next(answers)
+        if isinstance(outcome, AuditLogError):
+            result.error.CopyFrom(to_event_error(outcome))
+            continue
+        result.already_stored = outcome.already_stored
+        if not whole_events:
+            result.ack.CopyFrom(_ack(outcome))
+        elif outcome.already_stored:
+            result.event.CopyFrom(convert.from_document(outcome.doc))
+        else:
+            result.event.MergeFromString(write.write.recorded)
+            result.event.sequence = outcome.doc.get("sequence", 0)
+    return response
+
+
+@pytest.mark.parametrize("whole_events", [True, False])
+def test_a_log_events_response_is_the_serialization_of_the_same_message(
+    whole_events: bool,
+) -> None:
+    written = _written()
+    refused = {0: _REFUSED, 4: _REFUSED}
+    count = len(refused) + len(written)
+    response, stored = responses.log_events_response(
+        count, refused, written, whole_events=whole_events
+    )
+    expected = _log_events_as_messages(refused, written, whole_events)
+    assert response.data == expected.SerializeToString(deterministic=True)
+    assert response.message() == expected
+    assert stored == sum(1 for _, outcome in written if isinstance(outcome, Stored))
+    kinds = [result.WhichOneof("result") for result in expected.results]
+    assert kinds.count("error") == 2 + sum(
+        1 for _, outcome in written if isinstance(outcome, AuditLogError)
+    )
+    assert any(result.already_stored for result in expected.results)
+    assert any(result.event.sequence >= 128 for result in expected.results) is whole_events
+    assert any(result.ack.sequence >= 128 for result in expected.results) is not whole_events
+
+
+def test_a_log_event_response_is_the_serialization_of_the_same_message() -> None:
+    for write, outcome in _written():
+        if isinstance(outcome, AuditLogError):
+            with pytest.raises(DatabaseUnavailable):
+                responses.log_event_response(write, outcome)
+            continue
+        expected = service_pb2.LogEventResponse(already_stored=outcome.already_stored)
+        if outcome.already_stored:
+            expected.event.CopyFrom(convert.from_document(outcome.doc))
+        else:
+            expected.event.MergeFromString(write.write.recorded)
+            expected.event.sequence = outcome.doc.get("sequence", 0)
+        data = responses.log_event_response(write, outcome).data
+        assert data == expected.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("index", [0, 1, 127, 128, 2**40])
+def test_stream_responses_are_the_serialization_of_the_same_messages(index: int) -> None:
+    written = _written()
+    outcomes = [outcome for _, outcome in written]
+    answers: list[service_pb2.EventError | int] = [_REFUSED, *range(len(outcomes)), _REFUSED]
+    response, stored = responses.stream_batch_response(index, answers, outcomes)
+    expected = service_pb2.StreamEventsResponse(request_index=index)
+    for answer in answers:
+        result = expected.results.add()
+        if isinstance(answer, service_pb2.EventError):
+            result.error.CopyFrom(answer)
+        elif isinstance(outcome := outcomes[answer], AuditLogError):
+            result.error.CopyFrom(to_event_error(outcome))
+        else:
+            result.ack.CopyFrom(_ack(outcome))
+    assert response.data == expected.SerializeToString(deterministic=True)
+    assert stored == sum(1 for outcome in outcomes if isinstance(outcome, Stored))
+    for one in [*outcomes, _REFUSED]:
+        single = service_pb2.StreamEventsResponse(request_index=index)
+        if isinstance(one, Stored):
+            single.ack.CopyFrom(_ack(one))
+        elif isinstance(one, AuditLogError):
+            single.error.CopyFrom(to_event_error(one))
+        else:
+            single.error.CopyFrom(one)
+        data = responses.stream_event_response(index, one).data
+        assert data == single.SerializeToString(deterministic=True)
+
+
+def test_a_serialized_response_is_sent_as_it_is_and_reads_as_its_message() -> None:
+    response, _ = responses.log_events_response(1, {0: _REFUSED}, [], whole_events=True)
+    assert responses.response_bytes(response) is response.data
+    assert responses.response_message(response) == service_pb2.LogEventsResponse(
+        results=[service_pb2.LogEventResult(error=_REFUSED)]
+    )
+    message = service_pb2.GetEventResponse()
+    assert responses.response_message(message) is message
+    assert responses.response_bytes(message) == b""
