@@ -173,22 +173,44 @@ def list_query(request: service_pb2.ListEventsRequest, limits: Limits) -> tuple[
     return query, fingerprint
 
 
-@contextlib.contextmanager
-def database_failures(*, read: bool) -> Iterator[None]:
+class _DatabaseFailures:
+    """See database_failures. A class, not a generator-based context manager: every write
+    enters one, and a generator's costs 1.0 against 0.2 us to enter and leave."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, *, read: bool) -> None:
+        self._read = read
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: Any
+    ) -> None:
+        if exc is None:
+            return
+        read = self._read
+        if isinstance(exc, DatabaseUnavailable):
+            raise exc.for_read() if read else exc from None
+        if isinstance(exc, PyMongoError):
+            # Failures the repository does not classify (e.g. an unexpected server error) are
+            # still the database's: reported as UNAVAILABLE, so clients retry idempotently.
+            log.warning("database error: %r", exc)
+            mapped = database_errors(exc) or DatabaseUnavailable(type(exc).__name__)
+            if read and isinstance(mapped, DatabaseUnavailable):
+                mapped = mapped.for_read()
+            raise mapped from exc
+
+
+_READ_FAILURES = _DatabaseFailures(read=True)
+_WRITE_FAILURES = _DatabaseFailures(read=False)
+
+
+def database_failures(*, read: bool) -> _DatabaseFailures:
     """Database failures as service errors: a read's slow query is DEADLINE_EXCEEDED, an outage
     UNAVAILABLE (worded for reads or writes); never a bare internal error."""
-    try:
-        yield
-    except DatabaseUnavailable as error:
-        raise error.for_read() if read else error from None
-    except PyMongoError as exc:
-        # Failures the repository does not classify (e.g. an unexpected server error) are
-        # still the database's: reported as UNAVAILABLE, so clients retry idempotently.
-        log.warning("database error: %r", exc)
-        mapped = database_errors(exc) or DatabaseUnavailable(type(exc).__name__)
-        if read and isinstance(mapped, DatabaseUnavailable):
-            mapped = mapped.for_read()
-        raise mapped from exc
+    return _READ_FAILURES if read else _WRITE_FAILURES
 
 
 class AuditLogRpcs:
