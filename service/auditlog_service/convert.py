@@ -563,6 +563,7 @@ _EVENT_TYPE_FIELDS = {
     for spec in REGISTRY.all()
 }
 _SEQUENCE_TAG = field_tag(audit_event_pb2.AuditEvent, "sequence")
+_COBROWSE_TAG = field_tag(audit_event_pb2.AuditEvent, "cobrowse")
 
 
 def _string_size(text: str) -> int:
@@ -578,7 +579,10 @@ def sequence_position(prepared: PreparedEvent, recorded: bytes) -> int:
     if not prepared.spec.cobrowse:
         return 0
     content, split = prepared.content, prepared.content_split
-    at = len(recorded) - (len(content) - split) + 1  # past the cobrowse field's one-byte tag
+    at = len(recorded) - (len(content) - split)
+    if recorded[at : at + 1] != _COBROWSE_TAG:  # validation requires the context: a bug
+        raise ValueError("a co-browsing event without its cobrowse context")
+    at += 1  # the tag is one byte; the context's length follows
     length, shift = 0, 0
     while True:
         byte = recorded[at]

@@ -173,6 +173,16 @@ def test_the_stored_events_bytes_are_its_serialization_as_read_later(field: str)
             assert _stored_bytes(prepared, doc["id"], sequence) == expected
 
 
+def test_a_co_browsing_event_without_its_context_has_no_place_for_a_sequence() -> None:
+    """Validation refuses such an event; were one to get this far, no sequence goes astray."""
+    event = valid_event_of_each_type("t")["click"]
+    event.ClearField("cobrowse")
+    prepared = PREPARER.prepare(event)
+    recorded = convert.recorded_event(prepared, event_id="x", receive_time=RECEIVED)
+    with pytest.raises(ValueError, match="cobrowse context"):
+        convert.sequence_position(prepared, recorded)
+
+
 @pytest.mark.parametrize(
     "value", [0, 1, 127, 128, 300, 16_383, 16_384, 2**21 - 1, 2**21, 2**35, 2**63 - 1]
 )
