@@ -302,9 +302,10 @@ class AuditLogRpcs:
         valid_events: list[audit_event_pb2.AuditEvent] = []
         tenants: dict[str, int] = {}
         for index, event in enumerate(request.events):
-            violations = validation.validate_event(event, f"events[{index}]", self._limits)
+            violations = validation.validate_event(event, "", self._limits)
             tenant_id = event.tenant_id
             if violations:
+                violations = validation.placed(f"events[{index}]", violations)
                 refused[index] = to_event_error(InvalidArgument(violations))
                 continue
             # The token is asked about a tenant at its first event taken (a batch is mostly of
@@ -390,7 +391,7 @@ class AuditLogRpcs:
                 answers: list[service_pb2.EventError | int] = []
                 admitted: list[audit_event_pb2.AuditEvent] = []
                 for n, event in enumerate(message.events):
-                    refusal = refusal_now(f"requests[{index}].events[{n}]", event)
+                    refusal = refusal_now(event, index, n)
                     if isinstance(refusal, float):
                         refusal = await refusal_after_wait(event.tenant_id, refusal)
                     answers.append(len(admitted) if refusal is None else refusal)
@@ -401,19 +402,21 @@ class AuditLogRpcs:
                 return to_event_error(
                     InvalidArgument([FieldViolation(f"requests[{index}].event", "required")])
                 )
-            refusal = refusal_now(f"requests[{index}].event", message.event)
+            refusal = refusal_now(message.event, index)
             if isinstance(refusal, float):
                 refusal = await refusal_after_wait(message.event.tenant_id, refusal)
             return self._writer.submit(message.event) if refusal is None else refusal
 
         def refusal_now(
-            path: str, event: audit_event_pb2.AuditEvent
+            event: audit_event_pb2.AuditEvent, index: int, n: int | None = None
         ) -> service_pb2.EventError | float | None:
-            """Why an event is not taken (None: it is; seconds: its tenant is over its rate).
-            Not a coroutine: one per event of a batch cost more than the checks."""
-            violations = validation.validate_event(event, path, self._limits)
+            """Why an event (of request `index`, event `n` of its batch) is not taken (None: it
+            is; seconds: its tenant is over its rate). Not a coroutine: one per event of a
+            batch cost more than the checks."""
+            violations = validation.validate_event(event, "", self._limits)
             if violations:
-                return to_event_error(InvalidArgument(violations))
+                path = f"requests[{index}].event" if n is None else f"requests[{index}].events[{n}]"
+                return to_event_error(InvalidArgument(validation.placed(path, violations)))
             if self._closing:
                 return _NOT_TAKEN_AT_SHUTDOWN
             tenant_id = event.tenant_id

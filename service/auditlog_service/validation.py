@@ -284,6 +284,13 @@ def validate_event(
     return c.violations
 
 
+def placed(path: str, violations: list[FieldViolation]) -> list[FieldViolation]:
+    """Violations found with the path "" put under `path`: a batch checks each event with "" and
+    names its place only when something is wrong (formatting "events[i]" for every event cost
+    0.1-0.2 us an event)."""
+    return [FieldViolation(path + v.field, v.description) for v in violations]
+
+
 # One check per payload field, each with its paths written out. A `match` on the field's name
 # compared it with every case before it, and the co-browsing ones came last.
 _PayloadCheck = Callable[[_Checker, audit_event_pb2.AuditEvent], None]

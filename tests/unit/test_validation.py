@@ -768,6 +768,16 @@ def test_identifier_description_mentions_allowed_characters() -> None:
     assert "letters, digits" in violation.description
 
 
+def test_violations_placed_under_a_path_are_those_found_with_it() -> None:
+    event = sample("meeting_change")
+    event.tenant_id = "a/b"
+    event.meeting_change.conference.ClearField("id")
+    event.meeting_change.conference.end_time.seconds = 1
+    found = validate_event(event, "", DEFAULT)
+    assert len(found) == 3
+    assert validation.placed("events[3]", found) == validate_event(event, "events[3]", DEFAULT)
+
+
 def test_an_identifier_is_judged_the_same_every_time_it_is_seen() -> None:
     """The rule's answers are remembered; the length limit, which is the server's setting, is
     not part of what is remembered."""
