@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import itertools
 import json
 import keyword
 import math
@@ -82,6 +83,21 @@ def field_tag(message_class: type[Message], name: str) -> bytes:
     """The serialized tag of a message's field (a length-delimited or a varint field)."""
     field = message_class.DESCRIPTOR.fields_by_name[name]
     return varint(field.number << 3 | _WIRE_TYPES[field.type])
+
+
+def require_field_order(message_class: type[Message], *groups: str | list[str]) -> None:
+    """ImportError unless every field of each group (a name, or a list of names) has a lower
+    number than every field of the next group: code that writes or cuts serialized bytes by
+    position relies on a serialization being in field-number order."""
+    fields = message_class.DESCRIPTOR.fields_by_name
+    spans = [
+        [fields[name].number for name in ([group] if isinstance(group, str) else group)]
+        for group in groups
+    ]
+    if any(max(before) >= min(after) for before, after in itertools.pairwise(spans)):
+        names = ", ".join(str(group) for group in groups)
+        name = message_class.DESCRIPTOR.name
+        raise ImportError(f"{name}'s fields are not in the order {names}")
 
 
 def message_field(tag: bytes, serialized: bytes) -> bytes:
@@ -533,27 +549,23 @@ class EventPreparer:
 # serialization of the stored event has them, which is in field-number order: id, then the
 # content's tenant_id and tenant_user_id, then occur_time, receive_time and event_type, then the
 # rest of the content (cobrowse, the payload).
-_FIELD_NUMBERS = {
-    field.name: field.number for field in audit_event_pb2.AuditEvent.DESCRIPTOR.fields
-}
+_EVENT_FIELDS = [field.name for field in audit_event_pb2.AuditEvent.DESCRIPTOR.fields]
 _FIRST_FIELDS = ("id", "tenant_id", "tenant_user_id", "occur_time", "receive_time", "event_type")
-_first_numbers = [_FIELD_NUMBERS[name] for name in _FIRST_FIELDS]
-if _first_numbers != sorted(_first_numbers) or any(
-    number < _first_numbers[-1]
-    for name, number in _FIELD_NUMBERS.items()
-    if name not in _FIRST_FIELDS
-):
-    raise ImportError("AuditEvent's fields are not in the order recorded_event assumes")
+require_field_order(
+    audit_event_pb2.AuditEvent,
+    *_FIRST_FIELDS,
+    [name for name in _EVENT_FIELDS if name not in _FIRST_FIELDS],
+)
 # A session's sequence goes between the cobrowse context and the payload (stored_event_bytes).
-if (
-    not _FIELD_NUMBERS["cobrowse"]
-    < _FIELD_NUMBERS["sequence"]
-    < min(
-        field.number
+require_field_order(
+    audit_event_pb2.AuditEvent,
+    "cobrowse",
+    "sequence",
+    [
+        field.name
         for field in audit_event_pb2.AuditEvent.DESCRIPTOR.oneofs_by_name["payload"].fields
-    )
-):
-    raise ImportError("AuditEvent's fields are not in the order stored_event_bytes assumes")
+    ],
+)
 _ID_TAG = field_tag(audit_event_pb2.AuditEvent, "id")
 _OCCUR_TIME_TAG = field_tag(audit_event_pb2.AuditEvent, "occur_time")
 _RECEIVE_TIME_TAG = field_tag(audit_event_pb2.AuditEvent, "receive_time")
@@ -628,9 +640,8 @@ def to_document(prepared: PreparedEvent, *, event_id: str, receive_time: dt.date
     event, spec = prepared.event, prepared.spec
     payload_field = spec.payload_field
     payload = getattr(event, payload_field)
-    occur_time = (
-        timestamp_to_datetime(event.occur_time) if event.HasField("occur_time") else receive_time
-    )
+    # The prepared event says whether the client gave an occur time (prepare asked already).
+    occur_time = timestamp_to_datetime(event.occur_time) if prepared.occur_field else receive_time
     tenant_id = event.tenant_id
     key = event_key(tenant_id, event_id)
     payload_doc = _PAYLOAD_DOCS[payload_field](payload)

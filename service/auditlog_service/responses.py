@@ -55,11 +55,7 @@ _varint = convert.varint
 def _tags(message_class: type[Message], *names: str) -> tuple[bytes, ...]:
     """The tags of a message's fields named in the order the layouts below write them, which
     must be field-number order (as protobuf serializes): checked here, once."""
-    fields = message_class.DESCRIPTOR.fields_by_name
-    numbers = [fields[name].number for name in names]
-    if numbers != sorted(numbers):
-        name = message_class.DESCRIPTOR.name
-        raise ImportError(f"{name}'s fields are not in the order responses.py writes them")
+    convert.require_field_order(message_class, *names)
     return tuple(convert.field_tag(message_class, name) for name in names)
 
 

@@ -94,7 +94,7 @@ class EventWrite:
     # A retry that leaves occur_time to the server matches whatever time the first attempt got.
     occur_time_given: bool
     # The event as stored, serialized: its recorded form (auditlog.ledger), which the ledger
-    # records and responses parse.
+    # records and responses carry (framed, with a co-browsing event's session sequence).
     recorded: bytes
 
     def is_retry_of(self, existing: Document) -> bool:

@@ -173,6 +173,13 @@ def test_the_stored_events_bytes_are_its_serialization_as_read_later(field: str)
             assert _stored_bytes(prepared, doc["id"], sequence) == expected
 
 
+def test_a_field_order_that_serializations_do_not_have_is_refused() -> None:
+    convert.require_field_order(AuditEvent, "id", "tenant_id", ["cobrowse", "sequence"])
+    for groups in (("sequence", "cobrowse"), ("id", ["tenant_id", "event_type"], "occur_time")):
+        with pytest.raises(ImportError, match="AuditEvent's fields are not in the order"):
+            convert.require_field_order(AuditEvent, *groups)
+
+
 def test_a_co_browsing_event_without_its_context_has_no_place_for_a_sequence() -> None:
     """Validation refuses such an event; were one to get this far, no sequence goes astray."""
     event = valid_event_of_each_type("t")["click"]
