@@ -116,7 +116,9 @@ def general_event(tenant: str, index: int) -> audit_event_pb2.AuditEvent:
 PREPARER = convert.EventPreparer("bench")
 
 
-def event_document(event: audit_event_pb2.AuditEvent, receive_time: dt.datetime) -> Document:
+def event_document(
+    event: audit_event_pb2.AuditEvent, receive_time: convert.StoredTime | dt.datetime
+) -> Document:
     """The stored document of an event, by the service's own conversion."""
     prepared = PREPARER.prepare(event)
     return convert.to_document(prepared, event_id=prepared.event.id, receive_time=receive_time)

@@ -91,7 +91,7 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
         validation.validate_event(event, "", LIMITS)  # as rpcs.py does: a path only for a fault
     took["validate"] = clock() - started
 
-    received = convert.now_millis()
+    received = convert.stored_time_now()  # as the server receives a batch
     started = clock()
     prepared = [preparer.prepare(event, owned=True) for event in events]
     took["normalise + fingerprint"] = clock() - started

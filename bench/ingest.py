@@ -250,7 +250,7 @@ def requests_of(
 def stored_documents(events: list[Event], with_claims: bool) -> list[list[Document]]:
     """Per event, the documents the service writes for it (storage._GroupWrite): the event with
     its outbox id (the ledger's), and for a co-browsing event its slot, run end and id claim."""
-    now = convert.now_millis()
+    now = convert.stored_time_now()  # the service's receive times are StoredTime
     heads: dict[str, int] = {}
     documents = []
     for number, event in enumerate(events):

@@ -91,13 +91,15 @@ class EventWriter:
         )
 
     def prepare(
-        self, event: audit_event_pb2.AuditEvent, receive_time: dt.datetime | None = None
+        self,
+        event: audit_event_pb2.AuditEvent,
+        receive_time: convert.StoredTime | dt.datetime | None = None,
     ) -> PreparedWrite:
         """One validated event (received now, or with the batch it came in) made ready for the
         database. The writer takes the message over: it is normalised in place, not copied."""
         prepared = self._preparer.prepare(event, owned=True)
         event_id = prepared.event.id or new_event_id()
-        receive_time = receive_time or convert.now_millis()
+        receive_time = receive_time or convert.stored_time_now()
         doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)
         # The event as stored, without the session slot it will get (the ledger records that
         # in its chain beside the recorded form's digest), serialized.
@@ -122,7 +124,7 @@ class EventWriter:
 
     def submit_batch(self, events: list[audit_event_pb2.AuditEvent]) -> PendingBatch:
         """Queue validated events that are answered together; see prepare."""
-        received = convert.now_millis()  # one receive time for a batch
+        received = convert.stored_time_now()  # one receive time for a batch
         ready = [self.prepare(event, received) for event in events]
         return PendingBatch(ready, self._committer.submit_batch([r.write for r in ready]))
 

@@ -416,7 +416,7 @@ def retention_id(tenant_id: str) -> str:
 def filter_fields(doc: Document) -> Document:
     """What ListEvents filters on, kept in each ledger entry (short keys: entries add up)."""
     # Written out rather than a loop over (name, key) pairs: this runs for every event stored.
-    fields: Document = {"t": doc["type"], "o": convert.recent_millis(doc["occur_time"])}
+    fields: Document = {"t": doc["type"], "o": convert.datetime_to_millis(doc["occur_time"])}
     get = doc.get
     if value := get("tenant_user_id"):
         fields["u"] = value

@@ -101,7 +101,12 @@ class EventWrite:
         """Whether `existing`, stored under this event's id, is this very event."""
         if existing.get("fingerprint") != self.doc["fingerprint"]:
             return False
-        return not self.occur_time_given or existing["occur_time"] == self.doc["occur_time"]
+        if not self.occur_time_given:
+            return True
+        # A datetime as read, against the time being stored (convert.StoredTime).
+        return convert.datetime_to_millis(existing["occur_time"]) == convert.datetime_to_millis(
+            self.doc["occur_time"]
+        )
 
 
 @dataclass(slots=True)

@@ -7,7 +7,9 @@ import hashlib
 import math
 from typing import Any
 
+import bson
 import pytest
+from bson.codec_options import CodecOptions
 from bson.datetime_ms import DatetimeMS
 from google.protobuf import (
     descriptor_pb2,
@@ -53,6 +55,45 @@ def test_document_round_trip_keeps_every_field(field: str) -> None:
     assert back == expected
     assert doc[field] is not None
     assert doc["type"] == field.upper().replace("PAGE_CHANGE", "PAGECHANGE")
+
+
+@pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
+@pytest.mark.parametrize("occur_given", [True, False])
+def test_a_documents_times_are_stored_as_the_dates_a_datetime_makes(
+    field: str, occur_given: bool
+) -> None:
+    """The write path holds an event's times as milliseconds (convert.StoredTime): its BSON is
+    byte for byte that of the document with aware datetimes, and reads back as those."""
+    event = valid_event_of_each_type("t")[field]
+    if not occur_given:
+        event.ClearField("occur_time")
+    prepared = PREPARER.prepare(event)
+    received = convert.stored_time_now()
+    doc = convert.to_document(prepared, event_id=event.id or "x", receive_time=received)
+    assert isinstance(doc["receive_time"], DatetimeMS)
+    assert isinstance(doc["occur_time"], DatetimeMS)
+    options = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
+    as_datetimes = {
+        name: value.as_datetime(options) if isinstance(value, DatetimeMS) else value
+        for name, value in doc.items()
+    }
+    expected_occur = (
+        convert.timestamp_to_datetime(prepared.event.occur_time)
+        if occur_given
+        else received.as_datetime(options)
+    )
+    assert as_datetimes["occur_time"] == expected_occur
+    assert bson.encode(doc) == bson.encode(as_datetimes)
+    read = bson.decode(bson.encode(doc), codec_options=options)
+    assert read == as_datetimes
+    assert convert.from_document(read) == convert.from_document(doc)
+
+
+def test_the_clocks_stored_time_is_now_in_whole_milliseconds() -> None:
+    before = convert.datetime_to_millis(convert.now_millis())
+    now = convert.datetime_to_millis(convert.stored_time_now())
+    after = convert.datetime_to_millis(convert.now_millis())
+    assert before <= now <= after
 
 
 def test_a_document_of_a_newer_contract_reads_without_what_this_one_lacks() -> None:
@@ -497,10 +538,12 @@ def test_a_receive_time_converts_alike_the_first_time_again_and_after_another() 
         RECEIVED.replace(tzinfo=None) - dt.timedelta(days=400),
         dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
         RECEIVED,
+        DatetimeMS(RECEIVED),
+        DatetimeMS(0),
+        DatetimeMS(RECEIVED),
     ]
     for value in times:
         quick, plain = AuditEvent().receive_time, AuditEvent().receive_time
         convert.receive_time_into(value, quick)
         convert.datetime_to_timestamp(value, plain)
         assert (quick.seconds, quick.nanos) == (plain.seconds, plain.nanos), value
-        assert convert.recent_millis(value) == convert.datetime_to_millis(value), value

@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import bson
 import pytest
+from bson.codec_options import CodecOptions
+from bson.datetime_ms import DatetimeMS
 
 from auditlog.v1 import service_pb2
 from auditlog_service import convert, responses
@@ -15,6 +18,8 @@ from auditlog_service.ingest import EventWriter, PreparedWrite
 from auditlog_service.storage import Outcome, Stored
 from auditlog_service.validation import FieldViolation
 from tests.event_samples import valid_event_of_each_type
+
+_READ = CodecOptions(tz_aware=True, tzinfo=dt.UTC)  # as the server reads
 
 
 class _NoDatabase:
@@ -26,15 +31,16 @@ def _written() -> list[tuple[PreparedWrite, Outcome]]:
     """Every event type, stored afresh (co-browsing ones in session slots, some of whose
     sequences take two bytes), already stored (as read back), or failed in the database; the
     batch's receive time, then another one for the last events (as when a group holds several
-    batches)."""
+    batches). Receive times are the server's own (convert.StoredTime); an event already
+    stored has its document as a read returns it, with datetimes."""
     writer = EventWriter(
         _NoDatabase(),  # type: ignore[arg-type]
         convert.EventPreparer("test secret"),
         max_group=1000,
         max_delay_s=0.0,
     )
-    first = convert.now_millis()
-    later = first + dt.timedelta(milliseconds=1_234)
+    first = convert.stored_time_now()
+    later = DatetimeMS(int(first) + 1_234)
     written: list[tuple[PreparedWrite, Outcome]] = []
     events = list(valid_event_of_each_type("t").values())
     for n, event in enumerate(events):
@@ -44,7 +50,7 @@ def _written() -> list[tuple[PreparedWrite, Outcome]]:
             convert.assign_slot(doc, 120 + n)
         outcome: Outcome = Stored(doc)
         if n % 5 == 1:
-            outcome = Stored(doc, already_stored=True)
+            outcome = Stored(bson.decode(bson.encode(doc), _READ), already_stored=True)
         elif n % 5 == 2:
             outcome = DatabaseUnavailable("the database did not answer")
         written.append((write, outcome))
@@ -59,7 +65,10 @@ def _ack(outcome: Stored) -> service_pb2.EventAck:
     ack = service_pb2.EventAck(
         id=doc["id"], sequence=doc.get("sequence", 0), already_stored=outcome.already_stored
     )
-    ack.receive_time.FromDatetime(doc["receive_time"])
+    received = doc["receive_time"]
+    if isinstance(received, DatetimeMS):
+        received = received.as_datetime(_READ)
+    ack.receive_time.FromDatetime(received)
     return ack
 
 
