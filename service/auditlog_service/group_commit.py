@@ -189,6 +189,10 @@ class GroupCommitter(Generic[Item, Result]):
         self._flushes: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        # While the scheduler waits for a change: how many pending items end its wait too (None:
+        # only a group written does). Waking it for every item queued cost each unary call a
+        # turn of the scheduler's task and a new future, to find it still had to wait.
+        self._wake_at: int | None = None
         # While a group lingers: the future that ends the wait, and how many waiting end it.
         self._linger: asyncio.Future[None] | None = None
         self._linger_until = 0
@@ -224,7 +228,8 @@ class GroupCommitter(Generic[Item, Result]):
 
     def _queue(self, entries: list[_Entry[Item, Result]]) -> None:
         self._pending.extend(entries)
-        self._changed.set()
+        if self._wake_at is not None and len(self._pending) >= self._wake_at:
+            self._changed.set()
         if self._linger is not None and len(self._pending) >= self._linger_until:
             _end_wait(self._linger)
         if self._scheduler is None:
@@ -268,17 +273,19 @@ class GroupCommitter(Generic[Item, Result]):
     async def _schedule(self) -> None:
         try:
             while self._pending:
-                if self._flushes and (
-                    len(self._flushes) >= self._max_in_flight
-                    or len(self._pending) < self._parallel_min_items
-                ):
-                    await self._wait_for_change()
+                if self._flushes and len(self._flushes) >= self._max_in_flight:
+                    await self._wait_for_change(None)
+                    continue
+                if self._flushes and len(self._pending) < self._parallel_min_items:
+                    await self._wait_for_change(self._parallel_min_items)
                     continue
                 if self._max_delay_s > 0 and len(self._pending) < self._max_items:
                     await self._wait_for_more()
                 group = self._take_group()
                 if not group:
-                    await self._wait_for_change()  # every pending key is in flight
+                    # Every pending key is in flight: a group written, or any new item, may
+                    # make a group.
+                    await self._wait_for_change(len(self._pending) + 1)
                     continue
                 keys = {entry[3] for entry in group if entry[3] is not None}
                 self._busy_keys |= keys
@@ -318,9 +325,14 @@ class GroupCommitter(Generic[Item, Result]):
             timer.cancel()
             self._linger = None
 
-    async def _wait_for_change(self) -> None:
+    async def _wait_for_change(self, items: int | None) -> None:
+        """Until a group in flight was written or, with `items`, that many items are pending."""
+        self._wake_at = items
         self._changed.clear()
-        await self._changed.wait()
+        try:
+            await self._changed.wait()
+        finally:
+            self._wake_at = None
 
     async def _flush(
         self,

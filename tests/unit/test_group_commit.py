@@ -240,3 +240,43 @@ async def test_fewer_waiting_items_wait_for_the_group_in_flight_then_go_out_toge
     assert writer.groups == [["a"], ["b", "c", "d"]]
     writer.gates[1].set()
     assert [await f for f in [first, *later]] == ["A", "B", "C", "D"]
+
+
+@pytest.mark.asyncio
+async def test_items_coming_one_by_one_go_out_beside_the_group_in_flight_at_the_threshold() -> None:
+    writer, committer, first = await group_a_in_flight(parallel_min_items=3)
+    later = []
+    for item in ("b", "c"):
+        later.append(committer.submit_nowait(item))
+        await turns_of_the_loop()
+        assert writer.groups == [["a"]], f"under three waiting after {item}"
+    later.append(committer.submit_nowait("d"))
+    await turns_of_the_loop()
+    assert writer.groups == [["a"], ["b", "c", "d"]]
+    for gate in writer.gates:
+        gate.set()
+    assert [await f for f in [first, *later]] == ["A", "B", "C", "D"]
+
+
+@pytest.mark.asyncio
+async def test_an_item_of_a_free_session_goes_out_while_the_waiting_ones_sessions_are_busy() -> (
+    None
+):
+    writer = GatedWriter()
+    committer = GroupCommitter(
+        writer.write, max_items=10, max_delay_s=0, max_in_flight=4, key=session
+    )
+    first = asyncio.ensure_future(committer.submit("s1:a"))
+    await writer.wait_for_groups(1)
+    held = committer.submit_nowait("s1:b")
+    await turns_of_the_loop()
+    assert writer.groups == [["s1:a"]], "s1 is in flight: s1:b waits"
+    free = committer.submit_nowait("s2:x")
+    await turns_of_the_loop()
+    assert writer.groups == [["s1:a"], ["s2:x"]], "s2 is free: s2:x goes out now"
+    writer.gates[0].set()
+    await writer.wait_for_groups(3)
+    assert writer.groups[2] == ["s1:b"]
+    for gate in writer.gates:
+        gate.set()
+    assert [await f for f in (first, held, free)] == ["S1:A", "S1:B", "S2:X"]
