@@ -10,7 +10,7 @@ import pytest
 from bson.codec_options import CodecOptions
 from bson.datetime_ms import DatetimeMS
 
-from auditlog.v1 import service_pb2
+from auditlog.v1 import audit_event_pb2, service_pb2
 from auditlog_service import convert, responses
 from auditlog_service.error_details import to_event_error
 from auditlog_service.errors import AuditLogError, DatabaseUnavailable, InvalidArgument
@@ -32,7 +32,8 @@ def _written() -> list[tuple[PreparedWrite, Outcome]]:
     sequences take two bytes), already stored (as read back), or failed in the database; the
     batch's receive time, then another one for the last events (as when a group holds several
     batches). Receive times are the server's own (convert.StoredTime); an event already
-    stored has its document as a read returns it, with datetimes."""
+    stored has its document as a read returns it, with datetimes. Then general events with ids
+    of many lengths."""
     writer = EventWriter(
         _NoDatabase(),  # type: ignore[arg-type]
         convert.EventPreparer("test secret"),
@@ -54,6 +55,17 @@ def _written() -> list[tuple[PreparedWrite, Outcome]]:
         elif n % 5 == 2:
             outcome = DatabaseUnavailable("the database did not answer")
         written.append((write, outcome))
+    # New general events whose ids' lengths, alike or not, put an ack's and a result's sizes
+    # on either side of one- and two-byte varints, with receive times changing between them (a
+    # whole second's field is shorter: it has no nanos).
+    whole_second = DatetimeMS((int(first) // 1000 + 5) * 1000)
+    template = valid_event_of_each_type("t")["start_call"]
+    for n, size in enumerate((1, 36, 36, 116, 117, 127, 128, 200, 36, 128)):
+        event = audit_event_pb2.AuditEvent()
+        event.CopyFrom(template)
+        event.id = f"id{n}-".ljust(size, "x")[:size]
+        write = writer.prepare(event, first if n < 6 else whole_second)
+        written.append((write, Stored(write.write.doc)))
     return written
 
 
