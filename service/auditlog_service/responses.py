@@ -7,7 +7,7 @@ In process, a general event: building a LogEvents response of whole events as me
 it (the 4 MiB bound) and serializing it cost 1.5-3.0 us against 0.7-1.4 put together; acks (a
 StreamEvents batch's, or LogEvents' with RESULT_VIEW_ACK) 1.07-1.14 against 0.73-0.79, and
 0.51-0.65 against 0.93-1.03 (100 general events, two runs each) since a response frames the acks of
-new events once per id length (AckWriter.new_result). Transports send a SerializedResponse's bytes
+new events once per id length (AckWriter.result). Transports send a SerializedResponse's bytes
 as they are (response_bytes).
 """
 
@@ -84,17 +84,27 @@ _ACK_ALREADY_STORED = _ACK_ALREADY_STORED_TAG + _TRUE
 class AckWriter:
     """Serialized EventAcks, one writer per response. The events of a batch share one receive
     time, whose field is made once. A response's results that hold acks (`result_tag`, each
-    holding its ack as `ack_tag`) differ, for events stored by this call outside a session,
-    only in the id: the framing before it depends on the id's length alone, and is made once
-    per length (new_result)."""
+    holding its ack as `ack_tag`, after `already_stored_field` for an event stored before)
+    differ, for events stored by this call outside a session, only in the id: the framing
+    before it depends on the id's length alone, and is made once per length (result)."""
 
-    __slots__ = ("_ack_tag", "_heads", "_received", "_received_field", "_result_tag")
+    __slots__ = (
+        "_ack_tag",
+        "_already_stored_field",
+        "_heads",
+        "_received",
+        "_received_field",
+        "_result_tag",
+    )
 
-    def __init__(self, result_tag: bytes = b"", ack_tag: bytes = b"") -> None:
+    def __init__(
+        self, result_tag: bytes = b"", ack_tag: bytes = b"", already_stored_field: bytes = b""
+    ) -> None:
         self._received: convert.StoredTime | dt.datetime | None = None
         self._received_field = b""
         self._result_tag = result_tag
         self._ack_tag = ack_tag
+        self._already_stored_field = already_stored_field
         self._heads: dict[int, bytes] = {}  # by the id's length, for _received_field
 
     def _receive_time_field(self, received: convert.StoredTime | dt.datetime) -> bytes:
@@ -108,12 +118,15 @@ class AckWriter:
             self._heads = {}  # their lengths count the field's
         return self._received_field
 
-    def new_result(self, outcome: Stored) -> bytes | None:
-        """The result field holding the ack of an event stored by this call without a session
-        sequence; None for any other event (already stored, or in a session: ack_field)."""
+    def result(self, outcome: Stored) -> bytes:
+        """The result field holding the event's ack."""
         doc = outcome.doc
         if outcome.already_stored or doc.get("sequence"):
-            return None
+            ack = self.ack_field(self._ack_tag, outcome)
+            if outcome.already_stored:
+                ack = self._already_stored_field + ack
+            return convert.message_field(self._result_tag, ack)
+        # Stored by this call outside a session: a head made once per id length.
         received_field = self._receive_time_field(doc["receive_time"])
         event_id: bytes = doc["id"].encode()
         size = len(event_id)
@@ -173,7 +186,7 @@ def log_events_response(
     parts: list[bytes] = []
     append = parts.append
     varint = _varint
-    acks = AckWriter(_RESULTS_TAG, _RESULT_ACK_TAG)
+    acks = AckWriter(_RESULTS_TAG, _RESULT_ACK_TAG, _RESULT_ALREADY_STORED)
     answers = iter(written)
     stored = 0
     for index in range(count):
@@ -193,13 +206,7 @@ def log_events_response(
                     append(event)
                     append(tail)
                 else:
-                    entry = acks.new_result(outcome)
-                    if entry is None:
-                        result = acks.ack_field(_RESULT_ACK_TAG, outcome)
-                        if outcome.already_stored:
-                            result = _RESULT_ALREADY_STORED + result
-                        entry = convert.message_field(_RESULTS_TAG, result)
-                    append(entry)
+                    append(acks.result(outcome))
                 continue
         append(convert.message_field(_RESULTS_TAG, _error_field(_RESULT_ERROR_TAG, error)))
     return SerializedResponse(service_pb2.LogEventsResponse, b"".join(parts)), stored
@@ -240,10 +247,7 @@ def stream_batch_response(
                 result = _error_field(_STREAM_RESULT_ERROR_TAG, to_event_error(outcome))
             else:
                 stored += 1
-                entry = acks.new_result(outcome)
-                if entry is not None:
-                    append(entry)
-                    continue
-                result = acks.ack_field(_STREAM_RESULT_ACK_TAG, outcome)
+                append(acks.result(outcome))
+                continue
         append(convert.message_field(_STREAM_RESULTS_TAG, result))
     return SerializedResponse(service_pb2.StreamEventsResponse, b"".join(parts)), stored
