@@ -30,8 +30,11 @@ class LingerTuner:
     in use, and, after every `probe_every` of them, for `probe_epochs` at a neighbour. A longer
     wait is kept when it writes `gain_longer` times as many as the epochs before it, a shorter
     one when it writes at least `keep_shorter` times as many. A probe that loses waits twice as
-    many epochs for its next try (up to `max_probe_every`). An epoch with fewer than
-    `min_groups` groups (light load) goes straight back to the shortest wait.
+    many epochs for its next try (up to `max_probe_every`). A probe that wins is followed at
+    once by one further the same way, and the wait just left is tried again only later: a
+    load that needs 6 ms gets there in about 2 s of epochs instead of 4 (the other way was
+    probed first, and lost, at every step). An epoch with fewer than `min_groups` groups (light
+    load) goes straight back to the shortest wait.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class LingerTuner:
         self._steady, self._tried = [], []
         self._interval = {-1: self._probe_every, 1: self._probe_every}
         self._due = dict(self._interval)
+        self._order = (-1, 1)  # which neighbour is tried first when both are due
 
     def _tick(self) -> None:
         now = self._clock()
@@ -112,7 +116,7 @@ class LingerTuner:
                 self._judge(self._trial, fmean(self._tried))
         else:
             self._steady.append(rate)
-            for direction in (-1, 1):
+            for direction in self._order:
                 self._due[direction] -= 1
                 neighbour = self._level + direction
                 if (
@@ -132,6 +136,11 @@ class LingerTuner:
         self._settling = 1
         if rate >= reference * factor:
             self._restart(trial)
+            # The next wait the same way is tried as soon as this one has a reference (two
+            # steady epochs); the one just left, which wrote less, only after twice the usual.
+            self._order = (direction, -direction)
+            self._due[direction] = 1
+            self._due[-direction] = 2 * self._probe_every
             return
         self._trial, self._steady = None, []
         self._interval[direction] = min(self._interval[direction] * 2, self._max_probe_every)

@@ -56,6 +56,16 @@ def test_a_longer_wait_that_writes_more_a_second_is_kept() -> None:
     assert spent[0.006] > 0.8 * 30
 
 
+def test_a_load_that_pays_for_longer_waits_gets_there_quickly() -> None:
+    clock = Clock()
+    tuner = LingerTuner(DELAYS, clock=clock)
+    # A burst of closed-loop callers on a busy server: each longer wait up to 6 ms pays. A
+    # probe that wins is followed by the next one the same way, not by one back where it was.
+    spent = run(tuner, clock, table([2000, 2400, 2800, 2800]), seconds=2.6)
+    assert tuner.chosen_s == 0.006
+    assert spent[0.0015] < 1.4  # the first probe, after three epochs, and its judgement
+
+
 def test_the_shortest_wait_stays_when_longer_ones_write_no_more() -> None:
     clock = Clock()
     tuner = LingerTuner(DELAYS, clock=clock)
