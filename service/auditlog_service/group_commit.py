@@ -144,6 +144,7 @@ class LingerTuner:
             self._due[-direction] = 2 * self._probe_every
             return
         self._trial, self._steady = None, []
+        self._order = (-1, 1)  # the run of wins is over: the shorter wait first again on a tie
         self._interval[direction] = min(self._interval[direction] * 2, self._max_probe_every)
         self._due[direction] = self._interval[direction]
 
