@@ -5,10 +5,10 @@ event's bytes are its recorded form (convert.recorded_event) and an ack's fields
 document, so a response is put together as protobuf would serialize it, in field-number order.
 In process, a general event: building a LogEvents response of whole events as messages, sizing
 it (the 4 MiB bound) and serializing it cost 1.5-3.0 us against 0.7-1.4 put together; acks (a
-StreamEvents batch's, or LogEvents' with RESULT_VIEW_ACK) 1.07-1.14 against 0.73-0.79, and
-0.51-0.65 against 0.93-1.03 (100 general events, two runs each) since a response frames the acks of
-new events once per id length (AckWriter.result). Transports send a SerializedResponse's bytes
-as they are (response_bytes).
+StreamEvents batch's, or LogEvents' with RESULT_VIEW_ACK) 1.07-1.14 against 0.73-0.79; since a
+response frames the acks of new events once per id length (AckWriter.result), 0.93-1.03 against
+0.51-0.65 (100 general events, two runs each). Transports send a SerializedResponse's bytes as
+they are (response_bytes).
 """
 
 from __future__ import annotations
