@@ -12,7 +12,9 @@ writes to a database of its own, so no side inserts into a bigger collection tha
   the baseline of batch-general;
 - stream-cobrowse: 4 streams of co-browsing events; the baselines of batch-cobrowse;
 - unary: LogEvent, 64 concurrent callers over 8 connections, against a bare grpc.aio server of
-  the same method that answers with the event and no database (`--echo-server`, this file).
+  the same method that answers with the event and no database (`--echo-server`, this file);
+  beside it, not as the goal's baseline, the same server answering each call after a timer the
+  waiting calls share (`echo_grouped`): what answering calls in groups costs without any work.
 The service (`auditlog serve --write-concern 1`, started afresh for each turn) and the echo server
 run as child processes: CPU of the service (every process of it, with --workers), of the database
 and of this client is read from /proc over each window and reported per event. Callers send
@@ -90,6 +92,9 @@ GROUP = Settings().group_commit_max_events
 # inserts). One stream keeps them all, as the SDK's EventStream allows one stream by default
 # (4 x its batch of 1,000); four streams keep 1,000 each.
 STREAM_IN_FLIGHT = RAW_CALLERS * BATCH
+# The unary path's second echo waits this long for a shared timer before each answer: the
+# service's shortest group-commit wait (group_commit.LingerTuner tries longer ones under load).
+GROUPED_ECHO_WAIT_MS = Settings().group_commit_max_delay_ms
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"ratio": 0.8, "batch_service_cpu_us": 20.0}
 # Events/s the prepared requests suffice for, by default: about twice the raw baselines' rates on
@@ -156,20 +161,54 @@ BEFORE: dict[str, dict[str, float]] = {
 # ---- the bare echo server (the unary baseline) ------------------------------------------------
 
 
-async def echo_log_event(
-    request: service_pb2.LogEventRequest, context: grpc.aio.ServicerContext[Any, Any]
-) -> service_pb2.LogEventResponse:
-    """The event back, with a receive time as the service sets one: a response of its size."""
-    response = service_pb2.LogEventResponse(event=request.event)
-    response.event.receive_time.GetCurrentTime()
-    return response
+class SharedWait:
+    """One timer for every call that waits: the first waiting call starts it and all of them
+    go on together when it fires, as a group commit's callers do, with no write in between."""
+
+    def __init__(self, wait_s: float) -> None:
+        self._wait_s = wait_s
+        self._group: asyncio.Future[None] | None = None
+
+    def _release(self) -> None:
+        group, self._group = self._group, None
+        if group is not None and not group.done():
+            group.set_result(None)
+
+    async def wait(self) -> None:
+        if self._group is None:
+            loop = asyncio.get_running_loop()
+            self._group = loop.create_future()
+            loop.call_later(self._wait_s, self._release)
+        await self._group
 
 
-async def serve_echo(listen: str) -> None:
+def echo_handler(
+    wait_ms: float,
+) -> Callable[
+    [service_pb2.LogEventRequest, grpc.aio.ServicerContext[Any, Any]],
+    Awaitable[service_pb2.LogEventResponse],
+]:
+    """LogEvent of the echo server: the event back, with a receive time as the service sets one
+    (a response of its size); with `wait_ms`, after a wait shared with the other calls."""
+    shared = SharedWait(wait_ms / 1000) if wait_ms > 0 else None
+
+    async def echo_log_event(
+        request: service_pb2.LogEventRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> service_pb2.LogEventResponse:
+        if shared is not None:
+            await shared.wait()
+        response = service_pb2.LogEventResponse(event=request.event)
+        response.event.receive_time.GetCurrentTime()
+        return response
+
+    return echo_log_event
+
+
+async def serve_echo(listen: str, wait_ms: float = 0.0) -> None:
     """The AuditLogService LogEvent method alone, on a bare grpc.aio server, until SIGTERM."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     method = grpc.unary_unary_rpc_method_handler(
-        echo_log_event,
+        echo_handler(wait_ms),
         request_deserializer=service_pb2.LogEventRequest.FromString,
         response_serializer=service_pb2.LogEventResponse.SerializeToString,
     )
@@ -182,7 +221,10 @@ async def serve_echo(listen: str) -> None:
     server.add_insecure_port(listen)
     await server.start()
     loop = asyncio.get_running_loop()
-    log(f"echo server on {listen}, event loop {type(loop).__module__}.{type(loop).__name__}")
+    log(
+        f"echo server on {listen}, event loop {type(loop).__module__}.{type(loop).__name__}, "
+        f"shared wait {wait_ms:g} ms"
+    )
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -196,9 +238,10 @@ def service_event_loop() -> str:
 
 
 class EchoProcess(ChildServer):
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, wait_ms: float = 0.0) -> None:
         port = free_port()
         command = [sys.executable, "-m", "bench.ingest", "--echo-server", f"127.0.0.1:{port}"]
+        command += ["--echo-wait-ms", f"{wait_ms:g}"]
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         super().__init__(command, port, log_path, {"PYTHONPATH": path})
 
@@ -522,8 +565,10 @@ async def service_turn(
         await bench.mongo.drop_database(database)
 
 
-async def echo_turn(bench: Bench, spec: PathSpec, pool: Pool, warm: Pool) -> dict[str, Any]:
-    server = EchoProcess(bench.log_dir / "echo.log")
+async def echo_turn(
+    bench: Bench, spec: PathSpec, pool: Pool, warm: Pool, wait_ms: float = 0.0
+) -> dict[str, Any]:
+    server = EchoProcess(bench.log_dir / "echo.log", wait_ms)
     try:
         await server.wait_serving()
         return await grpc_turn(bench, spec, pool, warm, server)
@@ -623,6 +668,9 @@ async def run_path(
     sides = {"service": service(workers)}
     if spec.rpc == "LogEvent":
         sides["echo"] = lambda: echo_turn(bench, spec, pool, warm)
+        # Not the goal's baseline: the echo with the service's shortest group wait, to tell
+        # what answering calls in groups costs from what the service's own work does.
+        sides["echo_grouped"] = lambda: echo_turn(bench, spec, pool, warm, GROUPED_ECHO_WAIT_MS)
         baseline = "echo"
     else:
         sides["raw"] = lambda: raw_turn(bench, name, pool.raw, warm.raw)
@@ -824,6 +872,54 @@ def workers_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def machine_us(side: dict[str, Any]) -> float:
+    """CPU per event of the server, the database and the client together."""
+    return sum(value or 0.0 for value in side["cpu_us_per_event"].values())
+
+
+def unary_section(path: dict[str, Any], cpus: int | None) -> list[str]:
+    """What the bare echo's lead over the service is made of: answering in groups (the grouped
+    echo) and the service's own work, with the database's, on the machine's cores."""
+    sides = path["sides"]
+    if "echo_grouped" not in sides:
+        return []
+    lines = [
+        "## Unary: what the echo's lead is made of",
+        "",
+        "Not the goal's baseline: `echo_grouped` is the same echo with every call first "
+        f"waiting for a timer it shares with the others ({GROUPED_ECHO_WAIT_MS:g} ms, the "
+        "service's shortest group-commit wait), then answered as the bare echo answers, with "
+        "no work and no database. CPU per call of each process over the window; the machine's "
+        "is their sum, and cores busy is that times the calls a second.",
+        "",
+        "| side | calls/s | server | database | client | machine | cores busy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("service", "echo", "echo_grouped"):
+        side = sides[name]
+        cpu = side["cpu_us_per_event"]
+        machine = machine_us(side)
+        lines.append(
+            f"| {name} | {rate(side['events_per_s'])} | {us(cpu.get('service'))} | "
+            f"{us(cpu.get('database'))} | {us(cpu.get('client'))} | {us(machine)} | "
+            f"{machine * side['events_per_s'] / 1e6:.2f} |"
+        )
+    database = sides["service"]["cpu_us_per_event"].get("database") or 0.0
+    bound = machine_us(sides["echo"]) / (machine_us(sides["echo_grouped"]) + database)
+    lines += [
+        "",
+        f"A service whose calls cost no more than the grouped echo's, and whose database used "
+        f"what this one's did ({us(database)} a call), would reach about **{bound:.2f}** of the "
+        f"bare echo: the echo's machine CPU per call over that service's, as long as both sides "
+        f"keep the machine as busy (the bare echo's side keeps "
+        f"{machine_us(sides['echo']) * sides['echo']['events_per_s'] / 1e6:.2f} of its "
+        f"{cpus} cores busy). The service's own work per call has to fit in what is left "
+        "between that and the goal.",
+        "",
+    ]
+    return lines
+
+
 def markdown(data: dict[str, Any]) -> str:
     args = data["args"]
     earlier = data.get("before_run")
@@ -866,6 +962,8 @@ def markdown(data: dict[str, Any]) -> str:
         "divided by the events stored in it; the client (this process) shares the machine.",
         "",
     ]
+    if "unary" in data["paths"]:
+        lines += unary_section(data["paths"]["unary"], data.get("machine_cpus"))
     if "workers" in data:
         lines += workers_section(data)
     if data["notes"]:
@@ -913,11 +1011,12 @@ def main() -> None:
     parser.add_argument("--output", default="ingest", help="bench/results/<output>.json/.md")
     parser.add_argument("--note", action="append", default=[], help="a line for the Notes")
     parser.add_argument("--echo-server", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--echo-wait-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         # On the event loop the service's processes run on (the same environment): the ratio
         # is then the service's own cost, not the loop's.
-        run_on_loop(service_event_loop(), serve_echo(args.echo_server))
+        run_on_loop(service_event_loop(), serve_echo(args.echo_server, args.echo_wait_ms))
         return
     unknown = set(args.paths) - set(PATHS)
     if unknown:
