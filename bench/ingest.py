@@ -877,7 +877,9 @@ def machine_us(side: dict[str, Any]) -> float:
     return sum(value or 0.0 for value in side["cpu_us_per_event"].values())
 
 
-def unary_section(path: dict[str, Any], cpus: int | None) -> list[str]:
+def unary_section(
+    path: dict[str, Any], cpus: int | None, batch: dict[str, Any] | None
+) -> list[str]:
     """What the bare echo's lead over the service is made of: answering in groups (the grouped
     echo) and the service's own work, with the database's, on the machine's cores."""
     sides = path["sides"]
@@ -904,20 +906,30 @@ def unary_section(path: dict[str, Any], cpus: int | None) -> list[str]:
             f"{us(cpu.get('database'))} | {us(cpu.get('client'))} | {us(machine)} | "
             f"{machine * side['events_per_s'] / 1e6:.2f} |"
         )
+
+    def bound(database: float) -> float:
+        return machine_us(sides["echo"]) / (machine_us(sides["echo_grouped"]) + database)
+
     database = sides["service"]["cpu_us_per_event"].get("database") or 0.0
-    bound = machine_us(sides["echo"]) / (machine_us(sides["echo_grouped"]) + database)
-    lines += [
-        "",
+    text = (
         f"A service whose calls cost no more than the grouped echo's, and whose database used "
-        f"what this one's did ({us(database)} a call), would reach about **{bound:.2f}** of the "
-        f"bare echo: the echo's machine CPU per call over that service's, as long as both sides "
-        f"keep the machine as busy (the bare echo's side keeps "
-        f"{machine_us(sides['echo']) * sides['echo']['events_per_s'] / 1e6:.2f} of its "
-        f"{cpus} cores busy). The service's own work per call has to fit in what is left "
-        "between that and the goal.",
-        "",
-    ]
-    return lines
+        f"what this one's did ({us(database)} a call), would reach about "
+        f"**{bound(database):.2f}** of the bare echo: the echo's machine CPU per call over "
+        f"that service's, as long as both sides keep the machine as busy (the bare echo's side "
+        f"keeps {machine_us(sides['echo']) * sides['echo']['events_per_s'] / 1e6:.2f} of its "
+        f"{cpus} cores busy)."
+    )
+    batch_database = (batch or {}).get("sides", {}).get("service", {}).get("cpu_us_per_event")
+    batch_us = (batch_database or {}).get("database")
+    if batch_us:
+        # Part of what the database spends on a group is per command, not per event: in
+        # larger groups than the service's it would spend less per call, down to this.
+        text += (
+            f" With the database's CPU per event of the batch path's 1,000-event groups "
+            f"({us(batch_us)}), about **{bound(batch_us):.2f}**."
+        )
+    text += " The service's own work per call has to fit in what is left above the goal."
+    return [*lines, "", text, ""]
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -963,7 +975,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
     ]
     if "unary" in data["paths"]:
-        lines += unary_section(data["paths"]["unary"], data.get("machine_cpus"))
+        paths = data["paths"]
+        lines += unary_section(paths["unary"], data.get("machine_cpus"), paths.get("batch-general"))
     if "workers" in data:
         lines += workers_section(data)
     if data["notes"]:
