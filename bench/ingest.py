@@ -877,6 +877,11 @@ def machine_us(side: dict[str, Any]) -> float:
     return sum(value or 0.0 for value in side["cpu_us_per_event"].values())
 
 
+def cores_busy(side: dict[str, Any]) -> float:
+    """How many of the machine's cores the side's processes kept busy over the window."""
+    return machine_us(side) * side["events_per_s"] / 1e6
+
+
 def unary_section(
     path: dict[str, Any], cpus: int | None, batch: dict[str, Any] | None
 ) -> list[str]:
@@ -900,11 +905,10 @@ def unary_section(
     for name in ("service", "echo", "echo_grouped"):
         side = sides[name]
         cpu = side["cpu_us_per_event"]
-        machine = machine_us(side)
         lines.append(
             f"| {name} | {rate(side['events_per_s'])} | {us(cpu.get('service'))} | "
-            f"{us(cpu.get('database'))} | {us(cpu.get('client'))} | {us(machine)} | "
-            f"{machine * side['events_per_s'] / 1e6:.2f} |"
+            f"{us(cpu.get('database'))} | {us(cpu.get('client'))} | {us(machine_us(side))} | "
+            f"{cores_busy(side):.2f} |"
         )
 
     def bound(database: float) -> float:
@@ -916,7 +920,7 @@ def unary_section(
         f"what this one's did ({us(database)} a call), would reach about "
         f"**{bound(database):.2f}** of the bare echo: the echo's machine CPU per call over "
         f"that service's, as long as both sides keep the machine as busy (the bare echo's side "
-        f"keeps {machine_us(sides['echo']) * sides['echo']['events_per_s'] / 1e6:.2f} of its "
+        f"keeps {cores_busy(sides['echo']):.2f} of its "
         f"{cpus} cores busy)."
     )
     batch_database = (batch or {}).get("sides", {}).get("service", {}).get("cpu_us_per_event")
