@@ -10,8 +10,12 @@ export npm_config_cache := $(ROOT)/.tools/npm-cache
 export GOMODCACHE := $(ROOT)/.tools/gomodcache
 export GOCACHE := $(ROOT)/.tools/gocache
 export GOFLAGS := -modcacherw
-export PATH := $(ROOT)/.tools/bin:$(PATH)
+export CARGO_HOME := $(ROOT)/.tools/cargo
+export CARGO_TARGET_DIR := $(ROOT)/.tools/cargo-target
+# rustup puts cargo in ~/.cargo/bin, which not every shell has on its PATH.
+export PATH := $(ROOT)/.tools/bin:$(PATH):$(HOME)/.cargo/bin
 
+NATIVE := service/auditlog_service/_native.so
 PY_SOURCES := service tests bench clients/python/examples $(filter-out clients/python/src/auditlog/v1,$(wildcard clients/python/src/auditlog/*.py))
 
 .PHONY: setup chromium console-test run test sdk-test lint typecheck proto-lint proto-breaking generate check-generated pytest bench screenshots clean
@@ -19,13 +23,20 @@ PY_SOURCES := service tests bench clients/python/examples $(filter-out clients/p
 # The console's sources, including the generated TypeScript messages it imports.
 CONSOLE_SOURCES := $(shell find console/src console/index.html console/vite.config.ts clients/typescript/src/gen -type f 2>/dev/null)
 
-setup: $(VENV)/.installed node_modules/.installed .tools/bin/ferretdb.stamp .tools/bin/sdk-tools.stamp console/dist/index.html chromium
+setup: $(VENV)/.installed $(NATIVE) node_modules/.installed .tools/bin/ferretdb.stamp .tools/bin/sdk-tools.stamp console/dist/index.html chromium
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e clients/python -e '.[dev,bench]'
 	touch $@
+
+# The service's native preparer (service/native, Rust): built with the machine's cargo against the
+# venv's Python, into the package (never committed); renamed into place, so a running server
+# keeps the file it loaded.
+$(NATIVE): $(VENV)/.installed service/native/Cargo.toml service/native/Cargo.lock $(wildcard service/native/src/*.rs)
+	PYO3_PYTHON=$(ROOT)/$(PY) cargo build -q --release --locked --manifest-path service/native/Cargo.toml
+	cp $(CARGO_TARGET_DIR)/release/lib_native.so $@.tmp && mv -f $@.tmp $@
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
@@ -76,6 +87,8 @@ proto-breaking: setup
 lint: setup
 	$(VENV)/bin/ruff check $(PY_SOURCES)
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	cargo fmt --check --manifest-path service/native/Cargo.toml
+	PYO3_PYTHON=$(ROOT)/$(PY) cargo clippy -q --release --locked --manifest-path service/native/Cargo.toml -- -D warnings
 
 typecheck: setup
 	$(VENV)/bin/mypy -p auditlog_service -p auditlog
@@ -100,7 +113,7 @@ screenshots: setup
 # The benchmarks with their baselines side by side, into bench/results/*.md|json, and a plot of
 # them (bench/results/summary.png): about 9 minutes here; FULL=1 for the 1,000,000-event runs.
 # Not part of `test`: they measure the machine as much as the code.
-bench: $(VENV)/.installed .tools/bin/ferretdb.stamp
+bench: $(VENV)/.installed $(NATIVE) .tools/bin/ferretdb.stamp
 	$(PY) -m bench $(if $(FULL),--full)
 
 clean:

@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 
 from auditlog.v1 import audit_event_pb2, enums_pb2
 
+from . import _native
 from .event_types import REGISTRY, EventTypeSpec
 
 Document = dict[str, Any]
@@ -112,7 +113,11 @@ _MILLISECOND = dt.timedelta(milliseconds=1)
 
 
 def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> dt.datetime:
-    millis = ts.seconds * 1000 + ts.nanos // 1_000_000
+    return millis_to_datetime(ts.seconds * 1000 + ts.nanos // 1_000_000)
+
+
+def millis_to_datetime(millis: int) -> dt.datetime:
+    """The aware datetime a payload's time is stored as, from its milliseconds."""
     return _EPOCH + dt.timedelta(milliseconds=millis)
 
 
@@ -429,6 +434,12 @@ def _normalise_payload(event: audit_event_pb2.AuditEvent, paths: dict[str, list[
             json_format.Parse(free_form_json(value), value)
 
 
+# The payload whose text may be sensitive (EventPreparer.prepare masks it, and sets `masked`).
+_MASKED_PAYLOAD = "input"
+# Payloads naming the co-browsing session they are about, by the field naming it: a document's
+# `session_id` is that session (to_document).
+_SESSION_FIELDS = {"live_view": "cobrowse_session_id"}
+
 # Each payload's document function, made at start-up.
 _PAYLOAD_DOCS = {
     spec.payload_field: _doc_function(_payload_type(spec.payload_field)) for spec in REGISTRY.all()
@@ -507,7 +518,7 @@ class EventPreparer:
         if paths is not None:
             _normalise_payload(event, paths)
         secret_digest = b""
-        if spec.payload_field == "input":
+        if spec.payload_field == _MASKED_PAYLOAD:
             event.input.masked = event.input.sensitive
             if event.input.sensitive:
                 secret_digest = hmac.new(
@@ -678,8 +689,9 @@ def to_document(
     for name in _LIFTED_FIELDS[payload_field]:
         if name in payload_doc:
             doc[name] = payload_doc[name]
-    if payload_field == "live_view":
-        session = payload_doc.get("cobrowse_session_id", "")
+    session_field = _SESSION_FIELDS.get(payload_field)
+    if session_field is not None:
+        session = payload_doc.get(session_field, "")
     if session:
         doc["session_id"] = session
     return doc
@@ -736,3 +748,80 @@ def document_into(doc: Document, event: audit_event_pb2.AuditEvent) -> None:
     payload = getattr(event, spec.payload_field)
     payload.SetInParent()
     _fill(doc.get(spec.payload_field, {}), payload, _reading_plan(payload.DESCRIPTOR))
+
+
+# The native preparer (service/native, built by `make setup`): EventPreparer.prepare,
+# to_document, recorded_event and sequence_position in one pass over an event's serialization,
+# for the events these rules would not change (it declines the others, which prepare as above).
+# Its field kinds; a field of any other kind (free-form data, a map, bytes, a list of numbers,
+# a scalar with presence) makes it decline an event that sets it.
+_NATIVE_STRING, _NATIVE_BOOL, _NATIVE_ENUM, _NATIVE_DOUBLE, _NATIVE_MESSAGE, _NATIVE_TIME = range(6)
+_NATIVE_DECLINED = 9
+
+
+def _native_kind(field: descriptor.FieldDescriptor) -> int:
+    if field.type == _FD.TYPE_STRING:
+        return _NATIVE_STRING
+    if field.type == _FD.TYPE_MESSAGE:
+        assert field.message_type is not None
+        if field.message_type.GetOptions().map_entry or _message_type(field) in _FREE_FORM:
+            return _NATIVE_DECLINED
+        if _message_type(field) == _TIMESTAMP:
+            return _NATIVE_DECLINED if field.is_repeated else _NATIVE_TIME
+        return _NATIVE_MESSAGE
+    if field.is_repeated or field.has_presence:
+        return _NATIVE_DECLINED
+    kinds = {
+        _FD.TYPE_BOOL: _NATIVE_BOOL,
+        _FD.TYPE_ENUM: _NATIVE_ENUM,
+        _FD.TYPE_DOUBLE: _NATIVE_DOUBLE,
+    }
+    return kinds.get(field.type, _NATIVE_DECLINED)
+
+
+def native_preparer() -> _native.Preparer:
+    """The native preparer, given the contract's messages and these rules' choices."""
+    messages: list[list[tuple[int, str, int, bool, dict[int, str], int]]] = []
+    indexes: dict[str, int] = {}
+
+    def index_of(message_type: descriptor.Descriptor) -> int:
+        if message_type.full_name in indexes:
+            return indexes[message_type.full_name]
+        index = indexes[message_type.full_name] = len(messages)
+        rows: list[tuple[int, str, int, bool, dict[int, str], int]] = []
+        messages.append(rows)
+        for field in message_type.fields:
+            kind = _native_kind(field)
+            names = (
+                {v.number: v.name for v in _enum_type(field).values} if kind == _NATIVE_ENUM else {}
+            )
+            inner = 0
+            if kind == _NATIVE_MESSAGE:
+                assert field.message_type is not None
+                inner = index_of(field.message_type)
+            rows.append((field.number, field.name, kind, field.is_repeated, names, inner))
+        return index
+
+    event = audit_event_pb2.AuditEvent.DESCRIPTOR
+    payloads = {
+        event.fields_by_name[spec.payload_field].number: (
+            spec.payload_field,
+            index_of(_payload_type(spec.payload_field)),
+            spec.type_string,
+            spec.event_type,
+            spec.cobrowse,
+            list(_LIFTED_FIELDS[spec.payload_field]),
+            _SESSION_FIELDS.get(spec.payload_field),
+            ["sensitive", "masked"] if spec.payload_field == _MASKED_PAYLOAD else [],
+        )
+        for spec in REGISTRY.all()
+    }
+    numbers = {field.name: field.number for field in event.fields if field.containing_oneof is None}
+    return _native.Preparer(
+        messages,
+        payloads,
+        numbers,
+        {int(value): name for value, name in ACTOR_NAMES.items()},
+        DatetimeMS,
+        millis_to_datetime,
+    )

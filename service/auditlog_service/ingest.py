@@ -78,6 +78,7 @@ class EventWriter:
         longest_delay_s: float = 0.0,
     ) -> None:
         self._preparer = preparer
+        self._native = convert.native_preparer()
         self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
             metrics.observed_group_write(
                 repository.insert_events, lambda: self._committer.chosen_delay_s
@@ -96,10 +97,22 @@ class EventWriter:
         receive_time: convert.StoredTime | dt.datetime | None = None,
     ) -> PreparedWrite:
         """One validated event (received now, or with the batch it came in) made ready for the
-        database. The writer takes the message over: it is normalised in place, not copied."""
-        prepared = self._preparer.prepare(event, owned=True)
-        event_id = prepared.event.id or new_event_id()
+        database. The writer takes the message over: it may be normalised in place, not copied."""
+        event_id = event.id or new_event_id()
         receive_time = receive_time or convert.stored_time_now()
+        # Most events are stored as they come: the native preparer makes their document and
+        # recorded form from the serialization in one pass (convert.native_preparer); it declines
+        # the others, which the rules in convert prepare.
+        native = self._native.prepare(
+            event.SerializeToString(),
+            event_id,
+            receive_time,
+            convert.datetime_to_millis(receive_time),
+        )
+        if native is not None:
+            doc, occur_time_given, recorded, sequence_at = native
+            return PreparedWrite(EventWrite(doc, occur_time_given, recorded), sequence_at)
+        prepared = self._preparer.prepare(event, owned=True)
         doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)
         # The event as stored, without the session slot it will get (the ledger records that
         # in its chain beside the recorded form's digest), serialized.

@@ -1,0 +1,18 @@
+"""Types of the native preparer (service/native/src/lib.rs, built by `make setup`)."""
+
+from collections.abc import Callable
+from typing import Any
+
+class Preparer:
+    def __init__(
+        self,
+        messages: list[list[tuple[int, str, int, bool, dict[int, str], int]]],
+        payloads: dict[int, tuple[str, int, str, int, bool, list[str], str | None, list[str]]],
+        numbers: dict[str, int],
+        actor_names: dict[int, str],
+        stored_time: Callable[[int], Any],
+        payload_time: Callable[[int], Any],
+    ) -> None: ...
+    def prepare(
+        self, serialized: bytes, event_id: str, receive_time: Any, receive_millis: int
+    ) -> tuple[dict[str, Any], bool, bytes, int] | None: ...

@@ -1,0 +1,623 @@
+//! auditlog_service._native: the write path's per-event work for an incoming event that is
+//! already in the form the service stores, done from its serialization in one pass.
+//!
+//! `Preparer.prepare` reads a serialized AuditEvent and gives what convert.py's
+//! EventPreparer.prepare, to_document, recorded_event and sequence_position give for it: the
+//! document, whether the client gave an occur time, the recorded form and where a session
+//! sequence goes in it. It does that only for events the Python rules would not change
+//! (normalisation: unknown or output-only fields, finer than millisecond times, -0.0, free-form
+//! data, a sensitive or marked input) and declines every other event (returns None), which the
+//! Python rules then prepare. So its results are byte for byte the Python ones; the unit tests
+//! compare the two over every event type and over events that must be declined.
+
+use std::collections::HashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
+use sha2::{Digest, Sha256};
+
+// Field kinds, as convert.native_schema numbers them. Any other kind (free-form data, a map,
+// a packed list) is declined when present.
+const STRING: u8 = 0;
+const BOOL: u8 = 1;
+const ENUM: u8 = 2;
+const DOUBLE: u8 = 3;
+const MESSAGE: u8 = 4;
+const TIMESTAMP: u8 = 5;
+
+/// Returns Ok(None) from the enclosing function (the event is declined) when the value is None.
+macro_rules! or_decline {
+    ($value:expr) => {
+        match $value {
+            Some(inner) => inner,
+            None => return Ok(None),
+        }
+    };
+}
+
+enum Wire<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+}
+
+/// A protobuf wire-format reader that gives up (None) on anything malformed or not minimal:
+/// the serializations it reads come from protobuf's own serializer, which writes neither.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let byte = *self.buf.get(self.pos)?;
+            self.pos += 1;
+            if shift == 63 && byte > 1 {
+                return None;
+            }
+            value |= u64::from(byte & 0x7F) << shift;
+            if byte < 0x80 {
+                // A last byte of 0 after others is a longer encoding than needed.
+                return if byte == 0 && shift > 0 {
+                    None
+                } else {
+                    Some(value)
+                };
+            }
+            shift += 7;
+        }
+    }
+
+    /// The next field: its number and value.
+    fn field(&mut self) -> Option<(u32, Wire<'a>)> {
+        let tag = self.varint()?;
+        let number = u32::try_from(tag >> 3).ok()?;
+        let value = match tag & 7 {
+            0 => Wire::Varint(self.varint()?),
+            1 => {
+                let bytes = self.buf.get(self.pos..self.pos + 8)?;
+                self.pos += 8;
+                Wire::Fixed64(u64::from_le_bytes(bytes.try_into().ok()?))
+            }
+            2 => {
+                let length = usize::try_from(self.varint()?).ok()?;
+                let end = self.pos.checked_add(length)?;
+                let bytes = self.buf.get(self.pos..end)?;
+                self.pos = end;
+                Wire::Bytes(bytes)
+            }
+            _ => return None, // fixed32 and groups: no field of the contract has them
+        };
+        Some((number, value))
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7F) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A set string field, as bytes of text (empty: never written for a field without presence).
+fn text(value: Wire<'_>) -> Option<&str> {
+    match value {
+        Wire::Bytes(bytes) if !bytes.is_empty() => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    }
+}
+
+/// A Timestamp's whole milliseconds; None when it holds more than whole milliseconds (the
+/// Python rules truncate it), a value out of range or a field it does not have.
+fn timestamp_millis(bytes: &[u8]) -> Option<i64> {
+    let mut reader = Reader::new(bytes);
+    let (mut seconds, mut nanos, mut last) = (0i64, 0i64, 0u32);
+    while !reader.done() {
+        match reader.field()? {
+            (1, Wire::Varint(value)) if last < 1 && value != 0 => seconds = value as i64,
+            (2, Wire::Varint(value)) if last < 2 && value != 0 && value < 1_000_000_000 => {
+                nanos = value as i64
+            }
+            _ => return None,
+        }
+        last = if nanos == 0 { 1 } else { 2 };
+    }
+    if nanos % 1_000_000 != 0 {
+        return None;
+    }
+    seconds.checked_mul(1000)?.checked_add(nanos / 1_000_000)
+}
+
+/// A Timestamp of `millis`, serialized.
+fn timestamp_bytes(millis: i64) -> Vec<u8> {
+    let (seconds, rest) = (millis.div_euclid(1000), millis.rem_euclid(1000));
+    let mut out = Vec::with_capacity(16);
+    if seconds != 0 {
+        out.push(0x08);
+        put_varint(&mut out, seconds as u64);
+    }
+    if rest != 0 {
+        out.push(0x10);
+        put_varint(&mut out, (rest * 1_000_000) as u64);
+    }
+    out
+}
+
+fn length_delimited(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    out.push(tag);
+    put_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+struct FieldPlan {
+    name: Py<PyString>,
+    kind: u8,
+    repeated: bool,
+    enum_names: HashMap<i64, Py<PyString>>,
+    message: usize,
+}
+
+struct PayloadPlan {
+    name: Py<PyString>,
+    message: usize,
+    type_string: Py<PyString>,
+    event_type: u64,
+    cobrowse: bool,
+    // Fields of the payload the document also carries at its top, when set.
+    lifted: Vec<Py<PyString>>,
+    // The payload field naming the co-browsing session the event is about, if any.
+    session_field: Option<Py<PyString>>,
+    // Fields of the payload the Python rules rewrite: an event with any of them set is declined.
+    normalised: Vec<Py<PyString>>,
+}
+
+/// The document keys, made once.
+struct Keys {
+    id_key: Py<PyString>,
+    key: Py<PyString>,
+    id: Py<PyString>,
+    tenant_id: Py<PyString>,
+    type_: Py<PyString>,
+    occur_time: Py<PyString>,
+    receive_time: Py<PyString>,
+    fingerprint: Py<PyString>,
+    tenant_user_id: Py<PyString>,
+    cobrowse: Py<PyString>,
+    session_id: Py<PyString>,
+    actor: Py<PyString>,
+}
+
+impl Keys {
+    fn new(py: Python<'_>) -> Self {
+        let name = |text: &str| PyString::intern(py, text).unbind();
+        Keys {
+            id_key: name("_id"),
+            key: name("key"),
+            id: name("id"),
+            tenant_id: name("tenant_id"),
+            type_: name("type"),
+            occur_time: name("occur_time"),
+            receive_time: name("receive_time"),
+            fingerprint: name("fingerprint"),
+            tenant_user_id: name("tenant_user_id"),
+            cobrowse: name("cobrowse"),
+            session_id: name("session_id"),
+            actor: name("actor"),
+        }
+    }
+}
+
+/// The AuditEvent's own field numbers (convert.native_schema passes them from the descriptor).
+struct EventNumbers {
+    id: u32,
+    tenant_id: u32,
+    tenant_user_id: u32,
+    occur_time: u32,
+    receive_time: u32,
+    event_type: u32,
+    cobrowse: u32,
+}
+
+struct Cobrowse<'a> {
+    start: usize,
+    end: usize,
+    session_id: &'a str,
+    actor: i64,
+}
+
+#[pyclass(frozen)]
+struct Preparer {
+    messages: Vec<HashMap<u32, FieldPlan>>,
+    payloads: HashMap<u32, PayloadPlan>,
+    numbers: EventNumbers,
+    actor_names: HashMap<i64, Py<PyString>>,
+    keys: Keys,
+    // DatetimeMS, and the function making a payload's time (convert.timestamp_to_datetime's
+    // result from milliseconds).
+    stored_time: Py<PyAny>,
+    payload_time: Py<PyAny>,
+}
+
+type FieldRow = (u32, String, u8, bool, HashMap<i64, String>, usize);
+type PayloadRow = (
+    String,
+    usize,
+    String,
+    u64,
+    bool,
+    Vec<String>,
+    Option<String>,
+    Vec<String>,
+);
+
+#[pymethods]
+impl Preparer {
+    /// `messages`: per message type, its fields as (number, name, kind, repeated, enum value
+    /// names, message index); `payloads`: per payload field number, (name, message index, type
+    /// string, event type, co-browsing, lifted field names, session field name, numbers of
+    /// fields that normalisation rewrites); `numbers`: the AuditEvent's own fields by name.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        messages: Vec<Vec<FieldRow>>,
+        payloads: HashMap<u32, PayloadRow>,
+        numbers: HashMap<String, u32>,
+        actor_names: HashMap<i64, String>,
+        stored_time: Py<PyAny>,
+        payload_time: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let name = |text: &str| PyString::intern(py, text).unbind();
+        let messages = messages
+            .into_iter()
+            .map(|fields| {
+                fields
+                    .into_iter()
+                    .map(|(number, field, kind, repeated, enums, message)| {
+                        let enum_names = enums.iter().map(|(v, n)| (*v, name(n))).collect();
+                        let plan = FieldPlan {
+                            name: name(&field),
+                            kind,
+                            repeated,
+                            enum_names,
+                            message,
+                        };
+                        (number, plan)
+                    })
+                    .collect()
+            })
+            .collect();
+        let payloads = payloads
+            .into_iter()
+            .map(|(number, row)| {
+                let (field, message, type_string, event_type, cobrowse, lifted, session, normal) =
+                    row;
+                let plan = PayloadPlan {
+                    name: name(&field),
+                    message,
+                    type_string: name(&type_string),
+                    event_type,
+                    cobrowse,
+                    lifted: lifted.iter().map(|n| name(n)).collect(),
+                    session_field: session.as_deref().map(name),
+                    normalised: normal.iter().map(|n| name(n)).collect(),
+                };
+                (number, plan)
+            })
+            .collect();
+        let number = |key: &str| {
+            numbers.get(key).copied().ok_or_else(|| {
+                pyo3::exceptions::PyKeyError::new_err(format!("no field number for {key}"))
+            })
+        };
+        let numbers_below_16 = numbers.values().all(|n| (1..16).contains(n));
+        if !numbers_below_16 {
+            // tag() writes the AuditEvent's own tags as one byte.
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "field numbers must be 1-15",
+            ));
+        }
+        let numbers = EventNumbers {
+            id: number("id")?,
+            tenant_id: number("tenant_id")?,
+            tenant_user_id: number("tenant_user_id")?,
+            occur_time: number("occur_time")?,
+            receive_time: number("receive_time")?,
+            event_type: number("event_type")?,
+            cobrowse: number("cobrowse")?,
+        };
+        let actor_names = actor_names.iter().map(|(v, n)| (*v, name(n))).collect();
+        Ok(Preparer {
+            messages,
+            payloads,
+            numbers,
+            actor_names,
+            keys: Keys::new(py),
+            stored_time,
+            payload_time,
+        })
+    }
+
+    /// (document, occur time given, recorded form, sequence position) of the serialized event,
+    /// stored under `event_id` and received at `receive_time` (`receive_millis` its
+    /// milliseconds); None when the Python rules must prepare it.
+    fn prepare<'py>(
+        &self,
+        py: Python<'py>,
+        serialized: &[u8],
+        event_id: &Bound<'py, PyString>,
+        receive_time: &Bound<'py, PyAny>,
+        receive_millis: i64,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let numbers = &self.numbers;
+        let mut reader = Reader::new(serialized);
+        let mut last = 0u32;
+        // The id's end, the end of tenant_id and tenant_user_id, and the content's rest.
+        let (mut id_end, mut head_end) = (0usize, 0usize);
+        let (mut tenant_id, mut tenant_user_id) = ("", "");
+        let mut occur: Option<(usize, usize, i64)> = None;
+        let mut cobrowse: Option<Cobrowse<'_>> = None;
+        let mut payload: Option<(&PayloadPlan, &[u8])> = None;
+        while !reader.done() {
+            let start = reader.pos;
+            let (number, value) = or_decline!(reader.field());
+            if number <= last {
+                return Ok(None); // out of order, or twice: not protobuf's own serialization
+            }
+            last = number;
+            if number == numbers.id {
+                or_decline!(text(value));
+                id_end = reader.pos;
+                head_end = reader.pos;
+            } else if number == numbers.tenant_id {
+                tenant_id = or_decline!(text(value));
+                head_end = reader.pos;
+            } else if number == numbers.tenant_user_id {
+                tenant_user_id = or_decline!(text(value));
+                head_end = reader.pos;
+            } else if number == numbers.occur_time {
+                let Wire::Bytes(bytes) = value else {
+                    return Ok(None);
+                };
+                occur = Some((start, reader.pos, or_decline!(timestamp_millis(bytes))));
+            } else if number == numbers.cobrowse {
+                let Wire::Bytes(bytes) = value else {
+                    return Ok(None);
+                };
+                let (session_id, actor) = or_decline!(cobrowse_context(bytes));
+                cobrowse = Some(Cobrowse {
+                    start,
+                    end: reader.pos,
+                    session_id,
+                    actor,
+                });
+            } else if let Some(plan) = self.payloads.get(&number) {
+                let Wire::Bytes(bytes) = value else {
+                    return Ok(None);
+                };
+                if payload.is_some() {
+                    return Ok(None);
+                }
+                payload = Some((plan, bytes));
+            } else {
+                // receive_time, event_type, the sequences, ledger_hash (the server's to set)
+                // or a field this contract does not know: the Python rules clear them.
+                return Ok(None);
+            }
+        }
+        let (plan, payload_bytes) = or_decline!(payload);
+        let payload_doc = or_decline!(self.message_doc(py, plan.message, payload_bytes)?);
+        for name in &plan.normalised {
+            if payload_doc.contains(name)? {
+                return Ok(None);
+            }
+        }
+        let rest_start = occur.map_or(head_end, |(_, end, _)| end);
+        if occur.is_some_and(|(start, _, _)| start != head_end) {
+            return Ok(None);
+        }
+        let head = &serialized[id_end..head_end];
+        let rest = &serialized[rest_start..];
+
+        let mut digest = Sha256::new();
+        digest.update(head);
+        digest.update(rest);
+        let fingerprint = hex(&digest.finalize());
+
+        // The recorded form: the id, the content's head, the times and the type, its rest.
+        let receive_ts = timestamp_bytes(receive_millis);
+        let event_id_text = event_id.to_str()?;
+        let mut recorded = Vec::with_capacity(serialized.len() + event_id_text.len() + 48);
+        if !event_id_text.is_empty() {
+            length_delimited(&mut recorded, tag(numbers.id, 2), event_id_text.as_bytes());
+        }
+        recorded.extend_from_slice(head);
+        match occur {
+            Some((start, end, _)) => recorded.extend_from_slice(&serialized[start..end]),
+            None => length_delimited(&mut recorded, tag(numbers.occur_time, 2), &receive_ts),
+        }
+        length_delimited(&mut recorded, tag(numbers.receive_time, 2), &receive_ts);
+        recorded.push(tag(numbers.event_type, 0));
+        put_varint(&mut recorded, plan.event_type);
+        let rest_at = recorded.len();
+        recorded.extend_from_slice(rest);
+
+        let keys = &self.keys;
+        let mut session = "";
+        let mut sequence_at = 0usize;
+        let mut cobrowse_doc = None;
+        if plan.cobrowse {
+            // The context is the content's rest's first field; a session sequence follows it.
+            let context = or_decline!(cobrowse);
+            if context.start != rest_start {
+                return Ok(None);
+            }
+            let actor = or_decline!(self.actor_names.get(&context.actor));
+            let inner = PyDict::new(py);
+            inner.set_item(&keys.session_id, context.session_id)?;
+            inner.set_item(&keys.actor, actor)?;
+            cobrowse_doc = Some(inner);
+            session = context.session_id;
+            sequence_at = rest_at + (context.end - context.start);
+        }
+
+        let key = PyString::new(py, &format!("{tenant_id}/{event_id_text}"));
+        let occur_time = match occur {
+            Some((_, _, millis)) => self.stored_time.bind(py).call1((millis,))?,
+            None => receive_time.clone(),
+        };
+        let doc = PyDict::new(py);
+        doc.set_item(&keys.id_key, &key)?;
+        doc.set_item(&keys.key, &key)?;
+        doc.set_item(&keys.id, event_id)?;
+        doc.set_item(&keys.tenant_id, tenant_id)?;
+        doc.set_item(&keys.type_, &plan.type_string)?;
+        doc.set_item(&keys.occur_time, occur_time)?;
+        doc.set_item(&keys.receive_time, receive_time)?;
+        doc.set_item(&keys.fingerprint, fingerprint)?;
+        doc.set_item(&plan.name, &payload_doc)?;
+        if !tenant_user_id.is_empty() {
+            doc.set_item(&keys.tenant_user_id, tenant_user_id)?;
+        }
+        if let Some(inner) = cobrowse_doc {
+            doc.set_item(&keys.cobrowse, inner)?;
+        }
+        for name in &plan.lifted {
+            if let Some(value) = payload_doc.get_item(name)? {
+                doc.set_item(name, value)?;
+            }
+        }
+        // The session a payload names takes the place of the context's (convert.to_document).
+        match &plan.session_field {
+            Some(name) => {
+                if let Some(value) = payload_doc.get_item(name)? {
+                    doc.set_item(&keys.session_id, value)?;
+                }
+            }
+            None if !session.is_empty() => doc.set_item(&keys.session_id, session)?,
+            None => {}
+        }
+        let items: [Bound<'py, PyAny>; 4] = [
+            doc.into_any(),
+            PyBool::new(py, occur.is_some()).to_owned().into_any(),
+            PyBytes::new(py, &recorded).into_any(),
+            sequence_at.into_pyobject(py)?.into_any(),
+        ];
+        Ok(Some(PyTuple::new(py, items)?))
+    }
+}
+
+impl Preparer {
+    /// The document of a message of type `index` (convert._doc_function's), or None to decline.
+    fn message_doc<'py>(
+        &self,
+        py: Python<'py>,
+        index: usize,
+        bytes: &[u8],
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let plan = &self.messages[index];
+        let doc = PyDict::new(py);
+        let mut reader = Reader::new(bytes);
+        let mut last = 0u32;
+        let mut list: Option<Bound<'py, PyList>> = None;
+        while !reader.done() {
+            let (number, value) = or_decline!(reader.field());
+            let field = or_decline!(plan.get(&number));
+            if number < last || (number == last && !field.repeated) {
+                return Ok(None);
+            }
+            let item: Bound<'py, PyAny> = match (field.kind, value) {
+                (STRING, Wire::Bytes(bytes)) => {
+                    // A list may hold an empty string; a field without presence never does.
+                    if bytes.is_empty() && !field.repeated {
+                        return Ok(None);
+                    }
+                    let text = or_decline!(std::str::from_utf8(bytes).ok());
+                    PyString::new(py, text).into_any()
+                }
+                (BOOL, Wire::Varint(1)) => PyBool::new(py, true).to_owned().into_any(),
+                (ENUM, Wire::Varint(value)) if value != 0 => {
+                    let name = or_decline!(field.enum_names.get(&(value as i64)));
+                    name.bind(py).clone().into_any()
+                }
+                (DOUBLE, Wire::Fixed64(bits)) => {
+                    let value = f64::from_bits(bits);
+                    if value == 0.0 {
+                        return Ok(None); // -0.0 is made 0.0, and 0.0 is never written
+                    }
+                    PyFloat::new(py, value).into_any()
+                }
+                (TIMESTAMP, Wire::Bytes(bytes)) => {
+                    let millis = or_decline!(timestamp_millis(bytes));
+                    self.payload_time.bind(py).call1((millis,))?
+                }
+                (MESSAGE, Wire::Bytes(bytes)) => {
+                    or_decline!(self.message_doc(py, field.message, bytes)?).into_any()
+                }
+                _ => return Ok(None),
+            };
+            if !field.repeated {
+                doc.set_item(&field.name, item)?;
+            } else if number == last {
+                or_decline!(list.as_ref()).append(item)?;
+            } else {
+                let items = PyList::new(py, [item])?;
+                doc.set_item(&field.name, &items)?;
+                list = Some(items);
+            }
+            last = number;
+        }
+        Ok(Some(doc))
+    }
+}
+
+/// A CobrowseContext's session id and actor (1 and 2), or None to decline.
+fn cobrowse_context(bytes: &[u8]) -> Option<(&str, i64)> {
+    let mut reader = Reader::new(bytes);
+    let (mut session_id, mut actor, mut last) = ("", 0i64, 0u32);
+    while !reader.done() {
+        let (number, value) = reader.field()?;
+        if number <= last {
+            return None;
+        }
+        match (number, value) {
+            (1, value) => session_id = text(value)?,
+            (2, Wire::Varint(value)) if value != 0 => actor = value as i64,
+            _ => return None,
+        }
+        last = number;
+    }
+    Some((session_id, actor))
+}
+
+fn tag(number: u32, wire_type: u8) -> u8 {
+    // The AuditEvent's own fields are numbered below 16: their tags are one byte.
+    ((number << 3) as u8) | wire_type
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0x0F)] as char);
+    }
+    out
+}
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Preparer>()
+}

@@ -1,0 +1,201 @@
+"""The native preparer against the rules in convert: their results byte for byte, or a decline."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+import bson
+import pytest
+from bson.datetime_ms import DatetimeMS
+from google.protobuf.message import DecodeError
+
+from auditlog.v1.audit_event_pb2 import AuditEvent
+from auditlog_service import convert
+from tests.event_samples import valid_event_of_each_type
+
+PREPARER = convert.EventPreparer("test secret")
+NATIVE = convert.native_preparer()
+RECEIVED = DatetimeMS(1_767_323_045_678)
+# Payloads holding free-form data in the samples: the native preparer leaves them to the rules.
+FREE_FORM = {"plugin_change", "settings_change", "meeting_change", "custom_event"}
+
+
+def _by_rules(event: AuditEvent, event_id: str) -> tuple[Any, ...]:
+    """What ingest.EventWriter.prepare made of the event before the native preparer."""
+    copy = AuditEvent()
+    copy.CopyFrom(event)
+    prepared = PREPARER.prepare(copy, owned=True)
+    doc = convert.to_document(prepared, event_id=event_id, receive_time=RECEIVED)
+    recorded = convert.recorded_event(prepared, event_id=event_id, receive_time=RECEIVED)
+    return doc, prepared.occur_time_given, recorded, convert.sequence_position(prepared, recorded)
+
+
+def _natively(event: AuditEvent | bytes, event_id: str) -> tuple[Any, ...] | None:
+    serialized = event if isinstance(event, bytes) else event.SerializeToString()
+    return NATIVE.prepare(serialized, event_id, RECEIVED, int(RECEIVED))
+
+
+def _assert_same(native: tuple[Any, ...], rules: tuple[Any, ...]) -> None:
+    doc, given, recorded, sequence_at = native
+    # The document's BSON (what is stored, keys in order) and its repr (the Python types too:
+    # a DatetimeMS and a datetime make the same BSON date).
+    assert bson.encode(doc) == bson.encode(rules[0])
+    assert repr(doc) == repr(rules[0])
+    assert (given, recorded, sequence_at) == rules[1:]
+
+
+def _variants(event: AuditEvent) -> list[tuple[str, AuditEvent]]:
+    """The event, and the event without its occur time, without its tenant_user_id, without a
+    payload's fields, and with long (non-ASCII) names whose lengths take two bytes."""
+    variants = []
+    for change in ("none", "occur_time", "tenant_user_id", "empty payload", "long names"):
+        variant = AuditEvent()
+        variant.CopyFrom(event)
+        if change == "long names":
+            variant.tenant_id = "t" * 200
+            variant.tenant_user_id = "ä" * 70
+            if variant.HasField("cobrowse"):
+                variant.cobrowse.session_id = "s" * 130
+        elif change == "empty payload":
+            payload = variant.WhichOneof("payload")
+            assert payload is not None
+            getattr(variant, payload).Clear()
+            getattr(variant, payload).SetInParent()
+        elif change != "none":
+            variant.ClearField(change)
+        variants.append((change, variant))
+    return variants
+
+
+@pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
+def test_an_event_stored_as_it_came_is_prepared_natively_as_the_rules_prepare_it(
+    field: str,
+) -> None:
+    sample = valid_event_of_each_type("t")[field]
+    if field == "meeting_change":
+        sample.meeting_change.conference.ClearField("extra")  # its times stay
+    for change, variant in _variants(sample):
+        for event_id in (variant.id, "i" * 130, "é-1"):
+            native = _natively(variant, event_id)
+            if field in FREE_FORM - {"meeting_change"} and change != "empty payload":
+                assert native is None  # its free-form data is stored as its JSON reads back
+                continue
+            assert native is not None, (change, variant)
+            _assert_same(native, _by_rules(variant, event_id))
+
+
+def _needs_the_rules(field: str) -> list[tuple[str, AuditEvent]]:
+    """Events of the sample's type that normalisation changes, each with what it changes."""
+    cases = []
+
+    def case(name: str) -> AuditEvent:
+        event = valid_event_of_each_type("t")[field]
+        cases.append((name, event))
+        return event
+
+    case("finer than milliseconds").occur_time.nanos += 1
+    case("microseconds").occur_time.nanos += 1_000
+    case("receive time given").receive_time.seconds = 5
+    case("event type given").event_type = 3  # type: ignore[assignment]
+    case("sequence given").sequence = 9
+    case("ledger sequence given").ledger_sequence = 9
+    case("ledger hash given").ledger_hash = b"\x01"
+    unknown = case("unknown field")
+    unknown.MergeFromString(b"\xf8\x07\x01")  # field 127, a varint
+    if field == "scroll":
+        case("-0.0").scroll.position.top = -0.0
+    if field == "meeting_change":
+        event = case("payload time finer than milliseconds")
+        event.meeting_change.conference.ClearField("extra")
+        event.meeting_change.conference.start_time.nanos += 1_000
+    if field == "input":
+        case("sensitive").input.sensitive = True
+        case("marked masked").input.masked = True
+    if field == "click":
+        payload_unknown = case("unknown field in the payload")
+        payload_unknown.click.element.MergeFromString(b"\xf8\x07\x01")
+        case("actor unknown").cobrowse.actor = 7  # type: ignore[assignment]
+        case("no co-browsing context").ClearField("cobrowse")
+    if field == "meeting_change":
+        event = case("enum value unknown")
+        event.meeting_change.ClearField("conference")
+        event.meeting_change.action = 77  # type: ignore[assignment]
+    return cases
+
+
+@pytest.mark.parametrize("field", list(valid_event_of_each_type("t")))
+def test_events_that_normalisation_changes_are_declined(field: str) -> None:
+    for name, event in _needs_the_rules(field):
+        assert _natively(event, event.id) is None, name
+
+
+def test_an_event_without_a_payload_is_declined() -> None:
+    event = valid_event_of_each_type("t")["start_call"]
+    event.ClearField("start_call")
+    assert _natively(event, event.id) is None
+
+
+def test_a_longer_encoding_than_protobuf_writes_is_declined() -> None:
+    """A length written in two bytes where one does: protobuf reads it, and writes it in one."""
+    event = valid_event_of_each_type("t")["start_call"]
+    event.ClearField("id")
+    serialized = event.SerializeToString()
+    assert serialized[0] == 0x12  # tenant_id first
+    assert serialized[1] < 0x80  # its length in one byte
+    longer = b"\x12" + bytes((serialized[1] | 0x80, 0)) + serialized[2:]
+    assert AuditEvent.FromString(longer) == event
+    assert _natively(serialized, "x") is not None
+    assert _natively(longer, "x") is None
+
+
+def _mutated(serialized: bytes, rng: random.Random) -> bytes:
+    data = bytearray(serialized)
+    how = rng.randrange(4)
+    at = rng.randrange(len(data))
+    if how == 0:
+        data[at] = rng.randrange(256)
+    elif how == 1:
+        del data[at:]
+    elif how == 2:
+        data.insert(at, rng.randrange(256))
+    else:
+        data[at] ^= 1 << rng.randrange(8)
+    return bytes(data)
+
+
+def test_any_bytes_give_the_rules_result_or_a_decline() -> None:
+    """Mutated serializations of every type: whatever the native preparer accepts, the rules
+    prepare the same way (where the rules fail, it declines); it never fails itself."""
+    rng = random.Random(20261206)
+    samples = [e.SerializeToString() for e in valid_event_of_each_type("t").values()]
+    accepted = 0
+    for _ in range(6000):
+        data = _mutated(rng.choice(samples), rng)
+        native = _natively(data, "id-1")
+        try:
+            event = AuditEvent.FromString(data)
+            rules: tuple[Any, ...] | None = _by_rules(event, "id-1")
+        except (DecodeError, KeyError, ValueError):
+            rules = None
+        if native is None:
+            continue
+        assert rules is not None, data
+        _assert_same(native, rules)
+        accepted += 1
+    assert accepted > 1000  # most mutations of a string's text keep the event valid
+
+
+def test_the_native_preparer_receives_at_the_given_time() -> None:
+    event = valid_event_of_each_type("t")["start_call"]
+    event.ClearField("occur_time")
+    received = DatetimeMS(-1_500)  # before 1970: seconds -2, 500 ms
+    native = NATIVE.prepare(event.SerializeToString(), "x", received, int(received))
+    assert native is not None
+    stored = AuditEvent.FromString(native[2])
+    assert (stored.receive_time.seconds, stored.receive_time.nanos) == (-2, 500_000_000)
+    assert stored.occur_time == stored.receive_time
+    assert native[0]["occur_time"] is received
+    assert convert.datetime_to_millis(native[0]["receive_time"]) == -1_500
+    assert isinstance(RECEIVED, dt.datetime) is False  # a DatetimeMS, as the server passes
