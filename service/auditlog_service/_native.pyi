@@ -16,3 +16,13 @@ class Preparer:
     def prepare(
         self, serialized: bytes, event_id: str, receive_time: Any, receive_millis: int
     ) -> tuple[dict[str, Any], bool, bytes, int] | None: ...
+
+class Validator:
+    def __init__(
+        self,
+        limits: tuple[int, int, int, int],
+        numbers: dict[str, int],
+        actors: list[int],
+        payloads: dict[int, tuple[bool, list[tuple[str, int, bool, list[int]]]]],
+    ) -> None: ...
+    def valid(self, serialized: bytes) -> bool: ...

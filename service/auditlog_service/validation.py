@@ -1,5 +1,6 @@
 """Request validation: pure checks that return every field violation of a request, in order."""
 
+import functools
 import math
 import re
 import unicodedata
@@ -7,9 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import struct_pb2, timestamp_pb2
-from google.protobuf.descriptor import EnumDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor
 
 from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2
+
+from . import _native
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,17 @@ def validate_event(
     event: audit_event_pb2.AuditEvent, path: str, limits: Limits
 ) -> list[FieldViolation]:
     """All violations of one event to be stored; `path` prefixes every field path."""
+    # The native checker passes most events at once (0.3 against 3-5 us); the checks below
+    # then run only for what it cannot vouch for, and name each violation.
+    if _native_validator(limits).valid(event.SerializeToString()):
+        return []
+    return event_violations(event, path, limits)
+
+
+def event_violations(
+    event: audit_event_pb2.AuditEvent, path: str, limits: Limits
+) -> list[FieldViolation]:
+    """validate_event by the rules below alone."""
     # Field paths below are literals relative to the event, joined to `path` only for a
     # violation, and each payload has a function of its own (_PAYLOAD_CHECKS). With the paths
     # formatted up front and a `match` on the payload's name, these checks cost 3.3 against
@@ -458,6 +472,101 @@ _PAYLOAD_CHECKS: dict[str, _PayloadCheck] = {
     "selection": _selection,
     "custom_event": _custom_event,
 }
+
+
+# The payload checks above as the native checker (service/native: Validator) takes them: per
+# payload, in its function's order, (kind, field, required, the message's fields it reads).
+# tests/unit/test_native_validation.py holds the two to the same answers.
+_NativeCheck = tuple[str, str, bool, tuple[str, ...]]
+_ELEMENT = ("name", "id")
+_NATIVE_CHECKS: dict[str, list[_NativeCheck]] = {
+    "start_call": [("plain_id", "call_id", True, ()), ("plain_id", "customer_id", True, ())],
+    "messenger_send": [("plain_id", "customer_id", True, ())],
+    "live_view": [("identifier", "cobrowse_session_id", True, ())],
+    "logged_in": [],
+    "online_status_online": [],
+    "online_status_offline": [],
+    "status_change": [
+        ("plain_id", "customer_id", True, ()),
+        ("text", "previous_status", False, ()),
+        ("text", "status", True, ()),
+        ("plain_id", "message_id", False, ()),
+    ],
+    "role_change": [
+        ("plain_id", "role_name", True, ()),
+        ("plain_id", "affected_tenant_user_id", True, ()),
+    ],
+    "permission_change": [
+        ("plain_id", "role_name", True, ()),
+        ("id_list", "permissions", False, ()),
+    ],
+    "plugin_change": [("plain_id", "plugin", True, ()), ("free_form", "configuration", False, ())],
+    "settings_change": [
+        ("plain_id", "section", True, ()),
+        ("free_form", "configuration", False, ()),
+    ],
+    "meeting_change": [
+        ("enum", "action", True, ()),
+        ("conference", "conference", True, ("id", "title", "start_time", "end_time", "extra")),
+    ],
+    "conference_agent": [("plain_id", "call_id", True, ()), ("plain_id", "customer_id", True, ())],
+    "conference_recording": [
+        ("plain_id", "call_id", True, ()),
+        ("plain_id", "customer_id", True, ()),
+        ("id_list", "joined_agent_ids", False, ()),
+        ("id_list", "tags", False, ()),
+    ],
+    "click": [("element", "element", True, _ELEMENT)],
+    "scroll": [
+        ("position", "position", True, ("top", "left")),
+        ("element", "element", False, _ELEMENT),
+    ],
+    "form": [("element", "form", True, _ELEMENT)],
+    "input": [("text", "text", False, ()), ("element", "element", True, _ELEMENT)],
+    "page_change": [("text", "page_name", True, ()), ("text", "url", False, ())],
+    "selection": [
+        ("either", "selected_text", False, ("element",)),
+        ("text", "selected_text", False, ()),
+        ("element", "element", False, _ELEMENT),
+    ],
+    "custom_event": [("plain_id", "event_type", True, ()), ("free_form", "value", False, ())],
+}
+
+
+def _native_row(payload: Descriptor, check: _NativeCheck) -> tuple[str, int, bool, list[int]]:
+    """A check with its fields' numbers: the payload's field, then (for a message) the fields
+    of that message, or (for an enum) its values other than 0, or (for "either") the other
+    payload field."""
+    kind, name, required, inner = check
+    field = payload.fields_by_name[name]
+    if kind == "enum":
+        assert field.enum_type is not None
+        more = [value.number for value in field.enum_type.values if value.number]
+    elif kind == "either":
+        more = [payload.fields_by_name[other].number for other in inner]
+    else:
+        message = field.message_type
+        more = [message.fields_by_name[n].number for n in inner] if message is not None else []
+    return kind, field.number, required, more
+
+
+@functools.cache
+def _native_validator(limits: Limits) -> _native.Validator:
+    event = audit_event_pb2.AuditEvent.DESCRIPTOR
+    payloads: dict[int, tuple[bool, list[tuple[str, int, bool, list[int]]]]] = {}
+    for field in event.oneofs_by_name["payload"].fields:
+        assert field.message_type is not None
+        rows = [_native_row(field.message_type, check) for check in _NATIVE_CHECKS[field.name]]
+        payloads[field.number] = (is_cobrowse_payload(field.name), rows)
+    numbers = {field.name: field.number for field in event.fields if field.containing_oneof is None}
+    actors = [value.number for value in enums_pb2.Actor.DESCRIPTOR.values if value.number]
+    sizes = (
+        limits.max_id_length,
+        limits.max_text_length,
+        limits.max_list_items,
+        limits.max_event_bytes,
+    )
+    return _native.Validator(sizes, numbers, actors, payloads)
 
 
 def _before(a: timestamp_pb2.Timestamp, b: timestamp_pb2.Timestamp) -> bool:

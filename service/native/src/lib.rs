@@ -230,6 +230,27 @@ struct EventNumbers {
     cobrowse: u32,
 }
 
+impl EventNumbers {
+    fn new(numbers: &HashMap<String, u32>) -> PyResult<Self> {
+        let number = |key: &str| match numbers.get(key) {
+            // tag() writes the AuditEvent's own tags as one byte.
+            Some(&n) if (1..16).contains(&n) => Ok(n),
+            _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "{key}: no field number, or not below 16"
+            ))),
+        };
+        Ok(EventNumbers {
+            id: number("id")?,
+            tenant_id: number("tenant_id")?,
+            tenant_user_id: number("tenant_user_id")?,
+            occur_time: number("occur_time")?,
+            receive_time: number("receive_time")?,
+            event_type: number("event_type")?,
+            cobrowse: number("cobrowse")?,
+        })
+    }
+}
+
 struct Cobrowse<'a> {
     start: usize,
     end: usize,
@@ -317,27 +338,7 @@ impl Preparer {
                 (number, plan)
             })
             .collect();
-        let number = |key: &str| {
-            numbers.get(key).copied().ok_or_else(|| {
-                pyo3::exceptions::PyKeyError::new_err(format!("no field number for {key}"))
-            })
-        };
-        let numbers_below_16 = numbers.values().all(|n| (1..16).contains(n));
-        if !numbers_below_16 {
-            // tag() writes the AuditEvent's own tags as one byte.
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "field numbers must be 1-15",
-            ));
-        }
-        let numbers = EventNumbers {
-            id: number("id")?,
-            tenant_id: number("tenant_id")?,
-            tenant_user_id: number("tenant_user_id")?,
-            occur_time: number("occur_time")?,
-            receive_time: number("receive_time")?,
-            event_type: number("event_type")?,
-            cobrowse: number("cobrowse")?,
-        };
+        let numbers = EventNumbers::new(&numbers)?;
         let actor_names = actor_names.iter().map(|(v, n)| (*v, name(n))).collect();
         Ok(Preparer {
             messages,
@@ -619,5 +620,369 @@ fn hex(bytes: &[u8]) -> String {
 
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    module.add_class::<Preparer>()
+    module.add_class::<Preparer>()?;
+    module.add_class::<Validator>()
+}
+
+// ---- validation ---------------------------------------------------------------------------
+
+/// One check of validation.py's per-payload functions, on a field of the payload (by number).
+enum Check {
+    Identifier(u32, bool),
+    PlainId(u32, bool),
+    Text(u32, bool),
+    IdList(u32),
+    Enum(u32, Vec<i64>),
+    // An Element: required, and its name and id fields.
+    Element(u32, bool, u32, u32),
+    // A ScrollPosition (required): its top and left fields.
+    Position(u32, u32, u32),
+    // A Conference (required): its id, title, start_time, end_time and extra fields.
+    Conference(u32, [u32; 5]),
+    // Free-form data: its checks are left to validation.py.
+    FreeForm(u32),
+    // At least one of a text field and an Element field.
+    Either(u32, u32),
+}
+
+struct PayloadChecks {
+    cobrowse: bool,
+    checks: Vec<Check>,
+}
+
+/// A message's fields as read (unknown ones too: the checks skip them, as validation.py does).
+struct Fields<'a>(Vec<(u32, Wire<'a>)>);
+
+impl<'a> Fields<'a> {
+    fn read(bytes: &'a [u8]) -> Option<Self> {
+        let mut reader = Reader::new(bytes);
+        let mut fields = Vec::with_capacity(8);
+        while !reader.done() {
+            fields.push(reader.field()?);
+        }
+        Some(Fields(fields))
+    }
+
+    /// The field's value when set once; Some(None) when unset; None when set twice (protobuf
+    /// writes a field once: these bytes are not its own serialization).
+    fn one(&self, number: u32) -> Option<Option<&Wire<'a>>> {
+        let mut found = None;
+        for (n, value) in &self.0 {
+            if *n == number {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(value);
+            }
+        }
+        Some(found)
+    }
+
+    /// A string field's text ("" when unset), or None when it is not a string.
+    fn text(&self, number: u32) -> Option<&'a str> {
+        match self.one(number)? {
+            None => Some(""),
+            Some(Wire::Bytes(bytes)) => std::str::from_utf8(bytes).ok(),
+            Some(_) => None,
+        }
+    }
+
+    /// A message field's bytes (None inside when unset), or None when it is not a message.
+    fn message(&self, number: u32) -> Option<Option<&'a [u8]>> {
+        match self.one(number)? {
+            None => Some(None),
+            Some(Wire::Bytes(bytes)) => Some(Some(bytes)),
+            Some(_) => None,
+        }
+    }
+
+    fn varint(&self, number: u32) -> Option<u64> {
+        match self.one(number)? {
+            None => Some(0),
+            Some(Wire::Varint(value)) => Some(*value),
+            Some(_) => None,
+        }
+    }
+
+    fn double(&self, number: u32) -> Option<f64> {
+        match self.one(number)? {
+            None => Some(0.0),
+            Some(Wire::Fixed64(bits)) => Some(f64::from_bits(*bits)),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Characters in a string (what Python's len counts).
+fn characters(text: &str) -> usize {
+    if text.is_ascii() {
+        text.len()
+    } else {
+        text.chars().count()
+    }
+}
+
+/// Non-ASCII characters an id may hold for certain: blocks with no control, format or separator
+/// character (validation.id_character_problem's categories) in any Unicode version. Others are
+/// left to validation.py, which asks Python's Unicode database.
+fn plainly_allowed(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0xA0..=0xAC
+            | 0xAE..=0x02FF
+            | 0x0370..=0x052F
+            | 0x2010..=0x2027
+            | 0x2030..=0x205E
+            | 0x20A0..=0x20CF
+            | 0x2100..=0x2BFF
+            | 0x3001..=0x9FFF
+            | 0xAC00..=0xD7A3
+            | 0x1F300..=0x1FAFF
+    )
+}
+
+/// C0 but tab, LF and CR; DEL and C1 (validation._TEXT_CONTROL).
+fn text_control(c: char) -> bool {
+    matches!(u32::from(c), 0x00..=0x08 | 0x0B | 0x0C | 0x0E..=0x1F | 0x7F..=0x9F)
+}
+
+/// validation._IDENTIFIER.
+fn identifier_form(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
+}
+
+/// validation._Checker.timestamp, on a serialized Timestamp.
+fn valid_time(bytes: &[u8]) -> Option<(i64, i64)> {
+    let fields = Fields::read(bytes)?;
+    let seconds = fields.varint(1)? as i64;
+    let nanos = fields.varint(2)? as i64;
+    let in_range = (0..=999_999_999).contains(&nanos) && (0..=253_402_300_799).contains(&seconds);
+    in_range.then_some((seconds, nanos))
+}
+
+#[pyclass(frozen)]
+struct Validator {
+    max_id: usize,
+    max_text: usize,
+    max_items: usize,
+    max_event_bytes: usize,
+    numbers: EventNumbers,
+    actors: Vec<i64>,
+    payloads: HashMap<u32, PayloadChecks>,
+}
+
+type CheckRow = (String, u32, bool, Vec<i64>);
+
+#[pymethods]
+impl Validator {
+    /// `limits`: the longest id and text, the most list items and the largest event;
+    /// `numbers`: the AuditEvent's own fields by name; `actors`: the Actor values;
+    /// `payloads`: per payload field number, (co-browsing, its checks as (kind, field number,
+    /// required, further numbers)).
+    #[new]
+    fn new(
+        limits: (usize, usize, usize, usize),
+        numbers: HashMap<String, u32>,
+        actors: Vec<i64>,
+        payloads: HashMap<u32, (bool, Vec<CheckRow>)>,
+    ) -> PyResult<Self> {
+        let bad = |text: String| pyo3::exceptions::PyValueError::new_err(text);
+        let mut plans = HashMap::new();
+        for (number, (cobrowse, rows)) in payloads {
+            let mut checks = Vec::with_capacity(rows.len());
+            for (kind, field, required, more) in rows {
+                let at = |i: usize| -> PyResult<u32> {
+                    let value = more
+                        .get(i)
+                        .ok_or_else(|| bad(format!("{kind}: too few numbers")))?;
+                    u32::try_from(*value).map_err(|_| bad(format!("{kind}: {value}")))
+                };
+                checks.push(match kind.as_str() {
+                    "identifier" => Check::Identifier(field, required),
+                    "plain_id" => Check::PlainId(field, required),
+                    "text" => Check::Text(field, required),
+                    "id_list" => Check::IdList(field),
+                    "enum" => Check::Enum(field, more.clone()),
+                    "element" => Check::Element(field, required, at(0)?, at(1)?),
+                    "position" => Check::Position(field, at(0)?, at(1)?),
+                    "conference" => {
+                        Check::Conference(field, [at(0)?, at(1)?, at(2)?, at(3)?, at(4)?])
+                    }
+                    "free_form" => Check::FreeForm(field),
+                    "either" => Check::Either(field, at(0)?),
+                    _ => return Err(bad(format!("unknown check {kind}"))),
+                });
+            }
+            plans.insert(number, PayloadChecks { cobrowse, checks });
+        }
+        Ok(Validator {
+            max_id: limits.0,
+            max_text: limits.1,
+            max_items: limits.2,
+            max_event_bytes: limits.3,
+            numbers: EventNumbers::new(&numbers)?,
+            actors,
+            payloads: plans,
+        })
+    }
+
+    /// Whether validation.validate_event finds nothing wrong with the serialized event, for
+    /// certain; False when it may (it is then asked).
+    fn valid(&self, serialized: &[u8]) -> bool {
+        self.check(serialized).unwrap_or(false)
+    }
+}
+
+impl Validator {
+    fn check(&self, serialized: &[u8]) -> Option<bool> {
+        if serialized.len() > self.max_event_bytes {
+            return None;
+        }
+        let fields = Fields::read(serialized)?;
+        let numbers = &self.numbers;
+        let mut payload = None;
+        for (number, value) in &fields.0 {
+            if let Some(plan) = self.payloads.get(number) {
+                let Wire::Bytes(bytes) = value else {
+                    return None;
+                };
+                if payload.is_some() {
+                    return None;
+                }
+                payload = Some((plan, *bytes));
+            }
+        }
+        let (plan, payload_bytes) = payload?;
+        let ok = self.identifier(fields.text(numbers.id)?, false)
+            && self.identifier(fields.text(numbers.tenant_id)?, true)
+            && self.identifier(fields.text(numbers.tenant_user_id)?, !plan.cobrowse);
+        if !ok {
+            return None;
+        }
+        if let Some(time) = fields.message(numbers.occur_time)? {
+            valid_time(time)?;
+        }
+        match (plan.cobrowse, fields.message(numbers.cobrowse)?) {
+            (true, Some(context)) => {
+                let context = Fields::read(context)?;
+                let actor = context.varint(2)? as i64;
+                let known = actor != 0 && self.actors.contains(&actor);
+                if !self.identifier(context.text(1)?, true) || !known {
+                    return None;
+                }
+            }
+            (false, None) => {}
+            _ => return None,
+        }
+        let payload = Fields::read(payload_bytes)?;
+        for check in &plan.checks {
+            if !self.passes(check, &payload)? {
+                return None;
+            }
+        }
+        Some(true)
+    }
+
+    fn identifier(&self, text: &str, required: bool) -> bool {
+        if text.is_empty() {
+            return !required;
+        }
+        text.len() <= self.max_id && identifier_form(text)
+    }
+
+    fn plain_id(&self, text: &str, required: bool) -> bool {
+        if text.is_empty() {
+            return !required;
+        }
+        let printable_ascii = text.bytes().all(|b| (0x20..0x7F).contains(&b));
+        characters(text) <= self.max_id
+            && (printable_ascii
+                || text
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() || c == ' ' || plainly_allowed(c)))
+    }
+
+    fn text(&self, text: &str, required: bool) -> bool {
+        if text.is_empty() {
+            return !required;
+        }
+        characters(text) <= self.max_text && !text.chars().any(text_control)
+    }
+
+    fn element(&self, bytes: Option<&[u8]>, required: bool, name: u32, id: u32) -> Option<bool> {
+        let Some(bytes) = bytes else {
+            return Some(!required);
+        };
+        let element = Fields::read(bytes)?;
+        let (name, id) = (element.text(name)?, element.text(id)?);
+        Some(
+            !(name.is_empty() && id.is_empty())
+                && self.plain_id(name, false)
+                && self.plain_id(id, false),
+        )
+    }
+
+    fn passes(&self, check: &Check, payload: &Fields<'_>) -> Option<bool> {
+        Some(match check {
+            Check::Identifier(field, required) => self.identifier(payload.text(*field)?, *required),
+            Check::PlainId(field, required) => self.plain_id(payload.text(*field)?, *required),
+            Check::Text(field, required) => self.text(payload.text(*field)?, *required),
+            Check::IdList(field) => {
+                let mut count = 0;
+                for (number, value) in &payload.0 {
+                    if number == field {
+                        let Wire::Bytes(bytes) = value else {
+                            return None;
+                        };
+                        count += 1;
+                        if !self.plain_id(std::str::from_utf8(bytes).ok()?, true) {
+                            return Some(false);
+                        }
+                    }
+                }
+                count <= self.max_items
+            }
+            Check::Enum(field, values) => {
+                let value = payload.varint(*field)? as i64;
+                value != 0 && values.contains(&value)
+            }
+            Check::Element(field, required, name, id) => {
+                self.element(payload.message(*field)?, *required, *name, *id)?
+            }
+            Check::Position(field, top, left) => match payload.message(*field)? {
+                None => false,
+                Some(bytes) => {
+                    let position = Fields::read(bytes)?;
+                    position.double(*top)?.is_finite() && position.double(*left)?.is_finite()
+                }
+            },
+            Check::Conference(field, [id, title, start, end, extra]) => {
+                let Some(bytes) = payload.message(*field)? else {
+                    return Some(false);
+                };
+                let conference = Fields::read(bytes)?;
+                if conference.message(*extra)?.is_some()
+                    || !self.plain_id(conference.text(*id)?, true)
+                    || !self.text(conference.text(*title)?, false)
+                {
+                    return Some(false);
+                }
+                let start = conference.message(*start)?.map(valid_time);
+                let end = conference.message(*end)?.map(valid_time);
+                match (start, end) {
+                    (Some(None), _) | (_, Some(None)) => false,
+                    (Some(Some(start)), Some(Some(end))) => end >= start,
+                    _ => true,
+                }
+            }
+            Check::FreeForm(field) => payload.message(*field)?.is_none(),
+            Check::Either(text, element) => {
+                !payload.text(*text)?.is_empty() || payload.message(*element)?.is_some()
+            }
+        })
+    }
 }
