@@ -62,14 +62,13 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from auditlog.ledger import (
     anchor_text,
-    chain_hash,
     checkpoint_text,
     genesis_hash,
     key_id_of,
 )
 from auditlog.v1 import ledger_pb2
 
-from . import convert
+from . import _native, convert
 from .convert import Document
 
 log = logging.getLogger(__name__)
@@ -222,6 +221,12 @@ def complete_entry(entry: Document) -> Document:
     return entry
 
 
+def _completed(entries: list[Document]) -> list[Document]:
+    """The entries, each completed in place (complete_entry, in one native call)."""
+    _native.complete_entries(entries)
+    return entries
+
+
 def entries_of(doc: Document) -> list[Document]:
     """The entries of a commit or block document, completed (complete_entry)."""
     packed = packed_entries(doc)
@@ -229,8 +234,7 @@ def entries_of(doc: Document) -> list[Document]:
         # Complete already: this process's own commit, kept in memory (completed when it was
         # written), or one written before entries were packed (they held every field).
         return packed
-    entries: list[Document] = bson.decode(packed)["e"]
-    return [complete_entry(entry) for entry in entries]
+    return _completed(bson.decode(packed)["e"])
 
 
 def pack_keys(keys: list[str]) -> bytes:
@@ -282,7 +286,7 @@ class PackedEntries:
         if isinstance(packed, list):
             self._entries = list(packed)
         elif starts is None:
-            self._entries = [complete_entry(e) for e in bson.decode(self._packed)["e"]]
+            self._entries = list(_completed(bson.decode(self._packed)["e"]))
         else:
             self._entries = [None] * len(starts)
         self._decoded = 0
@@ -306,7 +310,7 @@ class PackedEntries:
     def whole(self) -> list[Document]:
         """Every entry (decoded at once: a walk through all of them)."""
         if self._packed and any(e is None for e in self._entries):
-            self._entries = [complete_entry(e) for e in bson.decode(self._packed)["e"]]
+            self._entries = list(_completed(bson.decode(self._packed)["e"]))
         return self._entries  # type: ignore[return-value]
 
 
@@ -431,7 +435,7 @@ def filter_fields(doc: Document) -> Document:
     return fields
 
 
-def commit_entry(doc: Document, recorded: bytes) -> Document:
+def commit_entry(doc: Document, recorded: bytes, filters: Document | None = None) -> Document:
     """The ledger's record of one stored event (before it has a place in the ledger): its key,
     its recorded form (auditlog.ledger.recorded_form), what ListEvents filters on, and where
     it is stored when that is not its key: a co-browsing event's slot `e` and session sequence
@@ -439,7 +443,9 @@ def commit_entry(doc: Document, recorded: bytes) -> Document:
     digest of the recorded form and the `_id` of a general event made a commit 36 % bigger.
     Entries of older ledgers carry all of `e`, `q` and `d`, and field digests ("f", paths with
     ":" for ".") instead of the recorded form."""
-    entry: Document = {"k": doc["key"], "r": recorded, "x": filter_fields(doc)}
+    if filters is None:
+        filters = filter_fields(doc)
+    entry: Document = {"k": doc["key"], "r": recorded, "x": filters}
     if doc["_id"] != doc["key"]:
         entry["e"] = doc["_id"]
         entry["q"] = doc["sequence"]
@@ -696,7 +702,7 @@ class LedgerStore:
         self._own_commits[commit.id] = {
             "_id": commit.id,
             "at": commit.at,
-            "entries": [complete_entry(entry) for entry in commit.entries],
+            "entries": _completed(list(commit.entries)),
         }
         if not commit.repaired:
             # Groups commit concurrently: a later number may be in before an earlier one.
@@ -1424,10 +1430,11 @@ class Sequencer:
         for item in pending:
             first = sequence + 1
             hashes: list[bytes] = []
-            for entry in item.entries:
-                sequence += 1
-                running = chain_hash(running, sequence, entry["q"], bytes(entry["d"]))
-                hashes.append(running)
+            if item.entries:
+                # In one native call: auditlog.ledger.chain_hash for each entry.
+                hashes = _native.chain_hashes(running, sequence, item.entries)
+                running = hashes[-1]
+                sequence += len(hashes)
             # The entries stay in the commit (see BlockEntries); the block names it.
             # Documents, not [writer, n, count]: FerretDB stores no nested arrays.
             parts.append({"w": item.writer, "n": item.n, "c": len(item.entries)})

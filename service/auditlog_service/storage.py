@@ -96,6 +96,9 @@ class EventWrite:
     # The event as stored, serialized: its recorded form (auditlog.ledger), which the ledger
     # records and responses carry (framed, with a co-browsing event's session sequence).
     recorded: bytes
+    # What the ledger's entry keeps for ListEvents's filters (ledger.filter_fields), when made
+    # with the document (the native preparer does).
+    filters: Document | None = None
 
     def is_retry_of(self, existing: Document) -> bool:
         """Whether `existing`, stored under this event's id, is this very event."""
@@ -732,7 +735,7 @@ class _GroupWrite:
                 doc = outcome.doc
                 if doc["tenant_id"] not in done:
                     stored.setdefault(doc["tenant_id"], []).append(
-                        commit_entry(doc, write.recorded)
+                        commit_entry(doc, write.recorded, write.filters)
                     )
         return stored
 
@@ -751,7 +754,7 @@ class _GroupWrite:
         entries: dict[str, list[Document]] = {tenant_id: [] for tenant_id in self.outboxes}
         for write in self.writes:
             doc = write.doc
-            entries[doc["tenant_id"]].append(commit_entry(doc, write.recorded))
+            entries[doc["tenant_id"]].append(commit_entry(doc, write.recorded, write.filters))
         at = convert.now_millis()
         writer = self.repository.writer_id
         docs: list[tuple[int, str, Document]] = []

@@ -11,8 +11,9 @@ import pytest
 from bson.datetime_ms import DatetimeMS
 from google.protobuf.message import DecodeError
 
+from auditlog.ledger import chain_hash
 from auditlog.v1.audit_event_pb2 import AuditEvent
-from auditlog_service import convert
+from auditlog_service import _native, convert, ledger
 from tests.event_samples import valid_event_of_each_type
 
 PREPARER = convert.EventPreparer("test secret")
@@ -38,7 +39,8 @@ def _natively(event: AuditEvent | bytes, event_id: str) -> tuple[Any, ...] | Non
 
 
 def _assert_same(native: tuple[Any, ...], rules: tuple[Any, ...]) -> None:
-    doc, given, recorded, sequence_at = native
+    doc, given, recorded, sequence_at, filters = native
+    assert repr(filters) == repr(ledger.filter_fields(rules[0]))
     # The document's BSON (what is stored, keys in order) and its repr (the Python types too:
     # a DatetimeMS and a datetime make the same BSON date).
     assert bson.encode(doc) == bson.encode(rules[0])
@@ -199,3 +201,33 @@ def test_the_native_preparer_receives_at_the_given_time() -> None:
     assert native[0]["occur_time"] is received
     assert convert.datetime_to_millis(native[0]["receive_time"]) == -1_500
     assert isinstance(RECEIVED, dt.datetime) is False  # a DatetimeMS, as the server passes
+
+
+def test_chained_hashes_are_the_ledgers_chain_hash_in_turn() -> None:
+    rng = random.Random(3)
+    entries = [
+        {
+            "q": rng.choice([0, 1, 2**40]),
+            "d": bson.Binary(rng.randbytes(32)) if n % 2 else rng.randbytes(32),
+        }
+        for n in range(7)
+    ]
+    previous = rng.randbytes(32)
+    expected, running = [], previous
+    for n, entry in enumerate(entries):
+        running = chain_hash(running, 1000 + 1 + n, entry["q"], bytes(entry["d"]))
+        expected.append(running)
+    assert _native.chain_hashes(previous, 1000, entries) == expected
+    assert _native.chain_hashes(previous, 1000, []) == []
+
+
+def test_entries_completed_natively_are_those_complete_entry_completes() -> None:
+    rng = random.Random(5)
+    entries = [
+        {"k": "t/a", "r": rng.randbytes(90), "x": {"t": "CLICK"}},
+        {"k": "t/b", "r": bson.Binary(rng.randbytes(40)), "e": "t/s/000000000001", "q": 1},
+        {"k": "t/c", "r": b"", "d": b"kept", "e": "t/c", "q": 0},
+    ]
+    expected = [ledger.complete_entry(dict(entry)) for entry in entries]
+    _native.complete_entries(entries)
+    assert repr(entries) == repr(expected)

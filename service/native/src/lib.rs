@@ -197,6 +197,16 @@ struct Keys {
     cobrowse: Py<PyString>,
     session_id: Py<PyString>,
     actor: Py<PyString>,
+    // ledger.filter_fields's short keys.
+    filter_type: Py<PyString>,
+    filter_occur: Py<PyString>,
+    filter_user: Py<PyString>,
+    filter_customer: Py<PyString>,
+    filter_call: Py<PyString>,
+    filter_session: Py<PyString>,
+    filter_actor: Py<PyString>,
+    customer_id: Py<PyString>,
+    call_id: Py<PyString>,
 }
 
 impl Keys {
@@ -215,6 +225,15 @@ impl Keys {
             cobrowse: name("cobrowse"),
             session_id: name("session_id"),
             actor: name("actor"),
+            filter_type: name("t"),
+            filter_occur: name("o"),
+            filter_user: name("u"),
+            filter_customer: name("c"),
+            filter_call: name("l"),
+            filter_session: name("s"),
+            filter_actor: name("a"),
+            customer_id: name("customer_id"),
+            call_id: name("call_id"),
         }
     }
 }
@@ -351,7 +370,8 @@ impl Preparer {
         })
     }
 
-    /// (document, occur time given, recorded form, sequence position) of the serialized event,
+    /// (document, occur time given, recorded form, sequence position, the ledger's filter
+    /// fields) of the serialized event,
     /// stored under `event_id` and received at `receive_time` (`receive_millis` its
     /// milliseconds); None when the Python rules must prepare it.
     fn prepare<'py>(
@@ -492,7 +512,7 @@ impl Preparer {
         if !tenant_user_id.is_empty() {
             doc.set_item(&keys.tenant_user_id, tenant_user_id)?;
         }
-        if let Some(inner) = cobrowse_doc {
+        if let Some(inner) = &cobrowse_doc {
             doc.set_item(&keys.cobrowse, inner)?;
         }
         for name in &plan.lifted {
@@ -510,11 +530,32 @@ impl Preparer {
             None if !session.is_empty() => doc.set_item(&keys.session_id, session)?,
             None => {}
         }
-        let items: [Bound<'py, PyAny>; 4] = [
+        // What ListEvents filters on, as the ledger's entry keeps it (ledger.filter_fields).
+        let filters = PyDict::new(py);
+        filters.set_item(&keys.filter_type, &plan.type_string)?;
+        let occur_millis = occur.map_or(receive_millis, |(_, _, millis)| millis);
+        filters.set_item(&keys.filter_occur, occur_millis)?;
+        let lifted = [
+            (&keys.tenant_user_id, &keys.filter_user),
+            (&keys.customer_id, &keys.filter_customer),
+            (&keys.call_id, &keys.filter_call),
+            (&keys.session_id, &keys.filter_session),
+        ];
+        for (name, short) in lifted {
+            // The document holds these only when they are not empty.
+            if let Some(value) = doc.get_item(name)? {
+                filters.set_item(short, value)?;
+            }
+        }
+        if let Some(inner) = &cobrowse_doc {
+            filters.set_item(&keys.filter_actor, inner.get_item(&keys.actor)?)?;
+        }
+        let items: [Bound<'py, PyAny>; 5] = [
             doc.into_any(),
             PyBool::new(py, occur.is_some()).to_owned().into_any(),
             PyBytes::new(py, &recorded).into_any(),
             sequence_at.into_pyobject(py)?.into_any(),
+            filters.into_any(),
         ];
         Ok(Some(PyTuple::new(py, items)?))
     }
@@ -618,10 +659,69 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// auditlog.ledger.chain_hash over ledger entries in turn: hash(n) = SHA-256(hash(n - 1),
+/// n and the entry's session sequence `q` as big-endian u64s, the entry's digest `d`), from
+/// `previous` and the sequence before the first entry; the hash after each entry.
+#[pyfunction]
+fn chain_hashes<'py>(
+    py: Python<'py>,
+    previous: &[u8],
+    sequence: u64,
+    entries: &Bound<'py, PyList>,
+) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    let (q, d) = (PyString::intern(py, "q"), PyString::intern(py, "d"));
+    let mut running = previous.to_vec();
+    let mut hashes = Vec::with_capacity(entries.len());
+    for (n, entry) in entries.iter().enumerate() {
+        let session_sequence: u64 = entry.get_item(&q)?.extract()?;
+        let digest = entry.get_item(&d)?;
+        let digest = digest.cast::<PyBytes>()?; // bytes, or BSON's Binary
+        let mut hash = Sha256::new();
+        hash.update(&running);
+        hash.update((sequence + 1 + n as u64).to_be_bytes());
+        hash.update(session_sequence.to_be_bytes());
+        hash.update(digest.as_bytes());
+        running = hash.finalize().to_vec();
+        hashes.push(PyBytes::new(py, &running));
+    }
+    Ok(hashes)
+}
+
+/// ledger.complete_entry for each of `entries`, in place: the digest `d` of the recorded form
+/// `r`, the document's `_id` `e` (its key `k`) and the session sequence `q` (0) where missing.
+#[pyfunction]
+fn complete_entries(py: Python<'_>, entries: &Bound<'_, PyList>) -> PyResult<()> {
+    let name = |text: &str| PyString::intern(py, text);
+    let (d, r, e, k, q) = (name("d"), name("r"), name("e"), name("k"), name("q"));
+    let zero = 0u8.into_pyobject(py)?;
+    for entry in entries.iter() {
+        let entry = entry.cast::<PyDict>()?;
+        if !entry.contains(&d)? {
+            let recorded = entry.get_item(&r)?;
+            let recorded = or_key_error(recorded, "r")?;
+            let digest = Sha256::digest(recorded.cast::<PyBytes>()?.as_bytes());
+            entry.set_item(&d, PyBytes::new(py, &digest))?;
+        }
+        if !entry.contains(&e)? {
+            entry.set_item(&e, or_key_error(entry.get_item(&k)?, "k")?)?;
+        }
+        if !entry.contains(&q)? {
+            entry.set_item(&q, &zero)?;
+        }
+    }
+    Ok(())
+}
+
+fn or_key_error<'py>(value: Option<Bound<'py, PyAny>>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+    value.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(key.to_string()))
+}
+
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Preparer>()?;
-    module.add_class::<Validator>()
+    module.add_class::<Validator>()?;
+    module.add_function(wrap_pyfunction!(chain_hashes, module)?)?;
+    module.add_function(wrap_pyfunction!(complete_entries, module)?)
 }
 
 // ---- validation ---------------------------------------------------------------------------
