@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson.datetime_ms import DatetimeMS
+from bson.raw_bson import RawBSONDocument
 from google.protobuf import descriptor, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
@@ -695,6 +696,21 @@ def to_document(
     if session:
         doc["session_id"] = session
     return doc
+
+
+def raw_document(body: bytes, outbox: str | None) -> RawBSONDocument:
+    """A document from its elements in BSON (EventWrite.body) and, last, its outbox's id (the
+    `ob` that storage puts in its dict), as PyMongo inserts it without encoding it again."""
+    tail = b"\x00"
+    if outbox is not None:
+        text = outbox.encode()
+        tail = b"".join((_OUTBOX_KEY, (len(text) + 1).to_bytes(4, "little"), text, b"\x00\x00"))
+    size = 4 + len(body) + len(tail)
+    return RawBSONDocument(b"".join((size.to_bytes(4, "little"), body, tail)))
+
+
+# A string element's type and key, `ob` (see raw_document).
+_OUTBOX_KEY = b"\x02ob\x00"
 
 
 def assign_slot(doc: Document, sequence: int) -> None:

@@ -110,8 +110,8 @@ class EventWriter:
             convert.datetime_to_millis(receive_time),
         )
         if native is not None:
-            doc, occur_time_given, recorded, sequence_at, filters = native
-            write = EventWrite(doc, occur_time_given, recorded, filters)
+            doc, occur_time_given, recorded, sequence_at, filters, body = native
+            write = EventWrite(doc, occur_time_given, recorded, filters, body)
             return PreparedWrite(write, sequence_at)
         prepared = self._preparer.prepare(event, owned=True)
         doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)

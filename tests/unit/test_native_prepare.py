@@ -39,8 +39,12 @@ def _natively(event: AuditEvent | bytes, event_id: str) -> tuple[Any, ...] | Non
 
 
 def _assert_same(native: tuple[Any, ...], rules: tuple[Any, ...]) -> None:
-    doc, given, recorded, sequence_at, filters = native
+    doc, given, recorded, sequence_at, filters, body = native
     assert repr(filters) == repr(ledger.filter_fields(rules[0]))
+    # The document as inserted: its BSON, with the outbox storage adds or without one.
+    assert convert.raw_document(body, None).raw == bson.encode(rules[0])
+    with_outbox = {**rules[0], "ob": "t/ob/00000000000000000042"}
+    assert convert.raw_document(body, with_outbox["ob"]).raw == bson.encode(with_outbox)
     # The document's BSON (what is stored, keys in order) and its repr (the Python types too:
     # a DatetimeMS and a datetime make the same BSON date).
     assert bson.encode(doc) == bson.encode(rules[0])

@@ -161,22 +161,70 @@ fn length_delimited(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
+// BSON, as PyMongo writes a document's dict: elements in the dict's order, strings (0x02),
+// dates (0x09: milliseconds), doubles (0x01), booleans (0x08), documents (0x03), arrays (0x04).
+fn bson_key(out: &mut Vec<u8>, kind: u8, key: &str) {
+    out.push(kind);
+    out.extend_from_slice(key.as_bytes());
+    out.push(0);
+}
+
+fn bson_string(out: &mut Vec<u8>, key: &str, value: &str) {
+    bson_key(out, 0x02, key);
+    out.extend_from_slice(&(value.len() as i32 + 1).to_le_bytes());
+    out.extend_from_slice(value.as_bytes());
+    out.push(0);
+}
+
+fn bson_date(out: &mut Vec<u8>, key: &str, millis: i64) {
+    bson_key(out, 0x09, key);
+    out.extend_from_slice(&millis.to_le_bytes());
+}
+
+/// Opens an embedded document or array: where its length goes (bson_close writes it).
+fn bson_open(out: &mut Vec<u8>, kind: u8, key: &str) -> usize {
+    bson_key(out, kind, key);
+    out.extend_from_slice(&[0; 4]);
+    out.len() - 4
+}
+
+fn bson_close(out: &mut Vec<u8>, at: usize) {
+    out.push(0);
+    let length = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&length.to_le_bytes());
+}
+
+/// A Python string and its text, for a document's key or value.
+struct Name {
+    py: Py<PyString>,
+    text: String,
+}
+
+impl Name {
+    fn new(py: Python<'_>, text: &str) -> Self {
+        Name {
+            py: PyString::intern(py, text).unbind(),
+            text: text.to_string(),
+        }
+    }
+}
+
 struct FieldPlan {
-    name: Py<PyString>,
+    name: Name,
     kind: u8,
     repeated: bool,
-    enum_names: HashMap<i64, Py<PyString>>,
+    enum_names: HashMap<i64, Name>,
     message: usize,
 }
 
 struct PayloadPlan {
-    name: Py<PyString>,
+    name: Name,
     message: usize,
-    type_string: Py<PyString>,
+    type_string: Name,
     event_type: u64,
     cobrowse: bool,
     // Fields of the payload the document also carries at its top, when set.
-    lifted: Vec<Py<PyString>>,
+    lifted: Vec<Name>,
     // The payload field naming the co-browsing session the event is about, if any.
     session_field: Option<Py<PyString>>,
     // Fields of the payload the Python rules rewrite: an event with any of them set is declined.
@@ -205,8 +253,6 @@ struct Keys {
     filter_call: Py<PyString>,
     filter_session: Py<PyString>,
     filter_actor: Py<PyString>,
-    customer_id: Py<PyString>,
-    call_id: Py<PyString>,
 }
 
 impl Keys {
@@ -232,8 +278,6 @@ impl Keys {
             filter_call: name("l"),
             filter_session: name("s"),
             filter_actor: name("a"),
-            customer_id: name("customer_id"),
-            call_id: name("call_id"),
         }
     }
 }
@@ -282,7 +326,7 @@ struct Preparer {
     messages: Vec<HashMap<u32, FieldPlan>>,
     payloads: HashMap<u32, PayloadPlan>,
     numbers: EventNumbers,
-    actor_names: HashMap<i64, Py<PyString>>,
+    actor_names: HashMap<i64, Name>,
     keys: Keys,
     // DatetimeMS, and the function making a payload's time (convert.timestamp_to_datetime's
     // result from milliseconds).
@@ -326,9 +370,10 @@ impl Preparer {
                 fields
                     .into_iter()
                     .map(|(number, field, kind, repeated, enums, message)| {
-                        let enum_names = enums.iter().map(|(v, n)| (*v, name(n))).collect();
+                        let enum_names =
+                            enums.iter().map(|(v, n)| (*v, Name::new(py, n))).collect();
                         let plan = FieldPlan {
-                            name: name(&field),
+                            name: Name::new(py, &field),
                             kind,
                             repeated,
                             enum_names,
@@ -345,12 +390,12 @@ impl Preparer {
                 let (field, message, type_string, event_type, cobrowse, lifted, session, normal) =
                     row;
                 let plan = PayloadPlan {
-                    name: name(&field),
+                    name: Name::new(py, &field),
                     message,
-                    type_string: name(&type_string),
+                    type_string: Name::new(py, &type_string),
                     event_type,
                     cobrowse,
-                    lifted: lifted.iter().map(|n| name(n)).collect(),
+                    lifted: lifted.iter().map(|n| Name::new(py, n)).collect(),
                     session_field: session.as_deref().map(name),
                     normalised: normal.iter().map(|n| name(n)).collect(),
                 };
@@ -358,7 +403,10 @@ impl Preparer {
             })
             .collect();
         let numbers = EventNumbers::new(&numbers)?;
-        let actor_names = actor_names.iter().map(|(v, n)| (*v, name(n))).collect();
+        let actor_names = actor_names
+            .iter()
+            .map(|(v, n)| (*v, Name::new(py, n)))
+            .collect();
         Ok(Preparer {
             messages,
             payloads,
@@ -439,7 +487,9 @@ impl Preparer {
             }
         }
         let (plan, payload_bytes) = or_decline!(payload);
-        let payload_doc = or_decline!(self.message_doc(py, plan.message, payload_bytes)?);
+        let mut payload_bson = Vec::with_capacity(payload_bytes.len() + 64);
+        let payload_doc =
+            or_decline!(self.message_doc(py, plan.message, payload_bytes, &mut payload_bson)?);
         for name in &plan.normalised {
             if payload_doc.contains(name)? {
                 return Ok(None);
@@ -476,25 +526,41 @@ impl Preparer {
         recorded.extend_from_slice(rest);
 
         let keys = &self.keys;
-        let mut session = "";
         let mut sequence_at = 0usize;
-        let mut cobrowse_doc = None;
+        let mut context = None;
         if plan.cobrowse {
             // The context is the content's rest's first field; a session sequence follows it.
-            let context = or_decline!(cobrowse);
-            if context.start != rest_start {
+            let given = or_decline!(cobrowse);
+            if given.start != rest_start {
                 return Ok(None);
             }
-            let actor = or_decline!(self.actor_names.get(&context.actor));
-            let inner = PyDict::new(py);
-            inner.set_item(&keys.session_id, context.session_id)?;
-            inner.set_item(&keys.actor, actor)?;
-            cobrowse_doc = Some(inner);
-            session = context.session_id;
-            sequence_at = rest_at + (context.end - context.start);
+            let actor = or_decline!(self.actor_names.get(&given.actor));
+            sequence_at = rest_at + (given.end - given.start);
+            context = Some((given.session_id, actor));
+        }
+        // The session a payload names takes the place of the context's (convert.to_document).
+        let session = match &plan.session_field {
+            Some(name) => match payload_doc.get_item(name)? {
+                Some(value) => Some(value.cast_into::<PyString>()?),
+                None => None,
+            },
+            None => match context {
+                Some((session_id, _)) if !session_id.is_empty() => {
+                    Some(PyString::new(py, session_id))
+                }
+                _ => None,
+            },
+        };
+        let mut lifted = Vec::with_capacity(plan.lifted.len());
+        for name in &plan.lifted {
+            if let Some(value) = payload_doc.get_item(&name.py)? {
+                lifted.push((name, value.cast_into::<PyString>()?));
+            }
         }
 
-        let key = PyString::new(py, &format!("{tenant_id}/{event_id_text}"));
+        let key_text = format!("{tenant_id}/{event_id_text}");
+        let key = PyString::new(py, &key_text);
+        let occur_millis = occur.map_or(receive_millis, |(_, _, millis)| millis);
         let occur_time = match occur {
             Some((_, _, millis)) => self.stored_time.bind(py).call1((millis,))?,
             None => receive_time.clone(),
@@ -504,82 +570,122 @@ impl Preparer {
         doc.set_item(&keys.key, &key)?;
         doc.set_item(&keys.id, event_id)?;
         doc.set_item(&keys.tenant_id, tenant_id)?;
-        doc.set_item(&keys.type_, &plan.type_string)?;
+        doc.set_item(&keys.type_, &plan.type_string.py)?;
         doc.set_item(&keys.occur_time, occur_time)?;
         doc.set_item(&keys.receive_time, receive_time)?;
-        doc.set_item(&keys.fingerprint, fingerprint)?;
-        doc.set_item(&plan.name, &payload_doc)?;
+        doc.set_item(&keys.fingerprint, &fingerprint)?;
+        doc.set_item(&plan.name.py, &payload_doc)?;
+        // The same document in BSON (its elements), in the same order.
+        let mut body = Vec::with_capacity(payload_bson.len() + 2 * key_text.len() + 200);
+        bson_string(&mut body, "_id", &key_text);
+        bson_string(&mut body, "key", &key_text);
+        bson_string(&mut body, "id", event_id_text);
+        bson_string(&mut body, "tenant_id", tenant_id);
+        bson_string(&mut body, "type", &plan.type_string.text);
+        bson_date(&mut body, "occur_time", occur_millis);
+        bson_date(&mut body, "receive_time", receive_millis);
+        bson_string(&mut body, "fingerprint", &fingerprint);
+        bson_key(&mut body, 0x03, &plan.name.text);
+        body.extend_from_slice(&(payload_bson.len() as i32 + 5).to_le_bytes());
+        body.extend_from_slice(&payload_bson);
+        body.push(0);
         if !tenant_user_id.is_empty() {
             doc.set_item(&keys.tenant_user_id, tenant_user_id)?;
+            bson_string(&mut body, "tenant_user_id", tenant_user_id);
         }
-        if let Some(inner) = &cobrowse_doc {
+        if let Some((session_id, actor)) = context {
+            let inner = PyDict::new(py);
+            inner.set_item(&keys.session_id, session_id)?;
+            inner.set_item(&keys.actor, &actor.py)?;
             doc.set_item(&keys.cobrowse, inner)?;
+            let at = bson_open(&mut body, 0x03, "cobrowse");
+            bson_string(&mut body, "session_id", session_id);
+            bson_string(&mut body, "actor", &actor.text);
+            bson_close(&mut body, at);
         }
-        for name in &plan.lifted {
-            if let Some(value) = payload_doc.get_item(name)? {
-                doc.set_item(name, value)?;
-            }
+        for (name, value) in &lifted {
+            doc.set_item(&name.py, value)?;
+            bson_string(&mut body, &name.text, &value.to_cow()?);
         }
-        // The session a payload names takes the place of the context's (convert.to_document).
-        match &plan.session_field {
-            Some(name) => {
-                if let Some(value) = payload_doc.get_item(name)? {
-                    doc.set_item(&keys.session_id, value)?;
-                }
-            }
-            None if !session.is_empty() => doc.set_item(&keys.session_id, session)?,
-            None => {}
+        if let Some(value) = &session {
+            doc.set_item(&keys.session_id, value)?;
+            bson_string(&mut body, "session_id", &value.to_cow()?);
         }
+
         // What ListEvents filters on, as the ledger's entry keeps it (ledger.filter_fields).
         let filters = PyDict::new(py);
-        filters.set_item(&keys.filter_type, &plan.type_string)?;
-        let occur_millis = occur.map_or(receive_millis, |(_, _, millis)| millis);
+        filters.set_item(&keys.filter_type, &plan.type_string.py)?;
         filters.set_item(&keys.filter_occur, occur_millis)?;
-        let lifted = [
-            (&keys.tenant_user_id, &keys.filter_user),
-            (&keys.customer_id, &keys.filter_customer),
-            (&keys.call_id, &keys.filter_call),
-            (&keys.session_id, &keys.filter_session),
-        ];
-        for (name, short) in lifted {
-            // The document holds these only when they are not empty.
-            if let Some(value) = doc.get_item(name)? {
-                filters.set_item(short, value)?;
+        if !tenant_user_id.is_empty() {
+            filters.set_item(&keys.filter_user, tenant_user_id)?;
+        }
+        for (name, value) in &lifted {
+            match name.text.as_str() {
+                "customer_id" => filters.set_item(&keys.filter_customer, value)?,
+                "call_id" => filters.set_item(&keys.filter_call, value)?,
+                _ => {}
             }
         }
-        if let Some(inner) = &cobrowse_doc {
-            filters.set_item(&keys.filter_actor, inner.get_item(&keys.actor)?)?;
+        if let Some(value) = &session {
+            filters.set_item(&keys.filter_session, value)?;
         }
-        let items: [Bound<'py, PyAny>; 5] = [
+        if let Some((_, actor)) = context {
+            filters.set_item(&keys.filter_actor, &actor.py)?;
+        }
+        let items: [Bound<'py, PyAny>; 6] = [
             doc.into_any(),
             PyBool::new(py, occur.is_some()).to_owned().into_any(),
             PyBytes::new(py, &recorded).into_any(),
             sequence_at.into_pyobject(py)?.into_any(),
             filters.into_any(),
+            PyBytes::new(py, &body).into_any(),
         ];
         Ok(Some(PyTuple::new(py, items)?))
     }
 }
 
 impl Preparer {
-    /// The document of a message of type `index` (convert._doc_function's), or None to decline.
+    /// The document of a message of type `index` (convert._doc_function's), or None to
+    /// decline; its elements in BSON are appended to `out`.
     fn message_doc<'py>(
         &self,
         py: Python<'py>,
         index: usize,
         bytes: &[u8],
+        out: &mut Vec<u8>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let plan = &self.messages[index];
         let doc = PyDict::new(py);
         let mut reader = Reader::new(bytes);
         let mut last = 0u32;
-        let mut list: Option<Bound<'py, PyList>> = None;
+        // The list being filled, and its BSON array: where its length goes, and its items.
+        let mut list: Option<(Bound<'py, PyList>, usize, usize)> = None;
         while !reader.done() {
             let (number, value) = or_decline!(reader.field());
             let field = or_decline!(plan.get(&number));
             if number < last || (number == last && !field.repeated) {
                 return Ok(None);
             }
+            if number != last {
+                if let Some((_, at, _)) = list.take() {
+                    bson_close(out, at);
+                }
+                if field.repeated {
+                    let at = bson_open(out, 0x04, &field.name.text);
+                    let items = PyList::empty(py);
+                    doc.set_item(&field.name.py, &items)?;
+                    list = Some((items, at, 0));
+                }
+            }
+            let position;
+            let key = match &mut list {
+                Some((_, _, count)) if field.repeated => {
+                    position = count.to_string();
+                    *count += 1;
+                    position.as_str()
+                }
+                _ => field.name.text.as_str(),
+            };
             let item: Bound<'py, PyAny> = match (field.kind, value) {
                 (STRING, Wire::Bytes(bytes)) => {
                     // A list may hold an empty string; a field without presence never does.
@@ -587,39 +693,49 @@ impl Preparer {
                         return Ok(None);
                     }
                     let text = or_decline!(std::str::from_utf8(bytes).ok());
+                    bson_string(out, key, text);
                     PyString::new(py, text).into_any()
                 }
-                (BOOL, Wire::Varint(1)) => PyBool::new(py, true).to_owned().into_any(),
+                (BOOL, Wire::Varint(1)) => {
+                    bson_key(out, 0x08, key);
+                    out.push(1);
+                    PyBool::new(py, true).to_owned().into_any()
+                }
                 (ENUM, Wire::Varint(value)) if value != 0 => {
                     let name = or_decline!(field.enum_names.get(&(value as i64)));
-                    name.bind(py).clone().into_any()
+                    bson_string(out, key, &name.text);
+                    name.py.bind(py).clone().into_any()
                 }
                 (DOUBLE, Wire::Fixed64(bits)) => {
                     let value = f64::from_bits(bits);
                     if value == 0.0 {
                         return Ok(None); // -0.0 is made 0.0, and 0.0 is never written
                     }
+                    bson_key(out, 0x01, key);
+                    out.extend_from_slice(&value.to_le_bytes());
                     PyFloat::new(py, value).into_any()
                 }
                 (TIMESTAMP, Wire::Bytes(bytes)) => {
                     let millis = or_decline!(timestamp_millis(bytes));
+                    bson_date(out, key, millis);
                     self.payload_time.bind(py).call1((millis,))?
                 }
                 (MESSAGE, Wire::Bytes(bytes)) => {
-                    or_decline!(self.message_doc(py, field.message, bytes)?).into_any()
+                    let at = bson_open(out, 0x03, key);
+                    let inner = or_decline!(self.message_doc(py, field.message, bytes, out)?);
+                    bson_close(out, at);
+                    inner.into_any()
                 }
                 _ => return Ok(None),
             };
-            if !field.repeated {
-                doc.set_item(&field.name, item)?;
-            } else if number == last {
-                or_decline!(list.as_ref()).append(item)?;
-            } else {
-                let items = PyList::new(py, [item])?;
-                doc.set_item(&field.name, &items)?;
-                list = Some(items);
+            match &list {
+                Some((items, _, _)) if field.repeated => items.append(item)?,
+                _ => doc.set_item(&field.name.py, item)?,
             }
             last = number;
+        }
+        if let Some((_, at, _)) = list {
+            bson_close(out, at);
         }
         Ok(Some(doc))
     }
