@@ -159,7 +159,10 @@ def pack_entries(entries: list[Document]) -> bytes:
     took 92 ms to read and 111 ms to update when nested), and nothing queries inside entries.
     Plain `bytes` are BSON binary (subtype 0) as they are; this module wraps no value in
     bson.Binary, which copies it (twice: 3 % of the server's CPU when a block was built)."""
-    return bson.encode({"e": entries})
+    # Encoded natively (1.2 us an event of the server's CPU when PyMongo encoded them), unless
+    # an entry holds a type it leaves to PyMongo.
+    packed = _native.pack_entries(entries)
+    return bson.encode({"e": entries}) if packed is None else packed
 
 
 class _Zstd(threading.local):

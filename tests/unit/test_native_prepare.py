@@ -235,3 +235,37 @@ def test_entries_completed_natively_are_those_complete_entry_completes() -> None
     expected = [ledger.complete_entry(dict(entry)) for entry in entries]
     _native.complete_entries(entries)
     assert repr(entries) == repr(expected)
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    kinds = ["str", "bytes", "bool", "int", "float", "none"]
+    if depth < 3:
+        kinds += ["dict", "list"]
+    kind = rng.choice(kinds)
+    if kind == "str":
+        return rng.choice(["", "t/abc", "é✅", "x" * 300])
+    if kind == "bytes":
+        return rng.randbytes(rng.randrange(40))
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "int":
+        return rng.choice([0, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**63 - 1])
+    if kind == "float":
+        return rng.choice([0.0, -0.0, 1.5, float("inf")])
+    if kind == "none":
+        return None
+    if kind == "dict":
+        return {rng.choice("kqrxtoe") + str(n): _random_value(rng, depth + 1) for n in range(3)}
+    return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def test_entries_packed_natively_are_what_bson_encodes() -> None:
+    """Or nothing, for a type it leaves to PyMongo (BSON's Binary, a date)."""
+    rng = random.Random(11)
+    for _ in range(300):
+        entries = [{"k": "t/a", "r": rng.randbytes(60), "x": _random_value(rng)} for _ in range(3)]
+        assert _native.pack_entries(entries) == bson.encode({"e": entries})
+    for odd in (bson.Binary(b"x", 5), DatetimeMS(5), 2**64, {"a\0b": 1}, {1: 2}):
+        assert _native.pack_entries([{"k": "t/a", "x": odd}]) is None
+    entries = [{"k": "t/a", "r": b"r", "x": {"t": "CLICK", "o": 17}}]
+    assert ledger.pack_entries(entries) == bson.encode({"e": entries})

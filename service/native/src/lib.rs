@@ -832,12 +832,90 @@ fn or_key_error<'py>(value: Option<Bound<'py, PyAny>>, key: &str) -> PyResult<Bo
     value.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(key.to_string()))
 }
 
+/// One value in BSON as PyMongo encodes it (`key` its element's key), for the types a ledger
+/// entry holds: str, bytes (binary, subtype 0), bool, int (int32 when it fits, else int64),
+/// float, None, dict (str keys without NUL) and list. False for anything else: nothing of it
+/// is of use then.
+fn bson_value(out: &mut Vec<u8>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if let Ok(text) = value.cast_exact::<PyString>() {
+        bson_string(out, key, &text.to_cow()?);
+    } else if let Ok(bytes) = value.cast_exact::<PyBytes>() {
+        let bytes = bytes.as_bytes();
+        bson_key(out, 0x05, key);
+        out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
+        out.push(0);
+        out.extend_from_slice(bytes);
+    } else if let Ok(flag) = value.cast_exact::<PyBool>() {
+        bson_key(out, 0x08, key);
+        out.push(u8::from(flag.is_true()));
+    } else if value.is_exact_instance_of::<pyo3::types::PyInt>() {
+        let Ok(number) = value.extract::<i64>() else {
+            return Ok(false);
+        };
+        match i32::try_from(number) {
+            Ok(small) => {
+                bson_key(out, 0x10, key);
+                out.extend_from_slice(&small.to_le_bytes());
+            }
+            Err(_) => {
+                bson_key(out, 0x12, key);
+                out.extend_from_slice(&number.to_le_bytes());
+            }
+        }
+    } else if let Ok(number) = value.cast_exact::<PyFloat>() {
+        bson_key(out, 0x01, key);
+        out.extend_from_slice(&number.value().to_le_bytes());
+    } else if value.is_none() {
+        bson_key(out, 0x0A, key);
+    } else if let Ok(dict) = value.cast_exact::<PyDict>() {
+        let at = bson_open(out, 0x03, key);
+        for (name, item) in dict.iter() {
+            let Ok(name) = name.cast_exact::<PyString>() else {
+                return Ok(false);
+            };
+            let name = name.to_cow()?;
+            if name.contains('\0') || !bson_value(out, &name, &item)? {
+                return Ok(false);
+            }
+        }
+        bson_close(out, at);
+    } else if let Ok(list) = value.cast_exact::<PyList>() {
+        let at = bson_open(out, 0x04, key);
+        for (index, item) in list.iter().enumerate() {
+            if !bson_value(out, &index.to_string(), &item)? {
+                return Ok(false);
+            }
+        }
+        bson_close(out, at);
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// bson.encode({"e": entries}) (ledger.pack_entries), or None when an entry holds a type
+/// bson_value leaves to PyMongo.
+#[pyfunction]
+fn pack_entries<'py>(
+    py: Python<'py>,
+    entries: &Bound<'py, PyList>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let mut out = Vec::with_capacity(64 + 320 * entries.len());
+    out.extend_from_slice(&[0; 4]);
+    if !bson_value(&mut out, "e", entries.as_any())? {
+        return Ok(None);
+    }
+    bson_close(&mut out, 0);
+    Ok(Some(PyBytes::new(py, &out)))
+}
+
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Preparer>()?;
     module.add_class::<Validator>()?;
     module.add_function(wrap_pyfunction!(chain_hashes, module)?)?;
-    module.add_function(wrap_pyfunction!(complete_entries, module)?)
+    module.add_function(wrap_pyfunction!(complete_entries, module)?)?;
+    module.add_function(wrap_pyfunction!(pack_entries, module)?)
 }
 
 // ---- validation ---------------------------------------------------------------------------
