@@ -698,19 +698,14 @@ def to_document(
     return doc
 
 
-def raw_document(body: bytes, outbox: str | None) -> RawBSONDocument:
-    """A document from its elements in BSON (EventWrite.body) and, last, its outbox's id (the
-    `ob` that storage puts in its dict), as PyMongo inserts it without encoding it again."""
-    tail = b"\x00"
-    if outbox is not None:
-        text = outbox.encode()
-        tail = b"".join((_OUTBOX_KEY, (len(text) + 1).to_bytes(4, "little"), text, b"\x00\x00"))
-    size = 4 + len(body) + len(tail)
-    return RawBSONDocument(b"".join((size.to_bytes(4, "little"), body, tail)))
-
-
-# A string element's type and key, `ob` (see raw_document).
-_OUTBOX_KEY = b"\x02ob\x00"
+def raw_document(body: bytes, doc: Document, body_keys: int) -> RawBSONDocument | None:
+    """`doc` in BSON, as PyMongo would encode it and inserts it without encoding it again: its
+    first `body_keys` elements as the native preparer made them (EventWrite.body), with `_id`
+    as it is now (a co-browsing event's slot), and those that storage added to the dict since
+    (its outbox id; a co-browsing event's sequence and run end). None when an added value is of
+    a type left to PyMongo, which then encodes the dict."""
+    raw = _native.raw_document(body, doc, body_keys)
+    return None if raw is None else RawBSONDocument(raw)
 
 
 def assign_slot(doc: Document, sequence: int) -> None:

@@ -111,7 +111,7 @@ class EventWriter:
         )
         if native is not None:
             doc, occur_time_given, recorded, sequence_at, filters, body = native
-            write = EventWrite(doc, occur_time_given, recorded, filters, body)
+            write = EventWrite(doc, occur_time_given, recorded, filters, body, len(doc))
             return PreparedWrite(write, sequence_at)
         prepared = self._preparer.prepare(event, owned=True)
         doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)

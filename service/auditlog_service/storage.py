@@ -104,6 +104,8 @@ class EventWrite:
     # it (the native preparer does; a general event is inserted from them, see
     # convert.raw_document).
     body: bytes | None = None
+    # How many of the dict's first keys the body holds (the ones storage adds come after them).
+    body_keys: int = 0
 
     def is_retry_of(self, existing: Document) -> bool:
         """Whether `existing`, stored under this event's id, is this very event."""
@@ -725,14 +727,6 @@ class _GroupWrite:
                 if tenant_id not in self.outboxes:
                     self.outboxes[tenant_id] = repository.next_outbox(tenant_id)
                 write.doc["ob"] = self.outboxes[tenant_id]
-        # General events go to the database as the BSON made with them: PyMongo's encoding of
-        # their dicts cost 2.7-4.2 us each (in process), the document made from its elements
-        # 0.9-1.4. Co-browsing ones get their slot later, in the dict.
-        self.raw = {
-            i: convert.raw_document(w.body, w.doc.get("ob"))
-            for i, w in enumerate(writes)
-            if w.body is not None and "cobrowse" not in w.doc
-        }
         self._outboxes_written = not self.outboxes
         # Commits written as the last documents of the group's insert (see _inline_commits):
         # by `_id` until written, then the tenants done.
@@ -929,7 +923,16 @@ class _GroupWrite:
         # document by document up to the failure, which in a large insert costs more than the
         # extra round trips of small ones.
         chunk = FERRETDB_RACING_CHUNK if self.races else FERRETDB_ORDERED_CHUNK
-        raw = self.raw
+        # Events go to the database as the BSON the native preparer made with them, completed
+        # with what this group added (convert.raw_document): PyMongo's encoding of their dicts
+        # cost 2.7-4.2 us each (in process), the document made from its elements 0.9-1.4.
+        raw: dict[int, RawBSONDocument] = {}
+        for index in pending:
+            write = self.writes[index]
+            if write.body is not None:
+                made = convert.raw_document(write.body, write.doc, write.body_keys)
+                if made is not None:
+                    raw[index] = made
         ordered = asyncio.gather(
             *(
                 repository._insert_ordered(

@@ -33,23 +33,43 @@ def _by_rules(event: AuditEvent, event_id: str) -> tuple[Any, ...]:
     return doc, prepared.occur_time_given, recorded, convert.sequence_position(prepared, recorded)
 
 
+# The keys of each document the native preparer made, by event id (see _assert_raw).
+BODY_KEYS: dict[str, int] = {}
+
+
 def _natively(event: AuditEvent | bytes, event_id: str) -> tuple[Any, ...] | None:
     serialized = event if isinstance(event, bytes) else event.SerializeToString()
-    return NATIVE.prepare(serialized, event_id, RECEIVED, int(RECEIVED))
+    native = NATIVE.prepare(serialized, event_id, RECEIVED, int(RECEIVED))
+    if native is not None:
+        BODY_KEYS[event_id] = len(native[0])
+    return native
 
 
 def _assert_same(native: tuple[Any, ...], rules: tuple[Any, ...]) -> None:
     doc, given, recorded, sequence_at, filters, body = native
     assert repr(filters) == repr(ledger.filter_fields(rules[0]))
-    # The document as inserted: its BSON, with the outbox storage adds or without one.
-    assert convert.raw_document(body, None).raw == bson.encode(rules[0])
-    with_outbox = {**rules[0], "ob": "t/ob/00000000000000000042"}
-    assert convert.raw_document(body, with_outbox["ob"]).raw == bson.encode(with_outbox)
     # The document's BSON (what is stored, keys in order) and its repr (the Python types too:
     # a DatetimeMS and a datetime make the same BSON date).
     assert bson.encode(doc) == bson.encode(rules[0])
     assert repr(doc) == repr(rules[0])
     assert (given, recorded, sequence_at) == rules[1:]
+    # The document as inserted: its BSON, as made and with what storage adds (the outbox; a
+    # co-browsing event's slot, sequence and run end, one round and another).
+    _assert_raw(body, dict(rules[0]))
+    doc = dict(rules[0])
+    doc["ob"] = "t/ob/00000000000000000042"
+    _assert_raw(body, doc)
+    if "cobrowse" in doc:
+        for sequence, run_end in ((7, 9), (2**31, 2**40)):
+            convert.assign_slot(doc, sequence)
+            doc["run_end"] = run_end
+            _assert_raw(body, doc)
+
+
+def _assert_raw(body: bytes, doc: dict[str, Any]) -> None:
+    raw = convert.raw_document(body, doc, BODY_KEYS[doc["id"]])
+    assert raw is not None
+    assert raw.raw == bson.encode(doc)
 
 
 def _variants(event: AuditEvent) -> list[tuple[str, AuditEvent]]:
@@ -194,6 +214,7 @@ def test_any_bytes_give_the_rules_result_or_a_decline() -> None:
 
 
 def test_the_native_preparer_receives_at_the_given_time() -> None:
+    """And without an occur time the event's is the receive time, before 1970 too."""
     event = valid_event_of_each_type("t")["start_call"]
     event.ClearField("occur_time")
     received = DatetimeMS(-1_500)  # before 1970: seconds -2, 500 ms
@@ -269,3 +290,18 @@ def test_entries_packed_natively_are_what_bson_encodes() -> None:
         assert _native.pack_entries([{"k": "t/a", "x": odd}]) is None
     entries = [{"k": "t/a", "r": b"r", "x": {"t": "CLICK", "o": 17}}]
     assert ledger.pack_entries(entries) == bson.encode({"e": entries})
+
+
+def test_a_raw_document_is_left_to_pymongo_when_an_added_value_is_of_another_type() -> None:
+    event = valid_event_of_each_type("t")["start_call"]
+    native = _natively(event, "x")
+    assert native is not None
+    doc, body = native[0], native[5]
+    keys = len(doc)
+    doc["ob"] = "t/ob/1"
+    doc["late"] = [1.5, None, {"n": 2**40, "b": True}]
+    raw = convert.raw_document(body, doc, keys)
+    assert raw is not None
+    assert raw.raw == bson.encode(doc)
+    doc["later"] = DatetimeMS(5)
+    assert convert.raw_document(body, doc, keys) is None

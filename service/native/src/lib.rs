@@ -909,13 +909,56 @@ fn pack_entries<'py>(
     Ok(Some(PyBytes::new(py, &out)))
 }
 
+/// A document in BSON from its first `body_keys` elements as the preparer made them (`body`,
+/// `_id` first) and the rest of `doc`'s items after them, with `_id` as `doc` has it now (a
+/// co-browsing event's slot): what bson.encode(doc) gives, or None when an added value is of a
+/// type bson_value leaves to PyMongo (convert.raw_document).
+#[pyfunction]
+fn raw_document<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    doc: &Bound<'py, PyDict>,
+    body_keys: usize,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    // The body's first element: 0x02, "_id", NUL, the string's length, the string.
+    let id_end = match body.get(..9) {
+        Some([0x02, b'_', b'i', b'd', 0, a, b, c, d]) => {
+            9 + i32::from_le_bytes([*a, *b, *c, *d]) as usize
+        }
+        _ => return Ok(None),
+    };
+    if body.len() < id_end {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(body.len() + 96);
+    out.extend_from_slice(&[0; 4]);
+    let id = doc.get_item("_id")?;
+    match id.as_ref().map(|id| id.cast_exact::<PyString>()) {
+        Some(Ok(id)) => bson_string(&mut out, "_id", &id.to_cow()?),
+        _ => return Ok(None),
+    }
+    out.extend_from_slice(&body[id_end..]);
+    for (key, value) in doc.iter().skip(body_keys) {
+        let Ok(key) = key.cast_exact::<PyString>() else {
+            return Ok(None);
+        };
+        let key = key.to_cow()?;
+        if key.contains('\0') || !bson_value(&mut out, &key, &value)? {
+            return Ok(None);
+        }
+    }
+    bson_close(&mut out, 0);
+    Ok(Some(PyBytes::new(py, &out)))
+}
+
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Preparer>()?;
     module.add_class::<Validator>()?;
     module.add_function(wrap_pyfunction!(chain_hashes, module)?)?;
     module.add_function(wrap_pyfunction!(complete_entries, module)?)?;
-    module.add_function(wrap_pyfunction!(pack_entries, module)?)
+    module.add_function(wrap_pyfunction!(pack_entries, module)?)?;
+    module.add_function(wrap_pyfunction!(raw_document, module)?)
 }
 
 // ---- validation ---------------------------------------------------------------------------
