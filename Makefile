@@ -111,7 +111,7 @@ screenshots: setup
 	AUDITLOG_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/browser -k screenshots
 
 # The benchmarks with their baselines side by side, into bench/results/*.md|json, and a plot of
-# them (bench/results/summary.png): about 9 minutes here; FULL=1 for the 1,000,000-event runs.
+# them (bench/results/summary.png): about 10 minutes here; FULL=1 for the 1,000,000-event runs.
 # Not part of `test`: they measure the machine as much as the code.
 bench: $(VENV)/.installed $(NATIVE) .tools/bin/ferretdb.stamp
 	$(PY) -m bench $(if $(FULL),--full)
