@@ -1,4 +1,4 @@
-"""Types of the native preparer (service/native/src/lib.rs, built by `make setup`)."""
+"""Types of the native write path (service/native/src/lib.rs, built by `make setup`)."""
 
 from collections.abc import Callable
 from typing import Any

@@ -279,13 +279,15 @@ class AuditLogRpcs:
     ) -> responses.SerializedResponse:
         if not request.HasField("event"):
             check([FieldViolation("event", "required")])
-        check(validation.validate_event(request.event, "event", self._limits))
+        # Serialized once: the native checker and the writer's preparer both read it.
+        serialized = request.event.SerializeToString()
+        check(validation.validate_event(request.event, "event", self._limits, serialized))
         self._guard.require_tenant(call, request.event.tenant_id)
         denial = self._event_denial(call, request.event.tenant_id)
         if denial is not None:
             raise denial
         with database_failures(read=False):
-            pending, outcome = await self._writer.write(request.event)
+            pending, outcome = await self._writer.write(request.event, serialized)
         response = responses.log_event_response(pending, outcome)
         call.events_stored = 1
         return response
@@ -300,9 +302,11 @@ class AuditLogRpcs:
         refused: dict[int, service_pb2.EventError] = {}
         # The events themselves too: indexing a repeated field again makes a new wrapper each.
         valid_events: list[audit_event_pb2.AuditEvent] = []
+        valid_serialized: list[bytes] = []  # each serialized once, for checker and writer
         tenants: dict[str, int] = {}
         for index, event in enumerate(request.events):
-            violations = validation.validate_event(event, "", self._limits)
+            serialized = event.SerializeToString()
+            violations = validation.validate_event(event, "", self._limits, serialized)
             tenant_id = event.tenant_id
             if violations:
                 violations = validation.placed(f"events[{index}]", violations)
@@ -317,6 +321,7 @@ class AuditLogRpcs:
                 )
                 continue
             valid_events.append(event)
+            valid_serialized.append(serialized)
             tenants[tenant_id] = (count or 0) + 1
         if tenants:
             call.tenant = call.tenant or next(iter(tenants))
@@ -328,7 +333,7 @@ class AuditLogRpcs:
                     f"tenant {tenant_id!r} is over its limit of events a second", wait
                 )
         with database_failures(read=False):
-            written = await self._writer.write_many(valid_events)
+            written = await self._writer.write_many(valid_events, valid_serialized)
         whole_events = request.result_view != enums_pb2.RESULT_VIEW_ACK
         count = len(request.events)
         response, stored = responses.log_events_response(
@@ -390,30 +395,40 @@ class AuditLogRpcs:
                     )
                 answers: list[service_pb2.EventError | int] = []
                 admitted: list[audit_event_pb2.AuditEvent] = []
+                admitted_serialized: list[bytes] = []  # for checker and writer alike
                 for n, event in enumerate(message.events):
-                    refusal = refusal_now(event, index, n)
+                    serialized = event.SerializeToString()
+                    refusal = refusal_now(event, serialized, index, n)
                     if isinstance(refusal, float):
                         refusal = await refusal_after_wait(event.tenant_id, refusal)
                     answers.append(len(admitted) if refusal is None else refusal)
                     if refusal is None:
                         admitted.append(event)
-                return answers, self._writer.submit_batch(admitted) if admitted else None
+                        admitted_serialized.append(serialized)
+                batch = (
+                    self._writer.submit_batch(admitted, admitted_serialized) if admitted else None
+                )
+                return answers, batch
             if not message.HasField("event"):
                 return to_event_error(
                     InvalidArgument([FieldViolation(f"requests[{index}].event", "required")])
                 )
-            refusal = refusal_now(message.event, index)
+            serialized = message.event.SerializeToString()
+            refusal = refusal_now(message.event, serialized, index)
             if isinstance(refusal, float):
                 refusal = await refusal_after_wait(message.event.tenant_id, refusal)
-            return self._writer.submit(message.event) if refusal is None else refusal
+            return self._writer.submit(message.event, serialized) if refusal is None else refusal
 
         def refusal_now(
-            event: audit_event_pb2.AuditEvent, index: int, n: int | None = None
+            event: audit_event_pb2.AuditEvent,
+            serialized: bytes,
+            index: int,
+            n: int | None = None,
         ) -> service_pb2.EventError | float | None:
             """Why an event (of request `index`, event `n` of its batch) is not taken (None: it
             is; seconds: its tenant is over its rate). Not a coroutine: one per event of a
             batch cost more than the checks."""
-            violations = validation.validate_event(event, "", self._limits)
+            violations = validation.validate_event(event, "", self._limits, serialized)
             if violations:
                 path = f"requests[{index}].event" if n is None else f"requests[{index}].events[{n}]"
                 return to_event_error(InvalidArgument(validation.placed(path, violations)))

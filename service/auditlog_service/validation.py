@@ -245,12 +245,19 @@ class _Checker:
 
 
 def validate_event(
-    event: audit_event_pb2.AuditEvent, path: str, limits: Limits
+    event: audit_event_pb2.AuditEvent,
+    path: str,
+    limits: Limits,
+    serialized: bytes | None = None,
 ) -> list[FieldViolation]:
-    """All violations of one event to be stored; `path` prefixes every field path."""
-    # The native checker passes most events at once (0.3 against 3-5 us); the checks below
-    # then run only for what it cannot vouch for, and name each violation.
-    if _native_validator(limits).valid(event.SerializeToString()):
+    """All violations of one event to be stored; `path` prefixes every field path.
+    `serialized`: the event's serialization, when the caller has it (the writer needs it too)."""
+    # The native checker passes most events at once (in process 1.3 against 4.1-4.4 us, the
+    # serialization included); the checks below then run only for what it cannot vouch for,
+    # and name each violation.
+    if serialized is None:
+        serialized = event.SerializeToString()
+    if _native_validator(limits).valid(serialized):
         return []
     return event_violations(event, path, limits)
 
