@@ -1,14 +1,21 @@
-//! auditlog_service._native: the write path's per-event work for an incoming event that is
-//! already in the form the service stores, done from its serialization in one pass.
+//! auditlog_service._native: the write path's per-event work in one pass over each event's
+//! serialization, and the ledger's per-entry work.
 //!
-//! `Preparer.prepare` reads a serialized AuditEvent and gives what convert.py's
-//! EventPreparer.prepare, to_document, recorded_event and sequence_position give for it: the
-//! document, whether the client gave an occur time, the recorded form and where a session
-//! sequence goes in it. It does that only for events the Python rules would not change
-//! (normalisation: unknown or output-only fields, finer than millisecond times, -0.0, free-form
-//! data, a sensitive or marked input) and declines every other event (returns None), which the
-//! Python rules then prepare. So its results are byte for byte the Python ones; the unit tests
-//! compare the two over every event type and over events that must be declined.
+//! - `Preparer.prepare` gives what convert.py's EventPreparer.prepare, to_document,
+//!   recorded_event and sequence_position give for a serialized AuditEvent (the document,
+//!   whether the client gave an occur time, the recorded form, where a session sequence goes),
+//!   and the ledger entry's filters and the document's BSON. It does that only for events the
+//!   Python rules would not change (unknown or output-only fields, finer than millisecond
+//!   times, -0.0, free-form data, a sensitive or marked input) and declines every other event
+//!   (None), which the rules then prepare.
+//! - `Validator.valid` says whether validation.py's rules find nothing wrong with an event, for
+//!   certain; when it cannot vouch, the rules are asked and name the violations.
+//! - `chain_hashes`, `complete_entries`, `pack_entries` and `raw_document` do what
+//!   auditlog.ledger.chain_hash, ledger.complete_entry, bson.encode and PyMongo's encoding of
+//!   a document would, for many at once.
+//!
+//! Their results are byte for byte the Python ones: tests/unit/test_native_*.py compare the
+//! two over every event type, over events that must be declined and over mutated bytes.
 
 use std::collections::HashMap;
 
@@ -16,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use sha2::{Digest, Sha256};
 
-// Field kinds, as convert.native_schema numbers them. Any other kind (free-form data, a map,
+// Field kinds, as convert.native_preparer numbers them (_NATIVE_STRING ...). Any other kind (free-form data, a map,
 // a packed list) is declined when present.
 const STRING: u8 = 0;
 const BOOL: u8 = 1;
@@ -231,33 +238,33 @@ struct PayloadPlan {
     normalised: Vec<Py<PyString>>,
 }
 
-/// The document keys, made once.
+/// The document's keys and the ledger filters', made once (a dict's and BSON's alike).
 struct Keys {
-    id_key: Py<PyString>,
-    key: Py<PyString>,
-    id: Py<PyString>,
-    tenant_id: Py<PyString>,
-    type_: Py<PyString>,
-    occur_time: Py<PyString>,
-    receive_time: Py<PyString>,
-    fingerprint: Py<PyString>,
-    tenant_user_id: Py<PyString>,
-    cobrowse: Py<PyString>,
-    session_id: Py<PyString>,
-    actor: Py<PyString>,
+    id_key: Name,
+    key: Name,
+    id: Name,
+    tenant_id: Name,
+    type_: Name,
+    occur_time: Name,
+    receive_time: Name,
+    fingerprint: Name,
+    tenant_user_id: Name,
+    cobrowse: Name,
+    session_id: Name,
+    actor: Name,
     // ledger.filter_fields's short keys.
-    filter_type: Py<PyString>,
-    filter_occur: Py<PyString>,
-    filter_user: Py<PyString>,
-    filter_customer: Py<PyString>,
-    filter_call: Py<PyString>,
-    filter_session: Py<PyString>,
-    filter_actor: Py<PyString>,
+    filter_type: Name,
+    filter_occur: Name,
+    filter_user: Name,
+    filter_customer: Name,
+    filter_call: Name,
+    filter_session: Name,
+    filter_actor: Name,
 }
 
 impl Keys {
     fn new(py: Python<'_>) -> Self {
-        let name = |text: &str| PyString::intern(py, text).unbind();
+        let name = |text: &str| Name::new(py, text);
         Keys {
             id_key: name("_id"),
             key: name("key"),
@@ -282,7 +289,7 @@ impl Keys {
     }
 }
 
-/// The AuditEvent's own field numbers (convert.native_schema passes them from the descriptor).
+/// The AuditEvent's own field numbers (convert.native_preparer passes them from the descriptor).
 struct EventNumbers {
     id: u32,
     tenant_id: u32,
@@ -566,41 +573,41 @@ impl Preparer {
             None => receive_time.clone(),
         };
         let doc = PyDict::new(py);
-        doc.set_item(&keys.id_key, &key)?;
-        doc.set_item(&keys.key, &key)?;
-        doc.set_item(&keys.id, event_id)?;
-        doc.set_item(&keys.tenant_id, tenant_id)?;
-        doc.set_item(&keys.type_, &plan.type_string.py)?;
-        doc.set_item(&keys.occur_time, occur_time)?;
-        doc.set_item(&keys.receive_time, receive_time)?;
-        doc.set_item(&keys.fingerprint, &fingerprint)?;
+        doc.set_item(&keys.id_key.py, &key)?;
+        doc.set_item(&keys.key.py, &key)?;
+        doc.set_item(&keys.id.py, event_id)?;
+        doc.set_item(&keys.tenant_id.py, tenant_id)?;
+        doc.set_item(&keys.type_.py, &plan.type_string.py)?;
+        doc.set_item(&keys.occur_time.py, occur_time)?;
+        doc.set_item(&keys.receive_time.py, receive_time)?;
+        doc.set_item(&keys.fingerprint.py, &fingerprint)?;
         doc.set_item(&plan.name.py, &payload_doc)?;
         // The same document in BSON (its elements), in the same order.
         let mut body = Vec::with_capacity(payload_bson.len() + 2 * key_text.len() + 200);
-        bson_string(&mut body, "_id", &key_text);
-        bson_string(&mut body, "key", &key_text);
-        bson_string(&mut body, "id", event_id_text);
-        bson_string(&mut body, "tenant_id", tenant_id);
-        bson_string(&mut body, "type", &plan.type_string.text);
-        bson_date(&mut body, "occur_time", occur_millis);
-        bson_date(&mut body, "receive_time", receive_millis);
-        bson_string(&mut body, "fingerprint", &fingerprint);
+        bson_string(&mut body, &keys.id_key.text, &key_text);
+        bson_string(&mut body, &keys.key.text, &key_text);
+        bson_string(&mut body, &keys.id.text, event_id_text);
+        bson_string(&mut body, &keys.tenant_id.text, tenant_id);
+        bson_string(&mut body, &keys.type_.text, &plan.type_string.text);
+        bson_date(&mut body, &keys.occur_time.text, occur_millis);
+        bson_date(&mut body, &keys.receive_time.text, receive_millis);
+        bson_string(&mut body, &keys.fingerprint.text, &fingerprint);
         bson_key(&mut body, 0x03, &plan.name.text);
         body.extend_from_slice(&(payload_bson.len() as i32 + 5).to_le_bytes());
         body.extend_from_slice(&payload_bson);
         body.push(0);
         if !tenant_user_id.is_empty() {
-            doc.set_item(&keys.tenant_user_id, tenant_user_id)?;
-            bson_string(&mut body, "tenant_user_id", tenant_user_id);
+            doc.set_item(&keys.tenant_user_id.py, tenant_user_id)?;
+            bson_string(&mut body, &keys.tenant_user_id.text, tenant_user_id);
         }
         if let Some((session_id, actor)) = context {
             let inner = PyDict::new(py);
-            inner.set_item(&keys.session_id, session_id)?;
-            inner.set_item(&keys.actor, &actor.py)?;
-            doc.set_item(&keys.cobrowse, inner)?;
-            let at = bson_open(&mut body, 0x03, "cobrowse");
-            bson_string(&mut body, "session_id", session_id);
-            bson_string(&mut body, "actor", &actor.text);
+            inner.set_item(&keys.session_id.py, session_id)?;
+            inner.set_item(&keys.actor.py, &actor.py)?;
+            doc.set_item(&keys.cobrowse.py, inner)?;
+            let at = bson_open(&mut body, 0x03, &keys.cobrowse.text);
+            bson_string(&mut body, &keys.session_id.text, session_id);
+            bson_string(&mut body, &keys.actor.text, &actor.text);
             bson_close(&mut body, at);
         }
         for (name, value) in &lifted {
@@ -608,29 +615,29 @@ impl Preparer {
             bson_string(&mut body, &name.text, &value.to_cow()?);
         }
         if let Some(value) = &session {
-            doc.set_item(&keys.session_id, value)?;
-            bson_string(&mut body, "session_id", &value.to_cow()?);
+            doc.set_item(&keys.session_id.py, value)?;
+            bson_string(&mut body, &keys.session_id.text, &value.to_cow()?);
         }
 
         // What ListEvents filters on, as the ledger's entry keeps it (ledger.filter_fields).
         let filters = PyDict::new(py);
-        filters.set_item(&keys.filter_type, &plan.type_string.py)?;
-        filters.set_item(&keys.filter_occur, occur_millis)?;
+        filters.set_item(&keys.filter_type.py, &plan.type_string.py)?;
+        filters.set_item(&keys.filter_occur.py, occur_millis)?;
         if !tenant_user_id.is_empty() {
-            filters.set_item(&keys.filter_user, tenant_user_id)?;
+            filters.set_item(&keys.filter_user.py, tenant_user_id)?;
         }
         for (name, value) in &lifted {
             match name.text.as_str() {
-                "customer_id" => filters.set_item(&keys.filter_customer, value)?,
-                "call_id" => filters.set_item(&keys.filter_call, value)?,
+                "customer_id" => filters.set_item(&keys.filter_customer.py, value)?,
+                "call_id" => filters.set_item(&keys.filter_call.py, value)?,
                 _ => {}
             }
         }
         if let Some(value) = &session {
-            filters.set_item(&keys.filter_session, value)?;
+            filters.set_item(&keys.filter_session.py, value)?;
         }
         if let Some((_, actor)) = context {
-            filters.set_item(&keys.filter_actor, &actor.py)?;
+            filters.set_item(&keys.filter_actor.py, &actor.py)?;
         }
         let items: [Bound<'py, PyAny>; 6] = [
             doc.into_any(),
