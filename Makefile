@@ -31,8 +31,8 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PY) -m pip install -q -e clients/python -e '.[dev,bench]'
 	touch $@
 
-# The service's native preparer (service/native, Rust): built with the machine's cargo against the
-# venv's Python, into the package (never committed); renamed into place, so a running server
+# The service's native write path (service/native, Rust): built with the machine's cargo against
+# the venv's Python, into the package (never committed); renamed into place, so a running server
 # keeps the file it loaded.
 $(NATIVE): $(VENV)/.installed service/native/Cargo.toml service/native/Cargo.lock $(wildcard service/native/src/*.rs)
 	PYO3_PYTHON=$(ROOT)/$(PY) cargo build -q --release --locked --manifest-path service/native/Cargo.toml
