@@ -159,13 +159,10 @@ class EventWriter:
     ) -> PendingBatch:
         """Queue validated events that are answered together; see prepare."""
         received = convert.stored_time_now()  # one receive time for a batch
-        if serialized is None:
-            ready = [self.prepare(event, received) for event in events]
-        else:
-            ready = [
-                self.prepare(event, received, data)
-                for event, data in zip(events, serialized, strict=True)
-            ]
+        datas: list[bytes] | list[None] = serialized or [None] * len(events)
+        ready = [
+            self.prepare(event, received, data) for event, data in zip(events, datas, strict=True)
+        ]
         return PendingBatch(ready, self._committer.submit_batch([r.write for r in ready]))
 
     async def write_many(

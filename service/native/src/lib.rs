@@ -126,21 +126,31 @@ fn text(value: Wire<'_>) -> Option<&str> {
     }
 }
 
-/// A Timestamp's whole milliseconds; None when it holds more than whole milliseconds (the
-/// Python rules truncate it), a value out of range or a field it does not have.
-fn timestamp_millis(bytes: &[u8]) -> Option<i64> {
+/// A Timestamp's seconds and nanos as protobuf writes one (seconds, then nanos below a second,
+/// each only when not 0); None for anything else.
+fn timestamp_parts(bytes: &[u8]) -> Option<(i64, i64)> {
     let mut reader = Reader::new(bytes);
     let (mut seconds, mut nanos, mut last) = (0i64, 0i64, 0u32);
     while !reader.done() {
         match reader.field()? {
-            (1, Wire::Varint(value)) if last < 1 && value != 0 => seconds = value as i64,
+            (1, Wire::Varint(value)) if last < 1 && value != 0 => {
+                seconds = value as i64;
+                last = 1;
+            }
             (2, Wire::Varint(value)) if last < 2 && value != 0 && value < 1_000_000_000 => {
-                nanos = value as i64
+                nanos = value as i64;
+                last = 2;
             }
             _ => return None,
         }
-        last = if nanos == 0 { 1 } else { 2 };
     }
+    Some((seconds, nanos))
+}
+
+/// A Timestamp's whole milliseconds; None when it holds more than whole milliseconds (the
+/// Python rules truncate it), a value out of range or a field it does not have.
+fn timestamp_millis(bytes: &[u8]) -> Option<i64> {
+    let (seconds, nanos) = timestamp_parts(bytes)?;
     if nanos % 1_000_000 != 0 {
         return None;
     }
@@ -1099,13 +1109,12 @@ fn identifier_form(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
 }
 
-/// validation._Checker.timestamp, on a serialized Timestamp.
+/// validation._Checker.timestamp, on a serialized Timestamp: its parts when in range.
 fn valid_time(bytes: &[u8]) -> Option<(i64, i64)> {
-    let fields = Fields::read(bytes)?;
-    let seconds = fields.varint(1)? as i64;
-    let nanos = fields.varint(2)? as i64;
-    let in_range = (0..=999_999_999).contains(&nanos) && (0..=253_402_300_799).contains(&seconds);
-    in_range.then_some((seconds, nanos))
+    let (seconds, nanos) = timestamp_parts(bytes)?;
+    (0..=253_402_300_799)
+        .contains(&seconds)
+        .then_some((seconds, nanos))
 }
 
 #[pyclass(frozen)]
@@ -1212,10 +1221,8 @@ impl Validator {
         }
         match (plan.cobrowse, fields.message(numbers.cobrowse)?) {
             (true, Some(context)) => {
-                let context = Fields::read(context)?;
-                let actor = context.varint(2)? as i64;
-                let known = actor != 0 && self.actors.contains(&actor);
-                if !self.identifier(context.text(1)?, true) || !known {
+                let (session_id, actor) = cobrowse_context(context)?;
+                if !self.identifier(session_id, true) || !self.actors.contains(&actor) {
                     return None;
                 }
             }
