@@ -1,6 +1,6 @@
 """Types of the native write path (service/native/src/lib.rs, built by `make setup`)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 class Preparer:
@@ -15,7 +15,10 @@ class Preparer:
     ) -> None: ...
     def prepare(
         self, serialized: bytes, event_id: str, receive_time: Any, receive_millis: int
-    ) -> tuple[dict[str, Any], bool, bytes, int, dict[str, Any], bytes] | None: ...
+    ) -> (
+        tuple[dict[str, Any], bool, bytes, int, dict[str, Any], bytes, tuple[str, str] | None]
+        | None
+    ): ...
 
 class Validator:
     def __init__(
@@ -31,3 +34,10 @@ def chain_hashes(previous: bytes, sequence: int, entries: list[dict[str, Any]]) 
 def complete_entries(entries: list[dict[str, Any]]) -> None: ...
 def pack_entries(entries: list[dict[str, Any]]) -> bytes | None: ...
 def raw_document(body: bytes, doc: dict[str, Any], body_keys: int) -> bytes | None: ...
+def stored_results(
+    written: Sequence[tuple[Any, Any]],
+    stored: type,
+    results_tag: bytes,
+    event_tag: bytes,
+    sequence_tag: bytes,
+) -> bytes | None: ...

@@ -53,6 +53,12 @@ def session_prefix(tenant_id: str, session_id: str) -> str:
     return f"{tenant_id}/{session_id}/"
 
 
+def session_key(doc: Document) -> tuple[str, str] | None:
+    """A co-browsing event's (tenant, session), from its document; None for a general event."""
+    cobrowse = doc.get("cobrowse")
+    return None if cobrowse is None else (doc["tenant_id"], cobrowse["session_id"])
+
+
 def slot_id(tenant_id: str, session_id: str, sequence: int) -> str:
     """The `_id` of a co-browsing event: its slot in the session, zero-padded so ids sort."""
     return f"{tenant_id}/{session_id}/{sequence:0{SEQUENCE_DIGITS}d}"
@@ -591,7 +597,7 @@ _EVENT_TYPE_FIELDS = {
     + varint(spec.event_type)
     for spec in REGISTRY.all()
 }
-_SEQUENCE_TAG = field_tag(audit_event_pb2.AuditEvent, "sequence")
+SEQUENCE_TAG = field_tag(audit_event_pb2.AuditEvent, "sequence")
 _COBROWSE_TAG = field_tag(audit_event_pb2.AuditEvent, "cobrowse")
 
 
@@ -627,7 +633,7 @@ def stored_event_bytes(recorded: bytes, position: int, sequence: int) -> bytes:
     its session sequence where field-number order puts it (sequence_position)."""
     if not sequence:
         return recorded
-    return b"".join((recorded[:position], _SEQUENCE_TAG, varint(sequence), recorded[position:]))
+    return b"".join((recorded[:position], SEQUENCE_TAG, varint(sequence), recorded[position:]))
 
 
 def recorded_event(

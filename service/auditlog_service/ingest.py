@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import operator
 from dataclasses import dataclass
 
 from auditlog.ids import new_event_id
@@ -57,12 +58,6 @@ class PendingBatch:
     outcomes: asyncio.Future[list[Outcome]]
 
 
-def _session_of(write: EventWrite) -> tuple[str, str] | None:
-    """The key that keeps a session's events in submission order across groups in flight."""
-    cobrowse = write.doc.get("cobrowse")
-    return None if cobrowse is None else (write.doc["tenant_id"], cobrowse["session_id"])
-
-
 class EventWriter:
     """Writes events; every result comes back only after the database acknowledged it."""
 
@@ -88,7 +83,8 @@ class EventWriter:
             max_delay_s=max_delay_s,
             max_in_flight=max_in_flight,
             parallel_min_items=parallel_min_items,
-            key=_session_of,
+            # A session's events stay in submission order across groups in flight.
+            key=operator.attrgetter("session"),
             longest_delay_s=longest_delay_s,
         )
 
@@ -113,8 +109,8 @@ class EventWriter:
             self._millis_of(receive_time),
         )
         if native is not None:
-            doc, occur_time_given, recorded, sequence_at, filters, body = native
-            write = EventWrite(doc, occur_time_given, recorded, filters, body, len(doc))
+            doc, occur_time_given, recorded, sequence_at, filters, body, session = native
+            write = EventWrite(doc, occur_time_given, recorded, filters, body, len(doc), session)
             return PreparedWrite(write, sequence_at)
         prepared = self._preparer.prepare(event, owned=True)
         doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)
@@ -122,7 +118,7 @@ class EventWriter:
         # in its chain beside the recorded form's digest), serialized.
         recorded = convert.recorded_event(prepared, event_id=event_id, receive_time=receive_time)
         return PreparedWrite(
-            EventWrite(doc, prepared.occur_time_given, recorded),
+            EventWrite(doc, prepared.occur_time_given, recorded, session=convert.session_key(doc)),
             convert.sequence_position(prepared, recorded),
         )
 

@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from auditlog.v1 import service_pb2
 
-from . import convert
+from . import _native, convert
 from .error_details import to_event_error
 from .errors import AuditLogError
 from .ingest import PreparedWrite
@@ -180,6 +180,13 @@ def log_events_response(
     """LogEvents' answer to `count` events: results[i] the error `refused` holds for event i,
     else the next of `written` as stored (`whole_events`) or acknowledged; and how many of the
     events are stored."""
+    if whole_events and not refused and len(written) == count:
+        # Every event of the batch written: natively, unless one was stored before or failed.
+        data = _native.stored_results(
+            written, Stored, _RESULTS_TAG, _RESULT_EVENT_TAG, convert.SEQUENCE_TAG
+        )
+        if data is not None:
+            return SerializedResponse(service_pb2.LogEventsResponse, data), count
     # Each event's bytes are copied once, into the joined response: framing each result and
     # then the response around it copied them three times (0.61 against 0.47 of the time that
     # building the response as messages took, in runs minutes apart).

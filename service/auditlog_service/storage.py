@@ -106,6 +106,9 @@ class EventWrite:
     body: bytes | None = None
     # How many of the dict's first keys the body holds (the ones storage adds come after them).
     body_keys: int = 0
+    # A co-browsing event's (tenant, session), else None: made with the document, where its
+    # session's events are kept in order, slotted and remembered (see session_key).
+    session: tuple[str, str] | None = None
 
     def is_retry_of(self, existing: Document) -> bool:
         """Whether `existing`, stored under this event's id, is this very event."""
@@ -714,7 +717,7 @@ class _GroupWrite:
         self.repository = repository
         self.writes = writes
         self.outcomes: list[Outcome | None] = [None] * len(writes)
-        self.placements = {i: _Placement() for i, w in enumerate(writes) if "cobrowse" in w.doc}
+        self.placements = {i: _Placement() for i, w in enumerate(writes) if w.session is not None}
         self.advanced: dict[tuple[str, str], int] = {}
         self.moved: list[int] = []  # events stored at a generation >= 1: their claim's hint
         self.races = 0
@@ -804,18 +807,18 @@ class _GroupWrite:
             for tenant_id, box in self.outboxes.items()
         ]
 
-    @staticmethod
-    def _session(doc: Document) -> tuple[str, str]:
-        return doc["tenant_id"], doc["cobrowse"]["session_id"]
-
     def _stored(self, index: int, doc: Document) -> None:
         self.outcomes[index] = Stored(doc)
-        if "cobrowse" in doc:
-            session = self._session(doc)
-            self.advanced[session] = max(self.advanced.get(session, 0), doc["sequence"])
-            self.repository._remember_head(convert.session_prefix(*session), doc["sequence"])
+        session = self.writes[index].session
+        if session is not None:
+            self._advance(session, doc["sequence"])
             if self.placements[index].generation > 0:
                 self.moved.append(index)
+
+    def _advance(self, session: tuple[str, str], sequence: int) -> None:
+        """The session's slots up to `sequence` are taken (by this group, or seen taken)."""
+        self.advanced[session] = max(self.advanced.get(session, 0), sequence)
+        self.repository._remember_head(convert.session_prefix(*session), sequence)
 
     def _pending(self) -> list[int]:
         return [i for i, o in enumerate(self.outcomes) if o is None]
@@ -846,12 +849,14 @@ class _GroupWrite:
         heads: dict[tuple[str, str], int] = {}
         runs: dict[tuple[str, str], list[tuple[int, str, Document]]] = {}
         main: list[tuple[int, str, Document]] = []  # (event index, role, document)
+        writes = self.writes
         for index in pending:
-            doc = self.writes[index].doc
-            if "cobrowse" not in doc:
+            write = writes[index]
+            doc = write.doc
+            session = write.session
+            if session is None:
                 main.append((index, "event", doc))
                 continue
-            session = self._session(doc)
             if session not in heads:
                 heads[session] = await repository.cached_head(*session)
             heads[session] += 1
@@ -949,16 +954,27 @@ class _GroupWrite:
             await self._unordered_outcomes(general, failures)
         else:
             results = await ordered
+        outcomes, placements = self.outcomes, self.placements
         for batch, (inserted, _) in zip(batches, results, strict=True):
+            # A session's events are one run of rising slots in a batch: its last one stored
+            # is where the session's head is now, taken note of once per session, not per event.
+            heads_now: dict[tuple[str, str], int] = {}
             for index, role, item in batch[:inserted]:
-                if role == "record":
-                    self.placements[index].generation = item.get("gen", 0)
+                if role == "event":
+                    outcomes[index] = Stored(item)
+                    session = writes[index].session
+                    if session is not None:
+                        heads_now[session] = item["sequence"]
+                        if placements[index].generation > 0:
+                            self.moved.append(index)
+                elif role == "record":
+                    placements[index].generation = item.get("gen", 0)
                 elif role == "outbox":
                     self._outboxes_written = True
-                elif role == "commit":
-                    self._committed_inline(item)
                 else:
-                    self._stored(index, item)
+                    self._committed_inline(item)
+            for session, head in heads_now.items():
+                self._advance(session, head)
         for batch, (inserted, error) in zip(batches, results, strict=True):
             if error is not None and not await self._failed(batch[inserted], error, pending):
                 return False
@@ -1026,17 +1042,18 @@ class _GroupWrite:
                 # A retry of this event, racing this attempt, put it there: one copy.
                 self.outcomes[index] = await repository._resolve_duplicate(write, occupant)
             else:
-                return await self._lost_race(write.doc, occupant, pending)
+                return await self._lost_race(write, occupant, pending)
         return True
 
     async def _lost_race(
-        self, doc: Document, occupant: Document | None, pending: list[int]
+        self, write: EventWrite, occupant: Document | None, pending: list[int]
     ) -> bool:
         """Another writer took the slot: aim past its run; the event takes a new record."""
         repository = self.repository
         self.races += 1
         repository.stats["races"] += 1
-        session = self._session(doc)
+        doc, session = write.doc, write.session
+        assert session is not None  # only co-browsing events have slots to lose
         repository.mark_contended(*session)
         known = doc["sequence"]
         if occupant is not None:
@@ -1046,12 +1063,7 @@ class _GroupWrite:
         self.session_races[session] = self.session_races.get(session, 0) + 1
         if self.session_races[session] > MAX_SLOT_RACES:
             for rest in pending:
-                rest_doc = self.writes[rest].doc
-                if (
-                    self.outcomes[rest] is None
-                    and "cobrowse" in rest_doc
-                    and self._session(rest_doc) == session
-                ):
+                if self.outcomes[rest] is None and self.writes[rest].session == session:
                     self.outcomes[rest] = SequenceContention(
                         "too many concurrent writers on this session; retry"
                     )
@@ -1102,7 +1114,7 @@ class _GroupWrite:
             if occupant is not None and occupant.get("key") == write.doc["key"]:
                 self.outcomes[index] = await repository._resolve_duplicate(write, occupant)
             else:
-                await self._lost_race(write.doc, occupant, [])
+                await self._lost_race(write, occupant, [])
 
     async def _resolve_known_ids(self, pending: list[int], skip: int) -> None:
         """Answers every not-yet-written event of the group whose id is already stored."""

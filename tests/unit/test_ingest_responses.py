@@ -11,7 +11,7 @@ from bson.codec_options import CodecOptions
 from bson.datetime_ms import DatetimeMS
 
 from auditlog.v1 import audit_event_pb2, service_pb2
-from auditlog_service import convert, responses
+from auditlog_service import _native, convert, responses
 from auditlog_service.error_details import to_event_error
 from auditlog_service.errors import AuditLogError, DatabaseUnavailable, InvalidArgument
 from auditlog_service.ingest import EventWriter, PreparedWrite
@@ -133,6 +133,32 @@ def test_a_log_events_response_is_the_serialization_of_the_same_message(
     assert any(result.already_stored for result in expected.results)
     assert any(result.event.sequence >= 128 for result in expected.results) is whole_events
     assert any(result.ack.sequence >= 128 for result in expected.results) is not whole_events
+
+
+def test_a_batch_stored_whole_is_answered_natively_with_the_same_bytes() -> None:
+    # Every event stored by this call (co-browsing ones in slots whose sequences take one to
+    # six bytes): the native results; one stored before, or one failed: the Python's, alike.
+    written = [(w, o) for w, o in _written() if isinstance(o, Stored) and not o.already_stored]
+    sequences = iter([1, 127, 128, 2**14, 2**35])
+    for _, outcome in written:
+        if "cobrowse" in outcome.doc:
+            convert.assign_slot(outcome.doc, next(sequences, 300))
+    tags = (responses._RESULTS_TAG, responses._RESULT_EVENT_TAG, convert.SEQUENCE_TAG)
+    assert _native.stored_results(written, Stored, *tags) is not None
+    response, stored = responses.log_events_response(len(written), {}, written, whole_events=True)
+    expected = _log_events_as_messages({}, written, True)
+    assert response.data == expected.SerializeToString(deterministic=True)
+    assert stored == len(written)
+    assert any(result.event.sequence == 2**35 for result in expected.results)
+    for other in _written():
+        if isinstance(other[1], Stored) and not other[1].already_stored:
+            continue
+        mixed = [*written[:3], other, *written[3:]]
+        assert _native.stored_results(mixed, Stored, *tags) is None
+        response, _ = responses.log_events_response(len(mixed), {}, mixed, whole_events=True)
+        assert response.data == _log_events_as_messages({}, mixed, True).SerializeToString(
+            deterministic=True
+        )
 
 
 def test_a_log_event_response_is_the_serialization_of_the_same_message() -> None:

@@ -46,8 +46,11 @@ def _natively(event: AuditEvent | bytes, event_id: str) -> tuple[Any, ...] | Non
 
 
 def _assert_same(native: tuple[Any, ...], rules: tuple[Any, ...]) -> None:
-    doc, given, recorded, sequence_at, filters, body = native
+    doc, given, recorded, sequence_at, filters, body, session = native
     assert repr(filters) == repr(ledger.filter_fields(rules[0]))
+    # The co-browsing event's (tenant, session) that storage keeps its session's order by.
+    assert session == convert.session_key(rules[0])
+    assert (session is None) == ("cobrowse" not in rules[0])
     # The document's BSON (what is stored, keys in order) and its repr (the Python types too:
     # a DatetimeMS and a datetime make the same BSON date).
     assert bson.encode(doc) == bson.encode(rules[0])

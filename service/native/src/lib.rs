@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use sha2::{Digest, Sha256};
@@ -436,7 +437,8 @@ impl Preparer {
     }
 
     /// (document, occur time given, recorded form, sequence position, the ledger's filter
-    /// fields) of the serialized event,
+    /// fields, the document's BSON elements, a co-browsing event's (tenant, session) or None)
+    /// of the serialized event,
     /// stored under `event_id` and received at `receive_time` (`receive_millis` its
     /// milliseconds); None when the Python rules must prepare it.
     fn prepare<'py>(
@@ -582,11 +584,12 @@ impl Preparer {
             Some((_, _, millis)) => self.stored_time.bind(py).call1((millis,))?,
             None => receive_time.clone(),
         };
+        let tenant = PyString::new(py, tenant_id);
         let doc = PyDict::new(py);
         doc.set_item(&keys.id_key.py, &key)?;
         doc.set_item(&keys.key.py, &key)?;
         doc.set_item(&keys.id.py, event_id)?;
-        doc.set_item(&keys.tenant_id.py, tenant_id)?;
+        doc.set_item(&keys.tenant_id.py, &tenant)?;
         doc.set_item(&keys.type_.py, &plan.type_string.py)?;
         doc.set_item(&keys.occur_time.py, occur_time)?;
         doc.set_item(&keys.receive_time.py, receive_time)?;
@@ -610,11 +613,15 @@ impl Preparer {
             doc.set_item(&keys.tenant_user_id.py, tenant_user_id)?;
             bson_string(&mut body, &keys.tenant_user_id.text, tenant_user_id);
         }
+        // A co-browsing event's (tenant, session): what keeps its session's events in order.
+        let mut session_key = py.None().into_bound(py);
         if let Some((session_id, actor)) = context {
+            let session_id_py = PyString::new(py, session_id);
             let inner = PyDict::new(py);
-            inner.set_item(&keys.session_id.py, session_id)?;
+            inner.set_item(&keys.session_id.py, &session_id_py)?;
             inner.set_item(&keys.actor.py, &actor.py)?;
             doc.set_item(&keys.cobrowse.py, inner)?;
+            session_key = PyTuple::new(py, [tenant.clone(), session_id_py])?.into_any();
             let at = bson_open(&mut body, 0x03, &keys.cobrowse.text);
             bson_string(&mut body, &keys.session_id.text, session_id);
             bson_string(&mut body, &keys.actor.text, &actor.text);
@@ -649,13 +656,14 @@ impl Preparer {
         if let Some((_, actor)) = context {
             filters.set_item(&keys.filter_actor.py, &actor.py)?;
         }
-        let items: [Bound<'py, PyAny>; 6] = [
+        let items: [Bound<'py, PyAny>; 7] = [
             doc.into_any(),
             PyBool::new(py, occur.is_some()).to_owned().into_any(),
             PyBytes::new(py, &recorded).into_any(),
             sequence_at.into_pyobject(py)?.into_any(),
             filters.into_any(),
             PyBytes::new(py, &body).into_any(),
+            session_key,
         ];
         Ok(Some(PyTuple::new(py, items)?))
     }
@@ -968,6 +976,65 @@ fn raw_document<'py>(
     Ok(Some(PyBytes::new(py, &out)))
 }
 
+/// LogEvents' results for `written`, (PreparedWrite, outcome) pairs of a whole batch, as
+/// whole events (responses.log_events_response): each stored event's recorded form, with a
+/// co-browsing event's session sequence at its place, framed as the result's event. None when
+/// an outcome is not a `stored` instance this call stored (an error, an earlier attempt's
+/// event), which responses.py answers.
+#[pyfunction]
+fn stored_results<'py>(
+    py: Python<'py>,
+    written: &Bound<'py, PyList>,
+    stored: &Bound<'py, PyAny>,
+    results_tag: &[u8],
+    event_tag: &[u8],
+    sequence_tag: &[u8],
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let mut out = Vec::new();
+    let mut event = Vec::new();
+    for pair in written.iter() {
+        let pair = pair.cast_into::<PyTuple>()?;
+        let (pending, outcome) = (pair.get_item(0)?, pair.get_item(1)?);
+        if !outcome.get_type().is(stored)
+            || outcome
+                .getattr(intern!(py, "already_stored"))?
+                .is_truthy()?
+        {
+            return Ok(None);
+        }
+        let doc = outcome.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
+        let sequence: u64 = match doc.get_item(intern!(py, "sequence"))? {
+            Some(value) => value.extract()?,
+            None => 0,
+        };
+        let write = pending.getattr(intern!(py, "write"))?;
+        let recorded = write
+            .getattr(intern!(py, "recorded"))?
+            .cast_into::<PyBytes>()?;
+        let recorded = recorded.as_bytes();
+        event.clear();
+        if sequence == 0 {
+            event.extend_from_slice(recorded);
+        } else {
+            let at: usize = pending.getattr(intern!(py, "sequence_at"))?.extract()?;
+            let Some((head, rest)) = (at <= recorded.len()).then(|| recorded.split_at(at)) else {
+                return Ok(None);
+            };
+            event.extend_from_slice(head);
+            event.extend_from_slice(sequence_tag);
+            put_varint(&mut event, sequence);
+            event.extend_from_slice(rest);
+        }
+        let mut head = event_tag.to_vec();
+        put_varint(&mut head, event.len() as u64);
+        out.extend_from_slice(results_tag);
+        put_varint(&mut out, (head.len() + event.len()) as u64);
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&event);
+    }
+    Ok(Some(PyBytes::new(py, &out)))
+}
+
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Preparer>()?;
@@ -975,6 +1042,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(chain_hashes, module)?)?;
     module.add_function(wrap_pyfunction!(complete_entries, module)?)?;
     module.add_function(wrap_pyfunction!(pack_entries, module)?)?;
+    module.add_function(wrap_pyfunction!(stored_results, module)?)?;
     module.add_function(wrap_pyfunction!(raw_document, module)?)
 }
 
