@@ -1,6 +1,6 @@
 """Types of the native write path (service/native/src/lib.rs, built by `make setup`)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 class Preparer:
@@ -35,9 +35,17 @@ def complete_entries(entries: list[dict[str, Any]]) -> None: ...
 def pack_entries(entries: list[dict[str, Any]]) -> bytes | None: ...
 def raw_document(body: bytes, doc: dict[str, Any], body_keys: int) -> bytes | None: ...
 def stored_results(
-    written: Sequence[tuple[Any, Any]],
+    written: list[tuple[Any, Any]],
     stored: type,
     results_tag: bytes,
     event_tag: bytes,
     sequence_tag: bytes,
+) -> bytes | None: ...
+def stored_acks(
+    outcomes: list[Any],
+    paired: bool,
+    stored: type,
+    tags: tuple[bytes, bytes, bytes, bytes],
+    received: Any,
+    received_field: bytes,
 ) -> bytes | None: ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
@@ -118,6 +119,25 @@ class AckWriter:
             self._heads = {}  # their lengths count the field's
         return self._received_field
 
+    def results(self, outcomes: list[Any], *, paired: bool = False) -> bytes | None:
+        """The result fields of the acks of `outcomes` (or of (write, outcome) pairs), one
+        after another, natively; None unless this call stored every one of them with the first
+        one's receive time (a batch's), when the caller asks for each result in turn."""
+        if not outcomes:
+            return b""
+        first = outcomes[0][1] if paired else outcomes[0]
+        if type(first) is not Stored or first.already_stored:
+            return None
+        received = first.doc["receive_time"]
+        return _native.stored_acks(
+            outcomes,
+            paired,
+            Stored,
+            (self._result_tag, self._ack_tag, _ACK_ID_TAG, _ACK_SEQUENCE_TAG),
+            received,
+            self._receive_time_field(received),
+        )
+
     def result(self, outcome: Stored) -> bytes:
         """The result field holding the event's ack."""
         doc = outcome.doc
@@ -180,10 +200,15 @@ def log_events_response(
     """LogEvents' answer to `count` events: results[i] the error `refused` holds for event i,
     else the next of `written` as stored (`whole_events`) or acknowledged; and how many of the
     events are stored."""
-    if whole_events and not refused and len(written) == count:
+    acks = AckWriter(_RESULTS_TAG, _RESULT_ACK_TAG, _RESULT_ALREADY_STORED)
+    if not refused and len(written) == count:
         # Every event of the batch written: natively, unless one was stored before or failed.
-        data = _native.stored_results(
-            written, Stored, _RESULTS_TAG, _RESULT_EVENT_TAG, convert.SEQUENCE_TAG
+        data = (
+            _native.stored_results(
+                written, Stored, _RESULTS_TAG, _RESULT_EVENT_TAG, convert.SEQUENCE_TAG
+            )
+            if whole_events
+            else acks.results(written, paired=True)
         )
         if data is not None:
             return SerializedResponse(service_pb2.LogEventsResponse, data), count
@@ -193,7 +218,6 @@ def log_events_response(
     parts: list[bytes] = []
     append = parts.append
     varint = _varint
-    acks = AckWriter(_RESULTS_TAG, _RESULT_ACK_TAG, _RESULT_ALREADY_STORED)
     answers = iter(written)
     stored = 0
     for index in range(count):
@@ -242,6 +266,13 @@ def stream_batch_response(
     """The StreamEventsResponse to request `index` of a batch: per event its error, or the
     outcome of its place in `outcomes`, as an ack or an error; and how many are stored."""
     acks = AckWriter(_STREAM_RESULTS_TAG, _STREAM_RESULT_ACK_TAG)
+    if len(answers) == len(outcomes):  # every event taken: an answer is its outcome's place
+        data = acks.results(outcomes)
+        if data is not None:
+            return (
+                SerializedResponse(service_pb2.StreamEventsResponse, _index_field(index) + data),
+                len(outcomes),
+            )
     parts = [_index_field(index)]
     append = parts.append
     stored = 0

@@ -135,30 +135,78 @@ def test_a_log_events_response_is_the_serialization_of_the_same_message(
     assert any(result.ack.sequence >= 128 for result in expected.results) is not whole_events
 
 
-def test_a_batch_stored_whole_is_answered_natively_with_the_same_bytes() -> None:
-    # Every event stored by this call (co-browsing ones in slots whose sequences take one to
-    # six bytes): the native results; one stored before, or one failed: the Python's, alike.
+def _stored_whole() -> list[tuple[PreparedWrite, Outcome]]:
+    """Events this call stored, with one receive time (a batch's): co-browsing ones in slots
+    whose sequences take one to six bytes."""
     written = [(w, o) for w, o in _written() if isinstance(o, Stored) and not o.already_stored]
-    sequences = iter([1, 127, 128, 2**14, 2**35])
+    received = written[0][1].doc["receive_time"]
+    written = [(w, o) for w, o in written if o.doc["receive_time"] is received]
+    sequences = iter([2**35, 128, 1, 2**14, 127])
     for _, outcome in written:
         if "cobrowse" in outcome.doc:
             convert.assign_slot(outcome.doc, next(sequences, 300))
-    tags = (responses._RESULTS_TAG, responses._RESULT_EVENT_TAG, convert.SEQUENCE_TAG)
-    assert _native.stored_results(written, Stored, *tags) is not None
-    response, stored = responses.log_events_response(len(written), {}, written, whole_events=True)
-    expected = _log_events_as_messages({}, written, True)
+    return written
+
+
+def _others() -> list[tuple[PreparedWrite, Outcome]]:
+    """Outcomes the native answers leave to the Python: an event stored before, a failure, an
+    event of another receive time (a group holding several batches)."""
+    others = [(w, o) for w, o in _written() if not isinstance(o, Stored) or o.already_stored]
+    return [*others, _written()[-1]]
+
+
+@pytest.mark.parametrize("whole_events", [True, False])
+def test_a_batch_stored_whole_is_answered_natively_with_the_same_bytes(whole_events: bool) -> None:
+    # Every event stored by this call: the native results; with one stored before, failed or
+    # of another receive time among them: the Python's, alike.
+    written = _stored_whole()
+    native = (
+        (lambda batch: _native.stored_results(batch, Stored, *_RESULT_TAGS))
+        if whole_events
+        else (lambda batch: responses.AckWriter(*_ACK_TAGS).results(batch, paired=True))
+    )
+    assert native(written) is not None
+    response, stored = responses.log_events_response(
+        len(written), {}, written, whole_events=whole_events
+    )
+    expected = _log_events_as_messages({}, written, whole_events)
     assert response.data == expected.SerializeToString(deterministic=True)
     assert stored == len(written)
-    assert any(result.event.sequence == 2**35 for result in expected.results)
-    for other in _written():
-        if isinstance(other[1], Stored) and not other[1].already_stored:
-            continue
+    sequences = [r.event.sequence if whole_events else r.ack.sequence for r in expected.results]
+    assert 2**35 in sequences and 0 in sequences
+    for other in _others():
         mixed = [*written[:3], other, *written[3:]]
-        assert _native.stored_results(mixed, Stored, *tags) is None
-        response, _ = responses.log_events_response(len(mixed), {}, mixed, whole_events=True)
-        assert response.data == _log_events_as_messages({}, mixed, True).SerializeToString(
-            deterministic=True
+        # Whole events do not carry the receive time apart: one of another batch is as any.
+        fresh = isinstance(other[1], Stored) and not other[1].already_stored
+        assert (native(mixed) is not None) is (whole_events and fresh)
+        response, _ = responses.log_events_response(
+            len(mixed), {}, mixed, whole_events=whole_events
         )
+        expected = _log_events_as_messages({}, mixed, whole_events)
+        assert response.data == expected.SerializeToString(deterministic=True)
+
+
+def test_a_stream_batch_taken_whole_is_acknowledged_natively_with_the_same_bytes() -> None:
+    outcomes = [outcome for _, outcome in _stored_whole()]
+    acks = responses.AckWriter(responses._STREAM_RESULTS_TAG, responses._STREAM_RESULT_ACK_TAG)
+    assert acks.results(outcomes) is not None
+    for batch in [outcomes, *([*outcomes[:2], o, *outcomes[2:]] for _, o in _others())]:
+        if batch is not outcomes:
+            assert acks.results(batch) is None
+        response, stored = responses.stream_batch_response(7, list(range(len(batch))), batch)
+        expected = service_pb2.StreamEventsResponse(request_index=7)
+        for outcome in batch:
+            result = expected.results.add()
+            if isinstance(outcome, Stored):
+                result.ack.CopyFrom(_ack(outcome))
+            else:
+                result.error.CopyFrom(to_event_error(outcome))
+        assert response.data == expected.SerializeToString(deterministic=True)
+        assert stored == sum(1 for outcome in batch if isinstance(outcome, Stored))
+
+
+_RESULT_TAGS = (responses._RESULTS_TAG, responses._RESULT_EVENT_TAG, convert.SEQUENCE_TAG)
+_ACK_TAGS = (responses._RESULTS_TAG, responses._RESULT_ACK_TAG, responses._RESULT_ALREADY_STORED)
 
 
 def test_a_log_event_response_is_the_serialization_of_the_same_message() -> None:

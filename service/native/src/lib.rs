@@ -992,6 +992,7 @@ fn stored_results<'py>(
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let mut out = Vec::new();
     let mut event = Vec::new();
+    let mut result = Vec::new();
     for pair in written.iter() {
         let pair = pair.cast_into::<PyTuple>()?;
         let (pending, outcome) = (pair.get_item(0)?, pair.get_item(1)?);
@@ -1025,14 +1026,79 @@ fn stored_results<'py>(
             put_varint(&mut event, sequence);
             event.extend_from_slice(rest);
         }
-        let mut head = event_tag.to_vec();
-        put_varint(&mut head, event.len() as u64);
-        out.extend_from_slice(results_tag);
-        put_varint(&mut out, (head.len() + event.len()) as u64);
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&event);
+        result.clear();
+        length_delimited_tag(&mut result, event_tag, &event);
+        length_delimited_tag(&mut out, results_tag, &result);
     }
     Ok(Some(PyBytes::new(py, &out)))
+}
+
+/// The acks of stored events as the results of a response (responses.AckWriter.result, one
+/// after another): `outcomes` holds the outcomes, or (PreparedWrite, outcome) pairs when
+/// `paired`; `tags` are the result's, the ack's, and the ack's id and sequence fields';
+/// `received_field` is the ack's receive_time field for `received`. None when an outcome is not
+/// a `stored` instance this call stored with that very receive time, which responses.py
+/// answers.
+#[pyfunction]
+fn stored_acks<'py>(
+    py: Python<'py>,
+    outcomes: &Bound<'py, PyList>,
+    paired: bool,
+    stored: &Bound<'py, PyAny>,
+    tags: (&[u8], &[u8], &[u8], &[u8]),
+    received: &Bound<'py, PyAny>,
+    received_field: &[u8],
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let (result_tag, ack_tag, id_tag, sequence_tag) = tags;
+    let mut out = Vec::new();
+    let mut ack = Vec::new();
+    let mut result = Vec::new();
+    for item in outcomes.iter() {
+        let outcome = if paired {
+            item.cast_into::<PyTuple>()?.get_item(1)?
+        } else {
+            item
+        };
+        if !outcome.get_type().is(stored)
+            || outcome
+                .getattr(intern!(py, "already_stored"))?
+                .is_truthy()?
+        {
+            return Ok(None);
+        }
+        let doc = outcome.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
+        match doc.get_item(intern!(py, "receive_time"))? {
+            Some(time) if time.is(received) => {}
+            _ => return Ok(None),
+        }
+        let Some(id) = doc.get_item(intern!(py, "id"))? else {
+            return Ok(None);
+        };
+        let id = id.cast_into::<PyString>()?;
+        let id = id.to_cow()?;
+        let sequence: u64 = match doc.get_item(intern!(py, "sequence"))? {
+            Some(value) => value.extract()?,
+            None => 0,
+        };
+        ack.clear();
+        length_delimited_tag(&mut ack, id_tag, id.as_bytes());
+        if sequence != 0 {
+            ack.extend_from_slice(sequence_tag);
+            put_varint(&mut ack, sequence);
+        }
+        ack.extend_from_slice(received_field);
+        result.clear();
+        length_delimited_tag(&mut result, ack_tag, &ack);
+        length_delimited_tag(&mut out, result_tag, &result);
+    }
+    Ok(Some(PyBytes::new(py, &out)))
+}
+
+/// A length-delimited field whose tag is given serialized.
+fn length_delimited_tag(out: &mut Vec<u8>, tag: &[u8], value: &[u8]) {
+    out.extend_from_slice(tag);
+    put_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
 }
 
 #[pymodule]
@@ -1043,6 +1109,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(complete_entries, module)?)?;
     module.add_function(wrap_pyfunction!(pack_entries, module)?)?;
     module.add_function(wrap_pyfunction!(stored_results, module)?)?;
+    module.add_function(wrap_pyfunction!(stored_acks, module)?)?;
     module.add_function(wrap_pyfunction!(raw_document, module)?)
 }
 
