@@ -996,18 +996,7 @@ fn stored_results<'py>(
     for pair in written.iter() {
         let pair = pair.cast_into::<PyTuple>()?;
         let (pending, outcome) = (pair.get_item(0)?, pair.get_item(1)?);
-        if !outcome.get_type().is(stored)
-            || outcome
-                .getattr(intern!(py, "already_stored"))?
-                .is_truthy()?
-        {
-            return Ok(None);
-        }
-        let doc = outcome.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
-        let sequence: u64 = match doc.get_item(intern!(py, "sequence"))? {
-            Some(value) => value.extract()?,
-            None => 0,
-        };
+        let (_, sequence) = or_decline!(stored_now(py, &outcome, stored)?);
         let write = pending.getattr(intern!(py, "write"))?;
         let recorded = write
             .getattr(intern!(py, "recorded"))?
@@ -1059,14 +1048,7 @@ fn stored_acks<'py>(
         } else {
             item
         };
-        if !outcome.get_type().is(stored)
-            || outcome
-                .getattr(intern!(py, "already_stored"))?
-                .is_truthy()?
-        {
-            return Ok(None);
-        }
-        let doc = outcome.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
+        let (doc, sequence) = or_decline!(stored_now(py, &outcome, stored)?);
         match doc.get_item(intern!(py, "receive_time"))? {
             Some(time) if time.is(received) => {}
             _ => return Ok(None),
@@ -1076,10 +1058,6 @@ fn stored_acks<'py>(
         };
         let id = id.cast_into::<PyString>()?;
         let id = id.to_cow()?;
-        let sequence: u64 = match doc.get_item(intern!(py, "sequence"))? {
-            Some(value) => value.extract()?,
-            None => 0,
-        };
         ack.clear();
         length_delimited_tag(&mut ack, id_tag, id.as_bytes());
         if sequence != 0 {
@@ -1092,6 +1070,28 @@ fn stored_acks<'py>(
         length_delimited_tag(&mut out, result_tag, &result);
     }
     Ok(Some(PyBytes::new(py, &out)))
+}
+
+/// The document and session sequence (0: none) of an outcome that is a `stored` instance
+/// this call stored; None for anything else (an error, an event stored before).
+fn stored_now<'py>(
+    py: Python<'py>,
+    outcome: &Bound<'py, PyAny>,
+    stored: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyDict>, u64)>> {
+    if !outcome.get_type().is(stored)
+        || outcome
+            .getattr(intern!(py, "already_stored"))?
+            .is_truthy()?
+    {
+        return Ok(None);
+    }
+    let doc = outcome.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
+    let sequence = match doc.get_item(intern!(py, "sequence"))? {
+        Some(value) => value.extract()?,
+        None => 0,
+    };
+    Ok(Some((doc, sequence)))
 }
 
 /// A length-delimited field whose tag is given serialized.
