@@ -714,6 +714,13 @@ def raw_document(body: bytes, doc: Document, body_keys: int) -> RawBSONDocument 
     return None if raw is None else RawBSONDocument(raw)
 
 
+def raw_documents(writes: list[Any], indexes: list[int]) -> dict[int, RawBSONDocument]:
+    """raw_document of each of the events `indexes` of `writes` (storage.EventWrite) that
+    has a body (the native preparer made it), in one native call, by index; those it leaves to
+    PyMongo are not there."""
+    return _native.raw_documents(writes, indexes, RawBSONDocument)
+
+
 def assign_slot(doc: Document, sequence: int) -> None:
     """Place a co-browsing event's document in its session slot."""
     doc["_id"] = slot_id(doc["tenant_id"], doc["cobrowse"]["session_id"], sequence)

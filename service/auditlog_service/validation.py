@@ -262,6 +262,13 @@ def validate_event(
     return event_violations(event, path, limits)
 
 
+def vouched_events(serialized: list[bytes], limits: Limits) -> list[bool]:
+    """For each serialized event of a batch, whether the native checker vouches that
+    validate_event finds nothing wrong with it (in one call; the others are for
+    event_violations to name what is wrong, if anything)."""
+    return _native_validator(limits).valid_each(serialized)
+
+
 def event_violations(
     event: audit_event_pb2.AuditEvent, path: str, limits: Limits
 ) -> list[FieldViolation]:
@@ -557,8 +564,22 @@ def _native_row(payload: Descriptor, check: _NativeCheck) -> tuple[str, int, boo
     return kind, field.number, required, more
 
 
-@functools.cache
+# The native checker of each Limits (one in a server), by identity: hashing a frozen
+# dataclass's fields on every event cost 0.2 us an event in the server's profile.
+_VALIDATORS: dict[int, tuple[Limits, _native.Validator]] = {}
+
+
 def _native_validator(limits: Limits) -> _native.Validator:
+    known = _VALIDATORS.get(id(limits))
+    if known is not None and known[0] is limits:
+        return known[1]
+    validator = _new_native_validator(limits)
+    _VALIDATORS[id(limits)] = (limits, validator)  # keeps `limits` alive: its id stays its own
+    return validator
+
+
+@functools.cache
+def _new_native_validator(limits: Limits) -> _native.Validator:
     event = audit_event_pb2.AuditEvent.DESCRIPTOR
     payloads: dict[int, tuple[bool, list[tuple[str, int, bool, list[int]]]]] = {}
     for field in event.oneofs_by_name["payload"].fields:

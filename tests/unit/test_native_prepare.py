@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from auditlog.ledger import chain_hash
 from auditlog.v1.audit_event_pb2 import AuditEvent
 from auditlog_service import _native, convert, ledger
+from auditlog_service.ingest import EventWriter
 from tests.event_samples import valid_event_of_each_type
 
 PREPARER = convert.EventPreparer("test secret")
@@ -308,3 +309,41 @@ def test_a_raw_document_is_left_to_pymongo_when_an_added_value_is_of_another_typ
     assert raw.raw == bson.encode(doc)
     doc["later"] = DatetimeMS(5)
     assert convert.raw_document(body, doc, keys) is None
+
+
+def test_a_groups_raw_documents_are_each_events_raw_document() -> None:
+    # Events of every type, prepared as the writer does (some by the rules: no body), stored
+    # with their outbox, co-browsing ones in slots; one with an addition left to PyMongo.
+    writer = EventWriter(
+        _NoDatabase(),  # type: ignore[arg-type]
+        PREPARER,
+        max_group=1000,
+        max_delay_s=0.0,
+    )
+    writes = [writer.prepare(e, RECEIVED).write for e in valid_event_of_each_type("t").values()]
+    for n, write in enumerate(writes):
+        write.doc["ob"] = "t/ob/00000000000000000007"
+        if write.session is not None:
+            convert.assign_slot(write.doc, 40 + n)
+            write.doc["run_end"] = 99
+    writes[3].doc["later"] = DatetimeMS(5)
+    pending = [i for i in range(len(writes)) if i != 1]
+    made = convert.raw_documents(writes, pending)
+    expected = {
+        i: raw
+        for i in pending
+        if writes[i].body is not None
+        and (raw := convert.raw_document(writes[i].body, writes[i].doc, writes[i].body_keys))
+    }
+    assert {i: r.raw for i, r in made.items()} == {i: r.raw for i, r in expected.items()}
+    assert 1 not in made
+    assert 3 not in made
+    assert any(w.body is None for w in writes)  # the rules' events have none
+    assert len(made) >= len(writes) // 2
+    for i, raw in made.items():
+        assert raw.raw == bson.encode(writes[i].doc)
+
+
+class _NoDatabase:
+    async def insert_events(self, writes: Any) -> Any:
+        raise NotImplementedError  # nothing here is written

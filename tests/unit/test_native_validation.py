@@ -151,6 +151,21 @@ def test_any_bytes_the_native_checker_vouches_for_pass_the_rules() -> None:
     assert vouched > 100
 
 
+def test_a_batch_is_vouched_for_event_by_event() -> None:
+    # The batch's answer is each event's own, in order; and asked again with equal limits of
+    # another object, the same.
+    rng = random.Random(11)
+    samples = [e.SerializeToString() for e in valid_event_of_each_type("t").values()]
+    batch = [s[: rng.randrange(len(s) + 1)] if rng.random() < 0.3 else s for s in samples * 3]
+    each = [validation._native_validator(LIMITS).valid(data) for data in batch]
+    assert validation.vouched_events(batch, LIMITS) == each
+    assert True in each
+    assert False in each
+    same = validation.Limits(max_id_length=40, max_text_length=60, max_list_items=3)
+    assert validation.vouched_events(batch, same) == each
+    assert validation.vouched_events([], LIMITS) == []
+
+
 def test_an_oversize_event_is_left_to_the_rules() -> None:
     event = valid_event_of_each_type("t")["page_change"]
     event.page_change.url = "u" * 50

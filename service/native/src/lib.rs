@@ -449,7 +449,104 @@ impl Preparer {
         receive_time: &Bound<'py, PyAny>,
         receive_millis: i64,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Some(made) = self.prepared(
+            py,
+            serialized,
+            EventId::Given(event_id),
+            receive_time,
+            receive_millis,
+        )?
+        else {
+            return Ok(None);
+        };
+        let items: [Bound<'py, PyAny>; 7] = [
+            made.doc.into_any(),
+            PyBool::new(py, made.occur_given).to_owned().into_any(),
+            made.recorded.into_any(),
+            made.sequence_at.into_pyobject(py)?.into_any(),
+            made.filters.into_any(),
+            made.body.into_any(),
+            made.session,
+        ];
+        Ok(Some(PyTuple::new(py, items)?))
+    }
+
+    /// What `prepare` makes of each serialized event of a batch received at `receive_time`,
+    /// as `prepared_type(write_type(document, occur time given, recorded form, filter fields,
+    /// BSON, the document's key count, session), sequence position)` (ingest.PreparedWrite of
+    /// a storage.EventWrite), under the id it holds or else `new_id()`; None for each event it
+    /// declines, whose indexes come second.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch: &Bound<'py, PyList>,
+        receive_time: &Bound<'py, PyAny>,
+        receive_millis: i64,
+        new_id: &Bound<'py, PyAny>,
+        write_type: &Bound<'py, PyAny>,
+        prepared_type: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<usize>)> {
+        let ready = PyList::empty(py);
+        let mut declined = Vec::new();
+        for (index, serialized) in batch.iter().enumerate() {
+            let serialized = serialized.cast_into::<PyBytes>()?;
+            let made = self.prepared(
+                py,
+                serialized.as_bytes(),
+                EventId::Own(new_id),
+                receive_time,
+                receive_millis,
+            )?;
+            let Some(made) = made else {
+                declined.push(index);
+                ready.append(py.None())?;
+                continue;
+            };
+            let keys = made.doc.len();
+            let write = write_type.call1((
+                made.doc,
+                made.occur_given,
+                made.recorded,
+                made.filters,
+                made.body,
+                keys,
+                made.session,
+            ))?;
+            ready.append(prepared_type.call1((write, made.sequence_at))?)?;
+        }
+        Ok((ready, declined))
+    }
+}
+
+/// The id an event is stored under: given, or its own (made by the function when it has none).
+enum EventId<'a, 'py> {
+    Given(&'a Bound<'py, PyString>),
+    Own(&'a Bound<'py, PyAny>),
+}
+
+/// What the preparer makes of an event (see Preparer.prepare).
+struct Prepared<'py> {
+    doc: Bound<'py, PyDict>,
+    occur_given: bool,
+    recorded: Bound<'py, PyBytes>,
+    sequence_at: usize,
+    filters: Bound<'py, PyDict>,
+    body: Bound<'py, PyBytes>,
+    session: Bound<'py, PyAny>,
+}
+
+impl Preparer {
+    fn prepared<'py>(
+        &self,
+        py: Python<'py>,
+        serialized: &[u8],
+        event_id: EventId<'_, 'py>,
+        receive_time: &Bound<'py, PyAny>,
+        receive_millis: i64,
+    ) -> PyResult<Option<Prepared<'py>>> {
         let numbers = &self.numbers;
+        let mut id_text = "";
         let mut reader = Reader::new(serialized);
         let mut last = 0u32;
         // The id's end, the end of tenant_id and tenant_user_id, and the content's rest.
@@ -466,7 +563,7 @@ impl Preparer {
             }
             last = number;
             if number == numbers.id {
-                or_decline!(text(value));
+                id_text = or_decline!(text(value));
                 id_end = reader.pos;
                 head_end = reader.pos;
             } else if number == numbers.tenant_id {
@@ -528,6 +625,11 @@ impl Preparer {
 
         // The recorded form: the id, the content's head, the times and the type, its rest.
         let receive_ts = timestamp_bytes(receive_millis);
+        let event_id = match event_id {
+            EventId::Given(id) => id.clone(),
+            EventId::Own(_) if !id_text.is_empty() => PyString::new(py, id_text),
+            EventId::Own(new_id) => new_id.call0()?.cast_into::<PyString>()?,
+        };
         let event_id_text = event_id.to_str()?;
         let mut recorded = Vec::with_capacity(serialized.len() + event_id_text.len() + 48);
         if !event_id_text.is_empty() {
@@ -588,7 +690,7 @@ impl Preparer {
         let doc = PyDict::new(py);
         doc.set_item(&keys.id_key.py, &key)?;
         doc.set_item(&keys.key.py, &key)?;
-        doc.set_item(&keys.id.py, event_id)?;
+        doc.set_item(&keys.id.py, &event_id)?;
         doc.set_item(&keys.tenant_id.py, &tenant)?;
         doc.set_item(&keys.type_.py, &plan.type_string.py)?;
         doc.set_item(&keys.occur_time.py, occur_time)?;
@@ -656,20 +758,17 @@ impl Preparer {
         if let Some((_, actor)) = context {
             filters.set_item(&keys.filter_actor.py, &actor.py)?;
         }
-        let items: [Bound<'py, PyAny>; 7] = [
-            doc.into_any(),
-            PyBool::new(py, occur.is_some()).to_owned().into_any(),
-            PyBytes::new(py, &recorded).into_any(),
-            sequence_at.into_pyobject(py)?.into_any(),
-            filters.into_any(),
-            PyBytes::new(py, &body).into_any(),
-            session_key,
-        ];
-        Ok(Some(PyTuple::new(py, items)?))
+        Ok(Some(Prepared {
+            doc,
+            occur_given: occur.is_some(),
+            recorded: PyBytes::new(py, &recorded),
+            sequence_at,
+            filters,
+            body: PyBytes::new(py, &body),
+            session: session_key,
+        }))
     }
-}
 
-impl Preparer {
     /// The document of a message of type `index` (convert._doc_function's), or None to
     /// decline; its elements in BSON are appended to `out`.
     fn message_doc<'py>(
@@ -945,6 +1044,36 @@ fn raw_document<'py>(
     doc: &Bound<'py, PyDict>,
     body_keys: usize,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    Ok(raw_bytes(body, doc, body_keys)?.map(|raw| PyBytes::new(py, &raw)))
+}
+
+/// The documents to insert of the events `indexes` of `writes` (storage.EventWrite) that have
+/// a body, by index: `make` (RawBSONDocument) of what raw_document gives; an event without a
+/// body, or whose additions raw_document leaves to PyMongo, has none.
+#[pyfunction]
+fn raw_documents<'py>(
+    py: Python<'py>,
+    writes: &Bound<'py, PyList>,
+    indexes: &Bound<'py, PyList>,
+    make: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let made = PyDict::new(py);
+    for index in indexes.iter() {
+        let write = writes.get_item(index.extract()?)?;
+        let body = write.getattr(intern!(py, "body"))?;
+        let Ok(body) = body.cast_into::<PyBytes>() else {
+            continue;
+        };
+        let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
+        let body_keys: usize = write.getattr(intern!(py, "body_keys"))?.extract()?;
+        if let Some(raw) = raw_bytes(body.as_bytes(), &doc, body_keys)? {
+            made.set_item(index, make.call1((PyBytes::new(py, &raw),))?)?;
+        }
+    }
+    Ok(made)
+}
+
+fn raw_bytes(body: &[u8], doc: &Bound<'_, PyDict>, body_keys: usize) -> PyResult<Option<Vec<u8>>> {
     // The body's first element: 0x02, "_id", NUL, the string's length, the string.
     let id_end = match body.get(..9) {
         Some([0x02, b'_', b'i', b'd', 0, a, b, c, d]) => {
@@ -973,7 +1102,7 @@ fn raw_document<'py>(
         }
     }
     bson_close(&mut out, 0);
-    Ok(Some(PyBytes::new(py, &out)))
+    Ok(Some(out))
 }
 
 /// LogEvents' results for `written`, (PreparedWrite, outcome) pairs of a whole batch, as
@@ -1110,7 +1239,8 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(pack_entries, module)?)?;
     module.add_function(wrap_pyfunction!(stored_results, module)?)?;
     module.add_function(wrap_pyfunction!(stored_acks, module)?)?;
-    module.add_function(wrap_pyfunction!(raw_document, module)?)
+    module.add_function(wrap_pyfunction!(raw_document, module)?)?;
+    module.add_function(wrap_pyfunction!(raw_documents, module)?)
 }
 
 // ---- validation ---------------------------------------------------------------------------
@@ -1322,6 +1452,14 @@ impl Validator {
     /// certain; False when it may (it is then asked).
     fn valid(&self, serialized: &[u8]) -> bool {
         self.check(serialized).unwrap_or(false)
+    }
+
+    /// `valid` of each serialized event of a batch, in one call.
+    fn valid_each(&self, batch: &Bound<'_, PyList>) -> PyResult<Vec<bool>> {
+        batch
+            .iter()
+            .map(|item| Ok(self.valid(item.cast_into::<PyBytes>()?.as_bytes())))
+            .collect()
     }
 }
 
