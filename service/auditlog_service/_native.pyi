@@ -21,6 +21,15 @@ class Preparer:
         tuple[dict[str, Any], bool, bytes, int, dict[str, Any], bytes, tuple[str, str] | None]
         | None
     ): ...
+    def prepare_batch(
+        self,
+        batch: list[bytes],
+        receive_time: Any,
+        receive_millis: int,
+        new_id: Callable[[], str],
+        write_type: type,
+        prepared_type: type[_T],
+    ) -> tuple[list[_T | None], list[int]]: ...
 
 class Validator:
     def __init__(

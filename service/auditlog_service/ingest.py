@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import operator
 from dataclasses import dataclass
+from typing import cast
 
 from auditlog.ids import new_event_id
 from auditlog.v1 import audit_event_pb2
@@ -155,10 +156,22 @@ class EventWriter:
     ) -> PendingBatch:
         """Queue validated events that are answered together; see prepare."""
         received = convert.stored_time_now()  # one receive time for a batch
-        datas: list[bytes] | list[None] = serialized or [None] * len(events)
-        ready = [
-            self.prepare(event, received, data) for event, data in zip(events, datas, strict=True)
-        ]
+        if serialized is None:
+            ready = [self.prepare(event, received) for event in events]
+        else:
+            # The batch in one native call (prepare's, each event's PreparedWrite made there);
+            # what it declines is prepared one by one.
+            made, declined = self._native.prepare_batch(
+                serialized,
+                received,
+                self._millis_of(received),
+                new_event_id,
+                EventWrite,
+                PreparedWrite,
+            )
+            for index in declined:
+                made[index] = self.prepare(events[index], received, serialized[index])
+            ready = cast(list[PreparedWrite], made)
         return PendingBatch(ready, self._committer.submit_batch([r.write for r in ready]))
 
     async def write_many(

@@ -14,7 +14,8 @@ from google.protobuf.message import DecodeError
 from auditlog.ledger import chain_hash
 from auditlog.v1.audit_event_pb2 import AuditEvent
 from auditlog_service import _native, convert, ledger
-from auditlog_service.ingest import EventWriter
+from auditlog_service.ingest import EventWriter, PreparedWrite
+from auditlog_service.storage import EventWrite
 from tests.event_samples import valid_event_of_each_type
 
 PREPARER = convert.EventPreparer("test secret")
@@ -347,3 +348,42 @@ def test_a_groups_raw_documents_are_each_events_raw_document() -> None:
 class _NoDatabase:
     async def insert_events(self, writes: Any) -> Any:
         raise NotImplementedError  # nothing here is written
+
+
+def test_a_batch_is_prepared_as_each_event_is() -> None:
+    # Every event type (those with free-form data declined), one without an id (it gets the
+    # new one), one in bytes the preparer declines.
+    events = list(valid_event_of_each_type("t").values())
+    anonymous = AuditEvent()
+    anonymous.CopyFrom(events[0])
+    anonymous.ClearField("id")
+    batch = [e.SerializeToString() for e in [*events, anonymous]] + [b"\x0a\x01"]
+    made, declined = NATIVE.prepare_batch(
+        batch, RECEIVED, int(RECEIVED), lambda: "new-id-1", EventWrite, PreparedWrite
+    )
+    assert len(made) == len(batch)
+    ids = [e.id for e in events] + ["new-id-1", "x"]
+    assert declined == [i for i, data in enumerate(batch) if _natively(data, ids[i]) is None]
+    assert declined[-1] == len(batch) - 1
+    assert len(declined) < len(batch) // 2
+    for index, (ready, data, event_id) in enumerate(zip(made, batch, ids, strict=True)):
+        one = _natively(data, event_id)
+        if one is None:
+            assert ready is None
+            continue
+        assert isinstance(ready, PreparedWrite)
+        write = ready.write
+        doc, given, recorded, sequence_at, filters, body, session = one
+        assert repr(write.doc) == repr(doc)
+        assert write.doc["id"] == event_id
+        assert (write.occur_time_given, write.recorded, ready.sequence_at) == (
+            given,
+            recorded,
+            sequence_at,
+        )
+        assert (write.filters, write.body, write.body_keys, write.session) == (
+            filters,
+            body,
+            len(doc),
+            session,
+        ), index
