@@ -53,6 +53,12 @@ def session_prefix(tenant_id: str, session_id: str) -> str:
     return f"{tenant_id}/{session_id}/"
 
 
+def slot_ids(tenant_id: str, session_id: str, first: int, count: int) -> list[str]:
+    """slot_id of `count` consecutive slots of a session from `first`, made together."""
+    prefix = session_prefix(tenant_id, session_id)
+    return [f"{prefix}{sequence:0{SEQUENCE_DIGITS}d}" for sequence in range(first, first + count)]
+
+
 def session_key(doc: Document) -> tuple[str, str] | None:
     """A co-browsing event's (tenant, session), from its document; None for a general event."""
     cobrowse = doc.get("cobrowse")

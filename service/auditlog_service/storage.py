@@ -846,39 +846,44 @@ class _GroupWrite:
         a short run instead of the whole group.
         """
         repository = self.repository
-        heads: dict[tuple[str, str], int] = {}
-        runs: dict[tuple[str, str], list[tuple[int, str, Document]]] = {}
         main: list[tuple[int, str, Document]] = []  # (event index, role, document)
-        writes = self.writes
+        writes, placements = self.writes, self.placements
+        sessions: dict[tuple[str, str], list[int]] = {}  # each session's events, in order
         for index in pending:
             write = writes[index]
-            doc = write.doc
-            session = write.session
-            if session is None:
-                main.append((index, "event", doc))
-                continue
-            if session not in heads:
-                heads[session] = await repository.cached_head(*session)
-            heads[session] += 1
-            convert.assign_slot(doc, heads[session])
-            placement = self.placements[index]
-            record = (
-                convert.id_claim(doc)
-                if placement.generation < 0
-                else convert.placement_record(doc, placement.generation + 1)
-            )
-            run = runs.setdefault(session, [])
-            run.append((index, "record", record))
-            run.append((index, "event", doc))
+            if write.session is None:
+                main.append((index, "event", write.doc))
+            else:
+                sessions.setdefault(write.session, []).append(index)
         risky: list[list[tuple[int, str, Document]]] = []
         shared: list[tuple[int, str, Document]] = []
         alone: list[tuple[int, str, Document]] = []
-        for session, run in runs.items():
-            for _, role, doc in run:
-                if role == "event":
-                    # Tells a writer that loses a race here where this writer's run ends, so
-                    # it can aim past it at once instead of probing its way there.
-                    doc["run_end"] = heads[session]
+        for session, indexes in sessions.items():
+            # The session's events take the slots after its head, in order, each just after
+            # its id's placement record.
+            first = await repository.cached_head(*session) + 1
+            run_end = first + len(indexes) - 1
+            run: list[tuple[int, str, Document]] = []
+            for sequence, slot, index in zip(
+                range(first, run_end + 1),
+                convert.slot_ids(*session, first, len(indexes)),
+                indexes,
+                strict=True,
+            ):
+                doc = writes[index].doc
+                doc["_id"] = slot
+                doc["sequence"] = sequence
+                # Tells a writer that loses a race here where this writer's run ends, so it
+                # can aim past it at once instead of probing its way there.
+                doc["run_end"] = run_end
+                generation = placements[index].generation
+                record = (
+                    convert.id_claim(doc)
+                    if generation < 0
+                    else convert.placement_record(doc, generation + 1)
+                )
+                run.append((index, "record", record))
+                run.append((index, "event", doc))
             if repository.contended(*session):
                 risky.append(run)
             elif repository.recently_shared(*session):
@@ -956,9 +961,9 @@ class _GroupWrite:
             for index, role, item in batch[:inserted]:
                 if role == "event":
                     outcomes[index] = Stored(item)
-                    session = writes[index].session
-                    if session is not None:
-                        heads_now[session] = item["sequence"]
+                    in_session = writes[index].session
+                    if in_session is not None:
+                        heads_now[in_session] = item["sequence"]
                         if placements[index].generation > 0:
                             self.moved.append(index)
                 elif role == "record":

@@ -476,6 +476,13 @@ def test_slot_ids_sort_in_sequence_order() -> None:
     assert slots == sorted(slots)
 
 
+def test_a_sessions_consecutive_slot_ids_are_each_slots_id() -> None:
+    for first, count in ((1, 1), (98, 5), (10**11 - 2, 4), (10**12 + 5, 2)):
+        expected = [convert.slot_id("t/x", "s é", n) for n in range(first, first + count)]
+        assert convert.slot_ids("t/x", "s é", first, count) == expected
+    assert convert.slot_ids("t", "s", 7, 0) == []
+
+
 def test_tokens_round_trip_and_reject_tampering_and_other_purposes() -> None:
     signer = TokenSigner("secret")
     token = signer.encode("page", {"q": "abc", "t": 5})
