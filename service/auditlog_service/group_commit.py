@@ -265,6 +265,10 @@ class GroupCommitter(Generic[Item, Result]):
     def _take_group(self) -> list[_Entry[Item, Result]]:
         """The next group: pending items in order, skipping (with all later items of the same
         key) those whose key is in a group in flight."""
+        if not self._busy_keys and len(self._pending) <= self._max_items:
+            # Nothing in flight to wait for and room for all: the whole queue, as it is.
+            whole, self._pending = self._pending, []
+            return whole
         group: list[_Entry[Item, Result]] = []
         rest: list[_Entry[Item, Result]] = []
         blocked: set[Hashable] = set()
