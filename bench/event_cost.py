@@ -52,22 +52,23 @@ STEPS = [
     (
         "validate",
         False,
-        "each event serialized, and validation.validate_event, as rpcs.py calls them (the "
-        "native checker, with the rules where it cannot vouch)",
+        "each event serialized, and the batch checked as rpcs.py does (the native checker in "
+        "one call, validation.event_violations for what it does not vouch for)",
     ),
     (
         "prepare",
         False,
-        "EventWriter.prepare, as the server calls it: the native preparer (document, "
-        "fingerprint, recorded form, ledger filters, BSON), the rules where it declines",
+        "EventWriter.prepare_batch, as the server calls it: the native preparer in one call "
+        "(document, fingerprint, recorded form, ledger filters, BSON, the write objects), the "
+        "rules where it declines",
     ),
     ("ledger entry", False, "ledger.commit_entry (key, recorded form, filter fields)"),
     ("commit packing", False, "ledger.zipped_entries of the batch's entries (BSON + Zstandard)"),
     (
         "document sent",
         False,
-        "convert.raw_document: the event's BSON as prepared, with its outbox id (and a "
-        "co-browsing event's slot, sequence and run end)",
+        "convert.raw_documents (one call for the group): the event's BSON as prepared, with "
+        "its outbox id (and a co-browsing event's slot, sequence and run end)",
     ),
     ("bson", True, "bson.encode of each stored document (what PyMongo does to send it)"),
     ("response", False, "LogEventsResponse serialized from the stored events' recorded forms"),
@@ -109,16 +110,15 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     # for a fault.
     started = clock()
     serialized = [event.SerializeToString() for event in events]
-    for event, data in zip(events, serialized, strict=True):
-        validation.validate_event(event, "", LIMITS, data)
+    vouched = validation.vouched_events(serialized, LIMITS)
+    for event, sure in zip(events, vouched, strict=True):
+        if not sure:
+            validation.event_violations(event, "", LIMITS)
     took["validate"] = clock() - started
 
     received = convert.stored_time_now()  # as the server receives a batch
     started = clock()
-    writes = [
-        writer.prepare(event, received, data)
-        for event, data in zip(events, serialized, strict=True)
-    ]
+    writes = writer.prepare_batch(events, serialized, received)
     took["prepare"] = clock() - started
 
     docs = [write.write.doc for write in writes]
@@ -137,11 +137,9 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
         if "cobrowse" in doc:
             convert.assign_slot(doc, number)
             doc["run_end"] = len(docs)
+    group = [write.write for write in writes]
     started = clock()
-    for write in writes:
-        body = write.write.body
-        if body is not None:
-            convert.raw_document(body, write.write.doc, write.write.body_keys)
+    convert.raw_documents(group, list(range(len(group))))
     took["document sent"] = clock() - started
 
     started = clock()

@@ -149,29 +149,37 @@ class EventWriter:
         # process: 5.4-8.2 against 2.7-3.4).
         return pending, await pending.outcome
 
+    def prepare_batch(
+        self,
+        events: list[audit_event_pb2.AuditEvent],
+        serialized: list[bytes] | None = None,
+        receive_time: convert.StoredTime | None = None,
+    ) -> list[PreparedWrite]:
+        """prepare of each event of a batch (one receive time for all, now unless given)."""
+        received = receive_time or convert.stored_time_now()
+        if serialized is None:
+            return [self.prepare(event, received) for event in events]
+        # The batch in one native call (prepare's, each event's PreparedWrite made there);
+        # what it declines is prepared one by one.
+        made, declined = self._native.prepare_batch(
+            serialized,
+            received,
+            self._millis_of(received),
+            new_event_id,
+            EventWrite,
+            PreparedWrite,
+        )
+        for index in declined:
+            made[index] = self.prepare(events[index], received, serialized[index])
+        return cast(list[PreparedWrite], made)
+
     def submit_batch(
         self,
         events: list[audit_event_pb2.AuditEvent],
         serialized: list[bytes] | None = None,
     ) -> PendingBatch:
         """Queue validated events that are answered together; see prepare."""
-        received = convert.stored_time_now()  # one receive time for a batch
-        if serialized is None:
-            ready = [self.prepare(event, received) for event in events]
-        else:
-            # The batch in one native call (prepare's, each event's PreparedWrite made there);
-            # what it declines is prepared one by one.
-            made, declined = self._native.prepare_batch(
-                serialized,
-                received,
-                self._millis_of(received),
-                new_event_id,
-                EventWrite,
-                PreparedWrite,
-            )
-            for index in declined:
-                made[index] = self.prepare(events[index], received, serialized[index])
-            ready = cast(list[PreparedWrite], made)
+        ready = self.prepare_batch(events, serialized)
         return PendingBatch(ready, self._committer.submit_batch([r.write for r in ready]))
 
     async def write_many(
