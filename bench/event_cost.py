@@ -110,10 +110,7 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     # for a fault.
     started = clock()
     serialized = [event.SerializeToString() for event in events]
-    vouched = validation.vouched_events(serialized, LIMITS)
-    for event, sure in zip(events, vouched, strict=True):
-        if not sure:
-            validation.event_violations(event, "", LIMITS)
+    validation.batch_violations(events, serialized, LIMITS)
     took["validate"] = clock() - started
 
     received = convert.stored_time_now()  # as the server receives a batch

@@ -67,7 +67,7 @@ def session_key(doc: Document) -> tuple[str, str] | None:
 
 def slot_id(tenant_id: str, session_id: str, sequence: int) -> str:
     """The `_id` of a co-browsing event: its slot in the session, zero-padded so ids sort."""
-    return f"{tenant_id}/{session_id}/{sequence:0{SEQUENCE_DIGITS}d}"
+    return slot_ids(tenant_id, session_id, sequence, 1)[0]
 
 
 # Varints of one byte, made once: most lengths and tags on the write path are below 128.

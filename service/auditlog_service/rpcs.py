@@ -303,19 +303,16 @@ class AuditLogRpcs:
         # The events themselves too: indexing a repeated field again makes a new wrapper each.
         events = list(request.events)
         serialized_events = [event.SerializeToString() for event in events]  # checker, writer
-        # validation.validate_event for the whole batch: the native checker in one call, the
-        # rules for what it does not vouch for.
-        vouched = validation.vouched_events(serialized_events, self._limits)
+        violations_of = validation.batch_violations(events, serialized_events, self._limits)
         valid_events: list[audit_event_pb2.AuditEvent] = []
         valid_serialized: list[bytes] = []
         tenants: dict[str, int] = {}
         for index, event in enumerate(events):
-            if not vouched[index]:
-                violations = validation.event_violations(event, "", self._limits)
-                if violations:
-                    violations = validation.placed(f"events[{index}]", violations)
-                    refused[index] = to_event_error(InvalidArgument(violations))
-                    continue
+            violations = violations_of[index]
+            if violations:
+                violations = validation.placed(f"events[{index}]", violations)
+                refused[index] = to_event_error(InvalidArgument(violations))
+                continue
             tenant_id = event.tenant_id
             # The token is asked about a tenant at its first event taken (a batch is mostly of
             # one tenant); an event of a tenant it does not cover is never counted.
@@ -403,11 +400,10 @@ class AuditLogRpcs:
                 admitted_serialized: list[bytes] = []  # for checker and writer alike
                 events = list(message.events)
                 serialized_events = [event.SerializeToString() for event in events]
-                # The native checker vouches for the batch's events in one call.
-                vouched = validation.vouched_events(serialized_events, self._limits)
+                violations_of = validation.batch_violations(events, serialized_events, self._limits)
                 for n, event in enumerate(events):
                     serialized = serialized_events[n]
-                    refusal = refusal_now(event, serialized, index, n, vouched[n])
+                    refusal = refusal_now(event, serialized, index, n, violations_of[n])
                     if isinstance(refusal, float):
                         refusal = await refusal_after_wait(event.tenant_id, refusal)
                     answers.append(len(admitted) if refusal is None else refusal)
@@ -433,16 +429,14 @@ class AuditLogRpcs:
             serialized: bytes,
             index: int,
             n: int | None = None,
-            vouched: bool | None = None,
+            violations: list[FieldViolation] | None = None,
         ) -> service_pb2.EventError | float | None:
             """Why an event (of request `index`, event `n` of its batch) is not taken (None: it
-            is; seconds: its tenant is over its rate). `vouched`: the native checker's answer
-            for it, when asked already (a batch's). Not a coroutine: one per event of a batch
-            cost more than the checks."""
-            if vouched is None:
+            is; seconds: its tenant is over its rate). `violations`: its validation's, when its
+            batch was validated already. Not a coroutine: one per event of a batch cost more
+            than the checks."""
+            if violations is None:
                 violations = validation.validate_event(event, "", self._limits, serialized)
-            else:
-                violations = [] if vouched else validation.event_violations(event, "", self._limits)
             if violations:
                 path = f"requests[{index}].event" if n is None else f"requests[{index}].events[{n}]"
                 return to_event_error(InvalidArgument(validation.placed(path, violations)))

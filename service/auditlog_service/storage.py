@@ -807,13 +807,14 @@ class _GroupWrite:
             for tenant_id, box in self.outboxes.items()
         ]
 
-    def _stored(self, index: int, doc: Document) -> None:
+    def _stored(self, index: int, doc: Document) -> tuple[str, str] | None:
+        """Event `index` is stored as `doc`; its session, if any, whose head the caller takes
+        note of (_advance: once for a run of the session's events)."""
         self.outcomes[index] = Stored(doc)
         session = self.writes[index].session
-        if session is not None:
-            self._advance(session, doc["sequence"])
-            if self.placements[index].generation > 0:
-                self.moved.append(index)
+        if session is not None and self.placements[index].generation > 0:
+            self.moved.append(index)
+        return session
 
     def _advance(self, session: tuple[str, str], sequence: int) -> None:
         """The session's slots up to `sequence` are taken (by this group, or seen taken)."""
@@ -953,19 +954,15 @@ class _GroupWrite:
             await self._unordered_outcomes(general, failures)
         else:
             results = await ordered
-        outcomes, placements = self.outcomes, self.placements
         for batch, (inserted, _) in zip(batches, results, strict=True):
             # A session's events are one run of rising slots in a batch: its last one stored
             # is where the session's head is now, taken note of once per session, not per event.
             heads_now: dict[tuple[str, str], int] = {}
             for index, role, item in batch[:inserted]:
                 if role == "event":
-                    outcomes[index] = Stored(item)
-                    in_session = writes[index].session
+                    in_session = self._stored(index, item)
                     if in_session is not None:
                         heads_now[in_session] = item["sequence"]
-                        if placements[index].generation > 0:
-                            self.moved.append(index)
                 elif role == "record":
                     placements[index].generation = item.get("gen", 0)
                 elif role == "outbox":
@@ -1104,7 +1101,9 @@ class _GroupWrite:
             placement.adopted = 0
             _, error = await repository._insert_ordered([write.doc])
             if error is None:
-                self._stored(index, write.doc)
+                session = self._stored(index, write.doc)
+                if session is not None:
+                    self._advance(session, write.doc["sequence"])
                 continue
             if error.get("code") != DUPLICATE_KEY:
                 self.outcomes[index] = DatabaseUnavailable(f"write error {error.get('code')}")

@@ -1144,9 +1144,7 @@ fn stored_results<'py>(
             put_varint(&mut event, sequence);
             event.extend_from_slice(rest);
         }
-        result.clear();
-        length_delimited_tag(&mut result, event_tag, &event);
-        length_delimited_tag(&mut out, results_tag, &result);
+        result_field(&mut out, &mut result, (results_tag, event_tag), &event);
     }
     Ok(Some(PyBytes::new(py, &out)))
 }
@@ -1194,9 +1192,7 @@ fn stored_acks<'py>(
             put_varint(&mut ack, sequence);
         }
         ack.extend_from_slice(received_field);
-        result.clear();
-        length_delimited_tag(&mut result, ack_tag, &ack);
-        length_delimited_tag(&mut out, result_tag, &result);
+        result_field(&mut out, &mut result, (result_tag, ack_tag), &ack);
     }
     Ok(Some(PyBytes::new(py, &out)))
 }
@@ -1221,6 +1217,14 @@ fn stored_now<'py>(
         None => 0,
     };
     Ok(Some((doc, sequence)))
+}
+
+/// A response's result (the field `tags.0`) holding `value` as its field `tags.1`; `scratch`
+/// is reused for the result's bytes.
+fn result_field(out: &mut Vec<u8>, scratch: &mut Vec<u8>, tags: (&[u8], &[u8]), value: &[u8]) {
+    scratch.clear();
+    length_delimited_tag(scratch, tags.1, value);
+    length_delimited_tag(out, tags.0, scratch);
 }
 
 /// A length-delimited field whose tag is given serialized.
