@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 
 from auditlog import AuditLogError, BatchingLogger
-from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2
+from auditlog.v1 import audit_event_pb2, enums_pb2, payloads_pb2, service_pb2, service_pb2_grpc
 from auditlog_service.server import RunningServer, start_server
-from tests.conftest import sdk, settings_for_test, stop_or_explain
+from tests.conftest import authed_channel, sdk, settings_for_test, stop_or_explain
 
 
 @pytest_asyncio.fixture
@@ -86,6 +86,42 @@ async def test_the_batching_logger_waits_out_the_event_limit_and_loses_nothing(
         assert logger.retried_batches > 0, "the limit never pushed back"
     assert undelivered == []
     assert await db.events.count_documents({"tenant_id": "acme"}) == 300
+
+
+@pytest.mark.asyncio
+async def test_stream_batches_over_the_event_limit_are_taken_event_by_event(
+    limited: RunningServer, db: Any
+) -> None:
+    # 100 events a second, 100 saved up: the first batch of 60 is taken whole at once; the
+    # next ones exceed what is saved up, so their events are taken one by one, each as the
+    # rate allows (after a wait of 10 ms or so). A batch with an event of a tenant the token
+    # does not cover: that event is refused, the others are taken; one of that tenant alone:
+    # refused whole.
+    batches = [[logged_in("acme") for _ in range(60)] for _ in range(3)]
+    mixed = [logged_in("acme"), logged_in("globex"), logged_in("acme")]
+    other = [logged_in("globex"), logged_in("globex")]
+    requests = [service_pb2.StreamEventsRequest(events=batch) for batch in [*batches, mixed, other]]
+    async with authed_channel(f"127.0.0.1:{limited.port}", tenant="acme") as channel:
+        call = service_pb2_grpc.AuditLogServiceStub(channel).StreamEvents(
+            iter(requests), timeout=30
+        )
+        answers = [response async for response in call]
+        assert await call.code() == grpc.StatusCode.OK
+    assert [len(answer.results) for answer in answers] == [60, 60, 60, 3, 2]
+    for answer in answers[:3]:
+        assert {result.WhichOneof("result") for result in answer.results} == {"ack"}
+    kinds = [result.WhichOneof("result") for result in answers[3].results]
+    assert kinds == ["ack", "error", "ack"]
+    assert answers[3].results[1].error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert "globex" in answers[3].results[1].error.message
+    assert [result.error.code for result in answers[4].results] == [
+        grpc.StatusCode.PERMISSION_DENIED.value[0]
+    ] * 2
+    acked = {result.ack.id for answer in answers for result in answer.results if result.ack.id}
+    assert len(acked) == 182
+    stored = {doc["id"] async for doc in db.events.find({"tenant_id": "acme"}, {"id": 1})}
+    assert stored == acked
+    assert await db.events.count_documents({"tenant_id": "globex"}) == 0
 
 
 @pytest.mark.asyncio
