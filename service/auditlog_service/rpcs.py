@@ -440,12 +440,16 @@ class AuditLogRpcs:
             if len(tenants) != 1:
                 return False  # each tenant charged in turn could leave one charged twice
             (tenant_id,) = tenants
+            return covers(tenant_id) and not self._guard.charge_events(tenant_id, len(events))
+
+        def covers(tenant_id: str) -> bool:
+            """Whether the call's token covers the tenant (asked once a stream)."""
             if tenant_id not in covered:
                 if not self._guard.covers(call, tenant_id):
                     return False
                 covered.add(tenant_id)
                 call.tenant = call.tenant or tenant_id
-            return not self._guard.charge_events(tenant_id, len(events))
+            return True
 
         def refusal_now(
             event: audit_event_pb2.AuditEvent,
@@ -466,13 +470,10 @@ class AuditLogRpcs:
             if self._closing:
                 return _NOT_TAKEN_AT_SHUTDOWN
             tenant_id = event.tenant_id
-            if tenant_id not in covered:
-                if not self._guard.covers(call, tenant_id):
-                    return to_event_error(
-                        PermissionDenied(f"the token is not valid for tenant {tenant_id!r}")
-                    )
-                covered.add(tenant_id)
-                call.tenant = call.tenant or tenant_id
+            if not covers(tenant_id):
+                return to_event_error(
+                    PermissionDenied(f"the token is not valid for tenant {tenant_id!r}")
+                )
             wait = self._guard.charge_events(tenant_id, 1)
             return float(wait) if wait else None
 
