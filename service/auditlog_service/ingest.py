@@ -75,7 +75,6 @@ class EventWriter:
     ) -> None:
         self._preparer = preparer
         self._native = convert.native_preparer()
-        self._last_receive: tuple[object, int] = (None, 0)
         self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
             metrics.observed_group_write(
                 repository.insert_events, lambda: self._committer.chosen_delay_s
@@ -98,21 +97,14 @@ class EventWriter:
         """One validated event (received now, or with the batch it came in) made ready for the
         database; `serialized` is its serialization when the caller has it (validation made
         it). The writer takes the message over: it may be normalised in place, not copied."""
+        data = event.SerializeToString() if serialized is None else serialized
+        return self.prepare_batch([event], [data], receive_time)[0]
+
+    def _by_rules(
+        self, event: audit_event_pb2.AuditEvent, receive_time: convert.StoredTime | dt.datetime
+    ) -> PreparedWrite:
+        """prepare by the rules in convert, for an event the native preparer declines."""
         event_id = event.id or new_event_id()
-        receive_time = receive_time or convert.stored_time_now()
-        # Most events are stored as they come: the native preparer makes their document and
-        # recorded form from the serialization in one pass (convert.native_preparer); it declines
-        # the others, which the rules in convert prepare.
-        native = self._native.prepare(
-            event.SerializeToString() if serialized is None else serialized,
-            event_id,
-            receive_time,
-            self._millis_of(receive_time),
-        )
-        if native is not None:
-            doc, occur_time_given, recorded, sequence_at, filters, body, session = native
-            write = EventWrite(doc, occur_time_given, recorded, filters, body, len(doc), session)
-            return PreparedWrite(write, sequence_at)
         prepared = self._preparer.prepare(event, owned=True)
         doc = convert.to_document(prepared, event_id=event_id, receive_time=receive_time)
         # The event as stored, without the session slot it will get (the ledger records that
@@ -122,15 +114,6 @@ class EventWriter:
             EventWrite(doc, prepared.occur_time_given, recorded, session=convert.session_key(doc)),
             convert.sequence_position(prepared, recorded),
         )
-
-    def _millis_of(self, receive_time: convert.StoredTime | dt.datetime) -> int:
-        """The receive time's milliseconds, worked out once for a batch's events, which share
-        their receive time."""
-        last, millis = self._last_receive
-        if last is not receive_time:
-            millis = convert.datetime_to_millis(receive_time)
-            self._last_receive = (receive_time, millis)
-        return millis
 
     def submit(
         self, event: audit_event_pb2.AuditEvent, serialized: bytes | None = None
@@ -153,24 +136,25 @@ class EventWriter:
         self,
         events: list[audit_event_pb2.AuditEvent],
         serialized: list[bytes] | None = None,
-        receive_time: convert.StoredTime | None = None,
+        receive_time: convert.StoredTime | dt.datetime | None = None,
     ) -> list[PreparedWrite]:
         """prepare of each event of a batch (one receive time for all, now unless given)."""
         received = receive_time or convert.stored_time_now()
         if serialized is None:
-            return [self.prepare(event, received) for event in events]
-        # The batch in one native call (prepare's, each event's PreparedWrite made there);
-        # what it declines is prepared one by one.
+            serialized = [event.SerializeToString() for event in events]
+        # Most events are stored as they come: the native preparer makes their document,
+        # recorded form and write objects from the serializations, the batch in one call
+        # (convert.native_preparer); it declines the others, which the rules prepare.
         made, declined = self._native.prepare_batch(
             serialized,
             received,
-            self._millis_of(received),
+            convert.datetime_to_millis(received),
             new_event_id,
             EventWrite,
             PreparedWrite,
         )
         for index in declined:
-            made[index] = self.prepare(events[index], received, serialized[index])
+            made[index] = self._by_rules(events[index], received)
         return cast(list[PreparedWrite], made)
 
     def submit_batch(
