@@ -741,6 +741,19 @@ def id_claim(doc: Document) -> Document:
     return {"_id": doc["key"], "slot": doc["_id"], "fingerprint": doc["fingerprint"], "gen": 0}
 
 
+def slot_run(
+    writes: list[Any], indexes: list[int], session: tuple[str, str], first: int
+) -> list[tuple[int, str, Any]]:
+    """The run of the events `indexes` of `writes` (storage.EventWrite), all of `session` and
+    none with its id claimed yet, from slot `first` on, in one native call: each document
+    assigned its slot (`_id`, `sequence`, and `run_end`, the run's last slot), each preceded by
+    its id claim as a RawBSONDocument, as (index, "claim", claim) and (index, "event", doc)
+    (PyMongo's encoding of a claim's dict cost about 1 us of the server's CPU an event)."""
+    return _native.slot_run(
+        writes, indexes, session_prefix(*session), first, SEQUENCE_DIGITS, RawBSONDocument
+    )
+
+
 def placement_record_id(key: str, generation: int) -> str:
     """`<tenant>/<id>#<n>`: ids never contain "#", so this never names an event or claim."""
     return f"{key}#{generation}"

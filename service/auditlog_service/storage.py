@@ -718,6 +718,8 @@ class _GroupWrite:
         self.writes = writes
         self.outcomes: list[Outcome | None] = [None] * len(writes)
         self.placements = {i: _Placement() for i, w in enumerate(writes) if w.session is not None}
+        # No event of the group has a placement record written yet (see _place).
+        self.unplaced = True
         self.advanced: dict[tuple[str, str], int] = {}
         self.moved: list[int] = []  # events stored at a generation >= 1: their claim's hint
         self.races = 0
@@ -742,6 +744,8 @@ class _GroupWrite:
         this group stored (not earlier ones)."""
         stored: dict[str, list[Document]] = {}
         done = self.committed_inline
+        if len(done) == len(self.outboxes):  # every tenant's commit went with the events
+            return stored
         for write, outcome in zip(self.writes, self.outcomes, strict=True):
             if isinstance(outcome, Stored) and not outcome.already_stored:
                 doc = outcome.doc
@@ -827,10 +831,13 @@ class _GroupWrite:
     async def run(self) -> list[Outcome]:
         pending = self._pending()
         while pending:
-            await self._write_adopted([i for i in pending if self.placements.get(i, _NEW).adopted])
-            pending = self._pending()
-            if not pending:
-                break
+            if not self.unplaced:  # a slot to adopt is named by a placement record seen
+                await self._write_adopted(
+                    [i for i in pending if self.placements.get(i, _NEW).adopted]
+                )
+                pending = self._pending()
+                if not pending:
+                    break
             if not await self._round(pending):
                 break
             pending = self._pending()
@@ -848,7 +855,7 @@ class _GroupWrite:
         """
         repository = self.repository
         main: list[tuple[int, str, Document]] = []  # (event index, role, document)
-        writes, placements = self.writes, self.placements
+        writes = self.writes
         sessions: dict[tuple[str, str], list[int]] = {}  # each session's events, in order
         for index in pending:
             write = writes[index]
@@ -861,30 +868,13 @@ class _GroupWrite:
         alone: list[tuple[int, str, Document]] = []
         for session, indexes in sessions.items():
             # The session's events take the slots after its head, in order, each just after
-            # its id's placement record.
+            # its id's placement record. `run_end` tells a writer that loses a race here where
+            # this writer's run ends, so it can aim past it at once instead of probing its way.
             first = await repository.cached_head(*session) + 1
-            run_end = first + len(indexes) - 1
-            run: list[tuple[int, str, Document]] = []
-            for sequence, slot, index in zip(
-                range(first, run_end + 1),
-                convert.slot_ids(*session, first, len(indexes)),
-                indexes,
-                strict=True,
-            ):
-                doc = writes[index].doc
-                doc["_id"] = slot
-                doc["sequence"] = sequence
-                # Tells a writer that loses a race here where this writer's run ends, so it
-                # can aim past it at once instead of probing its way there.
-                doc["run_end"] = run_end
-                generation = placements[index].generation
-                record = (
-                    convert.id_claim(doc)
-                    if generation < 0
-                    else convert.placement_record(doc, generation + 1)
-                )
-                run.append((index, "record", record))
-                run.append((index, "event", doc))
+            if self.unplaced:  # every event's record is its id claim: made natively
+                run = convert.slot_run(writes, indexes, session, first)
+            else:
+                run = self._placed_run(indexes, first)
             if repository.contended(*session):
                 risky.append(run)
             elif repository.recently_shared(*session):
@@ -963,8 +953,10 @@ class _GroupWrite:
                     in_session = self._stored(index, item)
                     if in_session is not None:
                         heads_now[in_session] = item["sequence"]
+                elif role == "claim":
+                    self._place(index, 0)
                 elif role == "record":
-                    placements[index].generation = item.get("gen", 0)
+                    self._place(index, item["gen"])
                 elif role == "outbox":
                     self._outboxes_written = True
                 else:
@@ -975,6 +967,36 @@ class _GroupWrite:
             if error is not None and not await self._failed(batch[inserted], error, pending):
                 return False
         return True
+
+    def _placed_run(self, indexes: list[int], first: int) -> list[tuple[int, str, Any]]:
+        """A session's run from slot `first` (as convert.slot_run), in a round where some
+        events of the group have placement records already: each event's next record."""
+        run_end = first + len(indexes) - 1
+        run: list[tuple[int, str, Any]] = []
+        session = self.writes[indexes[0]].session
+        assert session is not None  # the events of one session's run
+        for sequence, slot, index in zip(
+            range(first, run_end + 1),
+            convert.slot_ids(*session, first, len(indexes)),
+            indexes,
+            strict=True,
+        ):
+            doc = self.writes[index].doc
+            doc["_id"] = slot
+            doc["sequence"] = sequence
+            doc["run_end"] = run_end
+            generation = self.placements[index].generation
+            if generation < 0:
+                run.append((index, "claim", convert.id_claim(doc)))
+            else:
+                run.append((index, "record", convert.placement_record(doc, generation + 1)))
+            run.append((index, "event", doc))
+        return run
+
+    def _place(self, index: int, generation: int) -> None:
+        """Event `index`'s id has its placement record `generation` written (0: its claim)."""
+        self.placements[index].generation = generation
+        self.unplaced = False
 
     async def _unordered_outcomes(
         self,
@@ -1022,8 +1044,8 @@ class _GroupWrite:
                     self.outcomes[rest] = DatabaseUnavailable(f"write error {error.get('code')}")
             return False
         write = self.writes[index]
-        if role == "record":
-            if item.get("gen", 0) == 0:
+        if role in ("claim", "record"):
+            if role == "claim":
                 # The id is taken: by this very event (a retry) or by another one (a clash).
                 # Where one event of a group is a retry, usually all are (a client replaying a
                 # batch): look up every remaining id at once, so a replayed group costs a few
@@ -1086,7 +1108,7 @@ class _GroupWrite:
         # This event's id is claimed, but the event is not at the slot of its latest record:
         # an earlier attempt died (or is still in flight) before writing it.
         placement = self.placements[index]
-        placement.generation = located.generation
+        self._place(index, located.generation)
         if located.slot_free:
             placement.adopted = located.slot
         # else the latest record's slot holds another event: the next round writes a new one.

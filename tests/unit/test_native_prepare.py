@@ -315,13 +315,7 @@ def test_a_raw_document_is_left_to_pymongo_when_an_added_value_is_of_another_typ
 def test_a_groups_raw_documents_are_each_events_raw_document() -> None:
     # Events of every type, prepared as the writer does (some by the rules: no body), stored
     # with their outbox, co-browsing ones in slots; one with an addition left to PyMongo.
-    writer = EventWriter(
-        _NoDatabase(),  # type: ignore[arg-type]
-        PREPARER,
-        max_group=1000,
-        max_delay_s=0.0,
-    )
-    writes = [writer.prepare(e, RECEIVED).write for e in valid_event_of_each_type("t").values()]
+    writes = _writes_of(list(valid_event_of_each_type("t").values()))
     for n, write in enumerate(writes):
         write.doc["ob"] = "t/ob/00000000000000000007"
         if write.session is not None:
@@ -343,6 +337,49 @@ def test_a_groups_raw_documents_are_each_events_raw_document() -> None:
     assert len(made) >= len(writes) // 2
     for i, raw in made.items():
         assert raw.raw == bson.encode(writes[i].doc)
+
+
+def test_a_sessions_run_is_its_slots_and_id_claims_as_each_events_own() -> None:
+    # Co-browsing events of two sessions, some interleaved with general ones (the group's order
+    # is kept inside a run), against assign_slot and id_claim event by event.
+    events = list(valid_event_of_each_type("t").values())
+    cobrowsing = [e for e in events if e.HasField("cobrowse")]
+    for event in cobrowsing[::2]:
+        event.cobrowse.session_id = "other é"
+    events.insert(len(events) - 2, events[0])  # a general event inside the runs
+    writes = _writes_of(events)
+    runs: dict[tuple[str, str], list[int]] = {}
+    for index, write in enumerate(writes):
+        if write.session is not None:
+            runs.setdefault(write.session, []).append(index)
+    assert len(runs) == 2
+    for session, indexes in runs.items():
+        first = 10**11 - 2 if session[1] == "other é" else 5  # crosses a power of ten
+        expected = []
+        for offset, index in enumerate(indexes):
+            doc = dict(writes[index].doc)
+            convert.assign_slot(doc, first + offset)
+            doc["run_end"] = first + len(indexes) - 1
+            expected.append((index, "claim", bson.encode(convert.id_claim(doc))))
+            expected.append((index, "event", doc))
+        run = convert.slot_run(writes, indexes, session, first)
+        made = [(i, role, item.raw if role == "claim" else item) for i, role, item in run]
+        assert made == expected
+        for (i, role, item), (_, _, wanted) in zip(run, expected, strict=True):
+            if role == "event":
+                assert item is writes[i].doc  # assigned in place
+                assert repr(item) == repr(wanted)  # the Python types too
+
+
+def _writes_of(events: list[AuditEvent]) -> list[EventWrite]:
+    """The events as EventWriter prepares them (natively, or by the rules)."""
+    writer = EventWriter(
+        _NoDatabase(),  # type: ignore[arg-type]
+        PREPARER,
+        max_group=1000,
+        max_delay_s=0.0,
+    )
+    return [writer.prepare(e, RECEIVED).write for e in events]
 
 
 class _NoDatabase:

@@ -10,6 +10,7 @@
 //!   (None), which the rules then prepare.
 //! - `Validator.valid` says whether validation.py's rules find nothing wrong with an event, for
 //!   certain; when it cannot vouch, the rules are asked and name the violations.
+//! - `slot_run` gives a session's run of a group: its events' slots and id claims.
 //! - `chain_hashes`, `complete_entries`, `pack_entries` and `raw_document` do what
 //!   auditlog.ledger.chain_hash, ledger.complete_entry, bson.encode and PyMongo's encoding of
 //!   a document would, for many at once.
@@ -1105,6 +1106,64 @@ fn raw_bytes(body: &[u8], doc: &Bound<'_, PyDict>, body_keys: usize) -> PyResult
     Ok(Some(out))
 }
 
+/// A session's run of events in a group's first round (storage._GroupWrite._round), none of
+/// whose ids is claimed yet: the events `indexes` of `writes` (storage.EventWrite) take the
+/// session's slots from `first` on, in order (`prefix` and the sequence zero-padded to
+/// `digits`: convert.slot_ids). Each document gets its slot's `_id`, its `sequence` and the
+/// run's last slot `run_end`, in place; the run is each event's (index, "claim", its id claim
+/// (convert.id_claim) as `make` (RawBSONDocument) of its BSON), then (index, "event", doc).
+#[pyfunction]
+fn slot_run<'py>(
+    py: Python<'py>,
+    writes: &Bound<'py, PyList>,
+    indexes: &Bound<'py, PyList>,
+    prefix: &str,
+    first: i64,
+    digits: usize,
+    make: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let name = |text: &str| PyString::intern(py, text);
+    let (claim_role, event_role) = (name("claim"), name("event"));
+    let (id, sequence, run_end, key, fingerprint) = (
+        name("_id"),
+        name("sequence"),
+        name("run_end"),
+        name("key"),
+        name("fingerprint"),
+    );
+    let last = (first + indexes.len() as i64 - 1).into_pyobject(py)?;
+    let run = PyList::empty(py);
+    let mut claim = Vec::with_capacity(256);
+    for (offset, index) in indexes.iter().enumerate() {
+        let doc = writes
+            .get_item(index.extract()?)?
+            .getattr(intern!(py, "doc"))?
+            .cast_into::<PyDict>()?;
+        let at = first + offset as i64;
+        let slot = format!("{prefix}{at:0digits$}");
+        doc.set_item(&id, &slot)?;
+        doc.set_item(&sequence, at)?;
+        doc.set_item(&run_end, &last)?;
+        claim.clear();
+        claim.extend_from_slice(&[0; 4]);
+        let event_key = or_key_error(doc.get_item(&key)?, "key")?.cast_into::<PyString>()?;
+        let digest = or_key_error(doc.get_item(&fingerprint)?, "fingerprint")?;
+        let digest = digest.cast_into::<PyString>()?;
+        bson_string(&mut claim, "_id", &event_key.to_cow()?);
+        bson_string(&mut claim, "slot", &slot);
+        bson_string(&mut claim, "fingerprint", &digest.to_cow()?);
+        bson_key(&mut claim, 0x10, "gen");
+        claim.extend_from_slice(&0i32.to_le_bytes());
+        bson_close(&mut claim, 0);
+        let made = make.call1((PyBytes::new(py, &claim),))?;
+        let claim_item = [index.clone(), claim_role.clone().into_any(), made];
+        run.append(PyTuple::new(py, claim_item)?)?;
+        let event_item = [index, event_role.clone().into_any(), doc.into_any()];
+        run.append(PyTuple::new(py, event_item)?)?;
+    }
+    Ok(run)
+}
+
 /// LogEvents' results for `written`, (PreparedWrite, outcome) pairs of a whole batch, as
 /// whole events (responses.log_events_response): each stored event's recorded form, with a
 /// co-browsing event's session sequence at its place, framed as the result's event. None when
@@ -1244,6 +1303,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(stored_results, module)?)?;
     module.add_function(wrap_pyfunction!(stored_acks, module)?)?;
     module.add_function(wrap_pyfunction!(raw_document, module)?)?;
+    module.add_function(wrap_pyfunction!(slot_run, module)?)?;
     module.add_function(wrap_pyfunction!(raw_documents, module)?)
 }
 
