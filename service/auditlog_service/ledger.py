@@ -455,6 +455,19 @@ def commit_entry(doc: Document, recorded: bytes, filters: Document | None = None
     return entry
 
 
+def group_entries(writes: list[Any]) -> tuple[list[Document], bytes]:
+    """The entries of a commit of `writes` (storage.EventWrite, stored), completed as the
+    sequencer reads them (complete_entry), and pack_entries of them before completion (what the
+    commit stores): in one native call, unless an event's entry needs the Python (commit_entry,
+    pack_entries, _completed: 1.5 us an event of the server's CPU, against 0.6)."""
+    made = _native.commit_entries(writes)
+    if made is not None:
+        return made
+    entries = [commit_entry(w.doc, w.recorded, w.filters) for w in writes]
+    packed = pack_entries(entries)
+    return _completed(entries), packed
+
+
 @dataclass(frozen=True, slots=True)
 class Commit:
     """Commit n of a writer for a tenant: the entries of what a group stored (commit_entry),
@@ -466,6 +479,9 @@ class Commit:
     entries: list[Document]
     at: Any
     repaired: bool = False
+    # The entries as pack_entries packs them, made with them (group_entries) when `entries`
+    # are completed already.
+    packed: bytes | None = None
 
     @property
     def id(self) -> str:
@@ -477,7 +493,10 @@ class Commit:
         doc: Document = {"_id": self.id, "at": self.at}
         if self.repaired:
             doc["repaired"] = True
-        doc[ZIPPED_ENTRIES] = zipped_entries(self.entries)
+        if self.packed is None:
+            doc[ZIPPED_ENTRIES] = zipped_entries(self.entries)
+        else:
+            doc[ZIPPED_ENTRIES] = compress(self.packed)
         return doc
 
 

@@ -56,6 +56,7 @@ from .ledger import (
     commit_entry,
     commit_id,
     entries_of,
+    group_entries,
     outbox_doc,
     outbox_id,
     outbox_number,
@@ -767,15 +768,19 @@ class _GroupWrite:
         ledger = self.repository.ledger
         if ledger is None or len(pending) != len(self.writes):
             return []
-        entries: dict[str, list[Document]] = {tenant_id: [] for tenant_id in self.outboxes}
-        for write in self.writes:
-            doc = write.doc
-            entries[doc["tenant_id"]].append(commit_entry(doc, write.recorded, write.filters))
+        if len(self.outboxes) == 1:  # one tenant: the common case, no lookup per event
+            writes = {next(iter(self.outboxes)): self.writes}
+        else:
+            writes = {tenant_id: [] for tenant_id in self.outboxes}
+            for write in self.writes:
+                writes[write.doc["tenant_id"]].append(write)
         at = convert.now_millis()
         writer = self.repository.writer_id
         docs: list[tuple[int, str, Document]] = []
         for tenant_id, box in self.outboxes.items():
-            commit = Commit(tenant_id, writer, outbox_number(box), entries[tenant_id], at)
+            entries, packed = group_entries(writes[tenant_id])
+            number = outbox_number(box)
+            commit = Commit(tenant_id, writer, number, entries, at, packed=packed)
             self._inline[commit.id] = commit
             docs.append((-1, "commit", commit.doc()))
         return docs

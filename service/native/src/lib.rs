@@ -11,6 +11,7 @@
 //! - `Validator.valid` says whether validation.py's rules find nothing wrong with an event, for
 //!   certain; when it cannot vouch, the rules are asked and name the violations.
 //! - `slot_run` gives a session's run of a group: its events' slots and id claims.
+//! - `commit_entries` gives a commit's ledger entries, completed, and packed.
 //! - `chain_hashes`, `complete_entries`, `pack_entries` and `raw_document` do what
 //!   auditlog.ledger.chain_hash, ledger.complete_entry, bson.encode and PyMongo's encoding of
 //!   a document would, for many at once.
@@ -1034,6 +1035,80 @@ fn pack_entries<'py>(
     Ok(Some(PyBytes::new(py, &out)))
 }
 
+/// The ledger's entries of the events `writes` (storage.EventWrite, as their documents are
+/// stored), for one commit, in one pass: (the entries, each ledger.commit_entry completed as
+/// ledger.complete_entry completes it; pack_entries of the entries before completion), or
+/// None when an event has no filters (the rules made it: ledger.filter_fields does) or a
+/// filter's value is of a type bson_value leaves to PyMongo.
+#[pyfunction]
+fn commit_entries<'py>(
+    py: Python<'py>,
+    writes: &Bound<'py, PyList>,
+) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyBytes>)>> {
+    let name = |text: &str| PyString::intern(py, text);
+    let (k, r, x, e, q, d) = (
+        name("k"),
+        name("r"),
+        name("x"),
+        name("e"),
+        name("q"),
+        name("d"),
+    );
+    let (id, key, sequence) = (name("_id"), name("key"), name("sequence"));
+    let zero = 0u8.into_pyobject(py)?;
+    let entries = PyList::empty(py);
+    let mut out = Vec::with_capacity(64 + 320 * writes.len());
+    out.extend_from_slice(&[0; 4]);
+    let array = bson_open(&mut out, 0x04, "e");
+    for (index, write) in writes.iter().enumerate() {
+        let filters = write.getattr(intern!(py, "filters"))?;
+        if filters.is_none() {
+            return Ok(None);
+        }
+        let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
+        let recorded = write
+            .getattr(intern!(py, "recorded"))?
+            .cast_into::<PyBytes>()?;
+        let event_key = or_key_error(doc.get_item(&key)?, "key")?.cast_into::<PyString>()?;
+        let entry = PyDict::new(py);
+        entry.set_item(&k, &event_key)?;
+        entry.set_item(&r, &recorded)?;
+        entry.set_item(&x, &filters)?;
+        let at = bson_open(&mut out, 0x03, &index.to_string());
+        bson_string(&mut out, "k", &event_key.to_cow()?);
+        let bytes = recorded.as_bytes();
+        bson_key(&mut out, 0x05, "r");
+        out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
+        out.push(0);
+        out.extend_from_slice(bytes);
+        if !bson_value(&mut out, "x", &filters)? {
+            return Ok(None);
+        }
+        // Where the event is stored when that is not its key: a co-browsing event's slot. The
+        // completed entry's keys in complete_entry's order (it adds what is missing).
+        let digest = PyBytes::new(py, &Sha256::digest(bytes));
+        let slot = or_key_error(doc.get_item(&id)?, "_id")?;
+        if slot.ne(&event_key)? {
+            let at_sequence = or_key_error(doc.get_item(&sequence)?, "sequence")?;
+            if !bson_value(&mut out, "e", &slot)? || !bson_value(&mut out, "q", &at_sequence)? {
+                return Ok(None);
+            }
+            entry.set_item(&e, &slot)?;
+            entry.set_item(&q, &at_sequence)?;
+            entry.set_item(&d, digest)?;
+        } else {
+            entry.set_item(&d, digest)?;
+            entry.set_item(&e, &event_key)?;
+            entry.set_item(&q, &zero)?;
+        }
+        bson_close(&mut out, at);
+        entries.append(entry)?;
+    }
+    bson_close(&mut out, array);
+    bson_close(&mut out, 0);
+    Ok(Some((entries, PyBytes::new(py, &out))))
+}
+
 /// A document in BSON from its first `body_keys` elements as the preparer made them (`body`,
 /// `_id` first) and the rest of `doc`'s items after them, with `_id` as `doc` has it now (a
 /// co-browsing event's slot): what bson.encode(doc) gives, or None when an added value is of a
@@ -1300,6 +1375,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(chain_hashes, module)?)?;
     module.add_function(wrap_pyfunction!(complete_entries, module)?)?;
     module.add_function(wrap_pyfunction!(pack_entries, module)?)?;
+    module.add_function(wrap_pyfunction!(commit_entries, module)?)?;
     module.add_function(wrap_pyfunction!(stored_results, module)?)?;
     module.add_function(wrap_pyfunction!(stored_acks, module)?)?;
     module.add_function(wrap_pyfunction!(raw_document, module)?)?;
