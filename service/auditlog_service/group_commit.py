@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from operator import itemgetter
 from statistics import fmean
 from typing import Any, Generic, TypeVar
 
@@ -197,6 +198,11 @@ class GroupCommitter(Generic[Item, Result]):
         self._key = key or (lambda item: None)
         self._pending: list[_Entry[Item, Result]] = []
         self._busy_keys: set[Hashable] = set()
+        # While the keys in flight stay as they are: how many entries at the queue's front the
+        # last look found blocked, and their keys. A stream's batches queued
+        # behind its session's group in flight are then looked at once, not again with every
+        # batch queued after them.
+        self._stuck: tuple[int, set[Hashable]] = (0, set())
         self._flushes: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -270,9 +276,9 @@ class GroupCommitter(Generic[Item, Result]):
             whole, self._pending = self._pending, []
             return whole
         group: list[_Entry[Item, Result]] = []
-        rest: list[_Entry[Item, Result]] = []
-        blocked: set[Hashable] = set()
-        for entry in self._pending:
+        start, blocked = self._stuck
+        rest = self._pending[:start]
+        for entry in self._pending[start:]:
             key = entry[3]
             if len(group) >= self._max_items or (
                 key is not None and (key in self._busy_keys or key in blocked)
@@ -283,6 +289,9 @@ class GroupCommitter(Generic[Item, Result]):
             else:
                 group.append(entry)
         self._pending = rest
+        # A group short of full left behind only what is blocked, and taking it only adds keys
+        # in flight; one that is full may have left items that could go.
+        self._stuck = (len(rest), blocked) if len(group) < self._max_items else (0, set())
         return group
 
     async def _schedule(self) -> None:
@@ -302,7 +311,8 @@ class GroupCommitter(Generic[Item, Result]):
                     # make a group.
                     await self._wait_for_change(len(self._pending) + 1)
                     continue
-                keys = {entry[3] for entry in group if entry[3] is not None}
+                keys = set(map(itemgetter(3), group))
+                keys.discard(None)
                 self._busy_keys |= keys
                 flush = asyncio.create_task(self._flush(group, keys))
                 self._flushes.add(flush)
@@ -367,6 +377,7 @@ class GroupCommitter(Generic[Item, Result]):
             failure = exc
         finally:
             self._busy_keys -= keys
+            self._stuck = (0, set())  # what was blocked may go now
             task = asyncio.current_task()
             if task is not None:
                 self._flushes.discard(task)

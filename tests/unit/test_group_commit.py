@@ -280,3 +280,53 @@ async def test_an_item_of_a_free_session_goes_out_while_the_waiting_ones_session
     for gate in writer.gates:
         gate.set()
     assert [await f for f in (first, held, free)] == ["S1:A", "S1:B", "S2:X"]
+
+
+@pytest.mark.asyncio
+async def test_items_held_behind_busy_sessions_go_out_in_order_as_each_session_frees() -> None:
+    # The queue's front is looked at once while nothing in flight ends (the committer then
+    # remembers it is blocked); what ends decides what goes next, in order, session by session.
+    writer = GatedWriter()
+    committer = GroupCommitter(
+        writer.write, max_items=10, max_delay_s=0, max_in_flight=4, key=session
+    )
+    first = committer.submit_nowait("s1:a")
+    await writer.wait_for_groups(1)
+    held = [committer.submit_nowait(i) for i in ("s1:b", "s1:c")]
+    await turns_of_the_loop()
+    free = committer.submit_nowait("s2:x")
+    await writer.wait_for_groups(2)
+    assert writer.groups == [["s1:a"], ["s2:x"]]
+    held.append(committer.submit_nowait("s2:y"))  # behind s2:x, in flight
+    held.append(committer.submit_nowait("s1:d"))  # behind s1:b and s1:c
+    await turns_of_the_loop()
+    assert len(writer.groups) == 2, "every waiting item's session is in flight"
+    writer.gates[0].set()  # s1 frees: its held items go, s2:y still waits
+    await writer.wait_for_groups(3)
+    assert writer.groups[2] == ["s1:b", "s1:c", "s1:d"]
+    writer.gates[1].set()  # s2 frees
+    await writer.wait_for_groups(4)
+    assert writer.groups[3] == ["s2:y"]
+    for gate in writer.gates:
+        gate.set()
+    answers = [await f for f in (first, free, *held)]
+    assert answers == ["S1:A", "S2:X", "S1:B", "S1:C", "S2:Y", "S1:D"]
+
+
+@pytest.mark.asyncio
+async def test_items_a_full_group_left_behind_go_out_beside_it() -> None:
+    writer = GatedWriter()
+    committer = GroupCommitter(
+        writer.write, max_items=2, max_delay_s=0, max_in_flight=4, key=session
+    )
+    first = committer.submit_nowait("s1:a")
+    await writer.wait_for_groups(1)
+    later = committer.submit_batch(["s1:b", "g1", "g2", "g3"])
+    await writer.wait_for_groups(3)  # none of the groups in flight has ended
+    assert writer.groups == [["s1:a"], ["g1", "g2"], ["g3"]]
+    for gate in writer.gates:
+        gate.set()
+    await writer.wait_for_groups(4)
+    writer.gates[3].set()
+    assert writer.groups[3] == ["s1:b"]
+    assert [await first, await later] == ["S1:A", ["S1:B", "G1", "G2", "G3"]]
