@@ -258,6 +258,19 @@ async def test_items_coming_one_by_one_go_out_beside_the_group_in_flight_at_the_
     assert [await f for f in [first, *later]] == ["A", "B", "C", "D"]
 
 
+async def s1_a_in_flight(
+    max_items: int,
+) -> tuple[GatedWriter, GroupCommitter[str, str], asyncio.Future[str | AuditLogError]]:
+    """A committer of four groups in flight by session, its first group ["s1:a"] held."""
+    writer = GatedWriter()
+    committer: GroupCommitter[str, str] = GroupCommitter(
+        writer.write, max_items=max_items, max_delay_s=0, max_in_flight=4, key=session
+    )
+    first = committer.submit_nowait("s1:a")
+    await writer.wait_for_groups(1)
+    return writer, committer, first
+
+
 @pytest.mark.asyncio
 async def test_an_item_of_a_free_session_goes_out_while_the_waiting_ones_sessions_are_busy() -> (
     None
@@ -286,12 +299,7 @@ async def test_an_item_of_a_free_session_goes_out_while_the_waiting_ones_session
 async def test_items_held_behind_busy_sessions_go_out_in_order_as_each_session_frees() -> None:
     # The queue's front is looked at once while nothing in flight ends (the committer then
     # remembers it is blocked); what ends decides what goes next, in order, session by session.
-    writer = GatedWriter()
-    committer = GroupCommitter(
-        writer.write, max_items=10, max_delay_s=0, max_in_flight=4, key=session
-    )
-    first = committer.submit_nowait("s1:a")
-    await writer.wait_for_groups(1)
+    writer, committer, first = await s1_a_in_flight(max_items=10)
     held = [committer.submit_nowait(i) for i in ("s1:b", "s1:c")]
     await turns_of_the_loop()
     free = committer.submit_nowait("s2:x")
@@ -315,12 +323,7 @@ async def test_items_held_behind_busy_sessions_go_out_in_order_as_each_session_f
 
 @pytest.mark.asyncio
 async def test_items_a_full_group_left_behind_go_out_beside_it() -> None:
-    writer = GatedWriter()
-    committer = GroupCommitter(
-        writer.write, max_items=2, max_delay_s=0, max_in_flight=4, key=session
-    )
-    first = committer.submit_nowait("s1:a")
-    await writer.wait_for_groups(1)
+    writer, committer, first = await s1_a_in_flight(max_items=2)
     later = committer.submit_batch(["s1:b", "g1", "g2", "g3"])
     await writer.wait_for_groups(3)  # none of the groups in flight has ended
     assert writer.groups == [["s1:a"], ["g1", "g2"], ["g3"]]
