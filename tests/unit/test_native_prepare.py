@@ -372,22 +372,26 @@ def test_a_sessions_run_is_its_slots_and_id_claims_as_each_events_own() -> None:
 
 
 def test_a_commits_entries_are_each_events_entry_completed_and_packed() -> None:
-    # Events of every type, stored (co-browsing ones in slots); the rules' events (no filters
-    # made with the document) are left to the Python, for the whole commit.
+    # Events of every type, stored (co-browsing ones in slots), some by the rules (no filters
+    # made with the document); a filter of a type left to PyMongo leaves the whole commit to
+    # the Python.
     writes = _writes_of(list(valid_event_of_each_type("t").values()))
     for n, write in enumerate(writes):
         if write.session is not None:
             convert.assign_slot(write.doc, 2**31 + n)  # a sequence BSON holds as int64
-    native = [w for w in writes if w.filters is not None]
-    assert len(native) < len(writes)
-    for group in (native, writes):
+    assert any(w.filters is None for w in writes)
+    odd = _writes_of([valid_event_of_each_type("t")["start_call"]])[0]
+    assert odd.filters is not None
+    odd.filters["o"] = DatetimeMS(5)
+    for group in (writes, [*writes, odd]):
         entries = [ledger.commit_entry(w.doc, w.recorded, w.filters) for w in group]
         packed = bson.encode({"e": entries})
         completed = [ledger.complete_entry(dict(e)) for e in entries]
         made = ledger.group_entries(group)
         assert made[1] == packed
         assert repr(made[0]) == repr(completed)  # keys in complete_entry's order too
-        assert (_native.commit_entries(group) is None) == (group is writes)
+        declined = _native.commit_entries(group, ledger.filter_fields) is None
+        assert declined == (group[-1] is odd)
 
 
 def _writes_of(events: list[AuditEvent]) -> list[EventWrite]:

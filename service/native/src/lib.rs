@@ -1038,12 +1038,13 @@ fn pack_entries<'py>(
 /// The ledger's entries of the events `writes` (storage.EventWrite, as their documents are
 /// stored), for one commit, in one pass: (the entries, each ledger.commit_entry completed as
 /// ledger.complete_entry completes it; pack_entries of the entries before completion), or
-/// None when an event has no filters (the rules made it: ledger.filter_fields does) or a
-/// filter's value is of a type bson_value leaves to PyMongo.
+/// None when a filter's value is of a type bson_value leaves to PyMongo. An event without
+/// filters (the rules prepared it) gets `filter_fields` of its document.
 #[pyfunction]
 fn commit_entries<'py>(
     py: Python<'py>,
     writes: &Bound<'py, PyList>,
+    filter_fields: &Bound<'py, PyAny>,
 ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyBytes>)>> {
     let name = |text: &str| PyString::intern(py, text);
     let (k, r, x, e, q, d) = (
@@ -1061,11 +1062,11 @@ fn commit_entries<'py>(
     out.extend_from_slice(&[0; 4]);
     let array = bson_open(&mut out, 0x04, "e");
     for (index, write) in writes.iter().enumerate() {
-        let filters = write.getattr(intern!(py, "filters"))?;
-        if filters.is_none() {
-            return Ok(None);
-        }
         let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
+        let mut filters = write.getattr(intern!(py, "filters"))?;
+        if filters.is_none() {
+            filters = filter_fields.call1((&doc,))?;
+        }
         let recorded = write
             .getattr(intern!(py, "recorded"))?
             .cast_into::<PyBytes>()?;
