@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from itertools import count, repeat
 from operator import itemgetter
 from statistics import fmean
 from typing import Any, Generic, TypeVar
@@ -239,8 +240,8 @@ class GroupCommitter(Generic[Item, Result]):
         if not items:
             waiter.future.set_result([])
             return waiter.future
-        key = self._key
-        self._queue([(item, waiter, index, key(item)) for index, item in enumerate(items)])
+        # Built by C-level iterators: a list comprehension cost 0.5 us an item in a profile.
+        self._queue(list(zip(items, repeat(waiter), count(), map(self._key, items))))
         return waiter.future
 
     def _queue(self, entries: list[_Entry[Item, Result]]) -> None:
@@ -276,18 +277,20 @@ class GroupCommitter(Generic[Item, Result]):
             whole, self._pending = self._pending, []
             return whole
         group: list[_Entry[Item, Result]] = []
+        pending, busy = self._pending, self._busy_keys
         start, blocked = self._stuck
-        rest = self._pending[:start]
-        for entry in self._pending[start:]:
+        rest = pending[:start]
+        for position in range(start, len(pending)):
+            entry = pending[position]
             key = entry[3]
-            if len(group) >= self._max_items or (
-                key is not None and (key in self._busy_keys or key in blocked)
-            ):
-                if key is not None:
-                    blocked.add(key)
+            if key is not None and (key in busy or key in blocked):
+                blocked.add(key)
                 rest.append(entry)
-            else:
-                group.append(entry)
+                continue
+            group.append(entry)
+            if len(group) >= self._max_items:
+                rest += pending[position + 1 :]  # the rest wait for the next group, as they are
+                break
         self._pending = rest
         # A group short of full left behind only what is blocked, and taking it only adds keys
         # in flight; one that is full may have left items that could go.

@@ -134,7 +134,7 @@ class Located:
     slot_free: bool = False  # whether that slot is empty (else another event holds it)
 
 
-@dataclass
+@dataclass(slots=True)
 class Stored:
     """An event that is in the database (now, or already before: an idempotent retry)."""
 
