@@ -109,7 +109,7 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     # As rpcs.py does: each event serialized once, for the checker and the writer; a path only
     # for a fault.
     started = clock()
-    serialized = [event.SerializeToString() for event in events]
+    serialized = convert.serialized_events(events)
     validation.batch_violations(events, serialized, LIMITS)
     took["validate"] = clock() - started
 

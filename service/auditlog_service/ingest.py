@@ -22,6 +22,9 @@ from .errors import AuditLogError
 from .group_commit import GroupCommitter
 from .storage import EventRepository, EventWrite, Outcome
 
+# A prepared event's write, for map() over a batch.
+_WRITE_OF = operator.attrgetter("write")
+
 
 @dataclass(slots=True)
 class PreparedWrite:
@@ -141,7 +144,7 @@ class EventWriter:
         """prepare of each event of a batch (one receive time for all, now unless given)."""
         received = receive_time or convert.stored_time_now()
         if serialized is None:
-            serialized = [event.SerializeToString() for event in events]
+            serialized = convert.serialized_events(events)
         # Most events are stored as they come: the native preparer makes their document,
         # recorded form and write objects from the serializations, the batch in one call
         # (convert.native_preparer); it declines the others, which the rules prepare.
@@ -164,7 +167,7 @@ class EventWriter:
     ) -> PendingBatch:
         """Queue validated events that are answered together; see prepare."""
         ready = self.prepare_batch(events, serialized)
-        return PendingBatch(ready, self._committer.submit_batch([r.write for r in ready]))
+        return PendingBatch(ready, self._committer.submit_batch(list(map(_WRITE_OF, ready))))
 
     async def write_many(
         self,

@@ -302,13 +302,13 @@ class AuditLogRpcs:
         refused: dict[int, service_pb2.EventError] = {}
         # The events themselves too: indexing a repeated field again makes a new wrapper each.
         events = list(request.events)
-        serialized_events = [event.SerializeToString() for event in events]  # checker, writer
+        serialized_events = convert.serialized_events(events)  # checker, writer
         violations_of = validation.batch_violations(events, serialized_events, self._limits)
         valid_events: list[audit_event_pb2.AuditEvent] = []
         valid_serialized: list[bytes] = []
         tenants: dict[str, int] = {}
         for index, event in enumerate(events):
-            violations = violations_of[index]
+            violations = violations_of.get(index)
             if violations:
                 violations = validation.placed(f"events[{index}]", violations)
                 refused[index] = to_event_error(InvalidArgument(violations))
@@ -396,7 +396,7 @@ class AuditLogRpcs:
                         )
                     )
                 events = list(message.events)
-                serialized_events = [event.SerializeToString() for event in events]
+                serialized_events = convert.serialized_events(events)
                 violations_of = validation.batch_violations(events, serialized_events, self._limits)
                 if taken_whole(events, violations_of):
                     taken = self._writer.submit_batch(events, serialized_events)
@@ -406,7 +406,7 @@ class AuditLogRpcs:
                 admitted_serialized: list[bytes] = []  # for checker and writer alike
                 for n, event in enumerate(events):
                     serialized = serialized_events[n]
-                    refusal = refusal_now(event, serialized, index, n, violations_of[n])
+                    refusal = refusal_now(event, serialized, index, n, violations_of.get(n, []))
                     if isinstance(refusal, float):
                         refusal = await refusal_after_wait(event.tenant_id, refusal)
                     answers.append(len(admitted) if refusal is None else refusal)
@@ -428,13 +428,14 @@ class AuditLogRpcs:
             return self._writer.submit(message.event, serialized) if refusal is None else refusal
 
         def taken_whole(
-            events: list[audit_event_pb2.AuditEvent], violations_of: list[list[FieldViolation]]
+            events: list[audit_event_pb2.AuditEvent],
+            violations_of: dict[int, list[FieldViolation]],
         ) -> bool:
             """Whether a batch is taken whole at once, as refusal_now would take each of its
             events: none has a violation, the server is not closing, and they are of one tenant
             the token covers, whose rate admits them all now (charged for all of them here).
             Otherwise nothing was charged, and refusal_now looks at each event."""
-            if self._closing or any(violations_of):
+            if self._closing or violations_of:
                 return False
             tenants = {event.tenant_id for event in events}
             if len(tenants) != 1:

@@ -1,6 +1,8 @@
 """Request validation: pure checks that return every field violation of a request, in order."""
 
+import itertools
 import math
+import operator
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -270,14 +272,20 @@ def vouched_events(serialized: list[bytes], limits: Limits) -> list[bool]:
 
 def batch_violations(
     events: list[audit_event_pb2.AuditEvent], serialized: list[bytes], limits: Limits
-) -> list[list[FieldViolation]]:
-    """validate_event of each event of a batch (`serialized`: their serializations), with the
-    native checker asked once for the whole batch."""
+) -> dict[int, list[FieldViolation]]:
+    """validate_event of the events of a batch (`serialized`: their serializations), with the
+    native checker asked once for the whole batch: the violations of each event that has any,
+    by its index (the others are not there)."""
     vouched = vouched_events(serialized, limits)
-    return [
-        [] if sure else event_violations(event, "", limits)
-        for event, sure in zip(events, vouched, strict=True)
-    ]
+    # The events the checker does not vouch for, by C-level iterators: a comprehension over
+    # every event cost 0.2 us an event in a profile, where almost every one is vouched for.
+    unsure = itertools.compress(range(len(vouched)), map(operator.not_, vouched))
+    found: dict[int, list[FieldViolation]] = {}
+    for index in unsure:
+        violations = event_violations(events[index], "", limits)
+        if violations:
+            found[index] = violations
+    return found
 
 
 def event_violations(

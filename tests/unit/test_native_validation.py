@@ -166,6 +166,27 @@ def test_a_batch_is_vouched_for_event_by_event() -> None:
     assert validation.vouched_events([], LIMITS) == []
 
 
+def test_a_batchs_violations_are_each_events_own_by_index() -> None:
+    # Events of every type (twice), some made invalid: each event's violations, under the
+    # indexes of those that have any, as validate_event finds them alone.
+    samples = list(valid_event_of_each_type("t").values())
+    events = [AuditEvent.FromString(e.SerializeToString()) for e in samples * 2]
+    events[3].tenant_id = ""
+    events[7].id = "not an id!"
+    events[20].tenant_user_id = "x" * 41
+    serialized = [e.SerializeToString() for e in events]
+    found = validation.batch_violations(events, serialized, LIMITS)
+    expected = {
+        index: violations
+        for index, event in enumerate(events)
+        if (violations := validation.validate_event(event, "", LIMITS))
+    }
+    assert found == expected
+    assert {3, 7, 20} <= set(found)
+    assert len(found) < len(events) // 2
+    assert validation.batch_violations([], [], LIMITS) == {}
+
+
 def test_an_oversize_event_is_left_to_the_rules() -> None:
     event = valid_event_of_each_type("t")["page_change"]
     event.page_change.url = "u" * 50
