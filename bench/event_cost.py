@@ -31,9 +31,9 @@ import bson
 from auditlog.v1 import audit_event_pb2, service_pb2
 from auditlog_service import convert, validation
 from auditlog_service.ingest import EventWriter, PreparedWrite
-from auditlog_service.ledger import commit_entry, zipped_entries
+from auditlog_service.ledger import compress, group_entries
 from auditlog_service.responses import log_events_response
-from auditlog_service.storage import EventWrite, Stored
+from auditlog_service.storage import EventWrite, Outcome, Stored
 from bench.common import (
     cobrowse_event,
     code_version,
@@ -62,8 +62,19 @@ STEPS = [
         "(document, fingerprint, recorded form, ledger filters, BSON, the write objects), the "
         "rules where it declines",
     ),
-    ("ledger entry", False, "ledger.commit_entry (key, recorded form, filter fields)"),
-    ("commit packing", False, "ledger.zipped_entries of the batch's entries (BSON + Zstandard)"),
+    (
+        "slots",
+        False,
+        "convert.slot_run of each session's co-browsing events (one call a session): slot, "
+        "sequence and run end set, the id claim as BSON",
+    ),
+    (
+        "ledger entries",
+        False,
+        "ledger.group_entries (one call for the commit): each entry (key, recorded form, filter "
+        "fields, slot), completed with its digest, and the entries packed as BSON",
+    ),
+    ("commit packing", False, "ledger.compress of the packed entries (Zstandard)"),
     (
         "document sent",
         False,
@@ -118,23 +129,30 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     writes = writer.prepare_batch(events, serialized, received)
     took["prepare"] = clock() - started
 
+    # What storage adds to each document before the insert: the outbox id, and a co-browsing
+    # event's slot, sequence and run end (with its id claim); then the ledger's entries of the
+    # group and the documents sent, as their BSON.
     docs = [write.write.doc for write in writes]
+    for doc in docs:
+        doc["ob"] = "tenant-1/ob/00000000000000000001"
+    group = [write.write for write in writes]
+    sessions: dict[tuple[str, str], list[int]] = {}
+    for index, write in enumerate(group):
+        if write.session is not None:
+            sessions.setdefault(write.session, []).append(index)
     started = clock()
-    entries = [commit_entry(w.write.doc, w.write.recorded, w.write.filters) for w in writes]
-    took["ledger entry"] = clock() - started
+    for session, indexes in sessions.items():
+        convert.slot_run(group, indexes, session, 1)
+    took["slots"] = clock() - started
 
     started = clock()
-    zipped_entries(entries)
+    _, packed = group_entries(group)
+    took["ledger entries"] = clock() - started
+
+    started = clock()
+    compress(packed)
     took["commit packing"] = clock() - started
 
-    # What storage adds to each document before the insert: the outbox id, and a co-browsing
-    # event's slot and run end; then the document sent, as its BSON.
-    for number, doc in enumerate(docs, start=1):
-        doc["ob"] = "tenant-1/ob/00000000000000000001"
-        if "cobrowse" in doc:
-            convert.assign_slot(doc, number)
-            doc["run_end"] = len(docs)
-    group = [write.write for write in writes]
     started = clock()
     convert.raw_documents(group, list(range(len(group))))
     took["document sent"] = clock() - started
@@ -144,13 +162,15 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
         bson.encode(doc)
     took["bson"] = clock() - started
 
-    written = [(write, Stored(write.write.doc)) for write in writes]
+    written: list[tuple[PreparedWrite, Outcome]] = [
+        (write, Stored(write.write.doc)) for write in writes
+    ]
     started = clock()
-    serialized, _ = log_events_response(len(writes), {}, written, whole_events=True)
+    answer, _ = log_events_response(len(writes), {}, written, whole_events=True)
     took["response"] = clock() - started
 
     # The floor's serialization of such a response, whoever builds it.
-    response = service_pb2.LogEventsResponse.FromString(serialized.data)
+    response = service_pb2.LogEventsResponse.FromString(answer.data)
     started = clock()
     response.SerializeToString()
     took["response bytes"] = clock() - started

@@ -200,9 +200,9 @@ class GroupCommitter(Generic[Item, Result]):
         self._pending: list[_Entry[Item, Result]] = []
         self._busy_keys: set[Hashable] = set()
         # While the keys in flight stay as they are: how many entries at the queue's front the
-        # last look found blocked, and their keys. A stream's batches queued
-        # behind its session's group in flight are then looked at once, not again with every
-        # batch queued after them.
+        # last look found blocked, and their keys. A stream's batches queued behind its
+        # session's group in flight are then looked at once, not again with every batch queued
+        # after them.
         self._stuck: tuple[int, set[Hashable]] = (0, set())
         self._flushes: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None

@@ -460,7 +460,7 @@ def group_entries(writes: list[Any]) -> tuple[list[Document], bytes]:
     sequencer reads them (complete_entry), and pack_entries of them before completion (what the
     commit stores): in one native call (which asks filter_fields for the rules' events),
     unless a filter holds a value it leaves to PyMongo (then commit_entry, pack_entries and
-    _completed: 1.5 us an event of the server's CPU, against 0.6)."""
+    _completed, which took 0.85-1.46 us a general event in process against 0.73-1.00)."""
     made = _native.commit_entries(writes, filter_fields)
     if made is not None:
         return made
