@@ -725,13 +725,18 @@ class _GroupWrite:
         self.moved: list[int] = []  # events stored at a generation >= 1: their claim's hint
         self.races = 0
         self.session_races: dict[tuple[str, str], int] = {}
-        # One outbox per tenant of the group, inserted before any of its events.
+        # One outbox per tenant of the group, inserted before any of its events; and, for the
+        # ledger's outboxes and commits, the group's writes by tenant.
         self.outboxes: dict[str, str] = {}
+        self.by_tenant: dict[str, list[EventWrite]] = {}
         if repository.ledger is not None:
             for write in writes:
                 tenant_id = write.doc["tenant_id"]
-                if tenant_id not in self.outboxes:
+                tenant_writes = self.by_tenant.get(tenant_id)
+                if tenant_writes is None:
+                    tenant_writes = self.by_tenant[tenant_id] = []
                     self.outboxes[tenant_id] = repository.next_outbox(tenant_id)
+                tenant_writes.append(write)
                 write.doc["ob"] = self.outboxes[tenant_id]
         self._outboxes_written = not self.outboxes
         # Commits written as the last documents of the group's insert (see _inline_commits):
@@ -768,17 +773,11 @@ class _GroupWrite:
         ledger = self.repository.ledger
         if ledger is None or len(pending) != len(self.writes):
             return []
-        if len(self.outboxes) == 1:  # one tenant: the common case, no lookup per event
-            writes = {next(iter(self.outboxes)): self.writes}
-        else:
-            writes = {tenant_id: [] for tenant_id in self.outboxes}
-            for write in self.writes:
-                writes[write.doc["tenant_id"]].append(write)
         at = convert.now_millis()
         writer = self.repository.writer_id
         docs: list[tuple[int, str, Document]] = []
         for tenant_id, box in self.outboxes.items():
-            entries, packed = group_entries(writes[tenant_id])
+            entries, packed = group_entries(self.by_tenant[tenant_id])
             number = outbox_number(box)
             commit = Commit(tenant_id, writer, number, entries, at, packed=packed)
             self._inline[commit.id] = commit
@@ -795,17 +794,10 @@ class _GroupWrite:
         """Per tenant, the keys of the group's events (made once: the outboxes and then the
         commits ask for them)."""
         if self._keys is None:
-            if len(self.outboxes) == 1:  # one tenant: the common case, no lookup per event
-                self._keys = {next(iter(self.outboxes)): [w.doc["key"] for w in self.writes]}
-            else:
-                keys: dict[str, list[str]] = {}
-                for write in self.writes:
-                    doc = write.doc
-                    tenant_keys = keys.get(doc["tenant_id"])
-                    if tenant_keys is None:
-                        tenant_keys = keys[doc["tenant_id"]] = []
-                    tenant_keys.append(doc["key"])
-                self._keys = keys
+            self._keys = {
+                tenant_id: [write.doc["key"] for write in writes]
+                for tenant_id, writes in self.by_tenant.items()
+            }
         return self._keys
 
     def _outbox_docs(self) -> list[tuple[int, str, Document]]:
