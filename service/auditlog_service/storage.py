@@ -970,17 +970,9 @@ class _GroupWrite:
         events of the group have placement records already: each event's next record."""
         run_end = first + len(indexes) - 1
         run: list[tuple[int, str, Any]] = []
-        session = self.writes[indexes[0]].session
-        assert session is not None  # the events of one session's run
-        for sequence, slot, index in zip(
-            range(first, run_end + 1),
-            convert.slot_ids(*session, first, len(indexes)),
-            indexes,
-            strict=True,
-        ):
+        for sequence, index in enumerate(indexes, start=first):
             doc = self.writes[index].doc
-            doc["_id"] = slot
-            doc["sequence"] = sequence
+            convert.assign_slot(doc, sequence)
             doc["run_end"] = run_end
             generation = self.placements[index].generation
             if generation < 0:

@@ -933,25 +933,53 @@ fn chain_hashes<'py>(
 /// `r`, the document's `_id` `e` (its key `k`) and the session sequence `q` (0) where missing.
 #[pyfunction]
 fn complete_entries(py: Python<'_>, entries: &Bound<'_, PyList>) -> PyResult<()> {
-    let name = |text: &str| PyString::intern(py, text);
-    let (d, r, e, k, q) = (name("d"), name("r"), name("e"), name("k"), name("q"));
-    let zero = 0u8.into_pyobject(py)?;
+    let keys = EntryKeys::new(py)?;
     for entry in entries.iter() {
-        let entry = entry.cast::<PyDict>()?;
-        if !entry.contains(&d)? {
-            let recorded = entry.get_item(&r)?;
-            let recorded = or_key_error(recorded, "r")?;
-            let digest = Sha256::digest(recorded.cast::<PyBytes>()?.as_bytes());
-            entry.set_item(&d, PyBytes::new(py, &digest))?;
-        }
-        if !entry.contains(&e)? {
-            entry.set_item(&e, or_key_error(entry.get_item(&k)?, "k")?)?;
-        }
-        if !entry.contains(&q)? {
-            entry.set_item(&q, &zero)?;
-        }
+        keys.complete(py, entry.cast::<PyDict>()?)?;
     }
     Ok(())
+}
+
+/// A ledger entry's keys, and the session sequence of an entry outside sessions.
+struct EntryKeys<'py> {
+    k: Bound<'py, PyString>,
+    r: Bound<'py, PyString>,
+    x: Bound<'py, PyString>,
+    e: Bound<'py, PyString>,
+    q: Bound<'py, PyString>,
+    d: Bound<'py, PyString>,
+    zero: Bound<'py, PyAny>,
+}
+
+impl<'py> EntryKeys<'py> {
+    fn new(py: Python<'py>) -> PyResult<Self> {
+        let name = |text: &str| PyString::intern(py, text);
+        Ok(EntryKeys {
+            k: name("k"),
+            r: name("r"),
+            x: name("x"),
+            e: name("e"),
+            q: name("q"),
+            d: name("d"),
+            zero: 0u8.into_pyobject(py)?.into_any(),
+        })
+    }
+
+    /// ledger.complete_entry of one entry, in place.
+    fn complete(&self, py: Python<'py>, entry: &Bound<'py, PyDict>) -> PyResult<()> {
+        if !entry.contains(&self.d)? {
+            let recorded = or_key_error(entry.get_item(&self.r)?, "r")?;
+            let digest = Sha256::digest(recorded.cast::<PyBytes>()?.as_bytes());
+            entry.set_item(&self.d, PyBytes::new(py, &digest))?;
+        }
+        if !entry.contains(&self.e)? {
+            entry.set_item(&self.e, or_key_error(entry.get_item(&self.k)?, "k")?)?;
+        }
+        if !entry.contains(&self.q)? {
+            entry.set_item(&self.q, &self.zero)?;
+        }
+        Ok(())
+    }
 }
 
 fn or_key_error<'py>(value: Option<Bound<'py, PyAny>>, key: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -1046,17 +1074,12 @@ fn commit_entries<'py>(
     writes: &Bound<'py, PyList>,
     filter_fields: &Bound<'py, PyAny>,
 ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyBytes>)>> {
-    let name = |text: &str| PyString::intern(py, text);
-    let (k, r, x, e, q, d) = (
-        name("k"),
-        name("r"),
-        name("x"),
-        name("e"),
-        name("q"),
-        name("d"),
+    let keys = EntryKeys::new(py)?;
+    let (id, key, sequence) = (
+        intern!(py, "_id"),
+        intern!(py, "key"),
+        intern!(py, "sequence"),
     );
-    let (id, key, sequence) = (name("_id"), name("key"), name("sequence"));
-    let zero = 0u8.into_pyobject(py)?;
     let entries = PyList::empty(py);
     let mut out = Vec::with_capacity(64 + 320 * writes.len());
     out.extend_from_slice(&[0; 4]);
@@ -1067,42 +1090,30 @@ fn commit_entries<'py>(
         if filters.is_none() {
             filters = filter_fields.call1((&doc,))?;
         }
-        let recorded = write
-            .getattr(intern!(py, "recorded"))?
-            .cast_into::<PyBytes>()?;
-        let event_key = or_key_error(doc.get_item(&key)?, "key")?.cast_into::<PyString>()?;
+        let recorded = write.getattr(intern!(py, "recorded"))?;
+        let event_key = or_key_error(doc.get_item(key)?, "key")?;
+        // ledger.commit_entry, packed as it is made, then completed.
         let entry = PyDict::new(py);
-        entry.set_item(&k, &event_key)?;
-        entry.set_item(&r, &recorded)?;
-        entry.set_item(&x, &filters)?;
         let at = bson_open(&mut out, 0x03, &index.to_string());
-        bson_string(&mut out, "k", &event_key.to_cow()?);
-        let bytes = recorded.as_bytes();
-        bson_key(&mut out, 0x05, "r");
-        out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
-        out.push(0);
-        out.extend_from_slice(bytes);
-        if !bson_value(&mut out, "x", &filters)? {
-            return Ok(None);
-        }
-        // Where the event is stored when that is not its key: a co-browsing event's slot. The
-        // completed entry's keys in complete_entry's order (it adds what is missing).
-        let digest = PyBytes::new(py, &Sha256::digest(bytes));
-        let slot = or_key_error(doc.get_item(&id)?, "_id")?;
+        let mut fields = vec![
+            (&keys.k, event_key.clone()),
+            (&keys.r, recorded),
+            (&keys.x, filters),
+        ];
+        // Where the event is stored when that is not its key: a co-browsing event's slot.
+        let slot = or_key_error(doc.get_item(id)?, "_id")?;
         if slot.ne(&event_key)? {
-            let at_sequence = or_key_error(doc.get_item(&sequence)?, "sequence")?;
-            if !bson_value(&mut out, "e", &slot)? || !bson_value(&mut out, "q", &at_sequence)? {
+            fields.push((&keys.e, slot));
+            fields.push((&keys.q, or_key_error(doc.get_item(sequence)?, "sequence")?));
+        }
+        for (name, value) in fields {
+            if !bson_value(&mut out, &name.to_cow()?, &value)? {
                 return Ok(None);
             }
-            entry.set_item(&e, &slot)?;
-            entry.set_item(&q, &at_sequence)?;
-            entry.set_item(&d, digest)?;
-        } else {
-            entry.set_item(&d, digest)?;
-            entry.set_item(&e, &event_key)?;
-            entry.set_item(&q, &zero)?;
+            entry.set_item(name, value)?;
         }
         bson_close(&mut out, at);
+        keys.complete(py, &entry)?;
         entries.append(entry)?;
     }
     bson_close(&mut out, array);
