@@ -146,7 +146,7 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     took["slots"] = clock() - started
 
     started = clock()
-    _, packed = group_entries(group)
+    packed, _ = group_entries(group)
     took["ledger entries"] = clock() - started
 
     started = clock()

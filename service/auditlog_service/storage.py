@@ -270,7 +270,7 @@ class EventRepository:
             with contextlib.suppress(DuplicateKeyError):
                 n, at = outbox_number(box), convert.now_millis()
                 await ledger.insert_commit(
-                    Commit(tenant_id, self.writer_id, n, entries, at, repaired=True)
+                    Commit.of_entries(tenant_id, self.writer_id, n, entries, at, repaired=True)
                 )
             pending.pop(0)
 
@@ -304,7 +304,8 @@ class EventRepository:
                 try:
                     await self._before_commit()
                     at = convert.now_millis()
-                    await ledger.insert_commit(Commit(tenant_id, self.writer_id, n, entries, at))
+                    commit = Commit.of_entries(tenant_id, self.writer_id, n, entries, at)
+                    await ledger.insert_commit(commit)
                     break
                 except DuplicateKeyError:
                     taken = await ledger.get_commit(commit_id(tenant_id, self.writer_id, n))
@@ -845,9 +846,8 @@ class _GroupWrite:
         writer = self.repository.writer_id
         docs: list[tuple[int, str, Document]] = []
         for tenant_id, box in self.outboxes.items():
-            entries, packed = group_entries(self.by_tenant[tenant_id])
-            number = outbox_number(box)
-            commit = Commit(tenant_id, writer, number, entries, at, packed=packed)
+            packed, chain = group_entries(self.by_tenant[tenant_id])
+            commit = Commit(tenant_id, writer, outbox_number(box), packed, chain, at)
             self._inline[commit.id] = commit
             docs.append((-1, "commit", commit.doc()))
         return docs

@@ -150,7 +150,7 @@ async def test_a_group_in_one_insert_commits_in_it_and_one_that_stops_early_comm
     again = [first[0], general(10), general(11)]
     response = await client.log_events(again)
     assert [r.event.id for r in response.results] == [e.id for e in again]
-    assert [sorted(e["k"] for e in c.entries) for c in inserted_after] == [
+    assert [sorted(e["k"] for e in entries_of(c.doc())) for c in inserted_after] == [
         sorted(f"{TENANT}/{e.id}" for e in again[1:])
     ]
     assert await head_of(client) == 8

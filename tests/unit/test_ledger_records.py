@@ -21,11 +21,14 @@ from auditlog.ledger import (
 )
 from auditlog.v1 import audit_event_pb2, ledger_pb2, service_pb2
 from auditlog_service.ledger import (
+    CHAIN_INPUT,
+    PACKED_ENTRIES,
     ZIPPED_ENTRIES,
     ZIPPED_KEYS,
     ZLIB_ENTRIES,
     ZLIB_KEYS,
     BlockEntries,
+    Commit,
     _entry_starts,
     commit_entry,
     commit_id,
@@ -123,10 +126,10 @@ def test_a_block_takes_its_entries_from_the_commits_it_names_with_its_own_hashes
         return [{"k": f"t/{writer}-{i}", "r": f"event {i}".encode()} for i in range(count)]
 
     a = entries("wa", 3)
-    b = [complete_entry(e) for e in entries("wb", 250)]  # as an own commit's are kept
+    b = [complete_entry(e) for e in entries("wb", 250)]  # as commits held them before packing
     commits = {
         commit_id("t", "wa", 7): {ZIPPED_ENTRIES: zipped_entries(a)},
-        commit_id("t", "wb", 1): {"entries": b},  # an own commit, in memory: left as it is
+        commit_id("t", "wb", 1): {"entries": b},  # a list: left as it is
         # wc's commit 4 is gone: its two entries read as None, the others keep their places
     }
     hashes = [bytes([i]) * 32 for i in range(255)]
@@ -147,6 +150,10 @@ def test_a_block_takes_its_entries_from_the_commits_it_names_with_its_own_hashes
     assert BlockEntries(block, commits).whole() == expected
     assert all("h" not in e for e in b)
     assert BlockEntries(block, {}).whole() == [None] * 255
+    # wa's commit as this process keeps its own in memory: packed, with its chain input.
+    own = Commit.of_entries("t", "wa", 7, entries("wa", 3), None)
+    commits[own.id] = {PACKED_ENTRIES: own.packed, CHAIN_INPUT: own.chain}
+    assert BlockEntries(block, commits).whole() == expected
 
 
 def test_a_commit_entry_leaves_out_what_follows_from_the_rest_and_reads_back_whole() -> None:

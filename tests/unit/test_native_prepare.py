@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import random
 from typing import Any
 
 import bson
 import pytest
 from bson.datetime_ms import DatetimeMS
+from bson.objectid import ObjectId
 from google.protobuf.message import DecodeError
 
 from auditlog.ledger import chain_hash
@@ -247,8 +249,49 @@ def test_chained_hashes_are_the_ledgers_chain_hash_in_turn() -> None:
     for n, entry in enumerate(entries):
         running = chain_hash(running, 1000 + 1 + n, entry["q"], bytes(entry["d"]))
         expected.append(running)
-    assert _native.chain_hashes(previous, 1000, entries) == expected
-    assert _native.chain_hashes(previous, 1000, []) == []
+    chain = b"".join(e["q"].to_bytes(8, "big") + bytes(e["d"]) for e in entries)
+    assert ledger.entries_chain(entries) == chain
+    assert _native.chain_hashes(previous, 1000, chain) == expected
+    assert _native.chain_hashes(previous, 1000, b"") == []
+    with pytest.raises(ValueError, match="40 bytes an entry"):
+        _native.chain_hashes(previous, 1000, chain[:-1])
+
+
+def _chain_of(entries: list[dict[str, Any]]) -> bytes:
+    """A chain input made from entries as commit_entry makes them, by hashlib."""
+    return b"".join(
+        e.get("q", 0).to_bytes(8, "big") + hashlib.sha256(e["r"]).digest() for e in entries
+    )
+
+
+def test_the_chain_input_of_packed_entries_is_read_without_decoding_them() -> None:
+    rng = random.Random(9)
+    entries: list[dict[str, Any]] = []
+    for n in range(40):
+        entry: dict[str, Any] = {"k": f"t/{n}", "r": rng.randbytes(rng.choice([0, 7, 500]))}
+        entry["x"] = {"type": "CLICK", "n": [1, {"a": None}], "f": 1.5, "ok": True}
+        if n % 3:
+            entry["e"] = f"t/s/{n:012d}"
+            entry["q"] = rng.choice([1, 2**31 - 1, 2**31, 2**40])  # int32 and int64 in BSON
+        entries.append(entry)
+    packed = ledger.pack_entries(entries)
+    assert _native.packed_chain(packed) == _chain_of(entries)
+    # Completed entries (a digest `d` written) give the same chain input.
+    completed = [ledger.complete_entry(dict(e)) for e in entries]
+    assert _native.packed_chain(bson.encode({"e": completed})) == _chain_of(entries)
+    assert _native.packed_chain(bson.encode({"e": []})) == b""
+    # Laid out otherwise, or holding a type it does not read: left to the decoder.
+    assert _native.packed_chain(bson.encode({"x": 1, "e": completed})) is None
+    assert _native.packed_chain(packed[:-1]) is None
+    assert _native.packed_chain(bson.encode({"e": [{**entries[0], "o": ObjectId()}]})) is None
+    assert _native.packed_chain(bson.encode({"e": [{**entries[0], "q": "1"}]})) is None
+    # The commit's chain input from wherever it is read.
+    zipped = {ledger.ZIPPED_ENTRIES: ledger.compress(packed)}
+    oldest = {"entries": completed}  # written before entries were packed
+    own = ledger.Commit.of_entries("t", "w", 1, [dict(e) for e in entries], None)
+    assert own.chain == _chain_of(entries)
+    for doc in (zipped, oldest, {ledger.PACKED_ENTRIES: own.packed, ledger.CHAIN_INPUT: own.chain}):
+        assert ledger.commit_chain(doc) == _chain_of(entries)
 
 
 def test_entries_completed_natively_are_those_complete_entry_completes() -> None:
@@ -387,9 +430,8 @@ def test_a_commits_entries_are_each_events_entry_completed_and_packed() -> None:
         entries = [ledger.commit_entry(w.doc, w.recorded, w.filters) for w in group]
         packed = bson.encode({"e": entries})
         completed = [ledger.complete_entry(dict(e)) for e in entries]
-        made = ledger.group_entries(group)
-        assert made[1] == packed
-        assert repr(made[0]) == repr(completed)  # keys in complete_entry's order too
+        assert ledger.group_entries(group) == (packed, _chain_of(entries))
+        assert ledger.entries_chain(completed) == _chain_of(entries)
         declined = _native.commit_entries(group, ledger.filter_fields) is None
         assert declined == (group[-1] is odd)
 

@@ -901,32 +901,129 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Bytes of a ledger entry in a commit's chain input (ledger.CHAIN_ENTRY_BYTES): its session
+/// sequence `q` as a big-endian u64, then the digest `d` of its recorded form.
+const CHAIN_ENTRY_BYTES: usize = 40;
+
 /// auditlog.ledger.chain_hash over ledger entries in turn: hash(n) = SHA-256(hash(n - 1),
 /// n and the entry's session sequence `q` as big-endian u64s, the entry's digest `d`), from
-/// `previous` and the sequence before the first entry; the hash after each entry.
+/// `previous` and the sequence before the first entry, the entries given as a chain input
+/// (CHAIN_ENTRY_BYTES each); the hash after each entry.
 #[pyfunction]
 fn chain_hashes<'py>(
     py: Python<'py>,
     previous: &[u8],
     sequence: u64,
-    entries: &Bound<'py, PyList>,
+    chain: &[u8],
 ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-    let (q, d) = (PyString::intern(py, "q"), PyString::intern(py, "d"));
+    if !chain.len().is_multiple_of(CHAIN_ENTRY_BYTES) {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "a chain input is 40 bytes an entry",
+        ));
+    }
     let mut running = previous.to_vec();
-    let mut hashes = Vec::with_capacity(entries.len());
-    for (n, entry) in entries.iter().enumerate() {
-        let session_sequence: u64 = entry.get_item(&q)?.extract()?;
-        let digest = entry.get_item(&d)?;
-        let digest = digest.cast::<PyBytes>()?; // bytes, or BSON's Binary
+    let mut hashes = Vec::with_capacity(chain.len() / CHAIN_ENTRY_BYTES);
+    for (n, entry) in chain.chunks_exact(CHAIN_ENTRY_BYTES).enumerate() {
         let mut hash = Sha256::new();
         hash.update(&running);
         hash.update((sequence + 1 + n as u64).to_be_bytes());
-        hash.update(session_sequence.to_be_bytes());
-        hash.update(digest.as_bytes());
+        hash.update(entry); // q, then d
         running = hash.finalize().to_vec();
         hashes.push(PyBytes::new(py, &running));
     }
     Ok(hashes)
+}
+
+/// The chain input (see chain_hashes) of entries packed as pack_entries packs them, completed
+/// as ledger.complete_entry completes them (the digest of `r` where there is no `d`, `q` 0
+/// where there is none), without decoding them into objects; None when the bytes are laid out
+/// otherwise, or an entry's top-level element is of a type this does not read.
+#[pyfunction]
+fn packed_chain<'py>(py: Python<'py>, packed: &[u8]) -> Option<Bound<'py, PyBytes>> {
+    chain_of_packed(packed).map(|chain| PyBytes::new(py, &chain))
+}
+
+fn le_i32_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let word: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    usize::try_from(i32::from_le_bytes(word)).ok()
+}
+
+/// Where an element's name ends (its NUL), from the byte after the element's type.
+fn bson_name_end(bytes: &[u8], from: usize) -> Option<usize> {
+    Some(from + bytes.get(from..)?.iter().position(|&b| b == 0)?)
+}
+
+fn chain_of_packed(packed: &[u8]) -> Option<Vec<u8>> {
+    // {"e": [...]}: the document's length, the array "e" (its length, its entries keyed "0",
+    // "1", ..., its NUL), the document's NUL.
+    if le_i32_at(packed, 0)? != packed.len() || packed.get(4..7)? != b"\x04e\x00" {
+        return None;
+    }
+    let end = 7 + le_i32_at(packed, 7)?.checked_sub(1)?;
+    if end + 2 != packed.len() {
+        return None;
+    }
+    let mut chain = Vec::with_capacity(CHAIN_ENTRY_BYTES * (packed.len() / 128 + 1));
+    let mut at = 11;
+    while at < end {
+        if packed[at] != 0x03 {
+            return None;
+        }
+        let start = bson_name_end(packed, at + 1)? + 1;
+        let entry = packed.get(start..start + le_i32_at(packed, start)?)?;
+        let (session_sequence, digest) = entry_chain_fields(entry)?;
+        chain.extend_from_slice(&session_sequence.to_be_bytes());
+        chain.extend_from_slice(&digest);
+        at = start + entry.len();
+    }
+    (at == end).then_some(chain)
+}
+
+/// An entry's session sequence and recorded form's digest, read from its BSON.
+fn entry_chain_fields(entry: &[u8]) -> Option<(u64, [u8; 32])> {
+    let end = entry.len().checked_sub(1)?;
+    let (mut session_sequence, mut recorded, mut digest) = (0u64, None, None);
+    let mut at = 4;
+    while at < end {
+        let kind = entry[at];
+        let value = bson_name_end(entry, at + 1)? + 1;
+        let name = &entry[at + 1..value - 1];
+        let size = match kind {
+            0x01 | 0x09 | 0x11 | 0x12 => 8, // double, date, timestamp, int64
+            0x10 => 4,
+            0x08 => 1,
+            0x0A => 0,
+            0x02 => 4 + le_i32_at(entry, value)?,
+            0x03 | 0x04 => le_i32_at(entry, value)?,
+            0x05 => 5 + le_i32_at(entry, value)?,
+            _ => return None,
+        };
+        let bytes = entry.get(value..value + size)?;
+        match (name, kind) {
+            (b"q", 0x10) => {
+                session_sequence =
+                    u64::try_from(i32::from_le_bytes(bytes.try_into().ok()?)).ok()?;
+            }
+            (b"q", 0x12) => {
+                session_sequence =
+                    u64::try_from(i64::from_le_bytes(bytes.try_into().ok()?)).ok()?;
+            }
+            // Binary of subtype 0, as this module and PyMongo write `bytes`.
+            (b"r", 0x05) if bytes[4] == 0 => recorded = Some(&bytes[5..]),
+            (b"d", 0x05) if bytes[4] == 0 => digest = Some(<[u8; 32]>::try_from(&bytes[5..]).ok()?),
+            (b"q" | b"r" | b"d", _) => return None,
+            _ => {}
+        }
+        at = value + size;
+    }
+    if at != end || entry[end] != 0 {
+        return None;
+    }
+    let digest = match digest {
+        Some(digest) => digest,
+        None => Sha256::digest(recorded?).into(),
+    };
+    Some((session_sequence, digest))
 }
 
 /// ledger.complete_entry for each of `entries`, in place: the digest `d` of the recorded form
@@ -944,7 +1041,6 @@ fn complete_entries(py: Python<'_>, entries: &Bound<'_, PyList>) -> PyResult<()>
 struct EntryKeys<'py> {
     k: Bound<'py, PyString>,
     r: Bound<'py, PyString>,
-    x: Bound<'py, PyString>,
     e: Bound<'py, PyString>,
     q: Bound<'py, PyString>,
     d: Bound<'py, PyString>,
@@ -957,7 +1053,6 @@ impl<'py> EntryKeys<'py> {
         Ok(EntryKeys {
             k: name("k"),
             r: name("r"),
-            x: name("x"),
             e: name("e"),
             q: name("q"),
             d: name("d"),
@@ -1064,8 +1159,8 @@ fn pack_entries<'py>(
 }
 
 /// The ledger's entries of the events `writes` (storage.EventWrite, as their documents are
-/// stored), for one commit, in one pass: (the entries, each ledger.commit_entry completed as
-/// ledger.complete_entry completes it; pack_entries of the entries before completion), or
+/// stored), for one commit, in one pass, without making them as objects: (pack_entries of
+/// the entries as ledger.commit_entry makes them, their chain input (see chain_hashes)), or
 /// None when a filter's value is of a type bson_value leaves to PyMongo. An event without
 /// filters (the rules prepared it) gets `filter_fields` of its document.
 #[pyfunction]
@@ -1073,15 +1168,14 @@ fn commit_entries<'py>(
     py: Python<'py>,
     writes: &Bound<'py, PyList>,
     filter_fields: &Bound<'py, PyAny>,
-) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyBytes>)>> {
-    let keys = EntryKeys::new(py)?;
+) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
     let (id, key, sequence) = (
         intern!(py, "_id"),
         intern!(py, "key"),
         intern!(py, "sequence"),
     );
-    let entries = PyList::empty(py);
     let mut out = Vec::with_capacity(64 + 320 * writes.len());
+    let mut chain = Vec::with_capacity(CHAIN_ENTRY_BYTES * writes.len());
     out.extend_from_slice(&[0; 4]);
     let array = bson_open(&mut out, 0x04, "e");
     for (index, write) in writes.iter().enumerate() {
@@ -1090,35 +1184,38 @@ fn commit_entries<'py>(
         if filters.is_none() {
             filters = filter_fields.call1((&doc,))?;
         }
-        let recorded = write.getattr(intern!(py, "recorded"))?;
+        let recorded = write
+            .getattr(intern!(py, "recorded"))?
+            .cast_into::<PyBytes>()?;
         let event_key = or_key_error(doc.get_item(key)?, "key")?;
-        // ledger.commit_entry, packed as it is made, then completed.
-        let entry = PyDict::new(py);
+        // ledger.commit_entry, packed as it is made.
         let at = bson_open(&mut out, 0x03, &index.to_string());
         let mut fields = vec![
-            (&keys.k, event_key.clone()),
-            (&keys.r, recorded),
-            (&keys.x, filters),
+            ("k", event_key.clone()),
+            ("r", recorded.clone().into_any()),
+            ("x", filters),
         ];
         // Where the event is stored when that is not its key: a co-browsing event's slot.
         let slot = or_key_error(doc.get_item(id)?, "_id")?;
+        let mut session_sequence = 0u64;
         if slot.ne(&event_key)? {
-            fields.push((&keys.e, slot));
-            fields.push((&keys.q, or_key_error(doc.get_item(sequence)?, "sequence")?));
+            let at_sequence = or_key_error(doc.get_item(sequence)?, "sequence")?;
+            session_sequence = at_sequence.extract()?;
+            fields.push(("e", slot));
+            fields.push(("q", at_sequence));
         }
         for (name, value) in fields {
-            if !bson_value(&mut out, &name.to_cow()?, &value)? {
+            if !bson_value(&mut out, name, &value)? {
                 return Ok(None);
             }
-            entry.set_item(name, value)?;
         }
         bson_close(&mut out, at);
-        keys.complete(py, &entry)?;
-        entries.append(entry)?;
+        chain.extend_from_slice(&session_sequence.to_be_bytes());
+        chain.extend_from_slice(&Sha256::digest(recorded.as_bytes()));
     }
     bson_close(&mut out, array);
     bson_close(&mut out, 0);
-    Ok(Some((entries, PyBytes::new(py, &out))))
+    Ok(Some((PyBytes::new(py, &out), PyBytes::new(py, &chain))))
 }
 
 /// A document in BSON from its first `body_keys` elements as the preparer made them (`body`,
@@ -1385,6 +1482,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Preparer>()?;
     module.add_class::<Validator>()?;
     module.add_function(wrap_pyfunction!(chain_hashes, module)?)?;
+    module.add_function(wrap_pyfunction!(packed_chain, module)?)?;
     module.add_function(wrap_pyfunction!(complete_entries, module)?)?;
     module.add_function(wrap_pyfunction!(pack_entries, module)?)?;
     module.add_function(wrap_pyfunction!(commit_entries, module)?)?;
