@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import bson
@@ -176,11 +177,16 @@ def database_errors(exc: PyMongoError) -> AuditLogError | None:
     return None
 
 
+_RAW = attrgetter("raw")
+
+
 def insert_spans(sizes: list[int], max_bytes: int, max_count: int) -> list[tuple[int, int]]:
     """Splits documents of these sizes into runs (start, end) that each fit one insert command:
     at most max_count documents and max_bytes less the margin (a larger document goes alone,
     for the server to refuse)."""
     budget = max_bytes - INSERT_MARGIN_BYTES
+    if len(sizes) <= max_count and sum(sizes) <= budget:  # the rule: one command for all
+        return [(0, len(sizes))] if sizes else []
     spans: list[tuple[int, int]] = []
     start, used = 0, 0
     for index, size in enumerate(sizes):
@@ -731,16 +737,20 @@ class EventRepository:
                 errors: list[dict[str, Any]] = exc.details["writeErrors"]
                 return errors
             return []
-        documents = [
-            item
-            if isinstance(item, RawBSONDocument)
-            else RawBSONDocument(bson.encode(item, codec_options=self.events.codec_options))
-            for item in items
-        ]
+        # Most items are raw already (the events and claims the preparer made): checked and
+        # measured by C-level iterators, not a comprehension.
+        if set(map(type, items)) - {RawBSONDocument}:
+            codec = self.events.codec_options
+            items = [
+                item
+                if type(item) is RawBSONDocument
+                else RawBSONDocument(bson.encode(item, codec_options=codec))
+                for item in items
+            ]
+        documents: list[RawBSONDocument] = list(items)  # type: ignore[arg-type]
+        sizes = list(map(len, map(_RAW, documents)))
         errors = []
-        for start, end in insert_spans(
-            [len(doc.raw) for doc in documents], self.max_message_bytes, self.max_write_batch
-        ):
+        for start, end in insert_spans(sizes, self.max_message_bytes, self.max_write_batch):
             command = {"insert": self.events.name, "ordered": ordered, **self._write_concern}
             command["documents"] = documents[start:end]  # sent as a document sequence
             reply = await self.events.database.command(command)
@@ -787,8 +797,11 @@ class _GroupWrite:
         self.repository = repository
         self.writes = writes
         self.outcomes: list[Outcome | None] = [None] * len(writes)
-        self.placements = {i: _Placement() for i, w in enumerate(writes) if w.session is not None}
-        # No event of the group has a placement record written yet (see _place).
+        # The co-browsing events' placements, made when first changed (_placement): an event
+        # without one has none yet (_NEW).
+        self.placements: dict[int, _Placement] = {}
+        # No event of the group still to be stored has a placement record written yet (see
+        # _place; the claims of events stored with them are not noted).
         self.unplaced = True
         self.advanced: dict[tuple[str, str], int] = {}
         self.moved: list[int] = []  # events stored at a generation >= 1: their claim's hint
@@ -881,7 +894,7 @@ class _GroupWrite:
         note of (_advance: once for a run of the session's events)."""
         self.outcomes[index] = Stored(doc)
         session = self.writes[index].session
-        if session is not None and self.placements[index].generation > 0:
+        if session is not None and self.placements.get(index, _NEW).generation > 0:
             self.moved.append(index)
         return session
 
@@ -1019,7 +1032,7 @@ class _GroupWrite:
                     if in_session is not None:
                         heads_now[in_session] = item["sequence"]
                 elif role == "claim":
-                    self._place(index, 0)
+                    pass  # its event follows it: what matters is where that went (below)
                 elif role == "record":
                     self._place(index, item["gen"])
                 elif role == "outbox":
@@ -1028,6 +1041,10 @@ class _GroupWrite:
                     self._committed_inline(item)
             for session, head in heads_now.items():
                 self._advance(session, head)
+            # A claim whose event did not go in (the insert stopped there) is that event's
+            # placement; the claims of stored events need no note (they name their slots).
+            if inserted and batch[inserted - 1][1] == "claim":
+                self._place(batch[inserted - 1][0], 0)
         for batch, (inserted, error) in zip(batches, results, strict=True):
             if error is not None and not await self._failed(batch[inserted], error, pending):
                 return False
@@ -1042,7 +1059,7 @@ class _GroupWrite:
             doc = self.writes[index].doc
             convert.assign_slot(doc, sequence)
             doc["run_end"] = run_end
-            generation = self.placements[index].generation
+            generation = self.placements.get(index, _NEW).generation
             if generation < 0:
                 run.append((index, "claim", convert.id_claim(doc)))
             else:
@@ -1052,8 +1069,14 @@ class _GroupWrite:
 
     def _place(self, index: int, generation: int) -> None:
         """Event `index`'s id has its placement record `generation` written (0: its claim)."""
-        self.placements[index].generation = generation
+        self._placement(index).generation = generation
         self.unplaced = False
+
+    def _placement(self, index: int) -> _Placement:
+        placement = self.placements.get(index)
+        if placement is None:
+            placement = self.placements[index] = _Placement()
+        return placement
 
     async def _unordered_outcomes(
         self,
@@ -1164,7 +1187,7 @@ class _GroupWrite:
             return
         # This event's id is claimed, but the event is not at the slot of its latest record:
         # an earlier attempt died (or is still in flight) before writing it.
-        placement = self.placements[index]
+        placement = self._placement(index)
         self._place(index, located.generation)
         if located.slot_free:
             placement.adopted = located.slot

@@ -165,3 +165,26 @@ async def test_concurrent_retries_of_an_orphaned_event_store_it_once(
     assert {a.event.sequence for a in answers} == {2}
     assert sum(not a.already_stored for a in answers) == 1
     assert await db.events.count_documents({"key": f"{TENANT}/{event.id}", "type": "CLICK"}) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_event_that_lost_its_slot_after_its_claim_went_in_moves_on_in_one_round(
+    server: RunningServer, client: AuditLogClient, db: Any
+) -> None:
+    # The server knows the session's head (1); another writer then takes slot 2 behind its
+    # back. The next event's claim (aiming at slot 2) goes in and the event stops the insert:
+    # the group knows the claim is written and writes record #1 for slot 3 next, one round
+    # later, rather than trying the claim again first.
+    await other_events(client, 1)
+    elsewhere = document(click(50), 2)
+    await db.events.insert_many([convert.id_claim(elsewhere), elsewhere], ordered=True)
+    event = click(1)
+    stats = server.repository.stats
+    rounds_before = stats["rounds"]
+    stored = await client.log_event(event)
+    assert stored.event.sequence == 3
+    assert stats["rounds"] - rounds_before == 2
+    assert await db.events.find_one({"_id": f"{TENANT}/{event.id}#1"}) is not None
+    # The claim names the slot its event got (one point lookup for GetEvent).
+    claim = await db.events.find_one({"_id": f"{TENANT}/{event.id}"})
+    assert (claim["slot"], claim["gen"]) == (document(event, 3)["_id"], 1)
