@@ -198,12 +198,17 @@ class GroupCommitter(Generic[Item, Result]):
         self._parallel_min_items = parallel_min_items
         self._key = key or (lambda item: None)
         self._pending: list[_Entry[Item, Result]] = []
+        # The queue in runs, one per submission (its entries' count and keys): a group's look
+        # takes or leaves a run whose keys are all free, or all blocked, whole, and looks at
+        # each entry only of a run that is neither (a stream's batch of one session's events
+        # is one or the other).
+        self._runs: list[tuple[int, set[Hashable | None]]] = []
         self._busy_keys: set[Hashable] = set()
-        # While the keys in flight stay as they are: how many entries at the queue's front the
-        # last look found blocked, and their keys. A stream's batches queued behind its
-        # session's group in flight are then looked at once, not again with every batch queued
-        # after them.
-        self._stuck: tuple[int, set[Hashable]] = (0, set())
+        # While the keys in flight stay as they are: how many runs and entries at the queue's
+        # front the last look found blocked, and their keys. A stream's batches queued behind
+        # its session's group in flight are then looked at once, not again with every batch
+        # queued after them.
+        self._stuck: tuple[int, int, set[Hashable]] = (0, 0, set())
         self._flushes: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -246,6 +251,7 @@ class GroupCommitter(Generic[Item, Result]):
 
     def _queue(self, entries: list[_Entry[Item, Result]]) -> None:
         self._pending.extend(entries)
+        self._runs.append((len(entries), _keys_of(entries)))
         if self._wake_at is not None and len(self._pending) >= self._wake_at:
             self._changed.set()
         if self._linger is not None and len(self._pending) >= self._linger_until:
@@ -274,27 +280,51 @@ class GroupCommitter(Generic[Item, Result]):
         key) those whose key is in a group in flight."""
         if not self._busy_keys and len(self._pending) <= self._max_items:
             # Nothing in flight to wait for and room for all: the whole queue, as it is.
-            whole, self._pending = self._pending, []
+            whole, self._pending, self._runs = self._pending, [], []
             return whole
         group: list[_Entry[Item, Result]] = []
-        pending, busy = self._pending, self._busy_keys
-        start, blocked = self._stuck
-        rest = pending[:start]
-        for position in range(start, len(pending)):
-            entry = pending[position]
-            key = entry[3]
-            if key is not None and (key in busy or key in blocked):
-                blocked.add(key)
-                rest.append(entry)
+        pending, runs, busy = self._pending, self._runs, self._busy_keys
+        stuck_runs, stuck_entries, blocked = self._stuck
+        rest, rest_runs = pending[:stuck_entries], runs[:stuck_runs]
+        room, position = self._max_items, stuck_entries
+        for run_index in range(stuck_runs, len(runs)):
+            length, keys = runs[run_index]
+            entries = pending[position : position + length]
+            position += length
+            left: list[_Entry[Item, Result]] = []
+            if keys.isdisjoint(busy) and keys.isdisjoint(blocked):
+                group += entries[:room]
+                left = entries[room:]
+                room -= length - len(left)
+            elif keys <= busy | blocked:
+                blocked |= keys
+                rest += entries
+                rest_runs.append((length, keys))
                 continue
-            group.append(entry)
-            if len(group) >= self._max_items:
-                rest += pending[position + 1 :]  # the rest wait for the next group, as they are
+            else:
+                for n, entry in enumerate(entries):
+                    key = entry[3]
+                    if key is not None and (key in busy or key in blocked):
+                        blocked.add(key)
+                        left.append(entry)
+                        continue
+                    group.append(entry)
+                    room -= 1
+                    if not room:
+                        left += entries[n + 1 :]
+                        break
+            if left:
+                rest += left
+                rest_runs.append((len(left), _keys_of(left)))
+            if not room:  # the rest wait for the next group, as they are
+                rest += pending[position:]
+                rest_runs += runs[run_index + 1 :]
                 break
-        self._pending = rest
+        self._pending, self._runs = rest, rest_runs
         # A group short of full left behind only what is blocked, and taking it only adds keys
         # in flight; one that is full may have left items that could go.
-        self._stuck = (len(rest), blocked) if len(group) < self._max_items else (0, set())
+        full = len(group) >= self._max_items
+        self._stuck = (0, 0, set()) if full else (len(rest_runs), len(rest), blocked)
         return group
 
     async def _schedule(self) -> None:
@@ -380,7 +410,7 @@ class GroupCommitter(Generic[Item, Result]):
             failure = exc
         finally:
             self._busy_keys -= keys
-            self._stuck = (0, set())  # what was blocked may go now
+            self._stuck = (0, 0, set())  # what was blocked may go now
             task = asyncio.current_task()
             if task is not None:
                 self._flushes.discard(task)
@@ -393,6 +423,12 @@ class GroupCommitter(Generic[Item, Result]):
             return
         for (_, waiter, index, _), result in zip(group, results, strict=True):
             waiter.answer(index, result)
+
+
+def _keys_of(entries: list[_Entry[Any, Any]]) -> set[Hashable | None]:
+    """The keys of queued entries, None among them where an entry has none (such a run is
+    never all blocked), by a C-level iterator."""
+    return set(map(itemgetter(3), entries))
 
 
 class _Waiter(Generic[Result]):

@@ -333,3 +333,33 @@ async def test_items_a_full_group_left_behind_go_out_beside_it() -> None:
     writer.gates[3].set()
     assert writer.groups[3] == ["s1:b"]
     assert [await first, await later] == ["S1:A", ["S1:B", "G1", "G2", "G3"]]
+
+
+@pytest.mark.asyncio
+async def test_batches_go_whole_wait_whole_or_item_by_item_as_their_sessions_are_busy() -> None:
+    # Three batches queued while s1 is in flight: one of a free session (more than a group
+    # holds), one of s1 only, one mixed. A batch whose keys are all free goes whole (or as
+    # much as fits), one whose keys are all busy waits whole, a mixed one is looked at item by
+    # item; the order within each session holds throughout.
+    writer, committer, first = await s1_a_in_flight(max_items=3)
+    free = committer.submit_batch(["s2:a", "s2:b", "s2:c", "s2:d"])
+    held = committer.submit_batch(["s1:b", "s1:c"])
+    mixed = committer.submit_batch(["s3:a", "g1", "s1:d", "s3:b"])
+    await writer.wait_for_groups(3)
+    # s2:d waits for s2's group, s1's items for s1's; the rest of the mixed batch goes.
+    assert writer.groups[1:] == [["s2:a", "s2:b", "s2:c"], ["s3:a", "g1", "s3:b"]]
+    writer.gates[0].set()  # s1 frees: its items go in order; s2:d still waits for s2
+    await writer.wait_for_groups(4)
+    assert writer.groups[3] == ["s1:b", "s1:c", "s1:d"]
+    writer.gates[1].set()
+    await writer.wait_for_groups(5)
+    assert writer.groups[4] == ["s2:d"]
+    for gate in writer.gates:
+        gate.set()
+    answers = [await first, await free, await held, await mixed]
+    assert answers == [
+        "S1:A",
+        ["S2:A", "S2:B", "S2:C", "S2:D"],
+        ["S1:B", "S1:C"],
+        ["S3:A", "G1", "S1:D", "S3:B"],
+    ]
