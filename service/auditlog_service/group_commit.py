@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from itertools import count, repeat
+from itertools import count, groupby, repeat
 from operator import itemgetter
 from statistics import fmean
 from typing import Any, Generic, TypeVar
@@ -421,8 +421,21 @@ class GroupCommitter(Generic[Item, Result]):
             for _, waiter, _, _ in group:
                 waiter.fail(failure or RuntimeError("group write failed"))
             return
-        for (_, waiter, index, _), result in zip(group, results, strict=True):
-            waiter.answer(index, result)
+        if len(results) != len(group):
+            raise ValueError("a group write answered a different number of items")
+        # Each submission's part of the group at once (a call per item cost 0.2 us an item in
+        # a profile): its entries are consecutive in the group, and so are their places in the
+        # submission unless items of it were held back for a busy key.
+        start = 0
+        for waiter, same in groupby(map(itemgetter(1), group)):
+            end = start + len(list(same))
+            first, last = group[start][2], group[end - 1][2]
+            if last - first == end - start - 1:
+                waiter.answer_span(first, results[start:end])
+            else:
+                for entry, result in zip(group[start:end], results[start:end], strict=True):
+                    waiter.answer(entry[2], result)
+            start = end
 
 
 def _keys_of(entries: list[_Entry[Any, Any]]) -> set[Hashable | None]:
@@ -446,6 +459,13 @@ class _Waiter(Generic[Result]):
     def answer(self, index: int, result: Result | AuditLogError) -> None:
         self.results[index] = result
         self.left -= 1
+        if not self.left and not self.future.done():
+            self.future.set_result(self.results[0] if self.single else self.results)
+
+    def answer_span(self, first: int, results: list[Result | AuditLogError]) -> None:
+        """The results of items first, first + 1, ... of the submission."""
+        self.results[first : first + len(results)] = results
+        self.left -= len(results)
         if not self.left and not self.future.done():
             self.future.set_result(self.results[0] if self.single else self.results)
 
