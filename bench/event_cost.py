@@ -72,7 +72,7 @@ STEPS = [
         "ledger entries",
         False,
         "ledger.group_entries (one call for the commit): each entry (key, recorded form, filter "
-        "fields, slot), completed with its digest, and the entries packed as BSON",
+        "fields, slot) packed as BSON, and its digest and session sequence (the chain input)",
     ),
     ("commit packing", False, "ledger.compress of the packed entries (Zstandard)"),
     (

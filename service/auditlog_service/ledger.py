@@ -204,10 +204,10 @@ def zipped_entries(entries: list[Document]) -> bytes:
 
 
 def packed_entries(doc: Document) -> bytes | list[Document]:
-    """The entries of a commit (or of a block of before 2026-12-04) as pack_entries made them,
-    as an own commit kept in memory holds them. Commits held them compressed with zlib from
-    2026-12-04 to 2026-12-05, and before that uncompressed under `entries` (a list in the
-    oldest)."""
+    """The entries of a commit (or of a block of before 2026-12-04) as pack_entries made them
+    (uncompressed, as this process keeps its own commits). Commits held them compressed with
+    zlib from 2026-12-04 to 2026-12-05, and before that uncompressed under `entries` (a list
+    in the oldest)."""
     packed_now = doc.get(PACKED_ENTRIES)
     if packed_now is not None:
         return bytes(packed_now)
