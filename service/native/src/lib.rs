@@ -953,9 +953,22 @@ fn bson_name_end(bytes: &[u8], from: usize) -> Option<usize> {
     Some(from + bytes.get(from..)?.iter().position(|&b| b == 0)?)
 }
 
-fn chain_of_packed(packed: &[u8]) -> Option<Vec<u8>> {
-    // {"e": [...]}: the document's length, the array "e" (its length, its entries keyed "0",
-    // "1", ..., its NUL), the document's NUL.
+/// Where each entry document of pack_entries' `{"e": [...]}` starts (ledger._entry_starts),
+/// or None when the bytes are laid out otherwise.
+#[pyfunction]
+fn entry_starts(packed: &[u8]) -> Option<Vec<usize>> {
+    Some(
+        packed_entry_spans(packed)?
+            .into_iter()
+            .map(|(start, _)| start)
+            .collect(),
+    )
+}
+
+/// Where each entry document of pack_entries' `{"e": [...]}` lies (start, end): the
+/// document's length, the array "e" (its length, its entries keyed "0", "1", ..., its NUL),
+/// the document's NUL. None when the bytes are laid out otherwise.
+fn packed_entry_spans(packed: &[u8]) -> Option<Vec<(usize, usize)>> {
     if le_i32_at(packed, 0)? != packed.len() || packed.get(4..7)? != b"\x04e\x00" {
         return None;
     }
@@ -963,20 +976,28 @@ fn chain_of_packed(packed: &[u8]) -> Option<Vec<u8>> {
     if end + 2 != packed.len() {
         return None;
     }
-    let mut chain = Vec::with_capacity(CHAIN_ENTRY_BYTES * (packed.len() / 128 + 1));
+    let mut spans = Vec::with_capacity(packed.len() / 128 + 1);
     let mut at = 11;
     while at < end {
         if packed[at] != 0x03 {
             return None;
         }
         let start = bson_name_end(packed, at + 1)? + 1;
-        let entry = packed.get(start..start + le_i32_at(packed, start)?)?;
-        let (session_sequence, digest) = entry_chain_fields(entry)?;
+        at = start + le_i32_at(packed, start)?;
+        spans.push((start, at));
+    }
+    (at == end).then_some(spans)
+}
+
+fn chain_of_packed(packed: &[u8]) -> Option<Vec<u8>> {
+    let spans = packed_entry_spans(packed)?;
+    let mut chain = Vec::with_capacity(CHAIN_ENTRY_BYTES * spans.len());
+    for (start, end) in spans {
+        let (session_sequence, digest) = entry_chain_fields(&packed[start..end])?;
         chain.extend_from_slice(&session_sequence.to_be_bytes());
         chain.extend_from_slice(&digest);
-        at = start + entry.len();
     }
-    (at == end).then_some(chain)
+    Some(chain)
 }
 
 /// An entry's session sequence and recorded form's digest, read from its BSON.
@@ -1483,6 +1504,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Validator>()?;
     module.add_function(wrap_pyfunction!(chain_hashes, module)?)?;
     module.add_function(wrap_pyfunction!(packed_chain, module)?)?;
+    module.add_function(wrap_pyfunction!(entry_starts, module)?)?;
     module.add_function(wrap_pyfunction!(complete_entries, module)?)?;
     module.add_function(wrap_pyfunction!(pack_entries, module)?)?;
     module.add_function(wrap_pyfunction!(commit_entries, module)?)?;
