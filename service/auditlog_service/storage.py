@@ -1187,10 +1187,9 @@ class _GroupWrite:
             return
         # This event's id is claimed, but the event is not at the slot of its latest record:
         # an earlier attempt died (or is still in flight) before writing it.
-        placement = self._placement(index)
         self._place(index, located.generation)
         if located.slot_free:
-            placement.adopted = located.slot
+            self.placements[index].adopted = located.slot
         # else the latest record's slot holds another event: the next round writes a new one.
 
     async def _write_adopted(self, indexes: list[int]) -> None:
