@@ -9,11 +9,12 @@ class Preparer:
     def __init__(
         self,
         messages: list[list[tuple[int, str, int, bool, dict[int, str], int]]],
-        payloads: dict[int, tuple[str, int, str, int, bool, list[str], str | None, list[str]]],
+        payloads: dict[int, tuple[str, int, str, int, bool, list[str], str | None]],
         numbers: dict[str, int],
         actor_names: dict[int, str],
         stored_time: Callable[[int], Any],
         payload_time: Callable[[int], Any],
+        masking: tuple[int, int, int, int, str, bytes],
     ) -> None: ...
     def prepare(
         self, serialized: bytes, event_id: str, receive_time: Any, receive_millis: int

@@ -452,7 +452,8 @@ def _normalise_payload(event: audit_event_pb2.AuditEvent, paths: dict[str, list[
             json_format.Parse(free_form_json(value), value)
 
 
-# The payload whose text may be sensitive (EventPreparer.prepare masks it, and sets `masked`).
+# The payload whose text may be sensitive (EventPreparer.prepare masks it, and sets `masked`;
+# the native preparer does the same).
 _MASKED_PAYLOAD = "input"
 # Payloads naming the co-browsing session they are about, by the field naming it: a document's
 # `session_id` is that session (to_document).
@@ -503,6 +504,10 @@ class EventPreparer:
 
     def __init__(self, secret: str) -> None:
         self._key = hashlib.sha256(b"auditlog input fingerprint\0" + secret.encode()).digest()
+
+    def native(self) -> _native.Preparer:
+        """A native preparer preparing events as this one does (see native_preparer)."""
+        return native_preparer(self._key)
 
     def prepare(
         self, incoming: audit_event_pb2.AuditEvent, *, owned: bool = False
@@ -828,8 +833,9 @@ def _native_kind(field: descriptor.FieldDescriptor) -> int:
     return kinds.get(field.type, _NATIVE_DECLINED)
 
 
-def native_preparer() -> _native.Preparer:
-    """The native preparer, given the contract's messages and these rules' choices."""
+def native_preparer(input_key: bytes) -> _native.Preparer:
+    """The native preparer, given the contract's messages and these rules' choices;
+    `input_key` is the key of a masked input's secret digest (see EventPreparer)."""
     messages: list[list[tuple[int, str, int, bool, dict[int, str], int]]] = []
     indexes: dict[str, int] = {}
 
@@ -861,11 +867,19 @@ def native_preparer() -> _native.Preparer:
             spec.cobrowse,
             list(_LIFTED_FIELDS[spec.payload_field]),
             _SESSION_FIELDS.get(spec.payload_field),
-            ["sensitive", "masked"] if spec.payload_field == _MASKED_PAYLOAD else [],
         )
         for spec in REGISTRY.all()
     }
     numbers = {field.name: field.number for field in event.fields if field.containing_oneof is None}
+    masked = _payload_type(_MASKED_PAYLOAD).fields_by_name
+    masking = (
+        event.fields_by_name[_MASKED_PAYLOAD].number,
+        masked["text"].number,
+        masked["sensitive"].number,
+        masked["masked"].number,
+        INPUT_MASK,
+        input_key,
+    )
     return _native.Preparer(
         messages,
         payloads,
@@ -873,4 +887,5 @@ def native_preparer() -> _native.Preparer:
         {int(value): name for value, name in ACTOR_NAMES.items()},
         DatetimeMS,
         millis_to_datetime,
+        masking,
     )

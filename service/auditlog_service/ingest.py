@@ -77,7 +77,7 @@ class EventWriter:
         longest_delay_s: float = 0.0,
     ) -> None:
         self._preparer = preparer
-        self._native = convert.native_preparer()
+        self._native = preparer.native()
         self._committer: GroupCommitter[EventWrite, Outcome] = GroupCommitter(
             metrics.observed_group_write(
                 repository.insert_events, lambda: self._committer.chosen_delay_s

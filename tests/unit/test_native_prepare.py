@@ -21,7 +21,7 @@ from auditlog_service.storage import EventWrite
 from tests.event_samples import valid_event_of_each_type
 
 PREPARER = convert.EventPreparer("test secret")
-NATIVE = convert.native_preparer()
+NATIVE = PREPARER.native()
 RECEIVED = DatetimeMS(1_767_323_045_678)
 # Payloads holding free-form data in the samples: the native preparer leaves them to the rules.
 FREE_FORM = {"plugin_change", "settings_change", "meeting_change", "custom_event"}
@@ -144,8 +144,10 @@ def _needs_the_rules(field: str) -> list[tuple[str, AuditEvent]]:
         event.meeting_change.conference.ClearField("extra")
         event.meeting_change.conference.start_time.nanos += 1_000
     if field == "input":
-        case("sensitive").input.sensitive = True
         case("marked masked").input.masked = True
+        sensitive_marked = case("sensitive, marked masked")
+        sensitive_marked.input.sensitive = True
+        sensitive_marked.input.masked = True
     if field == "click":
         payload_unknown = case("unknown field in the payload")
         payload_unknown.click.element.MergeFromString(b"\xf8\x07\x01")
@@ -162,6 +164,59 @@ def _needs_the_rules(field: str) -> list[tuple[str, AuditEvent]]:
 def test_events_that_normalisation_changes_are_declined(field: str) -> None:
     for name, event in _needs_the_rules(field):
         assert _natively(event, event.id) is None, name
+
+
+def _sensitive_inputs() -> list[tuple[str, AuditEvent]]:
+    cases = []
+    for text in ("Musterstraße 12", "", "x" * 300, "pin 1234"):
+        for keep_element in (True, False):
+            event = valid_event_of_each_type("t")["input"]
+            event.input.text = text
+            event.input.sensitive = True
+            if not keep_element:
+                event.input.ClearField("element")
+            cases.append((f"{text[:10]!r}, element {keep_element}", event))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "event"), _sensitive_inputs())
+def test_a_sensitive_input_is_masked_natively_as_the_rules_mask_it(
+    name: str, event: AuditEvent
+) -> None:
+    """Its text replaced by the mask, `masked` set, and its secret's HMAC in the fingerprint."""
+    for change, variant in _variants(event):
+        if change == "empty payload":
+            continue
+        native = _natively(variant, variant.id)
+        assert native is not None, change
+        _assert_same(native, _by_rules(variant, variant.id))
+        stored = AuditEvent.FromString(native[2])
+        assert (stored.input.text, stored.input.masked) == (convert.INPUT_MASK, True)
+        assert native[0]["input"]["text"] == convert.INPUT_MASK
+
+
+def test_the_fingerprint_of_a_sensitive_input_depends_on_its_secret_and_the_key() -> None:
+    event = valid_event_of_each_type("t")["input"]
+    event.input.sensitive = True
+    other_text = AuditEvent()
+    other_text.CopyFrom(event)
+    other_text.input.text += "!"
+    other_key = convert.EventPreparer("another secret")
+
+    def fingerprint(native: _native.Preparer, event: AuditEvent) -> str:
+        made = native.prepare(event.SerializeToString(), "x", RECEIVED, int(RECEIVED))
+        assert made is not None
+        return str(made[0]["fingerprint"])
+
+    fingerprints = [
+        fingerprint(NATIVE, event),
+        fingerprint(NATIVE, other_text),
+        fingerprint(other_key.native(), event),
+    ]
+    assert len(set(fingerprints)) == 3
+    # Each as the rules of its key make it.
+    assert fingerprints[0] == PREPARER.prepare(event).fingerprint
+    assert fingerprints[2] == other_key.prepare(event).fingerprint
 
 
 def test_an_event_without_a_payload_is_declined() -> None:
@@ -203,6 +258,7 @@ def test_any_bytes_give_the_rules_result_or_a_decline() -> None:
     prepare the same way (where the rules fail, it declines); it never fails itself."""
     rng = random.Random(20261206)
     samples = [e.SerializeToString() for e in valid_event_of_each_type("t").values()]
+    samples += [e.SerializeToString() for _, e in _sensitive_inputs()]
     accepted = 0
     for _ in range(6000):
         data = _mutated(rng.choice(samples), rng)

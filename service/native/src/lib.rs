@@ -4,10 +4,10 @@
 //! - `Preparer.prepare` gives what convert.py's EventPreparer.prepare, to_document,
 //!   recorded_event and sequence_position give for a serialized AuditEvent (the document,
 //!   whether the client gave an occur time, the recorded form, where a session sequence goes),
-//!   and the ledger entry's filters and the document's BSON. It does that only for events the
-//!   Python rules would not change (unknown or output-only fields, finer than millisecond
-//!   times, -0.0, free-form data, a sensitive or marked input) and declines every other event
-//!   (None), which the rules then prepare.
+//!   and the ledger entry's filters and the document's BSON. It does that for events the
+//!   Python rules would not change but to mask a sensitive input (they would: unknown or
+//!   output-only fields, finer than millisecond times, -0.0, free-form data, an input marked
+//!   masked) and declines every other event (None), which the rules then prepare.
 //! - `Validator.valid` says whether validation.py's rules find nothing wrong with an event, for
 //!   certain; when it cannot vouch, the rules are asked and name the violations.
 //! - `slot_run` gives a session's run of a group: its events' slots and id claims.
@@ -175,6 +175,10 @@ fn timestamp_bytes(millis: i64) -> Vec<u8> {
     out
 }
 
+fn varint_size(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 fn length_delimited(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
     out.push(tag);
     put_varint(out, value.len() as u64);
@@ -247,8 +251,101 @@ struct PayloadPlan {
     lifted: Vec<Name>,
     // The payload field naming the co-browsing session the event is about, if any.
     session_field: Option<Py<PyString>>,
-    // Fields of the payload the Python rules rewrite: an event with any of them set is declined.
-    normalised: Vec<Py<PyString>>,
+    // Whether its text is masked when sensitive (Masking).
+    masked: bool,
+}
+
+/// How a sensitive input is masked (convert.EventPreparer.prepare): its text is replaced by the
+/// mask and `masked` is set, and the fingerprint also hashes HMAC-SHA256(key, the text).
+struct Masking {
+    // The AuditEvent's field of that payload, and the payload's text, sensitive and masked.
+    payload: u32,
+    text: u32,
+    sensitive: u32,
+    masked: u32,
+    mask: String,
+    // SHA-256 having taken the key's inner and outer padded blocks (RFC 2104): each HMAC
+    // starts from a copy.
+    inner: Sha256,
+    outer: Sha256,
+}
+
+impl Masking {
+    fn new(row: MaskingRow) -> PyResult<Self> {
+        let (payload, text, sensitive, masked, mask, key) = row;
+        if [text, sensitive, masked]
+            .iter()
+            .any(|n| !(1..16).contains(n))
+            || key.len() > 64
+        {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "masking: payload fields numbered below 16 and a key of at most 64 bytes",
+            ));
+        }
+        let mut block = [0u8; 64];
+        block[..key.len()].copy_from_slice(&key);
+        let padded = |pad: u8| {
+            let mut hasher = Sha256::new();
+            hasher.update(block.map(|byte| byte ^ pad));
+            hasher
+        };
+        Ok(Masking {
+            payload,
+            text,
+            sensitive,
+            masked,
+            mask,
+            inner: padded(0x36),
+            outer: padded(0x5c),
+        })
+    }
+
+    /// The payload as stored and the digest of its secret when it is sensitive; Some(None) when
+    /// it is not; None to decline (`masked` given, fields out of order or twice, text that is
+    /// not UTF-8).
+    fn masked(&self, payload: &[u8]) -> Option<Option<(Vec<u8>, [u8; 32])>> {
+        let mut reader = Reader::new(payload);
+        let mut last = 0u32;
+        let mut kept: Vec<(u32, &[u8])> = Vec::new();
+        let (mut text, mut sensitive): (&[u8], bool) = (b"", false);
+        while !reader.done() {
+            let start = reader.pos;
+            let (number, value) = reader.field()?;
+            if number <= last || number == self.masked {
+                return None;
+            }
+            last = number;
+            if number == self.text {
+                let Wire::Bytes(bytes) = value else {
+                    return None;
+                };
+                text = std::str::from_utf8(bytes).ok()?.as_bytes();
+                continue;
+            }
+            // Any other encoding of true is left to message_doc, which declines it.
+            sensitive |= number == self.sensitive && matches!(value, Wire::Varint(1));
+            kept.push((number, &payload[start..reader.pos]));
+        }
+        if !sensitive {
+            return Some(None);
+        }
+        let mut inner = self.inner.clone();
+        inner.update(text);
+        let mut outer = self.outer.clone();
+        outer.update(inner.finalize());
+        let secret: [u8; 32] = outer.finalize().into();
+        let mut text_field = Vec::with_capacity(self.mask.len() + 2);
+        length_delimited(&mut text_field, tag(self.text, 2), self.mask.as_bytes());
+        let masked_field = [tag(self.masked, 0), 1];
+        kept.push((self.text, &text_field));
+        kept.push((self.masked, &masked_field));
+        kept.sort_unstable_by_key(|(number, _)| *number);
+        let mut out = Vec::with_capacity(payload.len() + text_field.len() + 2);
+        for (_, field) in kept {
+            out.extend_from_slice(field);
+        }
+        Some(Some((out, secret)))
+    }
 }
 
 /// The document's keys and the ledger filters', made once (a dict's and BSON's alike).
@@ -352,6 +449,7 @@ struct Preparer {
     // result from milliseconds).
     stored_time: Py<PyAny>,
     payload_time: Py<PyAny>,
+    masking: Masking,
 }
 
 type FieldRow = (u32, String, u8, bool, HashMap<i64, String>, usize);
@@ -363,15 +461,17 @@ type PayloadRow = (
     bool,
     Vec<String>,
     Option<String>,
-    Vec<String>,
 );
+type MaskingRow = (u32, u32, u32, u32, String, Vec<u8>);
 
 #[pymethods]
 impl Preparer {
     /// `messages`: per message type, its fields as (number, name, kind, repeated, enum value
     /// names, message index); `payloads`: per payload field number, (name, message index, type
-    /// string, event type, co-browsing, lifted field names, session field name, numbers of
-    /// fields that normalisation rewrites); `numbers`: the AuditEvent's own fields by name.
+    /// string, event type, co-browsing, lifted field names, session field name); `numbers`: the
+    /// AuditEvent's own fields by name; `masking`: the AuditEvent's field of the payload whose
+    /// sensitive text is masked, that payload's text, sensitive and masked fields, the mask and
+    /// the key of the secret's HMAC.
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -382,6 +482,7 @@ impl Preparer {
         actor_names: HashMap<i64, String>,
         stored_time: Py<PyAny>,
         payload_time: Py<PyAny>,
+        masking: MaskingRow,
     ) -> PyResult<Self> {
         let name = |text: &str| PyString::intern(py, text).unbind();
         let messages = messages
@@ -404,11 +505,11 @@ impl Preparer {
                     .collect()
             })
             .collect();
+        let masking = Masking::new(masking)?;
         let payloads = payloads
             .into_iter()
             .map(|(number, row)| {
-                let (field, message, type_string, event_type, cobrowse, lifted, session, normal) =
-                    row;
+                let (field, message, type_string, event_type, cobrowse, lifted, session) = row;
                 let plan = PayloadPlan {
                     name: Name::new(py, &field),
                     message,
@@ -417,7 +518,7 @@ impl Preparer {
                     cobrowse,
                     lifted: lifted.iter().map(|n| Name::new(py, n)).collect(),
                     session_field: session.as_deref().map(name),
-                    normalised: normal.iter().map(|n| name(n)).collect(),
+                    masked: number == masking.payload,
                 };
                 (number, plan)
             })
@@ -435,6 +536,7 @@ impl Preparer {
             keys: Keys::new(py),
             stored_time,
             payload_time,
+            masking,
         })
     }
 
@@ -556,7 +658,8 @@ impl Preparer {
         let (mut tenant_id, mut tenant_user_id) = ("", "");
         let mut occur: Option<(usize, usize, i64)> = None;
         let mut cobrowse: Option<Cobrowse<'_>> = None;
-        let mut payload: Option<(&PayloadPlan, &[u8])> = None;
+        // The payload's plan and value, and its field's end.
+        let mut payload: Option<(&PayloadPlan, &[u8], usize)> = None;
         while !reader.done() {
             let start = reader.pos;
             let (number, value) = or_decline!(reader.field());
@@ -597,32 +700,52 @@ impl Preparer {
                 if payload.is_some() {
                     return Ok(None);
                 }
-                payload = Some((plan, bytes));
+                payload = Some((plan, bytes, reader.pos));
             } else {
                 // receive_time, event_type, the sequences, ledger_hash (the server's to set)
                 // or a field this contract does not know: the Python rules clear them.
                 return Ok(None);
             }
         }
-        let (plan, payload_bytes) = or_decline!(payload);
-        let mut payload_bson = Vec::with_capacity(payload_bytes.len() + 64);
-        let payload_doc =
-            or_decline!(self.message_doc(py, plan.message, payload_bytes, &mut payload_bson)?);
-        for name in &plan.normalised {
-            if payload_doc.contains(name)? {
-                return Ok(None);
-            }
-        }
+        let (plan, mut payload_bytes, payload_end) = or_decline!(payload);
         let rest_start = occur.map_or(head_end, |(_, end, _)| end);
         if occur.is_some_and(|(start, _, _)| start != head_end) {
             return Ok(None);
         }
         let head = &serialized[id_end..head_end];
-        let rest = &serialized[rest_start..];
+        let mut rest = &serialized[rest_start..];
+        // A sensitive input's payload is stored masked: the content's rest is rewritten with
+        // it (the payload is the content's last field: its fields come in number order).
+        let masked_rest;
+        let mut secret = None;
+        if plan.masked {
+            if let Some((masked, digest)) = or_decline!(self.masking.masked(payload_bytes)) {
+                if payload_end != serialized.len() {
+                    return Ok(None);
+                }
+                // The payload field's tag, and its length written again for the new length.
+                let value_at = payload_end - payload_bytes.len() - rest_start;
+                let tag_end = value_at - varint_size(payload_bytes.len() as u64);
+                let mut made = Vec::with_capacity(rest.len() + self.masking.mask.len() + 4);
+                made.extend_from_slice(&rest[..tag_end]);
+                put_varint(&mut made, masked.len() as u64);
+                made.extend_from_slice(&masked);
+                masked_rest = (made, masked);
+                rest = &masked_rest.0;
+                payload_bytes = &masked_rest.1;
+                secret = Some(digest);
+            }
+        }
+        let mut payload_bson = Vec::with_capacity(payload_bytes.len() + 64);
+        let payload_doc =
+            or_decline!(self.message_doc(py, plan.message, payload_bytes, &mut payload_bson)?);
 
         let mut digest = Sha256::new();
         digest.update(head);
         digest.update(rest);
+        if let Some(secret) = secret {
+            digest.update(secret);
+        }
         let fingerprint = hex(&digest.finalize());
 
         // The recorded form: the id, the content's head, the times and the type, its rest.
