@@ -154,7 +154,8 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     took["commit packing"] = clock() - started
 
     started = clock()
-    convert.raw_documents(group, list(range(len(group))))
+    # (slot_run made the co-browsing events' documents to send with their slots.)
+    convert.raw_documents(group, [i for i, w in enumerate(group) if w.session is None])
     took["document sent"] = clock() - started
 
     started = clock()

@@ -935,10 +935,13 @@ class _GroupWrite:
         main: list[tuple[int, str, Document]] = []  # (event index, role, document)
         writes = self.writes
         sessions: dict[tuple[str, str], list[int]] = {}  # each session's events, in order
+        general_indexes: list[int] = []
+        claims_only = self.unplaced
         for index in pending:
             write = writes[index]
             if write.session is None:
                 main.append((index, "event", write.doc))
+                general_indexes.append(index)
             else:
                 sessions.setdefault(write.session, []).append(index)
         risky: list[list[tuple[int, str, Document]]] = []
@@ -949,7 +952,7 @@ class _GroupWrite:
             # its id's placement record. `run_end` tells a writer that loses a race here where
             # this writer's run ends, so it can aim past it at once instead of probing its way.
             first = await repository.cached_head(*session) + 1
-            if self.unplaced:  # every event's record is its id claim: made natively
+            if claims_only:  # every event's record is its id claim: made natively
                 run = convert.slot_run(writes, indexes, session, first)
             else:
                 run = self._placed_run(indexes, first)
@@ -1005,7 +1008,8 @@ class _GroupWrite:
         # Events go to the database as the BSON the native preparer made with them, completed
         # with what this group added (convert.raw_document): PyMongo's encoding of their dicts
         # cost 2.7-4.2 us each (in process), the document made from its elements 0.9-1.4.
-        raw = convert.raw_documents(writes, pending)
+        # (slot_run made its events' BSON with their slots: only the rest's is made here.)
+        raw = convert.raw_documents(writes, general_indexes if claims_only else pending)
         ordered = asyncio.gather(
             *(
                 repository._insert_ordered(
@@ -1028,9 +1032,10 @@ class _GroupWrite:
             heads_now: dict[tuple[str, str], int] = {}
             for index, role, item in batch[:inserted]:
                 if role == "event":
-                    in_session = self._stored(index, item)
+                    doc = writes[index].doc  # (`item` may be the BSON sent)
+                    in_session = self._stored(index, doc)
                     if in_session is not None:
-                        heads_now[in_session] = item["sequence"]
+                        heads_now[in_session] = doc["sequence"]
                 elif role == "claim":
                     pass  # its event follows it: what matters is where that went (below)
                 elif role == "record":

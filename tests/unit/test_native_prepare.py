@@ -446,12 +446,18 @@ def test_a_sessions_run_is_its_slots_and_id_claims_as_each_events_own() -> None:
     for event in cobrowsing[::2]:
         event.cobrowse.session_id = "other é"
     events.insert(len(events) - 2, events[0])  # a general event inside the runs
+    by_rules = AuditEvent()
+    by_rules.CopyFrom(cobrowsing[0])
+    by_rules.id += "-2"
+    by_rules.occur_time.nanos += 1  # finer than milliseconds: the rules prepare it
+    events.append(by_rules)
     writes = _writes_of(events)
     runs: dict[tuple[str, str], list[int]] = {}
     for index, write in enumerate(writes):
         if write.session is not None:
             runs.setdefault(write.session, []).append(index)
     assert len(runs) == 2
+    assert any(writes[i].body is None for indexes in runs.values() for i in indexes)
     for session, indexes in runs.items():
         first = 10**11 - 2 if session[1] == "other é" else 5  # crosses a power of ten
         expected = []
@@ -459,15 +465,23 @@ def test_a_sessions_run_is_its_slots_and_id_claims_as_each_events_own() -> None:
             doc = dict(writes[index].doc)
             convert.assign_slot(doc, first + offset)
             doc["run_end"] = first + len(indexes) - 1
-            expected.append((index, "claim", bson.encode(convert.id_claim(doc))))
+            expected.append((index, "claim", convert.id_claim(doc)))
             expected.append((index, "event", doc))
         run = convert.slot_run(writes, indexes, session, first)
-        made = [(i, role, item.raw if role == "claim" else item) for i, role, item in run]
-        assert made == expected
+        # Each event as sent: the BSON of its document as raw_document makes it from the
+        # native preparer's body; the dict itself for an event the rules prepared (no body).
+        made = [(i, role, bson.encode(item)) for i, role, item in run]
+        assert made == [(i, role, bson.encode(item)) for i, role, item in expected]
         for (i, role, item), (_, _, wanted) in zip(run, expected, strict=True):
             if role == "event":
-                assert item is writes[i].doc  # assigned in place
-                assert repr(item) == repr(wanted)  # the Python types too
+                write = writes[i]
+                assert repr(write.doc) == repr(wanted)  # assigned in place, Python types too
+                if write.body is None:
+                    assert item is write.doc
+                    continue
+                raw = convert.raw_document(write.body, write.doc, write.body_keys)
+                assert raw is not None
+                assert item.raw == raw.raw
 
 
 def test_a_commits_entries_are_each_events_entry_completed_and_packed() -> None:

@@ -1389,17 +1389,26 @@ fn raw_documents<'py>(
     let made = PyDict::new(py);
     for index in indexes.iter() {
         let write = writes.get_item(index.extract()?)?;
-        let body = write.getattr(intern!(py, "body"))?;
-        let Ok(body) = body.cast_into::<PyBytes>() else {
-            continue;
-        };
         let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
-        let body_keys: usize = write.getattr(intern!(py, "body_keys"))?.extract()?;
-        if let Some(raw) = raw_bytes(body.as_bytes(), &doc, body_keys)? {
+        if let Some(raw) = write_raw(py, &write, &doc)? {
             made.set_item(index, make.call1((PyBytes::new(py, &raw),))?)?;
         }
     }
     Ok(made)
+}
+
+/// raw_bytes of a storage.EventWrite's document `doc`, from its body; None without a body.
+fn write_raw(
+    py: Python<'_>,
+    write: &Bound<'_, PyAny>,
+    doc: &Bound<'_, PyDict>,
+) -> PyResult<Option<Vec<u8>>> {
+    let body = write.getattr(intern!(py, "body"))?;
+    let Ok(body) = body.cast_into::<PyBytes>() else {
+        return Ok(None);
+    };
+    let body_keys: usize = write.getattr(intern!(py, "body_keys"))?.extract()?;
+    raw_bytes(body.as_bytes(), doc, body_keys)
 }
 
 fn raw_bytes(body: &[u8], doc: &Bound<'_, PyDict>, body_keys: usize) -> PyResult<Option<Vec<u8>>> {
@@ -1439,7 +1448,8 @@ fn raw_bytes(body: &[u8], doc: &Bound<'_, PyDict>, body_keys: usize) -> PyResult
 /// session's slots from `first` on, in order (`prefix` and the sequence zero-padded to
 /// `digits`: convert.slot_ids). Each document gets its slot's `_id`, its `sequence` and the
 /// run's last slot `run_end`, in place; the run is each event's (index, "claim", its id claim
-/// (convert.id_claim) as `make` (RawBSONDocument) of its BSON), then (index, "event", doc).
+/// (convert.id_claim) as `make` (RawBSONDocument) of its BSON), then (index, "event", the
+/// document to send: as raw_documents makes it, or the dict where that leaves it to PyMongo).
 #[pyfunction]
 fn slot_run<'py>(
     py: Python<'py>,
@@ -1463,10 +1473,8 @@ fn slot_run<'py>(
     let run = PyList::empty(py);
     let mut claim = Vec::with_capacity(256);
     for (offset, index) in indexes.iter().enumerate() {
-        let doc = writes
-            .get_item(index.extract()?)?
-            .getattr(intern!(py, "doc"))?
-            .cast_into::<PyDict>()?;
+        let write = writes.get_item(index.extract()?)?;
+        let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
         let at = first + offset as i64;
         let slot = format!("{prefix}{at:0digits$}");
         doc.set_item(&id, &slot)?;
@@ -1486,8 +1494,14 @@ fn slot_run<'py>(
         let made = make.call1((PyBytes::new(py, &claim),))?;
         let claim_item = [index.clone(), claim_role.clone().into_any(), made];
         run.append(PyTuple::new(py, claim_item)?)?;
-        let event_item = [index, event_role.clone().into_any(), doc.into_any()];
-        run.append(PyTuple::new(py, event_item)?)?;
+        let sent = match write_raw(py, &write, &doc)? {
+            Some(raw) => make.call1((PyBytes::new(py, &raw),))?,
+            None => doc.into_any(),
+        };
+        run.append(PyTuple::new(
+            py,
+            [index, event_role.clone().into_any(), sent],
+        )?)?;
     }
     Ok(run)
 }
