@@ -523,9 +523,21 @@ class _NoDatabase:
 
 
 def test_a_batch_is_prepared_as_each_event_is() -> None:
-    # Every event type (those with free-form data declined), one without an id (it gets the
-    # new one), one in bytes the preparer declines.
-    events = list(valid_event_of_each_type("t").values())
+    # Every event type (those with free-form data declined), each again of another tenant,
+    # user and session, and of the first tenant with the other session; one without an id (it
+    # gets the new one), one in bytes the preparer declines.
+    events = []
+    for event in valid_event_of_each_type("t").values():
+        events.append(event)
+        for tenant in ("u", "t"):
+            other = AuditEvent()
+            other.CopyFrom(event)
+            other.id += f"-{tenant}"
+            other.tenant_id = tenant
+            other.tenant_user_id += "-2"
+            if other.HasField("cobrowse"):
+                other.cobrowse.session_id += "-2"
+            events.append(other)
     anonymous = AuditEvent()
     anonymous.CopyFrom(events[0])
     anonymous.ClearField("id")
