@@ -19,7 +19,7 @@ class Preparer:
     def prepare(
         self, serialized: bytes, event_id: str, receive_time: Any, receive_millis: int
     ) -> (
-        tuple[dict[str, Any], bool, bytes, int, dict[str, Any], bytes, tuple[str, str] | None]
+        tuple[dict[str, Any], bool, bytes, int, bytes, bytes, tuple[str, str] | None]
         | None
     ): ...
     def prepare_batch(

@@ -457,7 +457,9 @@ def filter_fields(doc: Document) -> Document:
     return fields
 
 
-def commit_entry(doc: Document, recorded: bytes, filters: Document | None = None) -> Document:
+def commit_entry(
+    doc: Document, recorded: bytes, filters: Document | bytes | None = None
+) -> Document:
     """The ledger's record of one stored event (before it has a place in the ledger): its key,
     its recorded form (auditlog.ledger.recorded_form), what ListEvents filters on, and where
     it is stored when that is not its key: a co-browsing event's slot `e` and session sequence
@@ -467,6 +469,8 @@ def commit_entry(doc: Document, recorded: bytes, filters: Document | None = None
     ":" for ".") instead of the recorded form."""
     if filters is None:
         filters = filter_fields(doc)
+    elif isinstance(filters, bytes):  # filter_fields's document in BSON (the native preparer's)
+        filters = bson.decode(filters)
     entry: Document = {"k": doc["key"], "r": recorded, "x": filters}
     if doc["_id"] != doc["key"]:
         entry["e"] = doc["_id"]

@@ -106,8 +106,8 @@ class EventWrite:
     # records and responses carry (framed, with a co-browsing event's session sequence).
     recorded: bytes
     # What the ledger's entry keeps for ListEvents's filters (ledger.filter_fields), when made
-    # with the document (the native preparer does).
-    filters: Document | None = None
+    # with the document: the native preparer makes it as BSON, which is all it is made for.
+    filters: Document | bytes | None = None
     # The document's elements in BSON, byte for byte what encoding `doc` gives, when made with
     # it (the native preparer does; a general event is inserted from them, see
     # convert.raw_document).

@@ -51,7 +51,8 @@ def _natively(event: AuditEvent | bytes, event_id: str) -> tuple[Any, ...] | Non
 
 def _assert_same(native: tuple[Any, ...], rules: tuple[Any, ...]) -> None:
     doc, given, recorded, sequence_at, filters, body, session = native
-    assert repr(filters) == repr(ledger.filter_fields(rules[0]))
+    # The ledger entry's filters as BSON, as they would be encoded in the entry.
+    assert filters == bson.encode(ledger.filter_fields(rules[0]))
     # The co-browsing event's (tenant, session) that storage keeps its session's order by.
     assert session == convert.session_key(rules[0])
     assert (session is None) == ("cobrowse" not in rules[0])
@@ -493,10 +494,14 @@ def test_a_commits_entries_are_each_events_entry_completed_and_packed() -> None:
         if write.session is not None:
             convert.assign_slot(write.doc, 2**31 + n)  # a sequence BSON holds as int64
     assert any(w.filters is None for w in writes)
-    odd = _writes_of([valid_event_of_each_type("t")["start_call"]])[0]
-    assert odd.filters is not None
-    odd.filters["o"] = DatetimeMS(5)
-    for group in (writes, [*writes, odd]):
+    # Filters the native preparer made are BSON; filters given as a dict are encoded, unless
+    # a value is of a type left to PyMongo.
+    plain, odd = _writes_of([valid_event_of_each_type("t")["start_call"]] * 2)
+    assert isinstance(plain.filters, bytes)
+    assert isinstance(odd.filters, bytes)
+    plain.filters = ledger.filter_fields(plain.doc)
+    odd.filters = {**ledger.filter_fields(odd.doc), "o": DatetimeMS(5)}
+    for group in (writes, [*writes, plain], [*writes, plain, odd]):
         entries = [ledger.commit_entry(w.doc, w.recorded, w.filters) for w in group]
         packed = bson.encode({"e": entries})
         completed = [ledger.complete_entry(dict(e)) for e in entries]

@@ -4,10 +4,11 @@
 //! - `Preparer.prepare` gives what convert.py's EventPreparer.prepare, to_document,
 //!   recorded_event and sequence_position give for a serialized AuditEvent (the document,
 //!   whether the client gave an occur time, the recorded form, where a session sequence goes),
-//!   and the ledger entry's filters and the document's BSON. It does that for events the
-//!   Python rules would not change but to mask a sensitive input (they would: unknown or
-//!   output-only fields, finer than millisecond times, -0.0, free-form data, an input marked
-//!   masked) and declines every other event (None), which the rules then prepare.
+//!   and, in BSON only (all they are made for), the ledger entry's filters and the document.
+//!   It does that for events the Python rules would not change but to mask a sensitive input
+//!   (they would: unknown or output-only fields, finer than millisecond times, -0.0, free-form
+//!   data, an input marked masked) and declines every other event (None), which the rules
+//!   then prepare.
 //! - `Validator.valid` says whether validation.py's rules find nothing wrong with an event, for
 //!   certain; when it cannot vouch, the rules are asked and name the violations.
 //! - `slot_run` gives a session's run of a group: its events' slots and id claims.
@@ -198,6 +199,20 @@ fn bson_string(out: &mut Vec<u8>, key: &str, value: &str) {
     out.extend_from_slice(&(value.len() as i32 + 1).to_le_bytes());
     out.extend_from_slice(value.as_bytes());
     out.push(0);
+}
+
+/// An integer as PyMongo encodes a Python int: int32 where it fits, else int64.
+fn bson_int(out: &mut Vec<u8>, key: &str, value: i64) {
+    match i32::try_from(value) {
+        Ok(small) => {
+            bson_key(out, 0x10, key);
+            out.extend_from_slice(&small.to_le_bytes());
+        }
+        Err(_) => {
+            bson_key(out, 0x12, key);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
 }
 
 fn bson_date(out: &mut Vec<u8>, key: &str, millis: i64) {
@@ -541,7 +556,8 @@ impl Preparer {
     }
 
     /// (document, occur time given, recorded form, sequence position, the ledger's filter
-    /// fields, the document's BSON elements, a co-browsing event's (tenant, session) or None)
+    /// fields as a BSON document, the document's BSON elements, a co-browsing event's (tenant,
+    /// session) or None)
     /// of the serialized event,
     /// stored under `event_id` and received at `receive_time` (`receive_millis` its
     /// milliseconds); None when the Python rules must prepare it.
@@ -635,7 +651,7 @@ struct Prepared<'py> {
     occur_given: bool,
     recorded: Bound<'py, PyBytes>,
     sequence_at: usize,
-    filters: Bound<'py, PyDict>,
+    filters: Bound<'py, PyBytes>,
     body: Bound<'py, PyBytes>,
     session: Bound<'py, PyAny>,
 }
@@ -863,32 +879,36 @@ impl Preparer {
             bson_string(&mut body, &keys.session_id.text, &value.to_cow()?);
         }
 
-        // What ListEvents filters on, as the ledger's entry keeps it (ledger.filter_fields).
-        let filters = PyDict::new(py);
-        filters.set_item(&keys.filter_type.py, &plan.type_string.py)?;
-        filters.set_item(&keys.filter_occur.py, occur_millis)?;
+        // What ListEvents filters on, as the ledger's entry keeps it (ledger.filter_fields), in
+        // BSON: the entry is all it is made for (commit_entries copies it there).
+        let mut filters = Vec::with_capacity(64 + tenant_user_id.len());
+        filters.extend_from_slice(&[0; 4]);
+        bson_string(&mut filters, &keys.filter_type.text, &plan.type_string.text);
+        bson_int(&mut filters, &keys.filter_occur.text, occur_millis);
         if !tenant_user_id.is_empty() {
-            filters.set_item(&keys.filter_user.py, tenant_user_id)?;
+            bson_string(&mut filters, &keys.filter_user.text, tenant_user_id);
         }
         for (name, value) in &lifted {
-            match name.text.as_str() {
-                "customer_id" => filters.set_item(&keys.filter_customer.py, value)?,
-                "call_id" => filters.set_item(&keys.filter_call.py, value)?,
-                _ => {}
-            }
+            let key = match name.text.as_str() {
+                "customer_id" => &keys.filter_customer.text,
+                "call_id" => &keys.filter_call.text,
+                _ => continue,
+            };
+            bson_string(&mut filters, key, &value.to_cow()?);
         }
         if let Some(value) = &session {
-            filters.set_item(&keys.filter_session.py, value)?;
+            bson_string(&mut filters, &keys.filter_session.text, &value.to_cow()?);
         }
         if let Some((_, actor)) = context {
-            filters.set_item(&keys.filter_actor.py, &actor.py)?;
+            bson_string(&mut filters, &keys.filter_actor.text, &actor.text);
         }
+        bson_close(&mut filters, 0);
         Ok(Some(Prepared {
             doc,
             occur_given: occur.is_some(),
             recorded: PyBytes::new(py, &recorded),
             sequence_at,
-            filters,
+            filters: PyBytes::new(py, &filters),
             body: PyBytes::new(py, &body),
             session: session_key,
         }))
@@ -1245,16 +1265,7 @@ fn bson_value(out: &mut Vec<u8>, key: &str, value: &Bound<'_, PyAny>) -> PyResul
         let Ok(number) = value.extract::<i64>() else {
             return Ok(false);
         };
-        match i32::try_from(number) {
-            Ok(small) => {
-                bson_key(out, 0x10, key);
-                out.extend_from_slice(&small.to_le_bytes());
-            }
-            Err(_) => {
-                bson_key(out, 0x12, key);
-                out.extend_from_slice(&number.to_le_bytes());
-            }
-        }
+        bson_int(out, key, number);
     } else if let Ok(number) = value.cast_exact::<PyFloat>() {
         bson_key(out, 0x01, key);
         out.extend_from_slice(&number.value().to_le_bytes());
@@ -1334,22 +1345,25 @@ fn commit_entries<'py>(
         let event_key = or_key_error(doc.get_item(key)?, "key")?;
         // ledger.commit_entry, packed as it is made.
         let at = bson_open(&mut out, 0x03, &index.to_string());
-        let mut fields = vec![
-            ("k", event_key.clone()),
-            ("r", recorded.clone().into_any()),
-            ("x", filters),
-        ];
+        if !bson_value(&mut out, "k", &event_key)? || !bson_value(&mut out, "r", &recorded)? {
+            return Ok(None);
+        }
+        // Filters the preparer made are their BSON already (a document's).
+        match filters.cast_exact::<PyBytes>() {
+            Ok(made) => {
+                bson_key(&mut out, 0x03, "x");
+                out.extend_from_slice(made.as_bytes());
+            }
+            Err(_) if bson_value(&mut out, "x", &filters)? => {}
+            Err(_) => return Ok(None),
+        }
         // Where the event is stored when that is not its key: a co-browsing event's slot.
         let slot = or_key_error(doc.get_item(id)?, "_id")?;
         let mut session_sequence = 0u64;
         if slot.ne(&event_key)? {
             let at_sequence = or_key_error(doc.get_item(sequence)?, "sequence")?;
             session_sequence = at_sequence.extract()?;
-            fields.push(("e", slot));
-            fields.push(("q", at_sequence));
-        }
-        for (name, value) in fields {
-            if !bson_value(&mut out, name, &value)? {
+            if !bson_value(&mut out, "e", &slot)? || !bson_value(&mut out, "q", &at_sequence)? {
                 return Ok(None);
             }
         }
