@@ -186,7 +186,10 @@ class GrpcTransport:
                 raise request.as_error()
             async for response in getattr(self._rpcs, rpc_name(method))(call, request):
                 try:
-                    await asyncio.wait_for(context.write(response), self._slow_consumer_timeout_s)
+                    # asyncio.timeout, not wait_for: no task per write (a thousand idle tails
+                    # each write a heartbeat per interval).
+                    async with asyncio.timeout(self._slow_consumer_timeout_s):
+                        await context.write(response)
                 except TimeoutError:
                     error = SlowConsumer(
                         "the client did not read for "
