@@ -363,7 +363,16 @@ impl Masking {
     }
 }
 
-/// The document's keys and the ledger filters', made once (a dict's and BSON's alike).
+// ledger.filter_fields's short keys (the filters are made in BSON only).
+const FILTER_TYPE: &str = "t";
+const FILTER_OCCUR: &str = "o";
+const FILTER_USER: &str = "u";
+const FILTER_CUSTOMER: &str = "c";
+const FILTER_CALL: &str = "l";
+const FILTER_SESSION: &str = "s";
+const FILTER_ACTOR: &str = "a";
+
+/// The document's keys, made once (a dict's and BSON's alike).
 struct Keys {
     id_key: Name,
     key: Name,
@@ -377,14 +386,6 @@ struct Keys {
     cobrowse: Name,
     session_id: Name,
     actor: Name,
-    // ledger.filter_fields's short keys.
-    filter_type: Name,
-    filter_occur: Name,
-    filter_user: Name,
-    filter_customer: Name,
-    filter_call: Name,
-    filter_session: Name,
-    filter_actor: Name,
 }
 
 impl Keys {
@@ -403,13 +404,6 @@ impl Keys {
             cobrowse: name("cobrowse"),
             session_id: name("session_id"),
             actor: name("actor"),
-            filter_type: name("t"),
-            filter_occur: name("o"),
-            filter_user: name("u"),
-            filter_customer: name("c"),
-            filter_call: name("l"),
-            filter_session: name("s"),
-            filter_actor: name("a"),
         }
     }
 }
@@ -883,24 +877,24 @@ impl Preparer {
         // BSON: the entry is all it is made for (commit_entries copies it there).
         let mut filters = Vec::with_capacity(64 + tenant_user_id.len());
         filters.extend_from_slice(&[0; 4]);
-        bson_string(&mut filters, &keys.filter_type.text, &plan.type_string.text);
-        bson_int(&mut filters, &keys.filter_occur.text, occur_millis);
+        bson_string(&mut filters, FILTER_TYPE, &plan.type_string.text);
+        bson_int(&mut filters, FILTER_OCCUR, occur_millis);
         if !tenant_user_id.is_empty() {
-            bson_string(&mut filters, &keys.filter_user.text, tenant_user_id);
+            bson_string(&mut filters, FILTER_USER, tenant_user_id);
         }
         for (name, value) in &lifted {
             let key = match name.text.as_str() {
-                "customer_id" => &keys.filter_customer.text,
-                "call_id" => &keys.filter_call.text,
+                "customer_id" => FILTER_CUSTOMER,
+                "call_id" => FILTER_CALL,
                 _ => continue,
             };
             bson_string(&mut filters, key, &value.to_cow()?);
         }
         if let Some(value) = &session {
-            bson_string(&mut filters, &keys.filter_session.text, &value.to_cow()?);
+            bson_string(&mut filters, FILTER_SESSION, &value.to_cow()?);
         }
         if let Some((_, actor)) = context {
-            bson_string(&mut filters, &keys.filter_actor.text, &actor.text);
+            bson_string(&mut filters, FILTER_ACTOR, &actor.text);
         }
         bson_close(&mut filters, 0);
         Ok(Some(Prepared {
