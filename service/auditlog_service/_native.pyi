@@ -18,10 +18,7 @@ class Preparer:
     ) -> None: ...
     def prepare(
         self, serialized: bytes, event_id: str, receive_time: Any, receive_millis: int
-    ) -> (
-        tuple[dict[str, Any], bool, bytes, int, bytes, bytes, tuple[str, str] | None]
-        | None
-    ): ...
+    ) -> tuple[dict[str, Any], bool, bytes, int, bytes, bytes, tuple[str, str] | None] | None: ...
     def prepare_batch(
         self,
         batch: list[bytes],
