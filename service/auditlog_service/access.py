@@ -7,6 +7,7 @@ nothing of grpc.aio or HTTP: the gRPC and the browser (Connect) transports both 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -231,17 +232,15 @@ class CallGuard:
 
 _json = json.dumps  # of a str: the string as JSON, quoted and escaped (ASCII only)
 
-# The UTC second of the last stamp, and its text: a busy server stamps many lines a second.
-_stamp_second: tuple[int, str] = (-1, "")
+
+@functools.lru_cache(maxsize=1)  # a busy server stamps many lines within one second
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def _utc_stamp(now: float) -> str:
     """`now` (seconds since the epoch) as 2026-12-06T21:13:25.877Z."""
-    global _stamp_second
-    second = int(now)
-    if second != _stamp_second[0]:
-        _stamp_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_stamp_second[1]}.{int(now * 1000) % 1000:03d}Z"
+    return f"{_utc_second(int(now))}.{int(now * 1000) % 1000:03d}Z"
 
 
 def failure_code(error: BaseException) -> str:
