@@ -178,6 +178,10 @@ def database_errors(exc: PyMongoError) -> AuditLogError | None:
 
 
 _RAW = attrgetter("raw")
+# What an insert sends as it is: the events and claims the preparer made (convert.SentDocument),
+# and raw documents a caller may pass.
+Sent = convert.SentDocument | RawBSONDocument
+_SENT_TYPES = {convert.SentDocument, RawBSONDocument}
 
 
 def insert_spans(sizes: list[int], max_bytes: int, max_count: int) -> list[tuple[int, int]]:
@@ -687,7 +691,7 @@ class EventRepository:
         return outcomes
 
     async def _insert_ordered(
-        self, items: Sequence[Document | RawBSONDocument], chunk: int = FERRETDB_ORDERED_CHUNK
+        self, items: Sequence[Document | Sent], chunk: int = FERRETDB_ORDERED_CHUNK
     ) -> tuple[int, dict[str, Any] | None]:
         """Inserts in order, stopping at the first failure: (how many were inserted, the error).
 
@@ -711,13 +715,13 @@ class EventRepository:
         return len(items), None
 
     async def _insert_unordered(
-        self, items: Sequence[Document | RawBSONDocument]
+        self, items: Sequence[Document | Sent]
     ) -> dict[int, dict[str, Any]]:
         """Inserts in one unordered insert (every document is tried); the failures by index."""
         return {error["index"]: error for error in await self._insert(items, ordered=False)}
 
     async def _insert(
-        self, items: Sequence[Document | RawBSONDocument], *, ordered: bool
+        self, items: Sequence[Document | Sent], *, ordered: bool
     ) -> list[dict[str, Any]]:
         """Inserts `items` (an ordered insert stops at its first failure); its write errors,
         each with the index of its document in `items` and the server's code.
@@ -729,8 +733,13 @@ class EventRepository:
         them (a replica set or a sharded cluster, retryWrites on), insert_many keeps that.
         """
         if self.retryable_inserts:
+            # insert_many looks into every document that is not a RawBSONDocument.
+            given = [
+                RawBSONDocument(item.raw) if isinstance(item, convert.SentDocument) else item
+                for item in items
+            ]
             try:
-                await self.events.insert_many(items, ordered=ordered)
+                await self.events.insert_many(given, ordered=ordered)
             except BulkWriteError as exc:
                 if exc.details.get("writeConcernErrors"):
                     raise WriteConcernError("write concern not satisfied") from exc
@@ -739,15 +748,15 @@ class EventRepository:
             return []
         # Most items are raw already (the events and claims the preparer made): checked and
         # measured by C-level iterators, not a comprehension.
-        if set(map(type, items)) - {RawBSONDocument}:
+        if set(map(type, items)) - _SENT_TYPES:
             codec = self.events.codec_options
             items = [
                 item
-                if type(item) is RawBSONDocument
-                else RawBSONDocument(bson.encode(item, codec_options=codec))
+                if isinstance(item, Sent)
+                else convert.SentDocument(bson.encode(item, codec_options=codec))
                 for item in items
             ]
-        documents: list[RawBSONDocument] = list(items)  # type: ignore[arg-type]
+        documents: list[Sent] = list(items)  # type: ignore[arg-type]
         sizes = list(map(len, map(_RAW, documents)))
         errors = []
         for start, end in insert_spans(sizes, self.max_message_bytes, self.max_write_batch):

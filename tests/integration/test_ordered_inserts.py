@@ -14,6 +14,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
+from auditlog_service.convert import SentDocument
 from auditlog_service.storage import DUPLICATE_KEY, FERRETDB_ORDERED_CHUNK, EventRepository
 from tests.conftest import USING_FERRETDB
 
@@ -91,6 +92,7 @@ async def test_an_unordered_insert_reports_every_failure_by_index_and_stores_the
 ) -> None:
     docs = _docs(300, {5: 0, 170: 3, 299: 4})
     docs[120] = RawBSONDocument(bson.encode(docs[120]))  # raw and dict documents mixed
+    docs[121] = SentDocument(bson.encode(docs[121]))  # as the preparer's events are sent
     errors = await repository._insert(docs, ordered=False)
     assert sorted((e["index"], e["code"]) for e in errors) == [
         (5, DUPLICATE_KEY),
