@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, get_args
 
 import bson
 from bson.raw_bson import RawBSONDocument
@@ -181,7 +181,7 @@ _RAW = attrgetter("raw")
 # What an insert sends as it is: the events and claims the preparer made (convert.SentDocument),
 # and raw documents a caller may pass.
 Sent = convert.SentDocument | RawBSONDocument
-_SENT_TYPES = {convert.SentDocument, RawBSONDocument}
+_SENT_TYPES = frozenset(get_args(Sent))
 
 
 def insert_spans(sizes: list[int], max_bytes: int, max_count: int) -> list[tuple[int, int]]:
