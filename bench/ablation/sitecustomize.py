@@ -12,6 +12,11 @@ process that imports no auditlog_service is left alone):
 - `no-group`: LogEvent's writer answers each event as stored once prepared, without the group
   commit or the database.
 
+Beside them (or alone), AUDITLOG_COUNT_COMMANDS=<folder> counts the database commands each
+`auditlog serve` process sends, by command and collection, with the documents inserted and, for the
+ledger's inserts, which records they carry (blocks, placements, checkpoints); each process
+writes `<folder>/commands-<pid>.json` when it exits. That one leaves the server as deployed.
+
 For example, unary LogEvent against the echo with the database write replaced by a timer:
 
     AUDITLOG_ABLATE=timer PYTHONPATH=bench/ablation .venv/bin/python -m bench.ingest \
@@ -24,9 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 MODE = os.environ.get("AUDITLOG_ABLATE", "")
+COUNT_INTO = os.environ.get("AUDITLOG_COUNT_COMMANDS", "")
+# The ledger's records by the part of their `_id` after the tenant (see ledger.py's layout).
+LEDGER_KINDS = (("/b/", "block"), ("/p/", "placement"), ("/cp/", "checkpoint"), ("/ca/", "archive"))
 
 
 def _ablate() -> None:
@@ -50,10 +59,58 @@ def _ablate() -> None:
         raise SystemExit(f"AUDITLOG_ABLATE={MODE!r}: timer, no-database or no-group")
 
 
-if MODE:
+def _count_commands(folder: str) -> None:
+    import atexit
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from pymongo import monitoring
+
+    commands: Counter[str] = Counter()
+    documents: Counter[str] = Counter()
+
+    def ledger_kind(doc: Any) -> str:
+        _id = str(doc["_id"])
+        return next((kind for part, kind in LEDGER_KINDS if part in _id), "other")
+
+    class Counting(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            target = event.command.get(event.command_name)
+            name = f"{event.command_name} {target if isinstance(target, str) else ''}".strip()
+            commands[name] += 1
+            inserted = event.command.get("documents") if event.command_name == "insert" else None
+            if inserted:
+                documents[name] += len(inserted)
+                if target == "ledger":
+                    kinds = sorted({ledger_kind(doc) for doc in inserted})
+                    commands[f"insert ledger of {'+'.join(kinds)}"] += 1
+                    documents.update(f"ledger {ledger_kind(doc)}" for doc in inserted)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    monitoring.register(Counting())
+
+    def write() -> None:
+        if not commands:  # `serve --help`, say
+            return
+        counts = {"commands": dict(commands.most_common()), "documents": dict(documents)}
+        Path(folder, f"commands-{os.getpid()}.json").write_text(json.dumps(counts, indent=1))
+
+    atexit.register(write)
+
+
+if MODE or COUNT_INTO:
     try:
         import auditlog_service  # noqa: F401  (the server's package: absent in other processes)
     except ImportError:
         pass
     else:
-        _ablate()
+        if MODE:
+            _ablate()
+        if COUNT_INTO and "serve" in sys.argv:  # the servers, not the bench's own process
+            _count_commands(COUNT_INTO)

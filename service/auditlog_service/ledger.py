@@ -1278,6 +1278,12 @@ class Sequencer:
                     # Its own block is the head: no read (a rival's block b + 1 would make the
                     # next insert fail on its `_id`, and that re-reads).
                     head, head_read = blocks[-1][1], True
+                    if defer and len(blocks) < BLOCKS_PER_INSERT:
+                        # No backlog: the commits that came during this insert wait for the
+                        # worker's next pass, a gather later, and go into one block with those
+                        # that follow them. Looking again at once wrote a block per 2.2 groups
+                        # at unary load (347 block inserts beside 772 group inserts).
+                        return head
                 else:
                     pending = [item for _, _, placed in blocks[written:] for item, _, _ in placed]
                     self.stats["lost"] += 1  # another sequencer wrote it: re-read and go on

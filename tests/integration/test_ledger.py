@@ -625,6 +625,37 @@ async def test_a_sweep_that_writes_many_blocks_looks_once_and_signs_as_it_goes(
     assert (await verify(client)).ok
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("defer", [True, False])
+async def test_a_background_pass_leaves_commits_made_during_its_insert_to_the_next_pass(
+    sequencer: ledger.Sequencer,
+    client: AuditLogClient,
+    monkeypatch: pytest.MonkeyPatch,
+    defer: bool,
+) -> None:
+    await seed(client, 3)  # one commit waiting
+    write_blocks = sequencer._write_blocks
+    inserts = 0
+
+    async def with_a_commit_meanwhile(blocks: list[Any]) -> int:
+        nonlocal inserts
+        inserts += 1
+        if inserts == 1:
+            await seed(client, 2)  # a group commits while the pass's insert is on its way
+        return await write_blocks(blocks)
+
+    monkeypatch.setattr(sequencer, "_write_blocks", with_a_commit_meanwhile)
+    head = await sequencer.sequence(TENANT, defer=defer)
+    if defer:
+        # The background worker: no backlog, so one insert; the worker's next pass (a gather
+        # later) takes the new commit together with those that follow it.
+        assert (head.sequence, inserts) == (3, 1)
+        head = await sequencer.sequence(TENANT, defer=True)
+    # A call that does not defer (an RPC's) sequences everything ready before it returns.
+    assert (head.sequence, head.block, inserts) == (5, 2, 2)
+    assert (await verify(client)).ok
+
+
 OtherProcess = Callable[
     [str], contextlib.AbstractAsyncContextManager[tuple[EventWriter, ledger.LedgerStore]]
 ]
