@@ -4,11 +4,12 @@ Issue 11's unary goal compares the service, which writes every call to the datab
 echo server that writes nothing, on one machine whose cores the client, the server and the
 database share: what the database spends per call is part of the gap whatever the service does.
 This bench measures it apart. One caller at a time inserts the service's stored documents
-(general events as its conversion makes them, BSON made beforehand) in `insert` commands of k
-documents, as the service sends them (through PyMongo's async API, the documents raw), for k
-from 1 to 1,002, sizes interleaved over rounds, and reads the CPU the database process (from
-/proc: FerretDB's; not measured for a MONGODB_URI) and this process used in each window. One
-size is also written by 4 callers at once, as the service's groups and the ledger's inserts are.
+(general events as its conversion makes them, with their outbox ids, BSON made beforehand) in
+`insert` commands of k documents, as the service sends them (through PyMongo's async API, the
+documents raw), for k from 1 to 1,002, sizes interleaved over rounds, and reads the CPU the
+database process (from /proc: FerretDB's; not measured for a MONGODB_URI) and this process used
+in each window. One size is also written by 4 callers at once, as the service's groups and the
+ledger's inserts are.
 (No line is fitted through the sizes: the cost is not linear in k, and a fit that the 1,000-
 document inserts dominate put the part per command at twice what a one-document insert costs.)
 
@@ -39,12 +40,12 @@ from bench.common import (
     code_version,
     cpu_seconds,
     database_process,
-    event_document,
     general_event,
     load_average,
     log,
     write_result,
 )
+from bench.ingest import stored_documents
 
 # Inserts that carry groups of 1, 5, 10, 20, 50, 100 and 1,000 unary calls (each with its outbox
 # and commit), and one of a single document.
@@ -65,11 +66,13 @@ def commands_of(k: int) -> int:
 
 
 def documents(count: int, start: int) -> list[convert.SentDocument]:
-    """`count` stored documents of distinct general events, as raw BSON."""
-    received = convert.stored_time_now()
+    """The documents the service writes for `count` distinct general events (with their outbox
+    ids, as the ingest bench's raw side makes them), as raw BSON."""
+    events = [general_event("db-cost", i) for i in range(start, start + count)]
     return [
-        convert.SentDocument(bson.encode(event_document(general_event("db-cost", i), received)))
-        for i in range(start, start + count)
+        convert.SentDocument(bson.encode(doc))
+        for docs in stored_documents(events, with_claims=False)
+        for doc in docs
     ]
 
 
