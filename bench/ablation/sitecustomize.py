@@ -83,9 +83,9 @@ def _count_commands(folder: str) -> None:
             if inserted:
                 documents[name] += len(inserted)
                 if target == "ledger":
-                    kinds = sorted({ledger_kind(doc) for doc in inserted})
-                    commands[f"insert ledger of {'+'.join(kinds)}"] += 1
-                    documents.update(f"ledger {ledger_kind(doc)}" for doc in inserted)
+                    kinds = [ledger_kind(doc) for doc in inserted]
+                    commands[f"insert ledger of {'+'.join(sorted(set(kinds)))}"] += 1
+                    documents.update(f"ledger {kind}" for kind in kinds)
 
         def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
             pass
