@@ -86,8 +86,9 @@ async def measure(uri: str, db_pid: int | None, rounds: int) -> dict[str, Any]:
 
         async def insert(batches: list[list[convert.SentDocument]]) -> None:
             for batch in batches:
-                command = {"insert": name, "ordered": True, "documents": batch}
-                reply = await database.command({**command, "writeConcern": {"w": 1}})
+                reply = await database.command(
+                    {"insert": name, "ordered": True, "documents": batch, "writeConcern": {"w": 1}}
+                )
                 if reply.get("writeErrors"):
                     raise RuntimeError(f"insert failed: {reply['writeErrors'][0]}")
 
