@@ -1,4 +1,4 @@
-"""Where the server's CPU goes under ingest load: py-spy samples of `auditlog serve` (issue 11).
+"""Where the server's CPU goes under ingest load: py-spy and perf samples of the server (issue 11).
 
 For each path (default batch-general and unary, with bench.ingest's load), a fresh
 `auditlog serve --write-concern 1` takes the path's callers after a warm-up; for unary, so does
@@ -11,7 +11,12 @@ event (its share of the thread's samples times the thread's CPU per event).
 
 Read with care: py-spy sees Python frames only, so the time of C code (BSON, zstd, hashlib,
 protobuf, gRPC's Cython callbacks) counts as the own time of the Python line that called it, and
-gRPC's completion callbacks show as the event loop's `Handle._run`.
+gRPC's completion callbacks show as the event loop's `Handle._run`. So where `perf` is on PATH
+(and may attach: root, or a kernel.perf_event_paranoid of 1 or less), it samples the whole
+server process over the same window too, and the result adds the server's CPU by shared object:
+the interpreter, the native write path, gRPC's C, the kernel, libc, ... (on 2026-12-07, py-spy
+gave co-browsing LogEvents' socket writes 4 µs an event where perf put all of the kernel at 4 %
+of the server's CPU).
 
     .venv/bin/python -m bench.profile_ingest [--paths batch-general,unary] [--seconds 8]
         [--rate 200] [--output profile_ingest]
@@ -24,7 +29,9 @@ import asyncio
 import collections
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +64,7 @@ from bench.ingest import (
 )
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
+PERF = shutil.which("perf")
 # Frames at or above this share of the loop thread's samples are the thread's own entry points
 # (the module, asyncio.run, run_forever): the same for every profile, left out of the tables.
 ROOT_SHARE = 0.97
@@ -65,6 +73,24 @@ _LINE = re.compile(r":\d+\)$")
 # other threads in threading's Thread._bootstrap, or, for threads that C code started (gRPC's),
 # in whatever Python it called.
 MAIN_ROOTS = ("<module> ", "_run_module_as_main ")
+# perf's samples a second: enough for shares of a few percent over a window, little beside py-spy.
+PERF_RATE = 499
+# What a shared object's samples count as, by a part of its file name; the first match wins.
+OBJECT_KINDS = (
+    ("libpython", "the interpreter (libpython)"),
+    ("_native", "the native write path (_native)"),
+    ("cygrpc", "gRPC's C and Cython (cygrpc)"),
+    ("[kernel", "the kernel"),
+    ("libc.so", "libc (allocation, copies)"),
+    ("_message", "protobuf (upb)"),
+    ("backend_c", "Zstandard"),
+    ("_cbson", "BSON (_cbson)"),
+    ("_cmessage", "PyMongo's messages (_cmessage)"),
+    ("_asyncio", "asyncio's C (futures, tasks)"),
+)
+# Samples by shared object, with their counts (`perf report`'s percentages are rounded).
+PERF_REPORT_ARGS = ("report", "--stdio", "--sort", "dso", "--show-nr-samples")
+_PERF_ROW = re.compile(r"^\s*[\d.]+%\s+(\d+)\s+(\S.*?)\s*$")
 
 
 @dataclass
@@ -140,6 +166,41 @@ def top_entries(samples: Samples, most: int) -> dict[str, list[tuple[str, float]
     }
 
 
+def parse_perf_objects(report: str) -> dict[str, int]:
+    """`perf report --sort dso --show-nr-samples --stdio`: each shared object's samples."""
+    counts: dict[str, int] = {}
+    for line in report.splitlines():
+        row = _PERF_ROW.match(line)
+        if row:
+            counts[row.group(2)] = counts.get(row.group(2), 0) + int(row.group(1))
+    return counts
+
+
+def object_kinds(counts: dict[str, int]) -> list[tuple[str, float]]:
+    """The shares of the samples by kind of shared object (OBJECT_KINDS, else "other"),
+    largest first (from the counts: perf's percentages are rounded)."""
+    total = sum(counts.values())
+    kinds: dict[str, float] = {}
+    for name, count in counts.items():
+        kind = next((label for part, label in OBJECT_KINDS if part in name), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + count / total
+    return sorted(kinds.items(), key=lambda item: -item[1])
+
+
+def perf_report(data: Path) -> dict[str, Any]:
+    """The recording's shares by kind of shared object, or why there are none."""
+    report = subprocess.run(
+        [str(PERF), *PERF_REPORT_ARGS, "--input", str(data)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    counts = parse_perf_objects(report.stdout)
+    if not counts:
+        return {"error": (report.stderr.strip() or "no samples")[-300:]}
+    return {"samples": sum(counts.values()), "kinds": object_kinds(counts)}
+
+
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
     """CPU seconds of each thread of a process, with its name."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -164,7 +225,8 @@ def read_samples(raw: Path, errors: bytes) -> Samples:
 async def sample_server(
     server: ChildServer, spec: PathSpec, pool: Pool, warm: Pool, args: argparse.Namespace, raw: Path
 ) -> dict[str, Any]:
-    """The path's load on a running server after a warm-up, py-spy sampling it over the window."""
+    """The path's load on a running server after a warm-up, py-spy (and perf, where there is
+    one) sampling it over the window."""
     await server.wait_serving()
     channels = [bench_channel(server.target, own_connection=True) for _ in range(spec.connections)]
     stubs = [service_pb2_grpc.AuditLogServiceStub(channel) for channel in channels]
@@ -177,14 +239,26 @@ async def sample_server(
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
+        perf_data = raw.with_suffix(".perf")
+        perf = None
+        if PERF is not None:
+            perf = await asyncio.create_subprocess_exec(
+                PERF,
+                *("record", "--freq", str(PERF_RATE), "--pid", str(server.pid)),
+                *("--output", str(perf_data), "--quiet"),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
         before = thread_cpu(server.pid)
         window = await measure(
             service_load(spec, stubs, pool.requests), args.seconds, {"server": server.pid}
         )
         after = thread_cpu(server.pid)
-        if spy.returncode is None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
+        for recorder in (spy, perf):
+            if recorder is not None and recorder.returncode is None:
+                recorder.send_signal(signal.SIGINT)  # both write what they have on Ctrl-C
         _, errors = await spy.communicate()
+        perf_errors = b"" if perf is None else (await perf.communicate())[1]
     finally:
         for channel in channels:
             await channel.close(None)
@@ -195,6 +269,12 @@ async def sample_server(
         for tid, (thread_name, used) in after.items()
     }
     loop_cpu_s = threads.get(server.pid, ("", 0.0))[1]
+    if perf is None:
+        perf_result: dict[str, Any] = {"error": "perf is not on PATH"}
+    elif perf_data.exists():
+        perf_result = perf_report(perf_data)
+    else:
+        perf_result = {"error": perf_errors.decode(errors="replace").strip()[-300:] or "no output"}
     return {
         "events": events,
         "events_per_s": window["events_per_s"],
@@ -208,6 +288,7 @@ async def sample_server(
         },
         "samples": {"loop_thread": samples.loop_total, "other_threads": samples.other},
         "top": top_entries(samples, args.most),
+        "perf": perf_result,
     }
 
 
@@ -244,9 +325,26 @@ def table(rows: list[tuple[str, float]], per_event_us: float | None, title: str)
     return lines
 
 
+def perf_table(profile: dict[str, Any]) -> list[str]:
+    """The server's CPU by kind of shared object, in µs per event of the whole process."""
+    perf = profile.get("perf") or {"error": "not recorded"}
+    if "error" in perf:
+        return [f"perf: none ({perf['error']})."]
+    per_event = profile["server_cpu_us_per_event"]
+    lines = [
+        f"| shared object (perf, {perf['samples']:,} samples of the whole process) "
+        "| share of the server's CPU | µs per event |",
+        "|---|---:|---:|",
+    ]
+    for kind, share in perf["kinds"]:
+        us = f"{share * per_event:.1f}" if per_event else "-"
+        lines.append(f"| {kind} | {share:.1%} | {us} |")
+    return lines
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [
-        "# Where the server's CPU goes under ingest load (py-spy)",
+        "# Where the server's CPU goes under ingest load (py-spy and perf)",
         "",
         f"{data['backend']}, {os.cpu_count()} CPUs, write concern 1, {data['args']['seconds']:g} s "
         f"window per path after {data['args']['warm_up']:g} s of warm-up, py-spy at "
@@ -257,7 +355,10 @@ def markdown(data: dict[str, Any]) -> str:
         "py-spy sees Python frames only: C code (BSON, zstd, hashlib, protobuf, gRPC's Cython "
         "callbacks) counts as the own time of the Python line that called it; gRPC's completion "
         "callbacks show as the event loop's `Handle._run`. µs per event: a row's share of the "
-        "loop thread's samples times that thread's CPU per event (from /proc).",
+        "loop thread's samples times that thread's CPU per event (from /proc). The first table "
+        f"of each server is perf's ({PERF_RATE} samples/s of the whole process, every thread, C "
+        "code and the kernel included), where `perf` is on PATH: its rows times the server's "
+        "CPU per event.",
     ]
     for name, path in data["paths"].items():
         for server, profile in path["servers"].items():
@@ -274,6 +375,8 @@ def markdown(data: dict[str, Any]) -> str:
                 + f". Samples: loop thread {profile['samples']['loop_thread']:,}, other threads "
                 f"{profile['samples']['other_threads']:,} (py-spy takes a thread waiting on a "
                 "lock in Python code for active; /proc says what they used).",
+                "",
+                *perf_table(profile),
                 "",
                 *table(profile["top"]["packages"], per_event, "package or module (own time)"),
                 "",

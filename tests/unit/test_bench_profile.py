@@ -1,10 +1,18 @@
-"""The profile bench splits py-spy's stacks by thread and ranks the loop thread's functions."""
+"""The profile bench splits py-spy's stacks by thread and ranks the loop thread's functions, and
+sums perf's shared objects by kind."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.profile_ingest import function_of, package_of, parse_raw, top_entries
+from bench.profile_ingest import (
+    function_of,
+    object_kinds,
+    package_of,
+    parse_perf_objects,
+    parse_raw,
+    top_entries,
+)
 
 ROOT = "<module> (auditlog:6);run (asyncio/runners.py:190);Handle._run (asyncio/events.py:80)"
 RAW = "\n".join(
@@ -71,3 +79,46 @@ def test_the_main_thread_of_python_m_is_the_loop_thread_and_one_started_by_c_cod
 def test_no_loop_samples_give_empty_tables() -> None:
     top = top_entries(parse_raw("Thread._bootstrap (threading.py:1002) 3"), most=5)
     assert top == {"own": [], "inclusive": [], "packages": []}
+
+
+PERF_REPORT = """\
+# To display the perf.data header info, please use --header/--header-only options.
+#
+# Total Lost Samples: 0
+#
+# Samples: 2K of event 'cpu-clock:ppp'
+# Event count (approx.): 4776776772
+#
+# Overhead       Samples  Shared Object
+# ........  ............  ..........................
+#
+    51.00%          1020  libpython3.11.so.1.0
+    19.50%           390  [kernel.kallsyms]
+    16.50%           330  cygrpc.cpython-311-x86_64-linux-gnu.so
+     7.50%           150  libc.so.6
+     4.00%            80  _native.so
+     1.00%            20  _asyncio.cpython-311-x86_64-linux-gnu.so
+     0.30%             6  libstdc++.so.6.0.30
+     0.20%             4  ld-linux-x86-64.so.2
+"""
+
+
+def test_perfs_report_gives_each_shared_objects_samples_and_leaves_comments_out() -> None:
+    counts = parse_perf_objects(PERF_REPORT)
+    assert counts["libpython3.11.so.1.0"] == 1020
+    assert counts["[kernel.kallsyms]"] == 390
+    assert sum(counts.values()) == 2000
+    assert parse_perf_objects("# Samples: 0\n#\n") == {}
+
+
+def test_shared_objects_are_summed_by_kind_largest_first() -> None:
+    kinds = object_kinds(parse_perf_objects(PERF_REPORT))
+    assert kinds[0] == ("the interpreter (libpython)", pytest.approx(0.51))
+    as_dict = dict(kinds)
+    assert as_dict["the kernel"] == pytest.approx(0.195)
+    assert as_dict["gRPC's C and Cython (cygrpc)"] == pytest.approx(0.165)
+    assert as_dict["the native write path (_native)"] == pytest.approx(0.04)
+    # Objects of no named kind are summed as one row.
+    assert as_dict["other"] == pytest.approx(0.005)
+    assert sum(as_dict.values()) == pytest.approx(1.0)
+    assert [share for _, share in kinds] == sorted((share for _, share in kinds), reverse=True)
