@@ -317,11 +317,20 @@ async def profile_path(
     return result
 
 
-def table(rows: list[tuple[str, float]], per_event_us: float | None, title: str) -> list[str]:
-    lines = [f"| {title} | share of the loop's samples | µs per event |", "|---|---:|---:|"]
+def table(
+    rows: list[tuple[str, float]],
+    per_event_us: float | None,
+    title: str,
+    share_of: str = "the loop's samples",
+    code: bool = True,
+) -> list[str]:
+    """Rows of (name, share) as a table, with each share times `per_event_us`; `code` names are
+    Python's (functions, modules), shown as code."""
+    lines = [f"| {title} | share of {share_of} | µs per event |", "|---|---:|---:|"]
     for name, share in rows:
         us = f"{share * per_event_us:.1f}" if per_event_us else "-"
-        lines.append(f"| `{name}` | {share:.1%} | {us} |")
+        shown = f"`{name}`" if code else name
+        lines.append(f"| {shown} | {share:.1%} | {us} |")
     return lines
 
 
@@ -330,16 +339,10 @@ def perf_table(profile: dict[str, Any]) -> list[str]:
     perf = profile.get("perf") or {"error": "not recorded"}
     if "error" in perf:
         return [f"perf: none ({perf['error']})."]
-    per_event = profile["server_cpu_us_per_event"]
-    lines = [
-        f"| shared object (perf, {perf['samples']:,} samples of the whole process) "
-        "| share of the server's CPU | µs per event |",
-        "|---|---:|---:|",
-    ]
-    for kind, share in perf["kinds"]:
-        us = f"{share * per_event:.1f}" if per_event else "-"
-        lines.append(f"| {kind} | {share:.1%} | {us} |")
-    return lines
+    title = f"shared object (perf, {perf['samples']:,} samples of the whole process)"
+    return table(
+        perf["kinds"], profile["server_cpu_us_per_event"], title, "the server's CPU", code=False
+    )
 
 
 def markdown(data: dict[str, Any]) -> str:
