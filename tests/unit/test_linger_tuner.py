@@ -28,14 +28,16 @@ def run(
     rate_at: Callable[[float], float],
     seconds: float,
     groups_per_s: float = 200.0,
+    write_s: float | None = None,
 ) -> Counter[float]:
     """Groups written as a world where `rate_at(wait)` items a second go through would write
-    them; the seconds spent at each wait."""
+    them; the seconds spent at each wait. With `write_s`, a group is written every wait plus
+    `write_s` (one group in flight at a time), else `groups_per_s` a second."""
     spent: Counter[float] = Counter()
-    step = 1 / groups_per_s
     end = clock.now + seconds
     while clock.now < end:
         delay = tuner.delay_s
+        step = 1 / groups_per_s if write_s is None else delay + write_s
         spent[delay] += step
         clock.now += step
         tuner.written(round(rate_at(delay) * step))
@@ -106,6 +108,20 @@ def test_light_load_goes_back_to_the_shortest_wait_at_once() -> None:
     # A few groups an epoch (10 a second, epochs of 0.2 s): back within two epochs.
     run(tuner, clock, lambda delay: 20, seconds=0.45, groups_per_s=10)
     assert tuner.chosen_s == 0.0015
+
+
+def test_few_large_groups_of_a_long_wait_are_not_light_load() -> None:
+    clock = Clock()
+    tuner = LingerTuner(DELAYS, clock=clock)
+    # One group in flight, each written 12 ms after its wait: the 12 ms wait makes 8 or 9 groups
+    # an epoch, of about 45 items each (unary LogEvent, 64 callers: 7-12 groups of 29-35).
+    rates = table([1200, 1500, 1800, 1900])
+    run(tuner, clock, rates, seconds=30, write_s=0.012)
+    assert tuner.chosen_s == 0.006
+    spent = run(tuner, clock, rates, seconds=30, write_s=0.012)
+    assert spent[0.012] > 0  # probed
+    assert spent[0.0015] == 0  # and never sent back to the shortest wait for it
+    assert spent[0.006] > 0.8 * 30
 
 
 def test_the_committer_tunes_only_with_room_for_a_longer_wait() -> None:
