@@ -11,6 +11,9 @@ writes to a database of its own, so no side inserts into a bigger collection tha
 - stream-general: StreamEvents, one event per message (--stream-batch N: N per message), 1 stream;
   the baseline of batch-general;
 - stream-cobrowse: 4 streams of co-browsing events; the baselines of batch-cobrowse;
+- stream-sdk: one stream of general events sent by the Python SDK's EventStream with its
+  defaults (each message what is ready, up to 1,000 events; 4,000 unanswered at most), as a
+  producer that uses the SDK streams; the baseline of batch-general;
 - unary: LogEvent, 64 concurrent callers over 8 connections, against a bare grpc.aio server of
   the same method that answers with the event and no database (`--echo-server`, this file);
   beside it, not as the goal's baseline, the same server answering each call after a timer the
@@ -39,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -51,6 +54,8 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
+from auditlog.client import AuditLogError
+from auditlog.stream import EventStream
 from auditlog.v1 import audit_event_pb2, enums_pb2, service_pb2, service_pb2_grpc
 from auditlog_service import convert
 from auditlog_service.config import Settings, settings_from_env
@@ -112,6 +117,9 @@ class PathSpec:
     kind: str  # general or cobrowse
     callers: int  # concurrent callers, or streams
     connections: int
+    # Sent through the SDK's EventStream, which makes the messages (events, not requests, are
+    # built beforehand).
+    sdk: bool = False
 
 
 PATHS = {
@@ -124,6 +132,14 @@ PATHS = {
     "stream-general": PathSpec("StreamEvents, 1 stream, general", "StreamEvents", "general", 1, 1),
     "stream-cobrowse": PathSpec(
         "StreamEvents, 4 streams, co-browsing", "StreamEvents", "cobrowse", 4, 4
+    ),
+    "stream-sdk": PathSpec(
+        "StreamEvents, 1 stream, general, the SDK's EventStream",
+        "StreamEvents",
+        "general",
+        1,
+        1,
+        sdk=True,
     ),
     "unary": PathSpec("unary LogEvent, 64 concurrent", "LogEvent", "general", 64, 8),
 }
@@ -147,6 +163,8 @@ BEFORE: dict[str, dict[str, float]] = {
         "service_cpu_us": 91,
     },
     "stream-general": {"service": 2610, "baseline": 7126, "ratio": 0.40, "service_cpu_us": 209},
+    # The issue's row of one stream of general events, as stream-general.
+    "stream-sdk": {"service": 2610, "baseline": 7126, "ratio": 0.40, "service_cpu_us": 209},
     "stream-cobrowse": {"service": 2230, "baseline": 4552, "ratio": 0.46, "service_cpu_us": 226},
     "unary": {
         "service": 1652,
@@ -274,7 +292,10 @@ def caller_events(spec: PathSpec, tenant: str, caller: int, count: int) -> list[
 def requests_of(
     spec: PathSpec, events: list[Event], batch: int, view: View = enums_pb2.RESULT_VIEW_UNSPECIFIED
 ) -> list[Any]:
-    """`view`: the LogEvents result view (the server's default unless set)."""
+    """`view`: the LogEvents result view (the server's default unless set). A path through the
+    SDK's EventStream sends the events themselves."""
+    if spec.sdk:
+        return list(events)
     if spec.rpc == "LogEvents":
         return [
             service_pb2.LogEventsRequest(events=events[n : n + batch], result_view=view)
@@ -452,8 +473,27 @@ def service_load(spec: PathSpec, stubs: list[Any], requests: list[list[Any]]) ->
         except grpc.aio.AioRpcError as error:
             window.error(error.code().name)
 
+    async def sdk_stream(k: int, window: Window) -> None:
+        async def source() -> AsyncIterator[Event]:
+            for event in requests[k]:
+                if not window.open():
+                    return  # the stream half-closes once the rest is answered
+                yield event
+            window.ran_out()
+
+        try:
+            async for result in EventStream(stubs[k % len(stubs)], source(), timeout_s=300):
+                if result.WhichOneof("result") == "ack":
+                    window.events += 1
+                else:
+                    window.error(enums_pb2.ErrorReason.Name(result.error.reason))
+        except AuditLogError as error:
+            window.error(error.code.name)
+
     async def load(window: Window) -> None:
-        if spec.rpc == "StreamEvents":
+        if spec.sdk:
+            await asyncio.gather(*(sdk_stream(k, window) for k in range(len(requests))))
+        elif spec.rpc == "StreamEvents":
             await asyncio.gather(*(stream(k, window) for k in range(len(requests))))
         else:
             send = log_events if spec.rpc == "LogEvents" else log_event
@@ -658,7 +698,9 @@ async def run_path(
     started = time.perf_counter()
     batch, pool, warm = path_pools(spec, args)
     label = spec.label + (
-        f", {batch} per message" if spec.rpc == "StreamEvents" and batch > 1 else ""
+        f", {batch} per message"
+        if spec.rpc == "StreamEvents" and batch > 1 and not spec.sdk
+        else ""
     )
     log(f"{name}: {pool.events:,} events built in {time.perf_counter() - started:.1f} s")
 
@@ -967,7 +1009,8 @@ def markdown(data: dict[str, Any]) -> str:
         "ids, one connection per batch caller or stream, 8 for the 64 unary callers; a path's "
         f"streams keep at most {STREAM_IN_FLIGHT:,} events unanswered together, as many as the "
         "raw side's callers have in flight: 4,000 for one stream, the SDK's default for one, "
-        "1,000 each for four). The "
+        "1,000 each for four; the SDK's EventStream, which keeps 4,000 unanswered by default, "
+        "makes its own messages of what is ready, up to 1,000 events). The "
         "raw baseline inserts the documents the service's conversion makes for the same events "
         "(with the ledger's outbox id; co-browsing ones in their slots, each after its id claim, "
         "as the service writes them), 1,000 events per `insert_many(ordered=False)`, 4 "
