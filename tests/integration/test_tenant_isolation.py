@@ -147,6 +147,20 @@ async def test_a_platform_token_writes_for_any_tenant_but_a_tenant_token_only_fo
         assert [r.WhichOneof("result") for r in mixed.results] == ["event", "error"] * 2
         for refused_event in (mixed.results[1], mixed.results[3]):
             assert refused_event.error.reason == enums_pb2.ERROR_REASON_TENANT_NOT_ALLOWED
+        # A batch of the other tenant alone: every event refused, none stored.
+        other_only = await acme.log_events(
+            [
+                audit_event_pb2.AuditEvent(
+                    tenant_id="globex",
+                    tenant_user_id="u",
+                    logged_in=payloads_pb2.LoggedInAttributes(),
+                )
+                for _ in range(3)
+            ]
+        )
+        assert [r.error.reason for r in other_only.results] == [
+            enums_pb2.ERROR_REASON_TENANT_NOT_ALLOWED
+        ] * 3
     async with sdk(f"127.0.0.1:{server.port}", tenant="*") as platform:
         stored = await platform.log_event(event)
         assert stored.event.tenant_id == "globex"
