@@ -58,6 +58,13 @@ log = logging.getLogger(__name__)
 # An event's tenant, for map() over a batch.
 _TENANT_OF = operator.attrgetter("tenant_id")
 
+
+def sole_tenant(events: list[audit_event_pb2.AuditEvent]) -> str | None:
+    """The tenant of a batch whose events are all of one (None: of several, or no events)."""
+    tenants = set(map(_TENANT_OF, events))
+    return next(iter(tenants)) if len(tenants) == 1 else None
+
+
 DEFAULT_PAGE_SIZE = 50
 PAGE_TOKEN_PURPOSE = "page"
 EXPORT_CURSOR_PURPOSE = "export-cursor"
@@ -306,11 +313,9 @@ class AuditLogRpcs:
         events, their serializations, and the tenant's count; else nothing ({} for tenants),
         and log_events looks at each event. In process, 1,000 events: 0.11 us an event against
         0.27 for the look at each."""
-        tenant_ids = set(map(_TENANT_OF, events))
-        if len(tenant_ids) == 1:
-            (tenant_id,) = tenant_ids
-            if self._guard.covers(call, tenant_id):
-                return events, serialized, {tenant_id: len(events)}
+        tenant_id = sole_tenant(events)
+        if tenant_id is not None and self._guard.covers(call, tenant_id):
+            return events, serialized, {tenant_id: len(events)}
         return [], [], {}
 
     async def log_events(
@@ -458,10 +463,9 @@ class AuditLogRpcs:
             Otherwise nothing was charged, and refusal_now looks at each event."""
             if self._closing or violations_of:
                 return False
-            tenants = {event.tenant_id for event in events}
-            if len(tenants) != 1:
+            tenant_id = sole_tenant(events)
+            if tenant_id is None:
                 return False  # each tenant charged in turn could leave one charged twice
-            (tenant_id,) = tenants
             return covers(tenant_id) and not self._guard.charge_events(tenant_id, len(events))
 
         def covers(tenant_id: str) -> bool:
