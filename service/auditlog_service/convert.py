@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson.datetime_ms import DatetimeMS
-from bson.raw_bson import RawBSONDocument
 from google.protobuf import descriptor, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
@@ -720,19 +719,14 @@ def to_document(
     return doc
 
 
-class SentDocument:
-    """A document's BSON, to send as is: what PyMongo's encoder takes a RawBSONDocument for
-    (it copies `raw` where the type marker says raw BSON), without RawBSONDocument's size
-    check, codec options and mapping, which nothing here reads of a document being sent.
-    Made once or twice an event on the write path: 0.40 against 1.07 µs each in process, and
-    PyMongo reads `raw` as a slot instead of a property. tests/unit/test_sent_document.py
-    checks that PyMongo still sends it byte for byte as a RawBSONDocument."""
-
-    __slots__ = ("raw",)
-    _type_marker = RawBSONDocument._type_marker
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
+# A document's BSON, to send as is: what PyMongo's encoder takes a RawBSONDocument for (it
+# copies `raw` where the type marker says raw BSON), without RawBSONDocument's size check, codec
+# options and mapping, which nothing here reads of a document being sent. Made once or twice an
+# event on the write path, by the native calls that make its bytes: a Python class of
+# `__slots__ = ("raw",)` (0.40 against RawBSONDocument's 1.07 us each in process) still cost
+# a Python `__init__` call each. tests/unit/test_sent_document.py checks that PyMongo sends it
+# byte for byte as a RawBSONDocument.
+SentDocument = _native.SentDocument
 
 
 def raw_document(body: bytes, doc: Document, body_keys: int) -> SentDocument | None:
@@ -749,7 +743,7 @@ def raw_documents(writes: list[Any], indexes: list[int]) -> dict[int, SentDocume
     """raw_document of each of the events `indexes` of `writes` (storage.EventWrite) that
     has a body (the native preparer made it), in one native call, by index; those it leaves to
     PyMongo are not there."""
-    return _native.raw_documents(writes, indexes, SentDocument)
+    return _native.raw_documents(writes, indexes)
 
 
 def assign_slot(doc: Document, sequence: int) -> None:
@@ -776,9 +770,7 @@ def slot_run(
     document to send: raw_document of it, or the dict where that gives None).
     In a profile of co-browsing LogEvents, making the slot ids and claims in Python took 1.5 us
     an event of the server's CPU, and PyMongo's checks of the claims' dicts about 1.2."""
-    return _native.slot_run(
-        writes, indexes, session_prefix(*session), first, SEQUENCE_DIGITS, SentDocument
-    )
+    return _native.slot_run(writes, indexes, session_prefix(*session), first, SEQUENCE_DIGITS)
 
 
 def placement_record_id(key: str, generation: int) -> str:
