@@ -35,6 +35,13 @@ class SentDocument:
     @property
     def raw(self) -> bytes: ...
 
+class Stored:
+    def __init__(self, doc: dict[str, Any], already_stored: bool = False) -> None: ...
+    @property
+    def doc(self) -> dict[str, Any]: ...
+    @property
+    def already_stored(self) -> bool: ...
+
 class Validator:
     def __init__(
         self,
@@ -61,7 +68,6 @@ def slot_run(
 ) -> list[tuple[int, str, Any]]: ...
 def stored_results(
     written: list[tuple[Any, Any]],
-    stored: type,
     results_tag: bytes,
     event_tag: bytes,
     sequence_tag: bytes,
@@ -69,7 +75,6 @@ def stored_results(
 def stored_acks(
     outcomes: list[Any],
     paired: bool,
-    stored: type,
     tags: tuple[bytes, bytes, bytes, bytes],
     received: Any,
     received_field: bytes,

@@ -132,7 +132,6 @@ class AckWriter:
         return _native.stored_acks(
             outcomes,
             paired,
-            Stored,
             (self._result_tag, self._ack_tag, _ACK_ID_TAG, _ACK_SEQUENCE_TAG),
             received,
             self._receive_time_field(received),
@@ -204,9 +203,7 @@ def log_events_response(
     if not refused and len(written) == count:
         # Every event of the batch written: natively, unless one was stored before or failed.
         data = (
-            _native.stored_results(
-                written, Stored, _RESULTS_TAG, _RESULT_EVENT_TAG, convert.SEQUENCE_TAG
-            )
+            _native.stored_results(written, _RESULTS_TAG, _RESULT_EVENT_TAG, convert.SEQUENCE_TAG)
             if whole_events
             else acks.results(written, paired=True)
         )

@@ -161,7 +161,7 @@ def test_a_batch_stored_whole_is_answered_natively_with_the_same_bytes(whole_eve
     # of another receive time among them: the Python's, alike.
     written = _stored_whole()
     native = (
-        (lambda batch: _native.stored_results(batch, Stored, *_RESULT_TAGS))
+        (lambda batch: _native.stored_results(batch, *_RESULT_TAGS))
         if whole_events
         else (lambda batch: responses.AckWriter(*_ACK_TAGS).results(batch, paired=True))
     )
