@@ -27,6 +27,7 @@ class Preparer:
         new_id: Callable[[], str],
         write_type: type,
         prepared_type: type[_T],
+        slim: bool = False,
     ) -> tuple[list[_T | None], list[int]]: ...
 
 class SentDocument:
@@ -62,9 +63,16 @@ def commit_entries(
     writes: list[Any], filter_fields: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> tuple[bytes, bytes] | None: ...
 def raw_document(body: bytes, doc: dict[str, Any], body_keys: int) -> bytes | None: ...
-def raw_documents(writes: list[Any], indexes: list[int]) -> dict[int, SentDocument]: ...
+def raw_documents(
+    writes: list[Any], indexes: list[int], whole: Callable[[Any], SentDocument]
+) -> dict[int, SentDocument]: ...
 def slot_run(
-    writes: list[Any], indexes: list[int], prefix: str, first: int, digits: int
+    writes: list[Any],
+    indexes: list[int],
+    prefix: str,
+    first: int,
+    digits: int,
+    whole: Callable[[Any], SentDocument],
 ) -> list[tuple[int, str, Any]]: ...
 def stored_results(
     written: list[tuple[Any, Any]],

@@ -147,7 +147,9 @@ class EventWriter:
             serialized = convert.serialized_events(events)
         # Most events are stored as they come: the native preparer makes their document,
         # recorded form and write objects from the serializations, the batch in one call
-        # (convert.native_preparer); it declines the others, which the rules prepare.
+        # (convert.native_preparer); it declines the others, which the rules prepare. Their
+        # documents leave out the payload (slim): it is sent as the BSON the preparer made
+        # (convert.raw_documents), and nothing on the write path reads it from the dict.
         made, declined = self._native.prepare_batch(
             serialized,
             received,
@@ -155,6 +157,7 @@ class EventWriter:
             new_event_id,
             EventWrite,
             PreparedWrite,
+            slim=True,
         )
         for index in declined:
             made[index] = self._by_rules(events[index], received)

@@ -412,16 +412,37 @@ def test_a_raw_document_is_left_to_pymongo_when_an_added_value_is_of_another_typ
     assert convert.raw_document(body, doc, keys) is None
 
 
+def _whole_docs(events: list[AuditEvent], writes: list[EventWrite]) -> list[dict[str, Any]]:
+    """Each write's document with what only its body holds (the writer's documents leave
+    out the payload): the native preparer's document without that (its own, byte for byte the
+    rules', see _assert_same), a copy; the write's own for an event the rules prepared."""
+    whole = []
+    for event, write in zip(events, writes, strict=True):
+        if write.body is None:
+            whole.append(write.doc)
+            continue
+        native = _natively(event, write.doc["id"])
+        assert native is not None
+        assert native[0].keys() - write.doc.keys() == {event.WhichOneof("payload")}
+        whole.append(native[0])
+    return whole
+
+
 def test_a_groups_raw_documents_are_each_events_raw_document() -> None:
     # Events of every type, prepared as the writer does (some by the rules: no body), stored
     # with their outbox, co-browsing ones in slots; one with an addition left to PyMongo.
-    writes = _writes_of(list(valid_event_of_each_type("t").values()))
+    events = list(valid_event_of_each_type("t").values())
+    writes = _writes_of(events)
+    whole = _whole_docs(events, writes)
     for n, write in enumerate(writes):
-        write.doc["ob"] = "t/ob/00000000000000000007"
-        if write.session is not None:
-            convert.assign_slot(write.doc, 40 + n)
-            write.doc["run_end"] = 99
-    writes[3].doc["later"] = DatetimeMS(5)
+        for doc in {id(d): d for d in (write.doc, whole[n])}.values():
+            doc["ob"] = "t/ob/00000000000000000007"
+            if write.session is not None:
+                convert.assign_slot(doc, 40 + n)
+                doc["run_end"] = 99
+    assert writes[3].body is not None
+    for doc in (writes[3].doc, whole[3]):
+        doc["later"] = DatetimeMS(5)
     pending = [i for i in range(len(writes)) if i != 1]
     made = convert.raw_documents(writes, pending)
     expected = {
@@ -430,13 +451,13 @@ def test_a_groups_raw_documents_are_each_events_raw_document() -> None:
         if writes[i].body is not None
         and (raw := convert.raw_document(writes[i].body, writes[i].doc, writes[i].body_keys))
     }
-    assert {i: r.raw for i, r in made.items()} == {i: r.raw for i, r in expected.items()}
+    assert 3 not in expected  # left to PyMongo: the whole document, from the body
+    assert {i: r.raw for i, r in made.items() if i != 3} == {i: r.raw for i, r in expected.items()}
     assert 1 not in made
-    assert 3 not in made
     assert any(w.body is None for w in writes)  # the rules' events have none
     assert len(made) >= len(writes) // 2
     for i, raw in made.items():
-        assert raw.raw == bson.encode(writes[i].doc)
+        assert raw.raw == bson.encode(whole[i])
 
 
 def test_a_sessions_run_is_its_slots_and_id_claims_as_each_events_own() -> None:
@@ -453,6 +474,7 @@ def test_a_sessions_run_is_its_slots_and_id_claims_as_each_events_own() -> None:
     by_rules.occur_time.nanos += 1  # finer than milliseconds: the rules prepare it
     events.append(by_rules)
     writes = _writes_of(events)
+    whole = _whole_docs(events, writes)
     runs: dict[tuple[str, str], list[int]] = {}
     for index, write in enumerate(writes):
         if write.session is not None:
@@ -462,17 +484,21 @@ def test_a_sessions_run_is_its_slots_and_id_claims_as_each_events_own() -> None:
     for session, indexes in runs.items():
         first = 10**11 - 2 if session[1] == "other é" else 5  # crosses a power of ten
         expected = []
+        sent = []
         for offset, index in enumerate(indexes):
-            doc = dict(writes[index].doc)
-            convert.assign_slot(doc, first + offset)
-            doc["run_end"] = first + len(indexes) - 1
+            doc, whole_doc = dict(writes[index].doc), dict(whole[index])
+            for each in (doc, whole_doc):
+                convert.assign_slot(each, first + offset)
+                each["run_end"] = first + len(indexes) - 1
             expected.append((index, "claim", convert.id_claim(doc)))
             expected.append((index, "event", doc))
+            sent.append((index, "claim", convert.id_claim(doc)))
+            sent.append((index, "event", whole_doc))
         run = convert.slot_run(writes, indexes, session, first)
-        # Each event as sent: the BSON of its document as raw_document makes it from the
+        # Each event as sent: the BSON of its whole document as raw_document makes it from the
         # native preparer's body; the dict itself for an event the rules prepared (no body).
         made = [(i, role, bson.encode(item)) for i, role, item in run]
-        assert made == [(i, role, bson.encode(item)) for i, role, item in expected]
+        assert made == [(i, role, bson.encode(item)) for i, role, item in sent]
         for (i, role, item), (_, _, wanted) in zip(run, expected, strict=True):
             if role == "event":
                 write = writes[i]
@@ -576,3 +602,47 @@ def test_a_batch_is_prepared_as_each_event_is() -> None:
             len(doc),
             session,
         ), index
+
+
+def test_a_slim_batch_is_the_batch_without_the_payloads_objects() -> None:
+    # The writer's batches (slim): each write as without slim, but for its document, which
+    # leaves out the payload (its BSON is in the body) and counts its own keys.
+    events = list(valid_event_of_each_type("t").values())
+    batch = [e.SerializeToString() for e in events]
+    made = {
+        slim: NATIVE.prepare_batch(
+            batch, RECEIVED, int(RECEIVED), lambda: "new-id", EventWrite, PreparedWrite, slim
+        )
+        for slim in (False, True)
+    }
+    assert made[True][1] == made[False][1]
+    assert len(made[True][1]) < len(batch)  # free-form data is declined either way
+    for event, full, slim in zip(events, made[False][0], made[True][0], strict=True):
+        if full is None:
+            assert slim is None
+            continue
+        payload = event.WhichOneof("payload")
+        assert payload in full.write.doc
+        assert repr(slim.write.doc) == repr(
+            {k: v for k, v in full.write.doc.items() if k != payload}
+        )
+        assert slim.write.body_keys == len(slim.write.doc) == full.write.body_keys - 1
+        for name in ("occur_time_given", "recorded", "filters", "body", "session"):
+            assert getattr(slim.write, name) == getattr(full.write, name), name
+        assert slim.sequence_at == full.sequence_at
+        # Sent, with what storage adds, it is the whole document all the same.
+        for doc in (slim.write.doc, full.write.doc):
+            doc["ob"] = "t/ob/00000000000000000001"
+        assert convert.raw_documents([slim.write], [0])[0].raw == bson.encode(full.write.doc)
+
+
+def test_a_whole_document_is_made_from_the_body_where_an_addition_is_left_to_pymongo() -> None:
+    event = valid_event_of_each_type("t")["start_call"]
+    (write,) = _writes_of([event])
+    (whole,) = _whole_docs([event], [write])
+    for doc in (write.doc, whole):
+        doc["ob"] = "t/ob/1"
+        doc["later"] = DatetimeMS(5)
+    assert convert.raw_document(write.body, write.doc, write.body_keys) is None
+    assert convert.whole_document(write).raw == bson.encode(whole)
+    assert convert.raw_documents([write], [0])[0].raw == bson.encode(whole)

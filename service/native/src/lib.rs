@@ -265,7 +265,7 @@ struct PayloadPlan {
     // Fields of the payload the document also carries at its top, when set.
     lifted: Vec<Name>,
     // The payload field naming the co-browsing session the event is about, if any.
-    session_field: Option<Py<PyString>>,
+    session_field: Option<Name>,
     // Whether its text is masked when sensitive (Masking).
     masked: bool,
 }
@@ -493,7 +493,6 @@ impl Preparer {
         payload_time: Py<PyAny>,
         masking: MaskingRow,
     ) -> PyResult<Self> {
-        let name = |text: &str| PyString::intern(py, text).unbind();
         let messages = messages
             .into_iter()
             .map(|fields| {
@@ -526,7 +525,7 @@ impl Preparer {
                     event_type,
                     cobrowse,
                     lifted: lifted.iter().map(|n| Name::new(py, n)).collect(),
-                    session_field: session.as_deref().map(name),
+                    session_field: session.as_deref().map(|n| Name::new(py, n)),
                     masked: number == masking.payload,
                 };
                 (number, plan)
@@ -569,6 +568,7 @@ impl Preparer {
             EventId::Given(event_id),
             receive_time,
             receive_millis,
+            false,
         )?
         else {
             return Ok(None);
@@ -589,8 +589,12 @@ impl Preparer {
     /// as `prepared_type(write_type(document, occur time given, recorded form, filter fields,
     /// BSON, the document's key count, session), sequence position)` (ingest.PreparedWrite of
     /// a storage.EventWrite), under the id it holds or else `new_id()`; None for each event it
-    /// declines, whose indexes come second.
+    /// declines, whose indexes come second. `slim`: the documents leave out the payload, whose
+    /// elements are in the BSON alone (the key count is the document's: what storage adds
+    /// comes after it either way); nothing on the write path reads a payload from the
+    /// document, and its objects were a third of this call's (in process).
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (batch, receive_time, receive_millis, new_id, write_type, prepared_type, slim = false))]
     fn prepare_batch<'py>(
         &self,
         py: Python<'py>,
@@ -600,6 +604,7 @@ impl Preparer {
         new_id: &Bound<'py, PyAny>,
         write_type: &Bound<'py, PyAny>,
         prepared_type: &Bound<'py, PyAny>,
+        slim: bool,
     ) -> PyResult<(Bound<'py, PyList>, Vec<usize>)> {
         let ready = PyList::empty(py);
         let mut declined = Vec::new();
@@ -611,6 +616,7 @@ impl Preparer {
                 EventId::Own(new_id),
                 receive_time,
                 receive_millis,
+                slim,
             )?;
             let Some(made) = made else {
                 declined.push(index);
@@ -658,6 +664,7 @@ impl Preparer {
         event_id: EventId<'_, 'py>,
         receive_time: &Bound<'py, PyAny>,
         receive_millis: i64,
+        slim: bool,
     ) -> PyResult<Option<Prepared<'py>>> {
         let numbers = &self.numbers;
         let mut id_text = "";
@@ -747,8 +754,26 @@ impl Preparer {
             }
         }
         let mut payload_bson = Vec::with_capacity(payload_bytes.len() + 64);
-        let payload_doc =
-            or_decline!(self.message_doc(py, plan.message, payload_bytes, &mut payload_bson)?);
+        // Without the payload's objects (`slim`), its document is only in the BSON.
+        let payload_doc = or_decline!(self.message_doc(
+            py,
+            plan.message,
+            payload_bytes,
+            &mut payload_bson,
+            !slim
+        )?);
+        // The payload's string field `name`, if set (as its document would hold it).
+        let payload_text = |name: &Name| -> PyResult<Option<Bound<'py, PyString>>> {
+            match &payload_doc {
+                Some(doc) => match doc.get_item(&name.py)? {
+                    Some(value) => Ok(Some(value.cast_into::<PyString>()?)),
+                    None => Ok(None),
+                },
+                None => Ok(self
+                    .top_text(plan.message, payload_bytes, &name.text)
+                    .map(|text| PyString::new(py, text))),
+            }
+        };
 
         let mut digest = Sha256::new();
         digest.update(head);
@@ -796,10 +821,7 @@ impl Preparer {
         }
         // The session a payload names takes the place of the context's (convert.to_document).
         let session = match &plan.session_field {
-            Some(name) => match payload_doc.get_item(name)? {
-                Some(value) => Some(value.cast_into::<PyString>()?),
-                None => None,
-            },
+            Some(name) => payload_text(name)?,
             None => match context {
                 Some((session_id, _)) if !session_id.is_empty() => {
                     Some(PyString::new(py, session_id))
@@ -809,8 +831,8 @@ impl Preparer {
         };
         let mut lifted = Vec::with_capacity(plan.lifted.len());
         for name in &plan.lifted {
-            if let Some(value) = payload_doc.get_item(&name.py)? {
-                lifted.push((name, value.cast_into::<PyString>()?));
+            if let Some(value) = payload_text(name)? {
+                lifted.push((name, value));
             }
         }
 
@@ -831,7 +853,9 @@ impl Preparer {
         doc.set_item(&keys.occur_time.py, occur_time)?;
         doc.set_item(&keys.receive_time.py, receive_time)?;
         doc.set_item(&keys.fingerprint.py, &fingerprint)?;
-        doc.set_item(&plan.name.py, &payload_doc)?;
+        if let Some(payload_doc) = &payload_doc {
+            doc.set_item(&plan.name.py, payload_doc)?;
+        }
         // The same document in BSON (its elements), in the same order.
         let mut body = Vec::with_capacity(payload_bson.len() + 2 * key_text.len() + 200);
         bson_string(&mut body, &keys.id_key.text, &key_text);
@@ -909,20 +933,23 @@ impl Preparer {
     }
 
     /// The document of a message of type `index` (convert._doc_function's), or None to
-    /// decline; its elements in BSON are appended to `out`.
+    /// decline; its elements in BSON are appended to `out`. Without `objects`, only its BSON
+    /// is made (Some(None)): the document itself is then never made in Python.
     fn message_doc<'py>(
         &self,
         py: Python<'py>,
         index: usize,
         bytes: &[u8],
         out: &mut Vec<u8>,
-    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        objects: bool,
+    ) -> PyResult<Option<Option<Bound<'py, PyDict>>>> {
         let plan = &self.messages[index];
-        let doc = PyDict::new(py);
+        let doc = objects.then(|| PyDict::new(py));
         let mut reader = Reader::new(bytes);
         let mut last = 0u32;
-        // The list being filled, and its BSON array: where its length goes, and its items.
-        let mut list: Option<(Bound<'py, PyList>, usize, usize)> = None;
+        // The list being filled (None without `objects`), and its BSON array: where its
+        // length goes, and its items.
+        let mut list: Option<(Option<Bound<'py, PyList>>, usize, usize)> = None;
         while !reader.done() {
             let (number, value) = or_decline!(reader.field());
             let field = or_decline!(plan.get(&number));
@@ -935,8 +962,14 @@ impl Preparer {
                 }
                 if field.repeated {
                     let at = bson_open(out, 0x04, &field.name.text);
-                    let items = PyList::empty(py);
-                    doc.set_item(&field.name.py, &items)?;
+                    let items = match &doc {
+                        Some(doc) => {
+                            let items = PyList::empty(py);
+                            doc.set_item(&field.name.py, &items)?;
+                            Some(items)
+                        }
+                        None => None,
+                    };
                     list = Some((items, at, 0));
                 }
             }
@@ -949,7 +982,8 @@ impl Preparer {
                 }
                 _ => field.name.text.as_str(),
             };
-            let item: Bound<'py, PyAny> = match (field.kind, value) {
+            // The item in Python, made only with `objects`.
+            let item: Option<Bound<'py, PyAny>> = match (field.kind, value) {
                 (STRING, Wire::Bytes(bytes)) => {
                     // A list may hold an empty string; a field without presence never does.
                     if bytes.is_empty() && !field.repeated {
@@ -957,17 +991,17 @@ impl Preparer {
                     }
                     let text = or_decline!(std::str::from_utf8(bytes).ok());
                     bson_string(out, key, text);
-                    PyString::new(py, text).into_any()
+                    objects.then(|| PyString::new(py, text).into_any())
                 }
                 (BOOL, Wire::Varint(1)) => {
                     bson_key(out, 0x08, key);
                     out.push(1);
-                    PyBool::new(py, true).to_owned().into_any()
+                    objects.then(|| PyBool::new(py, true).to_owned().into_any())
                 }
                 (ENUM, Wire::Varint(value)) if value != 0 => {
                     let name = or_decline!(field.enum_names.get(&(value as i64)));
                     bson_string(out, key, &name.text);
-                    name.py.bind(py).clone().into_any()
+                    objects.then(|| name.py.bind(py).clone().into_any())
                 }
                 (DOUBLE, Wire::Fixed64(bits)) => {
                     let value = f64::from_bits(bits);
@@ -976,24 +1010,31 @@ impl Preparer {
                     }
                     bson_key(out, 0x01, key);
                     out.extend_from_slice(&value.to_le_bytes());
-                    PyFloat::new(py, value).into_any()
+                    objects.then(|| PyFloat::new(py, value).into_any())
                 }
                 (TIMESTAMP, Wire::Bytes(bytes)) => {
                     let millis = or_decline!(timestamp_millis(bytes));
                     bson_date(out, key, millis);
-                    self.payload_time.bind(py).call1((millis,))?
+                    match objects {
+                        true => Some(self.payload_time.bind(py).call1((millis,))?),
+                        false => None,
+                    }
                 }
                 (MESSAGE, Wire::Bytes(bytes)) => {
                     let at = bson_open(out, 0x03, key);
-                    let inner = or_decline!(self.message_doc(py, field.message, bytes, out)?);
+                    let inner =
+                        or_decline!(self.message_doc(py, field.message, bytes, out, objects)?);
                     bson_close(out, at);
-                    inner.into_any()
+                    inner.map(Bound::into_any)
                 }
                 _ => return Ok(None),
             };
-            match &list {
-                Some((items, _, _)) if field.repeated => items.append(item)?,
-                _ => doc.set_item(&field.name.py, item)?,
+            if let Some(item) = item {
+                match (&list, &doc) {
+                    (Some((Some(items), _, _)), _) if field.repeated => items.append(item)?,
+                    (_, Some(doc)) => doc.set_item(&field.name.py, item)?,
+                    _ => {}
+                }
             }
             last = number;
         }
@@ -1001,6 +1042,24 @@ impl Preparer {
             bson_close(out, at);
         }
         Ok(Some(doc))
+    }
+
+    /// The text of the string field `name` of a message of type `index` (its top level), if
+    /// it is set: what a payload's document would hold under that name.
+    fn top_text<'a>(&self, index: usize, bytes: &'a [u8], name: &str) -> Option<&'a str> {
+        let plan = &self.messages[index];
+        let mut reader = Reader::new(bytes);
+        while !reader.done() {
+            let (number, value) = reader.field()?;
+            let field = plan.get(&number)?;
+            if field.name.text == name && field.kind == STRING && !field.repeated {
+                return match value {
+                    Wire::Bytes(bytes) => std::str::from_utf8(bytes).ok(),
+                    _ => None,
+                };
+            }
+        }
+        None
     }
 }
 
@@ -1445,37 +1504,45 @@ impl Stored {
 }
 
 /// The documents to insert of the events `indexes` of `writes` (storage.EventWrite) that have
-/// a body, by index: a SentDocument of what raw_document gives; an event without a body, or
-/// whose additions raw_document leaves to PyMongo, has none.
+/// a body, by index: a SentDocument of what raw_document gives, or `whole(write)` where it
+/// leaves an addition to PyMongo; an event without a body has none.
 #[pyfunction]
 fn raw_documents<'py>(
     py: Python<'py>,
     writes: &Bound<'py, PyList>,
     indexes: &Bound<'py, PyList>,
+    whole: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let made = PyDict::new(py);
     for index in indexes.iter() {
         let write = writes.get_item(index.extract()?)?;
         let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
-        if let Some(raw) = write_raw(py, &write, &doc)? {
-            made.set_item(index, sent_document(py, &raw)?)?;
+        if let Some(sent) = write_sent(py, &write, &doc, whole)? {
+            made.set_item(index, sent)?;
         }
     }
     Ok(made)
 }
 
-/// raw_bytes of a storage.EventWrite's document `doc`, from its body; None without a body.
-fn write_raw(
-    py: Python<'_>,
-    write: &Bound<'_, PyAny>,
-    doc: &Bound<'_, PyDict>,
-) -> PyResult<Option<Vec<u8>>> {
+/// The document to send of a storage.EventWrite whose document is `doc`, from its body: a
+/// SentDocument of raw_bytes, or `whole(write)` where raw_bytes leaves an addition to PyMongo
+/// (the document may leave out what only its body holds: see Preparer.prepare_batch); None
+/// without a body.
+fn write_sent<'py>(
+    py: Python<'py>,
+    write: &Bound<'py, PyAny>,
+    doc: &Bound<'py, PyDict>,
+    whole: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let body = write.getattr(intern!(py, "body"))?;
     let Ok(body) = body.cast_into::<PyBytes>() else {
         return Ok(None);
     };
     let body_keys: usize = write.getattr(intern!(py, "body_keys"))?.extract()?;
-    raw_bytes(body.as_bytes(), doc, body_keys)
+    match raw_bytes(body.as_bytes(), doc, body_keys)? {
+        Some(raw) => Ok(Some(sent_document(py, &raw)?)),
+        None => Ok(Some(whole.call1((write,))?)),
+    }
 }
 
 fn raw_bytes(body: &[u8], doc: &Bound<'_, PyDict>, body_keys: usize) -> PyResult<Option<Vec<u8>>> {
@@ -1516,7 +1583,8 @@ fn raw_bytes(body: &[u8], doc: &Bound<'_, PyDict>, body_keys: usize) -> PyResult
 /// `digits`: convert.slot_ids). Each document gets its slot's `_id`, its `sequence` and the
 /// run's last slot `run_end`, in place; the run is each event's (index, "claim", its id claim
 /// (convert.id_claim) as a SentDocument of its BSON), then (index, "event", the
-/// document to send: as raw_documents makes it, or the dict where that leaves it to PyMongo).
+/// document to send: as raw_documents makes it with `whole`, or the dict of an event without
+/// a body).
 #[pyfunction]
 fn slot_run<'py>(
     py: Python<'py>,
@@ -1525,6 +1593,7 @@ fn slot_run<'py>(
     prefix: &str,
     first: i64,
     digits: usize,
+    whole: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
     let name = |text: &str| PyString::intern(py, text);
     let (claim_role, event_role) = (name("claim"), name("event"));
@@ -1560,8 +1629,8 @@ fn slot_run<'py>(
         let made = sent_document(py, &claim)?;
         let claim_item = [index.clone(), claim_role.clone().into_any(), made];
         run.append(PyTuple::new(py, claim_item)?)?;
-        let sent = match write_raw(py, &write, &doc)? {
-            Some(raw) => sent_document(py, &raw)?,
+        let sent = match write_sent(py, &write, &doc, whole)? {
+            Some(sent) => sent,
             None => doc.into_any(),
         };
         run.append(PyTuple::new(
