@@ -28,7 +28,6 @@ from typing import Any
 
 import bson
 
-from auditlog.ids import new_event_id
 from auditlog.v1 import audit_event_pb2, service_pb2
 from auditlog_service import convert, validation
 from auditlog_service.ingest import EventWriter, PreparedWrite
@@ -162,18 +161,12 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     took["document sent"] = clock() - started
 
     # The floor encodes each whole document: the writer's leave out the payload (its BSON is
-    # in the body), so the floor's are the native preparer's without that.
-    made, _ = preparer.native().prepare_batch(
-        serialized,
-        received,
-        convert.datetime_to_millis(received),
-        new_event_id,
-        EventWrite,
-        PreparedWrite,
-    )
+    # in the body), so the floor's are prepared without slim, with what storage added.
     whole = []
-    for ready, ours in zip(made, writes, strict=True):
-        doc = ours.write.doc if ready is None else ready.write.doc
+    for ours, full in zip(
+        writes, writer.prepare_batch(events, serialized, received, slim=False), strict=True
+    ):
+        doc = full.write.doc
         doc.update(list(ours.write.doc.items())[ours.write.body_keys :])
         whole.append(doc)
     started = clock()

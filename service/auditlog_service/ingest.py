@@ -140,8 +140,11 @@ class EventWriter:
         events: list[audit_event_pb2.AuditEvent],
         serialized: list[bytes] | None = None,
         receive_time: convert.StoredTime | dt.datetime | None = None,
+        *,
+        slim: bool = True,
     ) -> list[PreparedWrite]:
-        """prepare of each event of a batch (one receive time for all, now unless given)."""
+        """prepare of each event of a batch (one receive time for all, now unless given);
+        without `slim`, the native preparer's documents hold the payload too."""
         received = receive_time or convert.stored_time_now()
         if serialized is None:
             serialized = convert.serialized_events(events)
@@ -157,7 +160,7 @@ class EventWriter:
             new_event_id,
             EventWrite,
             PreparedWrite,
-            slim=True,
+            slim=slim,
         )
         for index in declined:
             made[index] = self._by_rules(events[index], received)
