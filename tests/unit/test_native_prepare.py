@@ -414,8 +414,8 @@ def test_a_raw_document_is_left_to_pymongo_when_an_added_value_is_of_another_typ
 
 def _whole_docs(events: list[AuditEvent], writes: list[EventWrite]) -> list[dict[str, Any]]:
     """Each write's document with what only its body holds (the writer's documents leave
-    out the payload): the native preparer's document without that (its own, byte for byte the
-    rules', see _assert_same), a copy; the write's own for an event the rules prepared."""
+    out the payload): the native preparer's document made without slim (byte for byte the
+    rules', see _assert_same); the write's own for an event the rules prepared."""
     whole = []
     for event, write in zip(events, writes, strict=True):
         if write.body is None:

@@ -592,7 +592,8 @@ impl Preparer {
     /// declines, whose indexes come second. `slim`: the documents leave out the payload, whose
     /// elements are in the BSON alone (the key count is the document's: what storage adds
     /// comes after it either way); nothing on the write path reads a payload from the
-    /// document, and its objects were a third of this call's (in process).
+    /// document, and making its objects cost (in process, 1,000 events, three pairs) 5.2-6.3
+    /// against 3.9-6.1 us a general event.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (batch, receive_time, receive_millis, new_id, write_type, prepared_type, slim = false))]
     fn prepare_batch<'py>(
