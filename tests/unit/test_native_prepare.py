@@ -435,6 +435,7 @@ def test_a_groups_raw_documents_are_each_events_raw_document() -> None:
     writes = _writes_of(events)
     whole = _whole_docs(events, writes)
     for n, write in enumerate(writes):
+        # Once each: an event the rules prepared has its own document as its whole one.
         for doc in {id(d): d for d in (write.doc, whole[n])}.values():
             doc["ob"] = "t/ob/00000000000000000007"
             if write.session is not None:
