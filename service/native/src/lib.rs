@@ -763,17 +763,11 @@ impl Preparer {
             &mut payload_bson,
             !slim
         )?);
-        // The payload's string field `name`, if set (as its document would hold it).
-        let payload_text = |name: &Name| -> PyResult<Option<Bound<'py, PyString>>> {
-            match &payload_doc {
-                Some(doc) => match doc.get_item(&name.py)? {
-                    Some(value) => Ok(Some(value.cast_into::<PyString>()?)),
-                    None => Ok(None),
-                },
-                None => Ok(self
-                    .top_text(plan.message, payload_bytes, &name.text)
-                    .map(|text| PyString::new(py, text))),
-            }
+        // The payload's string field `name`, if set (as its document would hold it), from its
+        // bytes: the same with the payload's objects made or not.
+        let payload_text = |name: &Name| {
+            self.top_text(plan.message, payload_bytes, &name.text)
+                .map(|text| PyString::new(py, text))
         };
 
         let mut digest = Sha256::new();
@@ -822,7 +816,7 @@ impl Preparer {
         }
         // The session a payload names takes the place of the context's (convert.to_document).
         let session = match &plan.session_field {
-            Some(name) => payload_text(name)?,
+            Some(name) => payload_text(name),
             None => match context {
                 Some((session_id, _)) if !session_id.is_empty() => {
                     Some(PyString::new(py, session_id))
@@ -832,7 +826,7 @@ impl Preparer {
         };
         let mut lifted = Vec::with_capacity(plan.lifted.len());
         for name in &plan.lifted {
-            if let Some(value) = payload_text(name)? {
+            if let Some(value) = payload_text(name) {
                 lifted.push((name, value));
             }
         }
