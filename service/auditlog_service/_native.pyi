@@ -74,6 +74,17 @@ def slot_run(
     digits: int,
     whole: Callable[[Any], SentDocument],
 ) -> list[tuple[int, str, Any]]: ...
+def split_pending(
+    writes: list[Any], pending: list[int]
+) -> tuple[list[tuple[int, str, Any]], list[int], dict[tuple[str, str], list[int]]]: ...
+def batch_documents(
+    batch: list[tuple[int, str, Any]],
+    raw: dict[int, SentDocument],
+    encode: Callable[[dict[str, Any]], SentDocument],
+) -> list[Any]: ...
+def note_stored(
+    batch: list[tuple[int, str, Any]], inserted: int, writes: list[Any], outcomes: list[Any]
+) -> tuple[list[int], dict[tuple[str, str], int], list[tuple[int, str, Any]]]: ...
 def stored_results(
     written: list[tuple[Any, Any]],
     results_tag: bytes,
