@@ -176,9 +176,10 @@ def database_errors(exc: PyMongoError) -> AuditLogError | None:
 
 
 _RAW = attrgetter("raw")
-# A write's document, and a document's tenant, for map() over a group.
+# A write's document, and a document's tenant and key, for map() over a group.
 _DOC_OF = attrgetter("doc")
 _TENANT_OF_DOC = itemgetter("tenant_id")
+_KEY_OF_DOC = itemgetter("key")
 # What an insert sends as it is: the events and claims the preparer made (convert.SentDocument),
 # and raw documents a caller may pass.
 Sent = convert.SentDocument | RawBSONDocument
@@ -894,7 +895,7 @@ class _GroupWrite:
         commits ask for them)."""
         if self._keys is None:
             self._keys = {
-                tenant_id: [write.doc["key"] for write in writes]
+                tenant_id: list(map(_KEY_OF_DOC, map(_DOC_OF, writes)))
                 for tenant_id, writes in self.by_tenant.items()
             }
         return self._keys
