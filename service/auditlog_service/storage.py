@@ -1043,9 +1043,9 @@ class _GroupWrite:
         placements = self.placements
         for batch, (inserted, _) in zip(batches, results, strict=True):
             # The stored events' outcomes, in one native pass (_stored's twin: the other
-            # callers take few events; the loop in Python was a tenth of a co-browsing group
-            # write's CPU in process). A session's events are one run of rising slots in a
-            # batch: its last one stored is where its head is now, noted once per session.
+            # callers take few events; split_pending in service/native says what the loops in
+            # Python cost). A session's events are one run of rising slots in a batch: its last
+            # one stored is where its head is now, noted once per session.
             in_sessions, heads_now, others = _native.note_stored(
                 batch, inserted, writes, self.outcomes
             )

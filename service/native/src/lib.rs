@@ -1644,8 +1644,10 @@ fn is_role(role: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool
 
 /// A round's events `pending` of `writes` (storage.EventWrite) split as storage._GroupWrite
 ///._round takes them: the general events as its insert's items, (index, "event", document),
-/// and their indexes; each session's events' indexes in order, by session. One pass in C:
-/// the loop in Python was a tenth of a co-browsing group write's CPU in process.
+/// and their indexes; each session's events' indexes in order, by session. Natively, as
+/// batch_documents and note_stored: the round's loops over its events in Python were a
+/// quarter of a co-browsing group write's CPU in process (cProfile, groups of 1,000, the
+/// insert stubbed: 1.84 of 8.03 us an event).
 #[pyfunction]
 fn split_pending<'py>(
     py: Python<'py>,
