@@ -167,7 +167,7 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
         writes, writer.prepare_batch(events, serialized, received, slim=False), strict=True
     ):
         doc = full.write.doc
-        doc.update(list(ours.write.doc.items())[ours.write.body_keys :])
+        doc.update(ours.write.additions())
         whole.append(doc)
     started = clock()
     for doc in whole:

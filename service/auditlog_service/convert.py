@@ -765,7 +765,7 @@ def whole_document(write: Any) -> SentDocument:
         codec_options=_AS_STORED,
     )
     whole["_id"] = write.doc["_id"]
-    whole.update(list(write.doc.items())[write.body_keys :])
+    whole.update(write.additions())
     return SentDocument(bson.encode(whole))
 
 

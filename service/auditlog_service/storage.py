@@ -119,6 +119,11 @@ class EventWrite:
     # session's events are kept in order, slotted and remembered (see session_key).
     session: tuple[str, str] | None = None
 
+    def additions(self) -> list[tuple[str, Any]]:
+        """The document's items after those its body holds: what storage added to it (the
+        outbox id; a co-browsing event's sequence and run end)."""
+        return list(self.doc.items())[self.body_keys :]
+
     def is_retry_of(self, existing: Document) -> bool:
         """Whether `existing`, stored under this event's id, is this very event."""
         if existing.get("fingerprint") != self.doc["fingerprint"]:
