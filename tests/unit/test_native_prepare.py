@@ -538,14 +538,18 @@ def test_a_commits_entries_are_each_events_entry_completed_and_packed() -> None:
         assert declined == (group[-1] is odd)
 
 
-def _writes_of(events: list[AuditEvent]) -> list[EventWrite]:
-    """The events as EventWriter prepares them (natively, or by the rules)."""
-    writer = EventWriter(
+def _writer() -> EventWriter:
+    return EventWriter(
         _NoDatabase(),  # type: ignore[arg-type]
         PREPARER,
         max_group=1000,
         max_delay_s=0.0,
     )
+
+
+def _writes_of(events: list[AuditEvent]) -> list[EventWrite]:
+    """The events as EventWriter prepares them (natively, or by the rules), one by one."""
+    writer = _writer()
     return [writer.prepare(e, RECEIVED).write for e in events]
 
 
@@ -647,3 +651,31 @@ def test_a_whole_document_is_made_from_the_body_where_an_addition_is_left_to_pym
     assert convert.raw_document(write.body, write.doc, write.body_keys) is None
     assert convert.whole_document(write).raw == bson.encode(whole)
     assert convert.raw_documents([write], [0])[0].raw == bson.encode(whole)
+
+
+def test_a_batchs_events_of_one_tenant_and_session_share_those_objects() -> None:
+    # Two sessions' events interleaved, then another tenant's with the same session id, then
+    # the first tenant's again: each tenant's run shares its tenant string and each session's
+    # key, made anew where the tenant changes, equal to what the event alone gets.
+    click = valid_event_of_each_type("t")["click"]
+    events = []
+    runs = [("t", "s"), ("t", "r"), ("t", "s"), ("u", "s"), ("u", "s"), ("t", "s"), ("t", "r")]
+    for n, (tenant, session) in enumerate(runs):
+        event = AuditEvent()
+        event.CopyFrom(click)
+        event.id, event.tenant_id, event.cobrowse.session_id = f"e{n}", tenant, session
+        events.append(event)
+    writes = [ready.write for ready in _writer().prepare_batch(events, None, RECEIVED)]
+    keys = [write.session for write in writes]
+    assert keys == [(e.tenant_id, e.cobrowse.session_id) for e in events]
+    assert keys[0] is keys[2]
+    assert keys[1] is not keys[0]
+    assert keys[3] is keys[4]
+    assert keys[2] is not keys[3]
+    assert keys[4] is not keys[5]
+    assert keys[5] == keys[0]
+    assert keys[5] is not keys[0]  # the tenant changed back: made again
+    assert keys[6] == keys[1]
+    assert writes[0].doc["tenant_id"] is writes[2].doc["tenant_id"] is keys[1][0]
+    assert writes[0].doc["cobrowse"]["session_id"] is keys[0][1]
+    assert writes[0].doc["cobrowse"] is not writes[2].doc["cobrowse"]  # documents own dicts

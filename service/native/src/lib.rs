@@ -569,6 +569,7 @@ impl Preparer {
             receive_time,
             receive_millis,
             false,
+            &mut Shared::default(),
         )?
         else {
             return Ok(None);
@@ -609,6 +610,7 @@ impl Preparer {
     ) -> PyResult<(Bound<'py, PyList>, Vec<usize>)> {
         let ready = PyList::empty(py);
         let mut declined = Vec::new();
+        let mut shared = Shared::default();
         for (index, serialized) in batch.iter().enumerate() {
             let serialized = serialized.cast_into::<PyBytes>()?;
             let made = self.prepared(
@@ -618,6 +620,7 @@ impl Preparer {
                 receive_time,
                 receive_millis,
                 slim,
+                &mut shared,
             )?;
             let Some(made) = made else {
                 declined.push(index);
@@ -646,6 +649,48 @@ enum EventId<'a, 'py> {
     Own(&'a Bound<'py, PyAny>),
 }
 
+/// Objects the documents of a batch's events share, made once a batch: the tenant (made again
+/// where it changes: a batch is mostly of one), and each co-browsing session's id and (tenant,
+/// session) key (a batch often holds a few sessions' events interleaved). Each object not made
+/// for an event is one fewer to free with its document.
+#[derive(Default)]
+struct Shared<'py> {
+    tenant: Option<(String, Bound<'py, PyString>)>,
+    // Of the tenant above: by session id, its string and the (tenant, session) key.
+    sessions: HashMap<String, (Bound<'py, PyString>, Bound<'py, PyAny>)>,
+}
+
+impl<'py> Shared<'py> {
+    fn tenant(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        match &self.tenant {
+            Some((known, tenant)) if known == text => tenant.clone(),
+            _ => {
+                let tenant = PyString::new(py, text);
+                self.tenant = Some((text.to_owned(), tenant.clone()));
+                self.sessions.clear(); // their keys name the tenant
+                tenant
+            }
+        }
+    }
+
+    /// The session id `text` of `tenant` (the string `tenant` gave), and its (tenant, session).
+    fn session(
+        &mut self,
+        py: Python<'py>,
+        tenant: &Bound<'py, PyString>,
+        text: &str,
+    ) -> PyResult<(Bound<'py, PyString>, Bound<'py, PyAny>)> {
+        if let Some((session_id, key)) = self.sessions.get(text) {
+            return Ok((session_id.clone(), key.clone()));
+        }
+        let session_id = PyString::new(py, text);
+        let key = PyTuple::new(py, [tenant.clone(), session_id.clone()])?.into_any();
+        self.sessions
+            .insert(text.to_owned(), (session_id.clone(), key.clone()));
+        Ok((session_id, key))
+    }
+}
+
 /// What the preparer makes of an event (see Preparer.prepare).
 struct Prepared<'py> {
     doc: Bound<'py, PyDict>,
@@ -658,6 +703,7 @@ struct Prepared<'py> {
 }
 
 impl Preparer {
+    #[allow(clippy::too_many_arguments)]
     fn prepared<'py>(
         &self,
         py: Python<'py>,
@@ -666,6 +712,7 @@ impl Preparer {
         receive_time: &Bound<'py, PyAny>,
         receive_millis: i64,
         slim: bool,
+        shared: &mut Shared<'py>,
     ) -> PyResult<Option<Prepared<'py>>> {
         let numbers = &self.numbers;
         let mut id_text = "";
@@ -838,7 +885,7 @@ impl Preparer {
             Some((_, _, millis)) => self.stored_time.bind(py).call1((millis,))?,
             None => receive_time.clone(),
         };
-        let tenant = PyString::new(py, tenant_id);
+        let tenant = shared.tenant(py, tenant_id);
         let doc = PyDict::new(py);
         doc.set_item(&keys.id_key.py, &key)?;
         doc.set_item(&keys.key.py, &key)?;
@@ -872,12 +919,12 @@ impl Preparer {
         // A co-browsing event's (tenant, session): what keeps its session's events in order.
         let mut session_key = py.None().into_bound(py);
         if let Some((session_id, actor)) = context {
-            let session_id_py = PyString::new(py, session_id);
+            let (session_id_py, key) = shared.session(py, &tenant, session_id)?;
             let inner = PyDict::new(py);
             inner.set_item(&keys.session_id.py, &session_id_py)?;
             inner.set_item(&keys.actor.py, &actor.py)?;
             doc.set_item(&keys.cobrowse.py, inner)?;
-            session_key = PyTuple::new(py, [tenant.clone(), session_id_py])?.into_any();
+            session_key = key;
             let at = bson_open(&mut body, 0x03, &keys.cobrowse.text);
             bson_string(&mut body, &keys.session_id.text, session_id);
             bson_string(&mut body, &keys.actor.text, &actor.text);
