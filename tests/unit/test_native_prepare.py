@@ -656,7 +656,8 @@ def test_a_whole_document_is_made_from_the_body_where_an_addition_is_left_to_pym
 def test_a_batchs_events_of_one_tenant_and_session_share_those_objects() -> None:
     # Two sessions' events interleaved, then another tenant's with the same session id, then
     # the first tenant's again: each tenant's run shares its tenant string and each session's
-    # key, made anew where the tenant changes, equal to what the event alone gets.
+    # key, made anew where the tenant changes, equal to what the event alone gets; the events
+    # of one user share its id.
     click = valid_event_of_each_type("t")["click"]
     events = []
     runs = [("t", "s"), ("t", "r"), ("t", "s"), ("u", "s"), ("u", "s"), ("t", "s"), ("t", "r")]
@@ -678,4 +679,7 @@ def test_a_batchs_events_of_one_tenant_and_session_share_those_objects() -> None
     assert keys[6] == keys[1]
     assert writes[0].doc["tenant_id"] is writes[2].doc["tenant_id"] is keys[1][0]
     assert writes[0].doc["cobrowse"]["session_id"] is keys[0][1]
+    users = [write.doc["tenant_user_id"] for write in writes]
+    assert users[0] == click.tenant_user_id
+    assert all(user is users[0] for user in users)
     assert writes[0].doc["cobrowse"] is not writes[2].doc["cobrowse"]  # documents own dicts

@@ -650,12 +650,13 @@ enum EventId<'a, 'py> {
 }
 
 /// Objects the documents of a batch's events share, made once a batch: the tenant (made again
-/// where it changes: a batch is mostly of one), and each co-browsing session's id and (tenant,
-/// session) key (a batch often holds a few sessions' events interleaved). Each object not made
-/// for an event is one fewer to free with its document.
+/// where it changes: a batch is mostly of one), each user id, and each co-browsing session's id
+/// and (tenant, session) key (a batch often holds a few users' and sessions' events
+/// interleaved). Each object not made for an event is one fewer to free with its document.
 #[derive(Default)]
 struct Shared<'py> {
     tenant: Option<(String, Bound<'py, PyString>)>,
+    users: HashMap<String, Bound<'py, PyString>>,
     // Of the tenant above: by session id, its string and the (tenant, session) key.
     sessions: HashMap<String, (Bound<'py, PyString>, Bound<'py, PyAny>)>,
 }
@@ -671,6 +672,15 @@ impl<'py> Shared<'py> {
                 tenant
             }
         }
+    }
+
+    fn user(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        if let Some(user) = self.users.get(text) {
+            return user.clone();
+        }
+        let user = PyString::new(py, text);
+        self.users.insert(text.to_owned(), user.clone());
+        user
     }
 
     /// The session id `text` of `tenant` (the string `tenant` gave), and its (tenant, session).
@@ -913,7 +923,7 @@ impl Preparer {
         body.extend_from_slice(&payload_bson);
         body.push(0);
         if !tenant_user_id.is_empty() {
-            doc.set_item(&keys.tenant_user_id.py, tenant_user_id)?;
+            doc.set_item(&keys.tenant_user_id.py, shared.user(py, tenant_user_id))?;
             bson_string(&mut body, &keys.tenant_user_id.text, tenant_user_id);
         }
         // A co-browsing event's (tenant, session): what keeps its session's events in order.
