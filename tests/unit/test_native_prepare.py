@@ -679,6 +679,7 @@ def test_a_batchs_events_of_one_tenant_and_session_share_those_objects() -> None
     assert keys[6] == keys[1]
     assert writes[0].doc["tenant_id"] is writes[2].doc["tenant_id"] is keys[1][0]
     assert writes[0].doc["cobrowse"]["session_id"] is keys[0][1]
+    assert writes[0].doc["session_id"] is keys[0][1]
     users = [write.doc["tenant_user_id"] for write in writes]
     assert users[0] == click.tenant_user_id
     assert all(user is users[0] for user in users)

@@ -871,12 +871,13 @@ impl Preparer {
             sequence_at = rest_at + (given.end - given.start);
             context = Some((given.session_id, actor));
         }
+        let tenant = shared.tenant(py, tenant_id);
         // The session a payload names takes the place of the context's (convert.to_document).
         let session = match &plan.session_field {
             Some(name) => payload_text(name),
             None => match context {
                 Some((session_id, _)) if !session_id.is_empty() => {
-                    Some(PyString::new(py, session_id))
+                    Some(shared.session(py, &tenant, session_id)?.0)
                 }
                 _ => None,
             },
@@ -895,7 +896,6 @@ impl Preparer {
             Some((_, _, millis)) => self.stored_time.bind(py).call1((millis,))?,
             None => receive_time.clone(),
         };
-        let tenant = shared.tenant(py, tenant_id);
         let doc = PyDict::new(py);
         doc.set_item(&keys.id_key.py, &key)?;
         doc.set_item(&keys.key.py, &key)?;
