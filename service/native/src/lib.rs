@@ -1793,9 +1793,8 @@ fn note_stored<'py>(
         let session = write.getattr(intern!(py, "session"))?;
         if !session.is_none() {
             let head = or_key_error(doc.cast::<PyDict>()?.get_item(sequence)?, "sequence")?;
-            if let Some((last, _)) = &run {
+            if let Some((last, last_head)) = run.take() {
                 if !last.is(&session) && !last.eq(&session)? {
-                    let (last, last_head) = run.take().expect("a run");
                     heads.set_item(last, last_head)?;
                 }
             }
