@@ -1492,7 +1492,8 @@ fn raw_document<'py>(
     doc: &Bound<'py, PyDict>,
     body_keys: usize,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-    Ok(raw_bytes(body, doc, body_keys)?.map(|raw| PyBytes::new(py, &raw)))
+    let mut out = Vec::new();
+    Ok(raw_bytes(&mut out, body, doc, body_keys)?.then(|| PyBytes::new(py, &out)))
 }
 
 /// A document's BSON, sent as it is (convert.SentDocument): PyMongo's encoder copies `raw`
@@ -1566,10 +1567,11 @@ fn raw_documents<'py>(
     whole: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let made = PyDict::new(py);
+    let mut out = Vec::new();
     for index in indexes.iter() {
         let write = writes.get_item(index.extract()?)?;
         let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
-        if let Some(sent) = write_sent(py, &write, &doc, whole)? {
+        if let Some(sent) = write_sent(py, &write, &doc, whole, &mut out)? {
             made.set_item(index, sent)?;
         }
     }
@@ -1579,54 +1581,65 @@ fn raw_documents<'py>(
 /// The document to send of a storage.EventWrite whose document is `doc`, from its body: a
 /// SentDocument of raw_bytes, or `whole(write)` where raw_bytes leaves an addition to PyMongo
 /// (the document may leave out what only its body holds: see Preparer.prepare_batch); None
-/// without a body.
+/// without a body. `out`: a buffer to make it in (one for a pass over many events: a new one
+/// an event was an allocation, its growth and its release each).
 fn write_sent<'py>(
     py: Python<'py>,
     write: &Bound<'py, PyAny>,
     doc: &Bound<'py, PyDict>,
     whole: &Bound<'py, PyAny>,
+    out: &mut Vec<u8>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let body = write.getattr(intern!(py, "body"))?;
     let Ok(body) = body.cast_into::<PyBytes>() else {
         return Ok(None);
     };
     let body_keys: usize = write.getattr(intern!(py, "body_keys"))?.extract()?;
-    match raw_bytes(body.as_bytes(), doc, body_keys)? {
-        Some(raw) => Ok(Some(sent_document(py, &raw)?)),
-        None => Ok(Some(whole.call1((write,))?)),
+    if raw_bytes(out, body.as_bytes(), doc, body_keys)? {
+        Ok(Some(sent_document(py, out)?))
+    } else {
+        Ok(Some(whole.call1((write,))?))
     }
 }
 
-fn raw_bytes(body: &[u8], doc: &Bound<'_, PyDict>, body_keys: usize) -> PyResult<Option<Vec<u8>>> {
+/// raw_document's BSON, made in `out` (cleared first); false where it leaves an addition to
+/// PyMongo.
+fn raw_bytes(
+    out: &mut Vec<u8>,
+    body: &[u8],
+    doc: &Bound<'_, PyDict>,
+    body_keys: usize,
+) -> PyResult<bool> {
     // The body's first element: 0x02, "_id", NUL, the string's length, the string.
     let id_end = match body.get(..9) {
         Some([0x02, b'_', b'i', b'd', 0, a, b, c, d]) => {
             9 + i32::from_le_bytes([*a, *b, *c, *d]) as usize
         }
-        _ => return Ok(None),
+        _ => return Ok(false),
     };
     if body.len() < id_end {
-        return Ok(None);
+        return Ok(false);
     }
-    let mut out = Vec::with_capacity(body.len() + 96);
+    out.clear();
+    out.reserve(body.len() + 96);
     out.extend_from_slice(&[0; 4]);
-    let id = doc.get_item("_id")?;
+    let id = doc.get_item(intern!(doc.py(), "_id"))?;
     match id.as_ref().map(|id| id.cast_exact::<PyString>()) {
-        Some(Ok(id)) => bson_string(&mut out, "_id", &id.to_cow()?),
-        _ => return Ok(None),
+        Some(Ok(id)) => bson_string(out, "_id", &id.to_cow()?),
+        _ => return Ok(false),
     }
     out.extend_from_slice(&body[id_end..]);
     for (key, value) in doc.iter().skip(body_keys) {
         let Ok(key) = key.cast_exact::<PyString>() else {
-            return Ok(None);
+            return Ok(false);
         };
         let key = key.to_cow()?;
-        if key.contains('\0') || !bson_value(&mut out, &key, &value)? {
-            return Ok(None);
+        if key.contains('\0') || !bson_value(out, &key, &value)? {
+            return Ok(false);
         }
     }
-    bson_close(&mut out, 0);
-    Ok(Some(out))
+    bson_close(out, 0);
+    Ok(true)
 }
 
 /// A session's run of events in a group's first round (storage._GroupWrite._round), none of
@@ -1659,11 +1672,13 @@ fn slot_run<'py>(
     let last = (first + indexes.len() as i64 - 1).into_pyobject(py)?;
     let run = PyList::empty(py);
     let mut claim = Vec::with_capacity(256);
+    let mut sent_raw = Vec::with_capacity(1024);
+    let mut slot = String::with_capacity(prefix.len() + digits + 4);
     for (offset, index) in indexes.iter().enumerate() {
         let write = writes.get_item(index.extract()?)?;
         let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
         let at = first + offset as i64;
-        let slot = format!("{prefix}{at:0digits$}");
+        slot_id(&mut slot, prefix, at, digits);
         doc.set_item(&id, &slot)?;
         doc.set_item(&sequence, at)?;
         doc.set_item(&run_end, &last)?;
@@ -1681,7 +1696,7 @@ fn slot_run<'py>(
         let made = sent_document(py, &claim)?;
         let claim_item = [index.clone(), claim_role.clone().into_any(), made];
         run.append(PyTuple::new(py, claim_item)?)?;
-        let sent = match write_sent(py, &write, &doc, whole)? {
+        let sent = match write_sent(py, &write, &doc, whole, &mut sent_raw)? {
             Some(sent) => sent,
             None => doc.into_any(),
         };
@@ -1691,6 +1706,33 @@ fn slot_run<'py>(
         )?)?;
     }
     Ok(run)
+}
+
+/// `prefix` and `at` zero-padded to `digits` (what format!("{prefix}{at:0digits$}") gives),
+/// in `slot`, reused across a run. With this and one buffer for the run's raw documents
+/// (write_sent), slot_run took 0.56-0.63 us an event instead of 0.70 (in process, 1,000
+/// co-browsing events, fastest of 300 passes, four alternating pairs).
+fn slot_id(slot: &mut String, prefix: &str, at: i64, digits: usize) {
+    slot.clear();
+    slot.push_str(prefix);
+    if at < 0 {
+        slot.push_str(&format!("{at:0digits$}"));
+        return;
+    }
+    let mut text = [0u8; 20];
+    let (mut rest, mut from) = (at as u64, text.len());
+    loop {
+        from -= 1;
+        text[from] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for _ in (text.len() - from)..digits {
+        slot.push('0');
+    }
+    slot.extend(text[from..].iter().map(|&digit| digit as char));
 }
 
 /// Whether `role` is the role `name` (the roles are interned strings, so mostly the very same
