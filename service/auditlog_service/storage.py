@@ -1224,7 +1224,10 @@ class _GroupWrite:
             convert.assign_slot(write.doc, placement.adopted)
             write.doc["run_end"] = placement.adopted
             placement.adopted = 0
-            _, error = await repository._insert_ordered([write.doc])
+            # As every event is sent: its BSON as the preparer made it, completed (the dict
+            # leaves out what only that BSON holds, such as the payload), or the rules' dict.
+            sent = convert.raw_documents(self.writes, [index]).get(index, write.doc)
+            _, error = await repository._insert_ordered([sent])
             if error is None:
                 session = self._stored(index, write.doc)
                 if session is not None:

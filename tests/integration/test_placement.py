@@ -147,6 +147,11 @@ async def test_a_record_whose_slot_is_still_free_gets_the_event_exactly_there(
     retry = await client.log_event(event)
     assert retry.event.sequence == 3
     assert not retry.already_stored
+    # Stored whole, as any event: the document written to the adopted slot is not the
+    # writer's dict (which leaves out what only its BSON holds, such as the payload).
+    stored = await client.get_event(TENANT, event.id)
+    assert unledgered(stored) == retry.event
+    assert stored.click.element.id == "el-1"
     follower = (await client.log_event(click(2))).event
     assert follower.sequence == 4
 
