@@ -769,9 +769,11 @@ def whole_document(write: Any) -> SentDocument:
     return SentDocument(bson.encode(whole))
 
 
-def assign_slot(doc: Document, sequence: int) -> None:
-    """Place a co-browsing event's document in its session slot."""
-    doc["_id"] = slot_id(doc["tenant_id"], doc["cobrowse"]["session_id"], sequence)
+def assign_slot(doc: Document, sequence: int, session: tuple[str, str] | None = None) -> None:
+    """Place a co-browsing event's document in its session slot; `session` is its (tenant,
+    session id), needed where the document leaves out its context (the writer's slim ones)."""
+    tenant_id, session_id = session or (doc["tenant_id"], doc["cobrowse"]["session_id"])
+    doc["_id"] = slot_id(tenant_id, session_id, sequence)
     doc["sequence"] = sequence
 
 

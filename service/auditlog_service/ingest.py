@@ -144,15 +144,17 @@ class EventWriter:
         slim: bool = True,
     ) -> list[PreparedWrite]:
         """prepare of each event of a batch (one receive time for all, now unless given);
-        without `slim`, the native preparer's documents hold the payload too."""
+        without `slim`, the native preparer's documents hold every field (the payload too)."""
         received = receive_time or convert.stored_time_now()
         if serialized is None:
             serialized = convert.serialized_events(events)
         # Most events are stored as they come: the native preparer makes their document,
         # recorded form and write objects from the serializations, the batch in one call
         # (convert.native_preparer); it declines the others, which the rules prepare. Their
-        # documents leave out the payload (slim): it is sent as the BSON the preparer made
-        # (convert.raw_documents), and nothing on the write path reads it from the dict.
+        # documents leave out the payload, the user, the co-browsing context, the session id
+        # and the ids lifted for ListEvents (slim): they are sent as the BSON the preparer made
+        # (convert.raw_documents), and nothing on the write path reads them from the dict
+        # (a session is the write's `session`, not its document's context).
         made, declined = self._native.prepare_batch(
             serialized,
             received,

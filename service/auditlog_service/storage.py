@@ -1080,8 +1080,9 @@ class _GroupWrite:
         run_end = first + len(indexes) - 1
         run: list[tuple[int, str, Any]] = []
         for sequence, index in enumerate(indexes, start=first):
-            doc = self.writes[index].doc
-            convert.assign_slot(doc, sequence)
+            write = self.writes[index]
+            doc = write.doc
+            convert.assign_slot(doc, sequence, write.session)
             doc["run_end"] = run_end
             generation = self.placements.get(index, _NEW).generation
             if generation < 0:
@@ -1156,7 +1157,7 @@ class _GroupWrite:
                 # round trips, not one per event.
                 await self._resolve_known_ids(pending, skip=index)
             await self._resolve_taken_id(index)
-        elif "cobrowse" not in write.doc:
+        elif write.session is None:
             await self._resolve_taken_id(index)
         else:
             occupant = await repository._read(write.doc["_id"])
@@ -1221,7 +1222,7 @@ class _GroupWrite:
         repository = self.repository
         for index in indexes:
             write, placement = self.writes[index], self.placements[index]
-            convert.assign_slot(write.doc, placement.adopted)
+            convert.assign_slot(write.doc, placement.adopted, write.session)
             write.doc["run_end"] = placement.adopted
             placement.adopted = 0
             # As every event is sent: its BSON as the preparer made it, completed (the dict

@@ -142,9 +142,9 @@ def _stored_whole() -> list[tuple[PreparedWrite, Outcome]]:
     received = written[0][1].doc["receive_time"]
     written = [(w, o) for w, o in written if o.doc["receive_time"] is received]
     sequences = iter([2**35, 128, 1, 2**14, 127])
-    for _, outcome in written:
-        if "cobrowse" in outcome.doc:
-            convert.assign_slot(outcome.doc, next(sequences, 300))
+    for prepared, outcome in written:
+        if prepared.write.session is not None:
+            convert.assign_slot(outcome.doc, next(sequences, 300), prepared.write.session)
     return written
 
 

@@ -39,6 +39,8 @@ def _by_rules(event: AuditEvent, event_id: str) -> tuple[Any, ...]:
 
 # The keys of each document the native preparer made, by event id (see _assert_raw).
 BODY_KEYS: dict[str, int] = {}
+# What the writer's (slim) documents leave out beside the payload: only their BSON holds it.
+SLIM_LEAVES_OUT = {"tenant_user_id", "cobrowse", "session_id", "customer_id", "call_id"}
 
 
 def _natively(event: AuditEvent | bytes, event_id: str) -> tuple[Any, ...] | None:
@@ -423,7 +425,8 @@ def _whole_docs(events: list[AuditEvent], writes: list[EventWrite]) -> list[dict
             continue
         native = _natively(event, write.doc["id"])
         assert native is not None
-        assert native[0].keys() - write.doc.keys() == {event.WhichOneof("payload")}
+        left_out = {event.WhichOneof("payload"), *SLIM_LEAVES_OUT} & native[0].keys()
+        assert native[0].keys() - write.doc.keys() == left_out
         whole.append(native[0])
     return whole
 
@@ -439,7 +442,7 @@ def test_a_groups_raw_documents_are_each_events_raw_document() -> None:
         for doc in {id(d): d for d in (write.doc, whole[n])}.values():
             doc["ob"] = "t/ob/00000000000000000007"
             if write.session is not None:
-                convert.assign_slot(doc, 40 + n)
+                convert.assign_slot(doc, 40 + n, write.session)
                 doc["run_end"] = 99
     assert writes[3].body is not None
     for doc in (writes[3].doc, whole[3]):
@@ -490,7 +493,7 @@ def test_a_sessions_run_is_its_slots_and_id_claims_as_each_events_own() -> None:
         for offset, index in enumerate(indexes):
             doc, whole_doc = dict(writes[index].doc), dict(whole[index])
             for each in (doc, whole_doc):
-                convert.assign_slot(each, first + offset)
+                convert.assign_slot(each, first + offset, session)
                 each["run_end"] = first + len(indexes) - 1
             expected.append((index, "claim", convert.id_claim(doc)))
             expected.append((index, "event", doc))
@@ -520,15 +523,19 @@ def test_a_commits_entries_are_each_events_entry_completed_and_packed() -> None:
     writes = _writes_of(list(valid_event_of_each_type("t").values()))
     for n, write in enumerate(writes):
         if write.session is not None:
-            convert.assign_slot(write.doc, 2**31 + n)  # a sequence BSON holds as int64
+            # A sequence BSON holds as int64.
+            convert.assign_slot(write.doc, 2**31 + n, write.session)
     assert any(w.filters is None for w in writes)
     # Filters the native preparer made are BSON; filters given as a dict are encoded, unless
     # a value is of a type left to PyMongo.
-    plain, odd = _writes_of([valid_event_of_each_type("t")["start_call"]] * 2)
+    start_call = valid_event_of_each_type("t")["start_call"]
+    plain, odd = _writes_of([start_call] * 2)
     assert isinstance(plain.filters, bytes)
     assert isinstance(odd.filters, bytes)
-    plain.filters = ledger.filter_fields(plain.doc)
-    odd.filters = {**ledger.filter_fields(odd.doc), "o": DatetimeMS(5)}
+    # As a dict: filter_fields of the whole document (see _assert_same).
+    plain_whole, odd_whole = _whole_docs([start_call] * 2, [plain, odd])
+    plain.filters = ledger.filter_fields(plain_whole)
+    odd.filters = {**ledger.filter_fields(odd_whole), "o": DatetimeMS(5)}
     for group in (writes, [*writes, plain], [*writes, plain, odd]):
         entries = [ledger.commit_entry(w.doc, w.recorded, w.filters) for w in group]
         packed = bson.encode({"e": entries})
@@ -612,7 +619,8 @@ def test_a_batch_is_prepared_as_each_event_is() -> None:
 
 def test_a_slim_batch_is_the_batch_without_the_payloads_objects() -> None:
     # The writer's batches (slim): each write as without slim, but for its document, which
-    # leaves out the payload (its BSON is in the body) and counts its own keys.
+    # leaves out the payload, the user, the co-browsing context, the session id and the ids
+    # lifted to the top (their BSON is in the body) and counts its own keys.
     events = list(valid_event_of_each_type("t").values())
     batch = [e.SerializeToString() for e in events]
     made = {
@@ -630,9 +638,11 @@ def test_a_slim_batch_is_the_batch_without_the_payloads_objects() -> None:
         payload = event.WhichOneof("payload")
         assert payload in full.write.doc
         assert repr(slim.write.doc) == repr(
-            {k: v for k, v in full.write.doc.items() if k != payload}
+            {k: v for k, v in full.write.doc.items() if k not in {payload, *SLIM_LEAVES_OUT}}
         )
-        assert slim.write.body_keys == len(slim.write.doc) == full.write.body_keys - 1
+        left_out = len(full.write.doc) - len(slim.write.doc)
+        assert left_out == len({payload, *SLIM_LEAVES_OUT} & full.write.doc.keys())
+        assert slim.write.body_keys == len(slim.write.doc) == full.write.body_keys - left_out
         for name in ("occur_time_given", "recorded", "filters", "body", "session"):
             assert getattr(slim.write, name) == getattr(full.write, name), name
         assert slim.sequence_at == full.sequence_at
@@ -667,7 +677,8 @@ def test_a_batchs_events_of_one_tenant_and_session_share_those_objects() -> None
         event.CopyFrom(click)
         event.id, event.tenant_id, event.cobrowse.session_id = f"e{n}", tenant, session
         events.append(event)
-    writes = [ready.write for ready in _writer().prepare_batch(events, None, RECEIVED)]
+    # The documents made whole (slim ones leave the user and the session out).
+    writes = [ready.write for ready in _writer().prepare_batch(events, None, RECEIVED, slim=False)]
     keys = [write.session for write in writes]
     assert keys == [(e.tenant_id, e.cobrowse.session_id) for e in events]
     assert keys[0] is keys[2]
