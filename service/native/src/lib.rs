@@ -655,9 +655,10 @@ enum EventId<'a, 'py> {
 }
 
 /// Objects the documents of a batch's events share, made once a batch: the tenant (made again
-/// where it changes: a batch is mostly of one), each user id, and each co-browsing session's id
-/// and (tenant, session) key (a batch often holds a few users' and sessions' events
-/// interleaved). Each object not made for an event is one fewer to free with its document.
+/// where it changes: a batch is mostly of one), each user id (where the documents hold it: not
+/// slim ones), and each co-browsing session's id and (tenant, session) key (a batch often holds
+/// a few users' and sessions' events interleaved). Each object not made for an event is one
+/// fewer to free with its document.
 #[derive(Default)]
 struct Shared<'py> {
     tenant: Option<(String, Bound<'py, PyString>)>,
@@ -827,10 +828,7 @@ impl Preparer {
         )?);
         // The payload's string field `name`, if set (as its document would hold it), from its
         // bytes: the same with the payload's objects made or not.
-        let payload_text = |name: &Name| {
-            self.top_text(plan.message, payload_bytes, &name.text)
-                .map(|text| PyString::new(py, text))
-        };
+        let payload_text = |name: &Name| self.top_text(plan.message, payload_bytes, &name.text);
 
         let mut digest = Sha256::new();
         digest.update(head);
@@ -878,12 +876,12 @@ impl Preparer {
         }
         let tenant = shared.tenant(py, tenant_id);
         // The session a payload names takes the place of the context's (convert.to_document).
+        // As text: a slim document holds neither it nor the lifted ids, which go to the BSON
+        // and the filters alone (a string an id an event, made for nothing, before).
         let session = match &plan.session_field {
             Some(name) => payload_text(name),
             None => match context {
-                Some((session_id, _)) if !session_id.is_empty() => {
-                    Some(shared.session(py, &tenant, session_id)?.0)
-                }
+                Some((session_id, _)) if !session_id.is_empty() => Some(session_id),
                 _ => None,
             },
         };
@@ -949,17 +947,22 @@ impl Preparer {
             bson_string(&mut body, &keys.actor.text, &actor.text);
             bson_close(&mut body, at);
         }
-        for (name, value) in &lifted {
+        for &(name, value) in &lifted {
             if !slim {
                 doc.set_item(&name.py, value)?;
             }
-            bson_string(&mut body, &name.text, &value.to_cow()?);
+            bson_string(&mut body, &name.text, value);
         }
-        if let Some(value) = &session {
+        if let Some(value) = session {
             if !slim {
+                // The context's session id as the batch shares it; a payload's of its own.
+                let value = match (&plan.session_field, context) {
+                    (None, Some(_)) => shared.session(py, &tenant, value)?.0,
+                    _ => PyString::new(py, value),
+                };
                 doc.set_item(&keys.session_id.py, value)?;
             }
-            bson_string(&mut body, &keys.session_id.text, &value.to_cow()?);
+            bson_string(&mut body, &keys.session_id.text, value);
         }
 
         // What ListEvents filters on, as the ledger's entry keeps it (ledger.filter_fields), in
@@ -971,16 +974,16 @@ impl Preparer {
         if !tenant_user_id.is_empty() {
             bson_string(&mut filters, FILTER_USER, tenant_user_id);
         }
-        for (name, value) in &lifted {
+        for &(name, value) in &lifted {
             let key = match name.text.as_str() {
                 "customer_id" => FILTER_CUSTOMER,
                 "call_id" => FILTER_CALL,
                 _ => continue,
             };
-            bson_string(&mut filters, key, &value.to_cow()?);
+            bson_string(&mut filters, key, value);
         }
-        if let Some(value) = &session {
-            bson_string(&mut filters, FILTER_SESSION, &value.to_cow()?);
+        if let Some(value) = session {
+            bson_string(&mut filters, FILTER_SESSION, value);
         }
         if let Some((_, actor)) = context {
             bson_string(&mut filters, FILTER_ACTOR, &actor.text);
