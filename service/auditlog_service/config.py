@@ -68,10 +68,10 @@ class Settings:
     # it, so the waiting mostly adds to their latency.
     group_commit_max_delay_ms: float = 1.5
     # The longest that wait may become for a trickle of small calls (fewer than
-    # group_commit_parallel_min_events waiting): group_commit.LingerTuner tries twice, four
-    # times ... the wait above while the server is busy, and keeps a longer one only where it
-    # writes 8 % more events a second (metric auditlog_group_commit_wait_seconds). Less than
-    # twice the wait above: the wait stays fixed.
+    # group_commit_parallel_min_events waiting): group_commit.LingerTuner steps to twice, four
+    # times ... the wait above while the event loop is hardly ever idle, and back once it idles
+    # (metric auditlog_group_commit_wait_seconds). Less than twice the wait above: the wait
+    # stays fixed.
     group_commit_longest_delay_ms: float = 12.0
     # Groups written at once; a session's events are never in two of them. A further group
     # starts beside one in flight only when this many events wait (large batches and streams);

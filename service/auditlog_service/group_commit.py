@@ -11,6 +11,7 @@ from operator import itemgetter
 from statistics import fmean
 from typing import Any, Generic, TypeVar
 
+from . import loop_idle
 from .errors import AuditLogError
 
 Item = TypeVar("Item")
@@ -20,77 +21,80 @@ log = logging.getLogger(__name__)
 
 
 class LingerTuner:
-    """How long a group that is not full waits for more: the shortest of `delays_s` that writes
-    about as many items a second as a longer one, found by trying a neighbour now and then.
+    """How long a group that is not full waits for more: the longest of `delays_s` that leaves
+    the event loop little idle time, found one step at a time.
 
-    Why: each group costs its fixed database commands. When callers outnumber what the server
-    and the database can answer (the machine's CPU is the limit), a longer wait makes fewer,
-    larger groups, and more items a second go through (unary LogEvent, 64 closed-loop callers:
-    5 ms instead of 1.5, +8-27 %); when they do not, a longer wait only adds to every call's
-    latency (16 callers: -36 %). No figure inside the process told the two apart, so the tuner
-    measures the one that matters, items written a second: in epochs of `epoch_s` at the wait
-    in use, and, after every `probe_every` of them, for `probe_epochs` at a neighbour. A longer
-    wait is kept when it writes `gain_longer` times as many as the epochs before it, a shorter
-    one when it writes at least `keep_shorter` times as many. A probe that loses waits twice as
-    many epochs for its next try (up to `max_probe_every`). A probe that wins is followed at
-    once by one further the same way, and the wait just left is tried again only later: in
-    the tests' simulation a load that pays for 6 ms gets there after 2.4 s of epochs instead of
-    3.9 (the other way was probed first, and lost, at every step). An epoch of light load,
-    fewer than `min_groups` groups of fewer than `min_group_items` items on average, goes
-    straight back to the shortest wait. Few groups alone are not light: a long wait makes few
-    groups by itself (unary LogEvent, 64 callers: epochs of the 12 ms probe wrote 7-12 groups
-    of 29-35 events, and where fewer than 10, the rule as it was sent the tuner from 6 ms back
-    to 1.5 ms, twice in 11 s).
+    Why: each group costs its fixed database commands and Python steps. While the loop is never
+    idle (callers outnumber what the server answers: the machine's CPU is the limit), a longer
+    wait makes fewer, larger groups, and each call costs less CPU; once the loop idles, every
+    call waits on a group instead and a longer wait only adds to its latency. The loop's idle
+    share tells the two apart where the items written a second (what the tuner measured
+    before, probing a neighbour every few epochs) could not through this machine's noise:
+    unary LogEvent, 0.5 s epochs of fixed waits (bench/results/ingest_ab_session49.md): 64
+    closed-loop callers idle 5 % at 1.5 ms, 7 % at 6 ms, 18 % at 12 ms, with 6 ms fastest (3 and
+    12 ms 10-25 % slower); 16 callers 16 % at 1.5 ms and 45 % at 6 ms (1,801 against 1,280
+    calls a second); 4 callers 52 % and 67 %.
+
+    So, in epochs of `epoch_s`, judged `judge_epochs` at a time: an idle share below
+    `lengthen_below` moves to the next longer wait, one above `shorten_above` back to the next
+    shorter, and the wait just left waits `retry_epochs` epochs before it is tried again, twice
+    as many after each time it was left (up to `max_retry_epochs`). The epoch after a change is
+    not judged (the queue that the old wait left behind flatters or wrongs the new one). An
+    epoch of light load, fewer than `min_groups` groups of fewer than `min_group_items` items on
+    average, goes straight back to the shortest wait. Few groups alone are not light: a long
+    wait makes few groups by itself (unary LogEvent, 64 callers: 7-12 groups of 29-35 events an
+    epoch of 0.2 s at 12 ms).
+
+    `idle`: the running loop's idle seconds so far (loop_idle.idle_seconds).
     """
 
     def __init__(
         self,
         delays_s: Sequence[float],
         *,
-        epoch_s: float = 0.2,
-        probe_every: int = 3,
-        probe_epochs: int = 2,
-        max_probe_every: int = 100,
-        gain_longer: float = 1.08,
-        keep_shorter: float = 1.0,
+        epoch_s: float = 0.25,
+        judge_epochs: int = 2,
+        lengthen_below: float = 0.07,
+        shorten_above: float = 0.12,
+        retry_epochs: int = 4,
+        max_retry_epochs: int = 240,
         min_groups: int = 10,
         min_group_items: float = 4.0,
+        idle: Callable[[], float] = loop_idle.idle_seconds,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._delays = sorted(delays_s)
         self._epoch_s = epoch_s
-        self._probe_every = probe_every
-        self._probe_epochs = probe_epochs
-        self._max_probe_every = max_probe_every
-        self._gain_longer = gain_longer
-        self._keep_shorter = keep_shorter
+        self._judge_epochs = judge_epochs
+        self._lengthen_below = lengthen_below
+        self._shorten_above = shorten_above
+        self._retry_epochs = retry_epochs
+        self._max_retry_epochs = max_retry_epochs
         self._min_groups = min_groups
         self._min_group_items = min_group_items
+        self._idle = idle
         self._clock = clock
         self._level = 0  # the index of the wait in use
-        self._trial: int | None = None  # the neighbour being tried
-        self._steady: list[float] = []  # items a second in the epochs at the level since a probe
-        self._tried: list[float] = []  # the same in the epochs of the probe under way
-        # Epochs to leave out after the wait changed: the queue that the old wait left behind
-        # (longer: a backlog; shorter: fewer waiting) flatters or wrongs the new one at first.
-        self._settling = 0
-        self._interval: dict[int, int] = {}  # per direction (-1, +1): epochs between probes
-        self._due: dict[int, int] = {}  # per direction: steady epochs until its next probe
+        self._shares: list[float] = []  # idle shares of the epochs at this wait not yet judged
+        self._settling = 0  # epochs to leave out after the wait changed
+        self._retry_in: list[int] = []  # per wait: epochs until it may be tried again
+        self._backoff: list[int] = []  # per wait: retry_in the next time it is left
         self._restart()
         self._epoch_start = clock()
+        # Read at the first tick: the tuner may be made before its loop runs.
+        self._idle_start: float | None = None
         self._items = 0
         self._groups = 0
 
     @property
     def delay_s(self) -> float:
-        """The wait of a group starting now (the neighbour's during a probe)."""
+        """The wait of a group starting now."""
         self._tick()
-        return self._delays[self._level if self._trial is None else self._trial]
+        return self._delays[self._level]
 
     @property
     def chosen_s(self) -> float:
-        """The wait in use between probes."""
-        self._tick()
+        """The wait in use, as last judged (for the metrics: read from anywhere)."""
         return self._delays[self._level]
 
     def written(self, items: int) -> None:
@@ -99,65 +103,50 @@ class LingerTuner:
         self._items += items
         self._groups += 1
 
-    def _restart(self, level: int = 0) -> None:
-        self._level, self._trial = level, None
-        self._steady, self._tried = [], []
-        self._interval = {-1: self._probe_every, 1: self._probe_every}
-        self._due = dict(self._interval)
-        self._order = (-1, 1)  # which neighbour is tried first when both are due
+    def _restart(self) -> None:
+        self._level, self._shares, self._settling = 0, [], 0
+        self._retry_in = [0] * len(self._delays)
+        self._backoff = [self._retry_epochs] * len(self._delays)
 
     def _tick(self) -> None:
         now = self._clock()
         elapsed = now - self._epoch_start
-        if elapsed < self._epoch_s:
+        if elapsed < self._epoch_s and self._idle_start is not None:
             return
-        rate = self._items / elapsed
+        idle = self._idle()
+        share = None if self._idle_start is None else (idle - self._idle_start) / elapsed
         light = (
             self._groups < self._min_groups
             and self._items < max(self._groups, 1) * self._min_group_items
         )
-        self._epoch_start, self._items, self._groups = now, 0, 0
+        self._epoch_start, self._idle_start, self._items, self._groups = now, idle, 0, 0
+        if share is None:
+            return
         if light:
             self._restart()
-        elif self._settling:
-            self._settling -= 1
-        elif self._trial is not None:
-            self._tried.append(rate)
-            if len(self._tried) >= self._probe_epochs:
-                self._judge(self._trial, fmean(self._tried))
-        else:
-            self._steady.append(rate)
-            for direction in self._order:
-                self._due[direction] -= 1
-                neighbour = self._level + direction
-                if (
-                    self._due[direction] <= 0
-                    and 0 <= neighbour < len(self._delays)
-                    and len(self._steady) >= 2
-                ):
-                    self._trial, self._tried = neighbour, []
-                    self._due[direction] = self._interval[direction]
-                    self._settling = 1
-                    break
-
-    def _judge(self, trial: int, rate: float) -> None:
-        reference = fmean(self._steady)
-        direction = 1 if trial > self._level else -1
-        factor = self._gain_longer if direction > 0 else self._keep_shorter
-        self._settling = 1
-        if rate >= reference * factor:
-            self._restart(trial)
-            # The next wait the same way is tried as soon as this one has a reference (two
-            # steady epochs); the one just left, just measured to do no better, only after
-            # twice the usual.
-            self._order = (direction, -direction)
-            self._due[direction] = 1
-            self._due[-direction] = 2 * self._probe_every
             return
-        self._trial, self._steady = None, []
-        self._order = (-1, 1)  # the run of wins is over: the shorter wait first again on a tie
-        self._interval[direction] = min(self._interval[direction] * 2, self._max_probe_every)
-        self._due[direction] = self._interval[direction]
+        self._retry_in = [max(0, left - 1) for left in self._retry_in]
+        if self._settling:
+            self._settling -= 1
+            return
+        self._shares.append(share)
+        if len(self._shares) >= self._judge_epochs:
+            self._judge(fmean(self._shares))
+
+    def _judge(self, share: float) -> None:
+        self._shares = []
+        level = self._level
+        if share > self._shorten_above and level > 0:
+            # Calls wait on this wait's groups: back one step, and this wait only later again.
+            self._retry_in[level] = self._backoff[level]
+            self._backoff[level] = min(2 * self._backoff[level], self._max_retry_epochs)
+            self._level, self._settling = level - 1, 1
+        elif (
+            share < self._lengthen_below
+            and level + 1 < len(self._delays)
+            and not self._retry_in[level + 1]
+        ):
+            self._level, self._settling = level + 1, 1
 
 
 def _end_wait(waiting: asyncio.Future[None]) -> None:

@@ -23,7 +23,7 @@ from pymongo.errors import PyMongoError
 
 from auditlog.v1 import service_pb2
 
-from . import metrics
+from . import loop_idle, metrics
 from .access import CallGuard, TenantLimits
 from .auth import AuthSettings, TokenVerifier
 from .changefeed import TickReader, TickWriter
@@ -455,7 +455,8 @@ def run_on_loop(event_loop: str, main: Coroutine[Any, Any, T]) -> T:
         import uvloop  # only where chosen: a dependency the rest of the package does without
 
         return uvloop.run(main)
-    return asyncio.run(main)
+    # asyncio's own loop, on a selector that tells the group commit's tuner how idle it is.
+    return loop_idle.run(main)
 
 
 async def serve(
