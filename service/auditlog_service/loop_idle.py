@@ -6,7 +6,7 @@ import asyncio
 import selectors
 import time
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -20,18 +20,19 @@ class IdleTimingSelector(selectors.DefaultSelector):
     time the loop had nothing to do, whatever other processes did with the CPU meanwhile.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__()
         self.idle_s = 0.0
+        self._clock = clock
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
             return super().select(timeout)
-        started = time.perf_counter()
+        started = self._clock()
         try:
             return super().select(timeout)
         finally:
-            self.idle_s += time.perf_counter() - started
+            self.idle_s += self._clock() - started
 
 
 # The selector of each loop made here, by loop: what idle_seconds reads.
@@ -40,9 +41,9 @@ _selectors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, IdleTimingSelec
 )
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """An asyncio event loop whose idle time idle_seconds can tell."""
-    selector = IdleTimingSelector()
+def new_event_loop(clock: Callable[[], float] = time.perf_counter) -> asyncio.AbstractEventLoop:
+    """An asyncio event loop whose idle time idle_seconds can tell (read from `clock`)."""
+    selector = IdleTimingSelector(clock)
     loop = asyncio.SelectorEventLoop(selector)
     _selectors[loop] = selector
     return loop
