@@ -14,9 +14,11 @@ response. The ratio is the steps' sum against it.
 
 Each step is timed over the same 1,000 events (general, then co-browsing), every repetition on a
 freshly parsed request (steps change events in place), steps interleaved; a step's figure is
-its fastest repetition, in µs per event.
+its fastest repetition, in µs per event. With --cold, each step starts after 64 MiB were
+written over, with none of the batch in a cache, as the steps of a group in a running server
+find it (they run apart, between gRPC's, asyncio's, PyMongo's and the database's work).
 
-    .venv/bin/python -m bench.event_cost [--repetitions 15] [--output event_cost]
+    .venv/bin/python -m bench.event_cost [--repetitions 15] [--cold] [--output event_cost]
 """
 
 from __future__ import annotations
@@ -107,11 +109,36 @@ def batch_wire(kind: str) -> bytes:
     return service_pb2.LogEventsRequest(events=[make(i) for i in range(EVENTS)]).SerializeToString()
 
 
-def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) -> dict[str, float]:
-    """Every step once over the batch; seconds per step."""
+# Written over before each step with --cold: twice this machine's last-level cache (32 MiB).
+_EVICTION_BYTES = 64 << 20
+
+
+_EVICTION_BUFFER = bytearray()
+
+
+def _evict_caches() -> None:
+    """Writes a byte of every cache line of a buffer twice the last-level cache's size, pushing
+    out what the caches held (the buffer made at the first call, 64 MiB)."""
+    if not _EVICTION_BUFFER:
+        _EVICTION_BUFFER.extend(bytes(_EVICTION_BYTES))
+    _EVICTION_BUFFER[::64] = bytes(_EVICTION_BYTES // 64)
+
+
+def _nothing() -> None:
+    pass
+
+
+def one_pass(
+    wire: bytes,
+    writer: EventWriter,
+    preparer: convert.EventPreparer,
+    before_step: Callable[[], None] = _nothing,
+) -> dict[str, float]:
+    """Every step once over the batch, `before_step` before each; seconds per step."""
     took: dict[str, float] = {}
     clock = time.perf_counter
 
+    before_step()
     started = clock()
     request = service_pb2.LogEventsRequest.FromString(wire)
     events = list(request.events)
@@ -119,12 +146,14 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
 
     # As rpcs.py does: each event serialized once, for the checker and the writer; a path only
     # for a fault.
+    before_step()
     started = clock()
     serialized = convert.serialized_events(events)
     validation.batch_violations(events, serialized, LIMITS)
     took["validate"] = clock() - started
 
     received = convert.stored_time_now()  # as the server receives a batch
+    before_step()
     started = clock()
     writes = writer.prepare_batch(events, serialized, received)
     took["prepare"] = clock() - started
@@ -140,6 +169,7 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     for index, write in enumerate(group):
         if write.session is not None:
             sessions.setdefault(write.session, []).append(index)
+    before_step()
     started = clock()
     for session, indexes in sessions.items():
         convert.slot_run(group, indexes, session, 1)
@@ -147,14 +177,17 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     # loop, which a preemption between the two readings made 0.01 µs an event once.
     took["slots"] = clock() - started if sessions else 0.0
 
+    before_step()
     started = clock()
     packed, _ = group_entries(group)
     took["ledger entries"] = clock() - started
 
+    before_step()
     started = clock()
     compress(packed)
     took["commit packing"] = clock() - started
 
+    before_step()
     started = clock()
     # (slot_run made the co-browsing events' documents to send with their slots.)
     convert.raw_documents(group, [i for i, w in enumerate(group) if w.session is None])
@@ -169,6 +202,7 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
         doc = full.write.doc
         doc.update(ours.write.additions())
         whole.append(doc)
+    before_step()
     started = clock()
     for doc in whole:
         bson.encode(doc)
@@ -177,12 +211,14 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     written: list[tuple[PreparedWrite, Outcome]] = [
         (write, Stored(write.write.doc)) for write in writes
     ]
+    before_step()
     started = clock()
     answer, _ = log_events_response(len(writes), {}, written, whole_events=True)
     took["response"] = clock() - started
 
     # The floor's serialization of such a response, whoever builds it.
     response = service_pb2.LogEventsResponse.FromString(answer.data)
+    before_step()
     started = clock()
     response.SerializeToString()
     took["response bytes"] = clock() - started
@@ -190,6 +226,7 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     # The rules' prepare, on a fresh batch, as EventWriter.prepare ran it for every event
     # before the native preparer.
     events = list(service_pb2.LogEventsRequest.FromString(wire).events)
+    before_step()
     started = clock()
     for event in events:
         prepared = preparer.prepare(event, owned=True)
@@ -203,13 +240,14 @@ def one_pass(wire: bytes, writer: EventWriter, preparer: convert.EventPreparer) 
     return took
 
 
-def measure(kind: str, repetitions: int) -> dict[str, Any]:
+def measure(kind: str, repetitions: int, *, cold: bool = False) -> dict[str, Any]:
     wire = batch_wire(kind)
     preparer = convert.EventPreparer("bench")
     writer = EventWriter(_Repository(), preparer, max_group=EVENTS, max_delay_s=0.0)  # type: ignore[arg-type]
     best: dict[str, float] = {}
     for _ in range(repetitions):
-        for step, seconds in one_pass(wire, writer, preparer).items():
+        passed = one_pass(wire, writer, preparer, _evict_caches if cold else _nothing)
+        for step, seconds in passed.items():
             best[step] = min(best.get(step, seconds), seconds)
     us = {step: round(1e6 * seconds / EVENTS, 2) for step, seconds in best.items()}
     floor = round(sum(us[name] for name, is_floor, _ in STEPS if is_floor), 2)
@@ -229,10 +267,15 @@ def markdown(data: dict[str, Any]) -> str:
         "# The batch ingest path's steps, per event, in process (issue 11)",
         "",
         f"Code {data['code'][:12]}; {EVENTS:,} events a batch, fastest of "
-        f"{data['repetitions']} repetitions, steps interleaved; load average before "
-        f"{data['load_before']}, after {data['load_after']}. Command: "
-        "`python -m bench.event_cost`. Floor: the C work any implementation does "
-        "(parse, BSON, response bytes).",
+        f"{data['repetitions']} repetitions, steps interleaved"
+        + (
+            ", each step after 64 MiB written over (caches cold, as in a running server)"
+            if data.get("cold")
+            else ""
+        )
+        + f"; load average before {data['load_before']}, after {data['load_after']}. "
+        f"Command: `python -m bench.event_cost{' --cold' if data.get('cold') else ''}`. Floor: "
+        "the C work any implementation does (parse, BSON, response bytes).",
         "",
         "| step | what | " + " | ".join(f"{kind}, µs an event" for kind in kinds) + " |",
         "|---|---|" + "---:|" * len(kinds),
@@ -269,16 +312,22 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repetitions", type=int, default=15)
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="write over 64 MiB before each step, so that it starts with cold caches",
+    )
     parser.add_argument("--output", default="event_cost", help="bench/results/<output>.json/.md")
     args = parser.parse_args()
     before = load_average()
     kinds = {}
     for kind in ("general", "cobrowse"):
         log(f"{kind}: {args.repetitions} repetitions of {EVENTS:,} events")
-        kinds[kind] = measure(kind, args.repetitions)
+        kinds[kind] = measure(kind, args.repetitions, cold=args.cold)
     data = {
         "code": code_version(),
         "repetitions": args.repetitions,
+        "cold": args.cold,
         "kinds": kinds,
         "load_before": before,
         "load_after": load_average(),
