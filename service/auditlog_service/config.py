@@ -79,7 +79,8 @@ class Settings:
     # callers: with a second group at any size, groups of 6.3 events and 941 calls/s; with one
     # in flight (what this amounts to there), 12-16 events and 1,519 (server CPU per call 998
     # -> 634 µs). 100 or 300 here: the same for streams of 100-event messages within the noise
-    # (0.43-0.51 of raw either way).
+    # (0.43-0.51 of raw either way). With more waiting than a group holds, a group takes half
+    # of the sessions waiting, so that a second goes beside it (see group_commit.GroupCommitter).
     group_commit_in_flight: int = 2
     group_commit_parallel_min_events: int = 100
     # Key that signs page tokens and cursors. Replicas behind one load balancer must share it.

@@ -363,3 +363,70 @@ async def test_batches_go_whole_wait_whole_or_item_by_item_as_their_sessions_are
         ["S1:B", "S1:C"],
         ["S3:A", "G1", "S1:D", "S3:B"],
     ]
+
+
+def two_in_flight_by_session(max_items: int) -> tuple[GatedWriter, GroupCommitter[str, str]]:
+    writer = GatedWriter()
+    committer: GroupCommitter[str, str] = GroupCommitter(
+        writer.write,
+        max_items=max_items,
+        max_delay_s=0,
+        max_in_flight=2,
+        parallel_min_items=1,
+        key=session,
+    )
+    return writer, committer
+
+
+@pytest.mark.asyncio
+async def test_streams_of_many_sessions_queued_beyond_a_group_go_out_in_two_groups() -> None:
+    # Messages of two streams (sessions s1, s2 and s3, s4) queued in turn, more than a group
+    # holds: the first group takes half of the sessions waiting, so that the other half goes
+    # beside it, instead of one group of every session that leaves the next nothing to take.
+    writer, committer = two_in_flight_by_session(max_items=4)
+    batches = [
+        committer.submit_batch(items)
+        for items in (["s1:1", "s2:1"], ["s3:1", "s4:1"], ["s1:2", "s2:2"], ["s3:2", "s4:2"])
+    ]
+    await writer.wait_for_groups(1)
+    await turns_of_the_loop()
+    assert writer.groups == [["s1:1", "s2:1", "s1:2", "s2:2"], ["s3:1", "s4:1", "s3:2", "s4:2"]]
+    assert writer.in_flight_at_start == [0, 1]
+    for gate in writer.gates:
+        gate.set()
+    assert [await b for b in batches] == [
+        ["S1:1", "S2:1"],
+        ["S3:1", "S4:1"],
+        ["S1:2", "S2:2"],
+        ["S3:2", "S4:2"],
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_group_past_half_the_sessions_still_takes_more_of_its_own_sessions() -> None:
+    # The first message already holds three of the four sessions waiting: the group keeps
+    # taking what comes of those three, and only a new session is left for the group beside.
+    writer, committer = two_in_flight_by_session(max_items=5)
+    batches = [
+        committer.submit_batch(items)
+        for items in (["s1:1", "s2:1", "s3:1"], ["s1:2", "s2:2"], ["s4:1"])
+    ]
+    await writer.wait_for_groups(1)
+    await turns_of_the_loop()
+    assert writer.groups == [["s1:1", "s2:1", "s3:1", "s1:2", "s2:2"], ["s4:1"]]
+    assert writer.in_flight_at_start == [0, 1]
+    for gate in writer.gates:
+        gate.set()
+    assert [await b for b in batches] == [["S1:1", "S2:1", "S3:1"], ["S1:2", "S2:2"], ["S4:1"]]
+
+
+@pytest.mark.asyncio
+async def test_a_queue_a_group_holds_goes_whole_in_one_group() -> None:
+    # No more waiting than a group holds: one group of every session, as before.
+    writer, committer = two_in_flight_by_session(max_items=4)
+    batches = [committer.submit_batch(items) for items in (["s1:1", "s2:1"], ["s3:1", "s4:1"])]
+    await writer.wait_for_groups(1)
+    await turns_of_the_loop()
+    assert writer.groups == [["s1:1", "s2:1", "s3:1", "s4:1"]]
+    writer.gates[0].set()
+    assert [await b for b in batches] == [["S1:1", "S2:1"], ["S3:1", "S4:1"]]
