@@ -109,16 +109,15 @@ def batch_wire(kind: str) -> bytes:
     return service_pb2.LogEventsRequest(events=[make(i) for i in range(EVENTS)]).SerializeToString()
 
 
-# Written over before each step with --cold: twice this machine's last-level cache (32 MiB).
+# Written over before each step with --cold: twice this machine's last-level cache (32 MiB);
+# made at the first use, not at import.
 _EVICTION_BYTES = 64 << 20
-
-
 _EVICTION_BUFFER = bytearray()
 
 
 def _evict_caches() -> None:
-    """Writes a byte of every cache line of a buffer twice the last-level cache's size, pushing
-    out what the caches held (the buffer made at the first call, 64 MiB)."""
+    """Writes a byte of every cache line of the eviction buffer, pushing out what the caches
+    held."""
     if not _EVICTION_BUFFER:
         _EVICTION_BUFFER.extend(bytes(_EVICTION_BYTES))
     _EVICTION_BUFFER[::64] = bytes(_EVICTION_BYTES // 64)

@@ -288,7 +288,9 @@ class GroupCommitter(Generic[Item, Result]):
         group: list[_Entry[Item, Result]] = []
         pending, runs, busy = self._pending, self._runs, self._busy_keys
         limit = self._key_limit()
-        taken: set[Hashable | None] = set()  # the group's keys but None
+        # The group's keys but None, counted only against a limit (_schedule takes the keys
+        # in flight from the group itself).
+        taken: set[Hashable | None] = set()
         stuck_runs, stuck_entries, blocked = self._stuck
         rest, rest_runs = pending[:stuck_entries], runs[:stuck_runs]
         room, position = self._max_items, stuck_entries
@@ -305,8 +307,9 @@ class GroupCommitter(Generic[Item, Result]):
                     rest += entries
                     rest_runs.append((length, keys))
                     continue
-                taken |= keys
-                taken.discard(None)
+                if limit is not None:
+                    taken |= keys
+                    taken.discard(None)
                 group += entries[:room]
                 left = entries[room:]
                 room -= length - len(left)
@@ -326,7 +329,7 @@ class GroupCommitter(Generic[Item, Result]):
                         blocked.add(key)
                         left.append(entry)
                         continue
-                    if key is not None:
+                    if limit is not None and key is not None:
                         taken.add(key)
                     group.append(entry)
                     room -= 1
