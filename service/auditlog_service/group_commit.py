@@ -171,8 +171,8 @@ class GroupCommitter(Generic[Item, Result]):
     a key (None) go in any group. When more wait than a group holds and a second group could go
     beside it, a group takes the items of half of the keys waiting (in order, with everything
     of its keys that fits), so that the rest can: streams of many sessions then keep two
-    inserts in flight instead of one (four co-browsing streams: 8 % more events a second,
-    median of ten pairs, bench/results/ingest_ab_session50.md). Each submitter is answered only
+    inserts in flight instead of one (four co-browsing streams: 7 % more events a second,
+    median of fifteen pairs, bench/results/ingest_ab_session50.md). Each submitter is answered only
     with its own item's result, after `write` returned, i.e. after the database acknowledged
     the group.
     """
