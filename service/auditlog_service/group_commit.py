@@ -280,7 +280,8 @@ class GroupCommitter(Generic[Item, Result]):
 
     def _take_group(self) -> list[_Entry[Item, Result]]:
         """The next group: pending items in order, skipping (with all later items of the same
-        key) those whose key is in a group in flight."""
+        key) those whose key is in a group in flight, or left for a group beside this one
+        (_key_limit)."""
         if not self._busy_keys and len(self._pending) <= self._max_items:
             # Nothing in flight to wait for and room for all: the whole queue, as it is.
             whole, self._pending, self._runs = self._pending, [], []
@@ -300,14 +301,14 @@ class GroupCommitter(Generic[Item, Result]):
             position += length
             left: list[_Entry[Item, Result]] = []
             if keys.isdisjoint(busy) and keys.isdisjoint(blocked):
-                new_keys = len(keys - taken) - (None in keys)
-                if limit is not None and group and new_keys and len(taken) + new_keys > limit:
-                    # Keys left for a group beside this one (see _key_limit).
-                    blocked |= keys - {None}
-                    rest += entries
-                    rest_runs.append((length, keys))
-                    continue
                 if limit is not None:
+                    new_keys = len(keys - taken) - (None in keys)
+                    if group and new_keys and len(taken) + new_keys > limit:
+                        # Keys left for a group beside this one (see _key_limit).
+                        blocked |= keys - {None}
+                        rest += entries
+                        rest_runs.append((length, keys))
+                        continue
                     taken |= keys
                     taken.discard(None)
                 group += entries[:room]
