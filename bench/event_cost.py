@@ -32,7 +32,7 @@ import bson
 
 from auditlog.v1 import audit_event_pb2, service_pb2
 from auditlog_service import convert, validation
-from auditlog_service.ingest import EventWriter, PreparedWrite
+from auditlog_service.ingest import EventWriter
 from auditlog_service.ledger import compress, group_entries
 from auditlog_service.responses import log_events_response
 from auditlog_service.storage import EventWrite, Outcome, Stored
@@ -160,10 +160,9 @@ def one_pass(
     # What storage adds to each document before the insert: the outbox id, and a co-browsing
     # event's slot, sequence and run end (with its id claim); then the ledger's entries of the
     # group and the documents sent, as their BSON.
-    docs = [write.write.doc for write in writes]
-    for doc in docs:
-        doc["ob"] = "tenant-1/ob/00000000000000000001"
-    group = [write.write for write in writes]
+    for write in writes:
+        write.doc["ob"] = "tenant-1/ob/00000000000000000001"
+    group = writes
     sessions: dict[tuple[str, str], list[int]] = {}
     for index, write in enumerate(group):
         if write.session is not None:
@@ -198,8 +197,8 @@ def one_pass(
     for ours, full in zip(
         writes, writer.prepare_batch(events, serialized, received, slim=False), strict=True
     ):
-        doc = full.write.doc
-        doc.update(ours.write.additions())
+        doc = full.doc
+        doc.update(convert.additions(ours))
         whole.append(doc)
     before_step()
     started = clock()
@@ -207,9 +206,7 @@ def one_pass(
         bson.encode(doc)
     took["bson"] = clock() - started
 
-    written: list[tuple[PreparedWrite, Outcome]] = [
-        (write, Stored(write.write.doc)) for write in writes
-    ]
+    written: list[tuple[EventWrite, Outcome]] = [(write, Stored(write.doc)) for write in writes]
     before_step()
     started = clock()
     answer, _ = log_events_response(len(writes), {}, written, whole_events=True)
@@ -231,9 +228,11 @@ def one_pass(
         prepared = preparer.prepare(event, owned=True)
         doc = convert.to_document(prepared, event_id=event.id, receive_time=received)
         form = convert.recorded_event(prepared, event_id=event.id, receive_time=received)
-        PreparedWrite(
-            EventWrite(doc, prepared.occur_time_given, form),
-            convert.sequence_position(prepared, form),
+        EventWrite(
+            doc,
+            prepared.occur_time_given,
+            form,
+            sequence_at=convert.sequence_position(prepared, form),
         )
     took[RULES_PREPARE] = clock() - started
     return took

@@ -49,7 +49,10 @@ def _ablate() -> None:
 
     async def stored_once_prepared(self: Any, event: Any, serialized: Any = None) -> Any:
         prepared = self.prepare_batch([event], [serialized])[0]
-        return prepared, storage.Stored(prepared.write.doc)
+        stored = storage.Stored(prepared.doc)
+        outcome = asyncio.get_running_loop().create_future()
+        outcome.set_result(stored)
+        return ingest.PendingEvent(prepared, outcome), stored
 
     if MODE in ("timer", "no-database"):
         storage.EventRepository.insert_events = stored_after_timer  # type: ignore[method-assign]

@@ -1,9 +1,7 @@
 """Types of the native write path (service/native/src/lib.rs, built by `make setup`)."""
 
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-_T = TypeVar("_T")
+from typing import Any
 
 class Preparer:
     def __init__(
@@ -25,16 +23,43 @@ class Preparer:
         receive_time: Any,
         receive_millis: int,
         new_id: Callable[[], str],
-        write_type: type,
-        prepared_type: type[_T],
         slim: bool = False,
-    ) -> tuple[list[_T | None], list[int]]: ...
+    ) -> tuple[list[EventWrite | None], list[int]]: ...
 
 class SentDocument:
     _type_marker: int
     def __init__(self, raw: bytes) -> None: ...
     @property
     def raw(self) -> bytes: ...
+
+class EventWrite:
+    def __init__(
+        self,
+        doc: dict[str, Any],
+        occur_time_given: bool,
+        recorded: bytes,
+        filters: dict[str, Any] | bytes | None = None,
+        body: bytes | None = None,
+        body_keys: int = 0,
+        session: tuple[str, str] | None = None,
+        sequence_at: int = 0,
+    ) -> None: ...
+    @property
+    def doc(self) -> dict[str, Any]: ...
+    @property
+    def occur_time_given(self) -> bool: ...
+    @property
+    def recorded(self) -> bytes: ...
+    @property
+    def filters(self) -> dict[str, Any] | bytes | None: ...
+    @property
+    def body(self) -> bytes | None: ...
+    @property
+    def body_keys(self) -> int: ...
+    @property
+    def session(self) -> tuple[str, str] | None: ...
+    @property
+    def sequence_at(self) -> int: ...
 
 class Stored:
     def __init__(self, doc: dict[str, Any], already_stored: bool = False) -> None: ...

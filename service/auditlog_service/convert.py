@@ -754,6 +754,12 @@ _AS_STORED: CodecOptions[dict[str, Any]] = CodecOptions(
 )
 
 
+def additions(write: Any) -> list[tuple[str, Any]]:
+    """A storage.EventWrite's document's items after those its body holds: what storage added
+    to it (the outbox id; a co-browsing event's sequence and run end)."""
+    return list(write.doc.items())[write.body_keys :]
+
+
 def whole_document(write: Any) -> SentDocument:
     """The document to send of a storage.EventWrite with a body whose additions raw_document
     leaves to PyMongo: the body's elements, `_id` as the document has it now and the rest of
@@ -765,7 +771,7 @@ def whole_document(write: Any) -> SentDocument:
         codec_options=_AS_STORED,
     )
     whole["_id"] = write.doc["_id"]
-    whole.update(write.additions())
+    whole.update(additions(write))
     return SentDocument(bson.encode(whole))
 
 

@@ -22,34 +22,23 @@ from .errors import AuditLogError
 from .group_commit import GroupCommitter
 from .storage import EventRepository, EventWrite, Outcome
 
-# A prepared event's write, for map() over a batch.
-_WRITE_OF = operator.attrgetter("write")
+
+def stored_event_bytes(write: EventWrite, outcome: Outcome) -> bytes:
+    """The event as stored, serialized: from what is at hand, or as read back for an earlier
+    attempt."""
+    if isinstance(outcome, AuditLogError):
+        raise outcome
+    if outcome.already_stored:
+        return convert.from_document(outcome.doc).SerializeToString(deterministic=True)
+    sequence = outcome.doc.get("sequence", 0)
+    return convert.stored_event_bytes(write.recorded, write.sequence_at, sequence)
 
 
 @dataclass(slots=True)
-class PreparedWrite:
-    """An event made ready for the database: its write, whose recorded form is the event as it
-    will be stored (responses are serialized from there), and where in that form a co-browsing
-    event's session sequence goes (convert.sequence_position)."""
-
-    write: EventWrite
-    sequence_at: int
-
-    def stored_event_bytes(self, outcome: Outcome) -> bytes:
-        """The event as stored, serialized: from what is at hand, or as read back for an
-        earlier attempt."""
-        if isinstance(outcome, AuditLogError):
-            raise outcome
-        if outcome.already_stored:
-            return convert.from_document(outcome.doc).SerializeToString(deterministic=True)
-        sequence = outcome.doc.get("sequence", 0)
-        return convert.stored_event_bytes(self.write.recorded, self.sequence_at, sequence)
-
-
-@dataclass(slots=True)
-class PendingEvent(PreparedWrite):
+class PendingEvent:
     """An event on its way to the database; `outcome` resolves once the database answered."""
 
+    write: EventWrite
     outcome: asyncio.Future[Outcome]
 
 
@@ -58,7 +47,7 @@ class PendingBatch:
     """Events on their way to the database together; `outcomes` resolves (one outcome per
     event, in order) once the database answered for the last of them."""
 
-    events: list[PreparedWrite]
+    events: list[EventWrite]
     outcomes: asyncio.Future[list[Outcome]]
 
 
@@ -96,7 +85,7 @@ class EventWriter:
         event: audit_event_pb2.AuditEvent,
         receive_time: convert.StoredTime | dt.datetime | None = None,
         serialized: bytes | None = None,
-    ) -> PreparedWrite:
+    ) -> EventWrite:
         """One validated event (received now, or with the batch it came in) made ready for the
         database; `serialized` is its serialization when the caller has it (validation made
         it). The writer takes the message over: it may be normalised in place, not copied."""
@@ -105,7 +94,7 @@ class EventWriter:
 
     def _by_rules(
         self, event: audit_event_pb2.AuditEvent, receive_time: convert.StoredTime | dt.datetime
-    ) -> PreparedWrite:
+    ) -> EventWrite:
         """prepare by the rules in convert, for an event the native preparer declines."""
         event_id = event.id or new_event_id()
         prepared = self._preparer.prepare(event, owned=True)
@@ -113,9 +102,12 @@ class EventWriter:
         # The event as stored, without the session slot it will get (the ledger records that
         # in its chain beside the recorded form's digest), serialized.
         recorded = convert.recorded_event(prepared, event_id=event_id, receive_time=receive_time)
-        return PreparedWrite(
-            EventWrite(doc, prepared.occur_time_given, recorded, session=convert.session_key(doc)),
-            convert.sequence_position(prepared, recorded),
+        return EventWrite(
+            doc,
+            prepared.occur_time_given,
+            recorded,
+            session=convert.session_key(doc),
+            sequence_at=convert.sequence_position(prepared, recorded),
         )
 
     def submit(
@@ -123,9 +115,7 @@ class EventWriter:
     ) -> PendingEvent:
         """Queue one validated event; see prepare."""
         ready = self.prepare(event, serialized=serialized)
-        return PendingEvent(
-            ready.write, ready.sequence_at, self._committer.submit_nowait(ready.write)
-        )
+        return PendingEvent(ready, self._committer.submit_nowait(ready))
 
     async def write(
         self, event: audit_event_pb2.AuditEvent, serialized: bytes | None = None
@@ -142,7 +132,7 @@ class EventWriter:
         receive_time: convert.StoredTime | dt.datetime | None = None,
         *,
         slim: bool = True,
-    ) -> list[PreparedWrite]:
+    ) -> list[EventWrite]:
         """prepare of each event of a batch (one receive time for all, now unless given);
         without `slim`, the native preparer's documents hold every field (the payload too)."""
         received = receive_time or convert.stored_time_now()
@@ -160,13 +150,11 @@ class EventWriter:
             received,
             convert.datetime_to_millis(received),
             new_event_id,
-            EventWrite,
-            PreparedWrite,
             slim=slim,
         )
         for index in declined:
             made[index] = self._by_rules(events[index], received)
-        return cast(list[PreparedWrite], made)
+        return cast(list[EventWrite], made)
 
     def submit_batch(
         self,
@@ -175,13 +163,13 @@ class EventWriter:
     ) -> PendingBatch:
         """Queue validated events that are answered together; see prepare."""
         ready = self.prepare_batch(events, serialized)
-        return PendingBatch(ready, self._committer.submit_batch(list(map(_WRITE_OF, ready))))
+        return PendingBatch(ready, self._committer.submit_batch(ready))
 
     async def write_many(
         self,
         events: list[audit_event_pb2.AuditEvent],
         serialized: list[bytes] | None = None,
-    ) -> list[tuple[PreparedWrite, Outcome]]:
+    ) -> list[tuple[EventWrite, Outcome]]:
         batch = self.submit_batch(events, serialized)
         outcomes = await batch.outcomes  # this call's own future, as in write
         return list(zip(batch.events, outcomes, strict=True))

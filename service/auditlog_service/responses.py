@@ -25,8 +25,8 @@ from auditlog.v1 import service_pb2
 from . import _native, convert
 from .error_details import to_event_error
 from .errors import AuditLogError
-from .ingest import PreparedWrite
-from .storage import Outcome, Stored
+from .ingest import stored_event_bytes
+from .storage import EventWrite, Outcome, Stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +181,9 @@ def _error_field(tag: bytes, error: service_pb2.EventError) -> bytes:
     return convert.message_field(tag, error.SerializeToString())
 
 
-def log_event_response(pending: PreparedWrite, outcome: Outcome) -> SerializedResponse:
+def log_event_response(write: EventWrite, outcome: Outcome) -> SerializedResponse:
     """LogEvent's answer: the event as stored (raises the outcome when it is an error)."""
-    data = convert.message_field(_EVENT_TAG, pending.stored_event_bytes(outcome))
+    data = convert.message_field(_EVENT_TAG, stored_event_bytes(write, outcome))
     if isinstance(outcome, Stored) and outcome.already_stored:
         data += _ALREADY_STORED
     return SerializedResponse(service_pb2.LogEventResponse, data)
@@ -192,7 +192,7 @@ def log_event_response(pending: PreparedWrite, outcome: Outcome) -> SerializedRe
 def log_events_response(
     count: int,
     refused: dict[int, service_pb2.EventError],
-    written: list[tuple[PreparedWrite, Outcome]],
+    written: list[tuple[EventWrite, Outcome]],
     *,
     whole_events: bool,
 ) -> tuple[SerializedResponse, int]:
@@ -220,13 +220,13 @@ def log_events_response(
     for index in range(count):
         error = refused.get(index)
         if error is None:
-            pending, outcome = next(answers)
+            write, outcome = next(answers)
             if isinstance(outcome, AuditLogError):
                 error = to_event_error(outcome)
             else:
                 stored += 1
                 if whole_events:
-                    event = pending.stored_event_bytes(outcome)
+                    event = stored_event_bytes(write, outcome)
                     size = len(event)
                     head = _RESULT_EVENT_TAG + varint(size)
                     tail = _RESULT_ALREADY_STORED if outcome.already_stored else b""

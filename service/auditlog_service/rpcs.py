@@ -299,7 +299,7 @@ class AuditLogRpcs:
             raise denial
         with database_failures(read=False):
             pending, outcome = await self._writer.write(request.event, serialized)
-        response = responses.log_event_response(pending, outcome)
+        response = responses.log_event_response(pending.write, outcome)
         call.events_stored = 1
         return response
 

@@ -96,44 +96,21 @@ CONTENDED_FOR_S = 2.0
 FILTER_FIELDS = ("type", "tenant_user_id", "customer_id", "call_id", "session_id", "cobrowse.actor")
 
 
-@dataclass(slots=True)
-class EventWrite:
-    """One event to store: its document, and what tells a retry of it from an id clash."""
+# One event to store: its document, what tells a retry of it from an id clash, its recorded
+# form and where a session sequence goes in it (the native preparer makes them, one an event).
+EventWrite = _native.EventWrite
 
-    doc: Document
-    # A retry that leaves occur_time to the server matches whatever time the first attempt got.
-    occur_time_given: bool
-    # The event as stored, serialized: its recorded form (auditlog.ledger), which the ledger
-    # records and responses carry (framed, with a co-browsing event's session sequence).
-    recorded: bytes
-    # What the ledger's entry keeps for ListEvents's filters (ledger.filter_fields), when made
-    # with the document: the native preparer makes it as BSON, which is all it is made for.
-    filters: Document | bytes | None = None
-    # The document's elements in BSON, byte for byte what encoding `doc` gives, when made with
-    # it (the native preparer does; a general event is inserted from them, see
-    # convert.raw_document).
-    body: bytes | None = None
-    # How many of the dict's first keys the body holds (the ones storage adds come after them).
-    body_keys: int = 0
-    # A co-browsing event's (tenant, session), else None: made with the document, where its
-    # session's events are kept in order, slotted and remembered (see session_key).
-    session: tuple[str, str] | None = None
 
-    def additions(self) -> list[tuple[str, Any]]:
-        """The document's items after those its body holds: what storage added to it (the
-        outbox id; a co-browsing event's sequence and run end)."""
-        return list(self.doc.items())[self.body_keys :]
-
-    def is_retry_of(self, existing: Document) -> bool:
-        """Whether `existing`, stored under this event's id, is this very event."""
-        if existing.get("fingerprint") != self.doc["fingerprint"]:
-            return False
-        if not self.occur_time_given:
-            return True
-        # A datetime as read, against the time being stored (convert.StoredTime).
-        return convert.datetime_to_millis(existing["occur_time"]) == convert.datetime_to_millis(
-            self.doc["occur_time"]
-        )
+def is_retry_of(write: EventWrite, existing: Document) -> bool:
+    """Whether `existing`, stored under the event's id, is this very event."""
+    if existing.get("fingerprint") != write.doc["fingerprint"]:
+        return False
+    if not write.occur_time_given:
+        return True
+    # A datetime as read, against the time being stored (convert.StoredTime).
+    return convert.datetime_to_millis(existing["occur_time"]) == convert.datetime_to_millis(
+        write.doc["occur_time"]
+    )
 
 
 @dataclass(slots=True)
@@ -662,7 +639,7 @@ class EventRepository:
         if existing is None:
             # The clash vanished (cannot happen unless events are deleted concurrently).
             return DatabaseUnavailable("duplicate key without a stored event; retry")
-        if write.is_retry_of(existing):
+        if is_retry_of(write, existing):
             return Stored(existing, already_stored=True)
         return IdConflict(doc["tenant_id"], doc["id"])
 

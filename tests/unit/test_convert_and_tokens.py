@@ -147,7 +147,7 @@ def test_preparing_in_place_gives_what_preparing_a_copy_gives(field: str) -> Non
 
 def _stored_bytes(prepared: convert.PreparedEvent, event_id: str, sequence: int = 0) -> bytes:
     """The event as the server answers it when stored, serialized from its recorded form and
-    its session sequence (as ingest.PreparedWrite does)."""
+    its session sequence (as ingest.stored_event_bytes does)."""
     recorded = convert.recorded_event(prepared, event_id=event_id, receive_time=RECEIVED)
     position = convert.sequence_position(prepared, recorded)
     return convert.stored_event_bytes(recorded, position, sequence)

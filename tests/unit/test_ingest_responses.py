@@ -14,8 +14,8 @@ from auditlog.v1 import audit_event_pb2, service_pb2
 from auditlog_service import _native, convert, responses
 from auditlog_service.error_details import to_event_error
 from auditlog_service.errors import AuditLogError, DatabaseUnavailable, InvalidArgument
-from auditlog_service.ingest import EventWriter, PreparedWrite
-from auditlog_service.storage import Outcome, Stored
+from auditlog_service.ingest import EventWriter
+from auditlog_service.storage import EventWrite, Outcome, Stored
 from auditlog_service.validation import FieldViolation
 from tests.event_samples import valid_event_of_each_type
 
@@ -27,7 +27,7 @@ class _NoDatabase:
         raise NotImplementedError  # nothing here is written
 
 
-def _written() -> list[tuple[PreparedWrite, Outcome]]:
+def _written() -> list[tuple[EventWrite, Outcome]]:
     """Every event type, stored afresh (co-browsing ones in session slots, some of whose
     sequences take two bytes), already stored (as read back), or failed in the database; the
     batch's receive time, then another one for the last events (as when a group holds several
@@ -42,11 +42,11 @@ def _written() -> list[tuple[PreparedWrite, Outcome]]:
     )
     first = convert.stored_time_now()
     later = DatetimeMS(int(first) + 1_234)
-    written: list[tuple[PreparedWrite, Outcome]] = []
+    written: list[tuple[EventWrite, Outcome]] = []
     events = list(valid_event_of_each_type("t").values())
     for n, event in enumerate(events):
         write = writer.prepare(event, first if n < len(events) - 3 else later)
-        doc = write.write.doc
+        doc = write.doc
         if "cobrowse" in doc:
             convert.assign_slot(doc, 120 + n)
         outcome: Outcome = Stored(doc)
@@ -65,7 +65,7 @@ def _written() -> list[tuple[PreparedWrite, Outcome]]:
         event.CopyFrom(template)
         event.id = f"id{n}-".ljust(size, "x")[:size]
         write = writer.prepare(event, first if n < 6 else whole_second)
-        written.append((write, Stored(write.write.doc)))
+        written.append((write, Stored(write.doc)))
     return written
 
 
@@ -86,7 +86,7 @@ def _ack(outcome: Stored) -> service_pb2.EventAck:
 
 def _log_events_as_messages(
     refused: dict[int, service_pb2.EventError],
-    written: list[tuple[PreparedWrite, Outcome]],
+    written: list[tuple[EventWrite, Outcome]],
     whole_events: bool,
 ) -> service_pb2.LogEventsResponse:
     """The same response built as messages, the stored event parsed from its recorded form."""
@@ -107,7 +107,7 @@ def _log_events_as_messages(
         elif outcome.already_stored:
             result.event.CopyFrom(convert.from_document(outcome.doc))
         else:
-            result.event.MergeFromString(write.write.recorded)
+            result.event.MergeFromString(write.recorded)
             result.event.sequence = outcome.doc.get("sequence", 0)
     return response
 
@@ -135,7 +135,7 @@ def test_a_log_events_response_is_the_serialization_of_the_same_message(
     assert any(result.ack.sequence >= 128 for result in expected.results) is not whole_events
 
 
-def _stored_whole() -> list[tuple[PreparedWrite, Outcome]]:
+def _stored_whole() -> list[tuple[EventWrite, Outcome]]:
     """Events this call stored, with one receive time (a batch's): co-browsing ones in slots
     whose sequences take one to six bytes."""
     written = [(w, o) for w, o in _written() if isinstance(o, Stored) and not o.already_stored]
@@ -143,12 +143,12 @@ def _stored_whole() -> list[tuple[PreparedWrite, Outcome]]:
     written = [(w, o) for w, o in written if o.doc["receive_time"] is received]
     sequences = iter([2**35, 128, 1, 2**14, 127])
     for prepared, outcome in written:
-        if prepared.write.session is not None:
-            convert.assign_slot(outcome.doc, next(sequences, 300), prepared.write.session)
+        if prepared.session is not None:
+            convert.assign_slot(outcome.doc, next(sequences, 300), prepared.session)
     return written
 
 
-def _others() -> list[tuple[PreparedWrite, Outcome]]:
+def _others() -> list[tuple[EventWrite, Outcome]]:
     """Outcomes the native answers leave to the Python: an event stored before, a failure, an
     event of another receive time (a group holding several batches)."""
     others = [(w, o) for w, o in _written() if not isinstance(o, Stored) or o.already_stored]
@@ -220,7 +220,7 @@ def test_a_log_event_response_is_the_serialization_of_the_same_message() -> None
         if outcome.already_stored:
             expected.event.CopyFrom(convert.from_document(outcome.doc))
         else:
-            expected.event.MergeFromString(write.write.recorded)
+            expected.event.MergeFromString(write.recorded)
             expected.event.sequence = outcome.doc.get("sequence", 0)
         data = responses.log_event_response(write, outcome).data
         assert data == expected.SerializeToString(deterministic=True)

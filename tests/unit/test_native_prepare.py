@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from auditlog.ledger import chain_hash
 from auditlog.v1.audit_event_pb2 import AuditEvent
 from auditlog_service import _native, convert, ledger
-from auditlog_service.ingest import EventWriter, PreparedWrite
+from auditlog_service.ingest import EventWriter
 from auditlog_service.storage import EventWrite
 from tests.event_samples import valid_event_of_each_type
 
@@ -534,8 +534,8 @@ def test_a_commits_entries_are_each_events_entry_completed_and_packed() -> None:
     assert isinstance(odd.filters, bytes)
     # As a dict: filter_fields of the whole document (see _assert_same).
     plain_whole, odd_whole = _whole_docs([start_call] * 2, [plain, odd])
-    plain.filters = ledger.filter_fields(plain_whole)
-    odd.filters = {**ledger.filter_fields(odd_whole), "o": DatetimeMS(5)}
+    plain = _with_filters(plain, ledger.filter_fields(plain_whole))
+    odd = _with_filters(odd, {**ledger.filter_fields(odd_whole), "o": DatetimeMS(5)})
     for group in (writes, [*writes, plain], [*writes, plain, odd]):
         entries = [ledger.commit_entry(w.doc, w.recorded, w.filters) for w in group]
         packed = bson.encode({"e": entries})
@@ -544,6 +544,20 @@ def test_a_commits_entries_are_each_events_entry_completed_and_packed() -> None:
         assert ledger.entries_chain(completed) == _chain_of(entries)
         declined = _native.commit_entries(group, ledger.filter_fields) is None
         assert declined == (group[-1] is odd)
+
+
+def _with_filters(write: EventWrite, filters: dict[str, Any]) -> EventWrite:
+    """The write with other filters (given as a dict, as the rules' writes hold them)."""
+    return EventWrite(
+        write.doc,
+        write.occur_time_given,
+        write.recorded,
+        filters,
+        write.body,
+        write.body_keys,
+        write.session,
+        write.sequence_at,
+    )
 
 
 def _writer() -> EventWriter:
@@ -558,7 +572,7 @@ def _writer() -> EventWriter:
 def _writes_of(events: list[AuditEvent]) -> list[EventWrite]:
     """The events as EventWriter prepares them (natively, or by the rules), one by one."""
     writer = _writer()
-    return [writer.prepare(e, RECEIVED).write for e in events]
+    return [writer.prepare(e, RECEIVED) for e in events]
 
 
 class _NoDatabase:
@@ -586,9 +600,7 @@ def test_a_batch_is_prepared_as_each_event_is() -> None:
     anonymous.CopyFrom(events[0])
     anonymous.ClearField("id")
     batch = [e.SerializeToString() for e in [*events, anonymous]] + [b"\x0a\x01"]
-    made, declined = NATIVE.prepare_batch(
-        batch, RECEIVED, int(RECEIVED), lambda: "new-id-1", EventWrite, PreparedWrite
-    )
+    made, declined = NATIVE.prepare_batch(batch, RECEIVED, int(RECEIVED), lambda: "new-id-1")
     assert len(made) == len(batch)
     ids = [e.id for e in events] + ["new-id-1", "x"]
     assert declined == [i for i, data in enumerate(batch) if _natively(data, ids[i]) is None]
@@ -599,12 +611,12 @@ def test_a_batch_is_prepared_as_each_event_is() -> None:
         if one is None:
             assert ready is None
             continue
-        assert isinstance(ready, PreparedWrite)
-        write = ready.write
+        assert isinstance(ready, EventWrite)
+        write = ready
         doc, given, recorded, sequence_at, filters, body, session = one
         assert repr(write.doc) == repr(doc)
         assert write.doc["id"] == event_id
-        assert (write.occur_time_given, write.recorded, ready.sequence_at) == (
+        assert (write.occur_time_given, write.recorded, write.sequence_at) == (
             given,
             recorded,
             sequence_at,
@@ -624,9 +636,7 @@ def test_a_slim_batch_is_the_batch_without_the_payloads_objects() -> None:
     events = list(valid_event_of_each_type("t").values())
     batch = [e.SerializeToString() for e in events]
     made = {
-        slim: NATIVE.prepare_batch(
-            batch, RECEIVED, int(RECEIVED), lambda: "new-id", EventWrite, PreparedWrite, slim
-        )
+        slim: NATIVE.prepare_batch(batch, RECEIVED, int(RECEIVED), lambda: "new-id", slim)
         for slim in (False, True)
     }
     assert made[True][1] == made[False][1]
@@ -636,20 +646,19 @@ def test_a_slim_batch_is_the_batch_without_the_payloads_objects() -> None:
             assert slim is None
             continue
         payload = event.WhichOneof("payload")
-        assert payload in full.write.doc
-        assert repr(slim.write.doc) == repr(
-            {k: v for k, v in full.write.doc.items() if k not in {payload, *SLIM_LEAVES_OUT}}
+        assert payload in full.doc
+        assert repr(slim.doc) == repr(
+            {k: v for k, v in full.doc.items() if k not in {payload, *SLIM_LEAVES_OUT}}
         )
-        left_out = len(full.write.doc) - len(slim.write.doc)
-        assert left_out == len({payload, *SLIM_LEAVES_OUT} & full.write.doc.keys())
-        assert slim.write.body_keys == len(slim.write.doc) == full.write.body_keys - left_out
-        for name in ("occur_time_given", "recorded", "filters", "body", "session"):
-            assert getattr(slim.write, name) == getattr(full.write, name), name
-        assert slim.sequence_at == full.sequence_at
+        left_out = len(full.doc) - len(slim.doc)
+        assert left_out == len({payload, *SLIM_LEAVES_OUT} & full.doc.keys())
+        assert slim.body_keys == len(slim.doc) == full.body_keys - left_out
+        for name in ("occur_time_given", "recorded", "filters", "body", "session", "sequence_at"):
+            assert getattr(slim, name) == getattr(full, name), name
         # Sent, with what storage adds, it is the whole document all the same.
-        for doc in (slim.write.doc, full.write.doc):
+        for doc in (slim.doc, full.doc):
             doc["ob"] = "t/ob/00000000000000000001"
-        assert convert.raw_documents([slim.write], [0])[0].raw == bson.encode(full.write.doc)
+        assert convert.raw_documents([slim], [0])[0].raw == bson.encode(full.doc)
 
 
 def test_a_whole_document_is_made_from_the_body_where_an_addition_is_left_to_pymongo() -> None:
@@ -678,7 +687,7 @@ def test_a_batchs_events_of_one_tenant_and_session_share_those_objects() -> None
         event.id, event.tenant_id, event.cobrowse.session_id = f"e{n}", tenant, session
         events.append(event)
     # The documents made whole (slim ones leave the user and the session out).
-    writes = [ready.write for ready in _writer().prepare_batch(events, None, RECEIVED, slim=False)]
+    writes = _writer().prepare_batch(events, None, RECEIVED, slim=False)
     keys = [write.session for write in writes]
     assert keys == [(e.tenant_id, e.cobrowse.session_id) for e in events]
     assert keys[0] is keys[2]

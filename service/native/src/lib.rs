@@ -587,10 +587,10 @@ impl Preparer {
     }
 
     /// What `prepare` makes of each serialized event of a batch received at `receive_time`,
-    /// as `prepared_type(write_type(document, occur time given, recorded form, filter fields,
-    /// BSON, the document's key count, session), sequence position)` (ingest.PreparedWrite of
-    /// a storage.EventWrite), under the id it holds or else `new_id()`; None for each event it
-    /// declines, whose indexes come second. `slim`: the documents leave out the payload, whose
+    /// as an EventWrite (document, occur time given, recorded form, filter fields, BSON, the
+    /// document's key count, session, sequence position), under the id it holds or else
+    /// `new_id()`; None for each event it declines, whose indexes come second. `slim`: the
+    /// documents leave out the payload, whose
     /// elements are in the BSON alone (the key count is the document's: what storage adds
     /// comes after it either way); nothing on the write path reads a payload from the
     /// document, and making its objects cost (in process, 1,000 events, three pairs) 5.2-6.3
@@ -600,8 +600,7 @@ impl Preparer {
     /// preparation, slots, raw documents and release from 2.85-2.89 to 2.63-2.75 us a
     /// co-browsing event and from 2.10-2.24 to 1.98-2.02 a general one (in process, 1,000
     /// events, fastest of 60, five alternating pairs).
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (batch, receive_time, receive_millis, new_id, write_type, prepared_type, slim = false))]
+    #[pyo3(signature = (batch, receive_time, receive_millis, new_id, slim = false))]
     fn prepare_batch<'py>(
         &self,
         py: Python<'py>,
@@ -609,8 +608,6 @@ impl Preparer {
         receive_time: &Bound<'py, PyAny>,
         receive_millis: i64,
         new_id: &Bound<'py, PyAny>,
-        write_type: &Bound<'py, PyAny>,
-        prepared_type: &Bound<'py, PyAny>,
         slim: bool,
     ) -> PyResult<(Bound<'py, PyList>, Vec<usize>)> {
         let ready = PyList::empty(py);
@@ -632,17 +629,19 @@ impl Preparer {
                 ready.append(py.None())?;
                 continue;
             };
-            let keys = made.doc.len();
-            let write = write_type.call1((
-                made.doc,
-                made.occur_given,
-                made.recorded,
-                made.filters,
-                made.body,
-                keys,
-                made.session,
-            ))?;
-            ready.append(prepared_type.call1((write, made.sequence_at))?)?;
+            let body_keys = made.doc.len();
+            let session = (!made.session.is_none()).then(|| made.session.unbind());
+            let write = EventWrite {
+                doc: made.doc.unbind(),
+                occur_time_given: made.occur_given,
+                recorded: made.recorded.unbind(),
+                filters: Some(made.filters.into_any().unbind()),
+                body: Some(made.body.unbind()),
+                body_keys,
+                session,
+                sequence_at: made.sequence_at,
+            };
+            ready.append(Bound::new(py, write)?)?;
         }
         Ok((ready, declined))
     }
@@ -1467,18 +1466,17 @@ fn commit_entries<'py>(
     out.extend_from_slice(&[0; 4]);
     let array = bson_open(&mut out, 0x04, "e");
     for (index, write) in writes.iter().enumerate() {
-        let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
-        let mut filters = write.getattr(intern!(py, "filters"))?;
-        if filters.is_none() {
-            filters = filter_fields.call1((&doc,))?;
-        }
-        let recorded = write
-            .getattr(intern!(py, "recorded"))?
-            .cast_into::<PyBytes>()?;
+        let write = write.cast::<EventWrite>()?.get();
+        let doc = write.doc.bind(py);
+        let filters = match &write.filters {
+            Some(filters) => filters.bind(py).clone(),
+            None => filter_fields.call1((doc,))?,
+        };
+        let recorded = write.recorded.bind(py);
         let event_key = or_key_error(doc.get_item(key)?, "key")?;
         // ledger.commit_entry, packed as it is made.
         let at = bson_open(&mut out, 0x03, &index.to_string());
-        if !bson_value(&mut out, "k", &event_key)? || !bson_value(&mut out, "r", &recorded)? {
+        if !bson_value(&mut out, "k", &event_key)? || !bson_value(&mut out, "r", recorded)? {
             return Ok(None);
         }
         // Filters the preparer made are their BSON already (a document's).
@@ -1552,6 +1550,66 @@ fn sent_document<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>
     Ok(Bound::new(py, SentDocument { raw })?.into_any())
 }
 
+/// One event to store (storage.EventWrite): its document, and what tells a retry of it from
+/// an id clash; its recorded form, and where a co-browsing event's session sequence goes in
+/// it. One an event, made by the preparer here rather than as two Python dataclasses (the
+/// write and the prepared event around it: a Python `__init__` call each, 0.37 us in process,
+/// and one more object an event to make, free and read through).
+#[pyclass(frozen, get_all, module = "auditlog_service._native")]
+struct EventWrite {
+    doc: Py<PyDict>,
+    // A retry that leaves occur_time to the server matches whatever time the first attempt got.
+    occur_time_given: bool,
+    // The event as stored, serialized: its recorded form (auditlog.ledger), which the ledger
+    // records and responses carry (framed, with a co-browsing event's session sequence).
+    recorded: Py<PyBytes>,
+    // What the ledger's entry keeps for ListEvents's filters (ledger.filter_fields), when made
+    // with the document: the native preparer makes it as BSON, which is all it is made for.
+    filters: Option<Py<PyAny>>,
+    // The document's elements in BSON, byte for byte what encoding `doc` gives, when made with
+    // it (the native preparer does; an event is inserted from them, see raw_document).
+    body: Option<Py<PyBytes>>,
+    // How many of the dict's first keys the body holds (the ones storage adds come after them).
+    body_keys: usize,
+    // A co-browsing event's (tenant, session), else None: where its session's events are kept
+    // in order, slotted and remembered (convert.session_key).
+    session: Option<Py<PyAny>>,
+    // Where in `recorded` a co-browsing event's session sequence goes
+    // (convert.sequence_position); 0 for other events.
+    sequence_at: usize,
+}
+
+#[pymethods]
+impl EventWrite {
+    #[new]
+    #[pyo3(signature = (
+        doc, occur_time_given, recorded, filters = None, body = None, body_keys = 0,
+        session = None, sequence_at = 0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        doc: Py<PyDict>,
+        occur_time_given: bool,
+        recorded: Py<PyBytes>,
+        filters: Option<Py<PyAny>>,
+        body: Option<Py<PyBytes>>,
+        body_keys: usize,
+        session: Option<Py<PyAny>>,
+        sequence_at: usize,
+    ) -> Self {
+        EventWrite {
+            doc,
+            occur_time_given,
+            recorded,
+            filters,
+            body,
+            body_keys,
+            session,
+            sequence_at,
+        }
+    }
+}
+
 /// An event that is in the database (storage.Stored): its document, and whether it was there
 /// before this call (an idempotent retry). One an event written, so made here rather than as
 /// a Python dataclass (0.38 against 0.16 us to make one from Python in process), and read
@@ -1597,33 +1655,32 @@ fn raw_documents<'py>(
     let made = PyDict::new(py);
     let mut out = Vec::new();
     for index in indexes.iter() {
-        let write = writes.get_item(index.extract()?)?;
-        let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
-        if let Some(sent) = write_sent(py, &write, &doc, whole, &mut out)? {
+        let write = writes
+            .get_item(index.extract()?)?
+            .cast_into::<EventWrite>()?;
+        if let Some(sent) = write_sent(py, &write, whole, &mut out)? {
             made.set_item(index, sent)?;
         }
     }
     Ok(made)
 }
 
-/// The document to send of a storage.EventWrite whose document is `doc`, from its body: a
+/// The document to send of a storage.EventWrite, from its body: a
 /// SentDocument of raw_bytes, or `whole(write)` where raw_bytes leaves an addition to PyMongo
 /// (the document may leave out what only its body holds: see Preparer.prepare_batch); None
 /// without a body. `out`: a buffer to make it in (one for a pass over many events: a new one
 /// an event was an allocation, its growth and its release each).
 fn write_sent<'py>(
     py: Python<'py>,
-    write: &Bound<'py, PyAny>,
-    doc: &Bound<'py, PyDict>,
+    write: &Bound<'py, EventWrite>,
     whole: &Bound<'py, PyAny>,
     out: &mut Vec<u8>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let body = write.getattr(intern!(py, "body"))?;
-    let Ok(body) = body.cast_into::<PyBytes>() else {
+    let made = write.get();
+    let Some(body) = &made.body else {
         return Ok(None);
     };
-    let body_keys: usize = write.getattr(intern!(py, "body_keys"))?.extract()?;
-    if raw_bytes(out, body.as_bytes(), doc, body_keys)? {
+    if raw_bytes(out, body.as_bytes(py), made.doc.bind(py), made.body_keys)? {
         Ok(Some(sent_document(py, out)?))
     } else {
         Ok(Some(whole.call1((write,))?))
@@ -1703,8 +1760,10 @@ fn slot_run<'py>(
     let mut sent_raw = Vec::with_capacity(1024);
     let mut slot = String::with_capacity(prefix.len() + digits + 4);
     for (offset, index) in indexes.iter().enumerate() {
-        let write = writes.get_item(index.extract()?)?;
-        let doc = write.getattr(intern!(py, "doc"))?.cast_into::<PyDict>()?;
+        let write = writes
+            .get_item(index.extract()?)?
+            .cast_into::<EventWrite>()?;
+        let doc = write.get().doc.bind(py);
         let at = first + offset as i64;
         slot_id(&mut slot, prefix, at, digits);
         doc.set_item(&id, &slot)?;
@@ -1724,9 +1783,9 @@ fn slot_run<'py>(
         let made = sent_document(py, &claim)?;
         let claim_item = [index.clone(), claim_role.clone().into_any(), made];
         run.append(PyTuple::new(py, claim_item)?)?;
-        let sent = match write_sent(py, &write, &doc, whole, &mut sent_raw)? {
+        let sent = match write_sent(py, &write, whole, &mut sent_raw)? {
             Some(sent) => sent,
-            None => doc.into_any(),
+            None => doc.clone().into_any(),
         };
         run.append(PyTuple::new(
             py,
@@ -1784,14 +1843,17 @@ fn split_pending<'py>(
     let event_role = PyString::intern(py, "event").into_any();
     let (main, general, sessions) = (PyList::empty(py), PyList::empty(py), PyDict::new(py));
     for index in pending.iter() {
-        let write = writes.get_item(index.extract()?)?;
-        let session = write.getattr(intern!(py, "session"))?;
-        if session.is_none() {
-            let doc = write.getattr(intern!(py, "doc"))?;
+        let item = writes.get_item(index.extract()?)?;
+        let write = item.cast::<EventWrite>()?.get();
+        let Some(session) = &write.session else {
+            let doc = write.doc.bind(py).clone().into_any();
             main.append(PyTuple::new(py, [index.clone(), event_role.clone(), doc])?)?;
             general.append(index)?;
-        } else {
-            match sessions.get_item(&session)? {
+            continue;
+        };
+        {
+            let session = session.bind(py);
+            match sessions.get_item(session)? {
                 Some(indexes) => indexes.cast_into::<PyList>()?.append(index)?,
                 None => sessions.set_item(session, PyList::new(py, [index])?)?,
             }
@@ -1858,10 +1920,11 @@ fn note_stored<'py>(
             continue;
         }
         let index = entry.get_item(0)?;
-        let write = writes.get_item(index.extract()?)?;
-        let doc = write.getattr(intern!(py, "doc"))?;
-        let session = write.getattr(intern!(py, "session"))?;
-        if !session.is_none() {
+        let item = writes.get_item(index.extract()?)?;
+        let write = item.cast::<EventWrite>()?.get();
+        let doc = write.doc.bind(py).clone().into_any();
+        if let Some(session) = &write.session {
+            let session = session.bind(py).clone();
             let head = or_key_error(doc.cast::<PyDict>()?.get_item(sequence)?, "sequence")?;
             if let Some((last, last_head)) = run.take() {
                 if !last.is(&session) && !last.eq(&session)? {
@@ -1883,7 +1946,7 @@ fn note_stored<'py>(
     Ok((in_sessions, heads, others))
 }
 
-/// LogEvents' results for `written`, (PreparedWrite, outcome) pairs of a whole batch, as
+/// LogEvents' results for `written`, (EventWrite, outcome) pairs of a whole batch, as
 /// whole events (responses.log_events_response): each stored event's recorded form, with a
 /// co-browsing event's session sequence at its place, framed as the result's event. None when
 /// an outcome is not a Stored this call stored (an error, an earlier attempt's event), which
@@ -1903,16 +1966,13 @@ fn stored_results<'py>(
         let pair = pair.cast_into::<PyTuple>()?;
         let (pending, outcome) = (pair.get_item(0)?, pair.get_item(1)?);
         let (_, sequence) = or_decline!(stored_now(py, &outcome)?);
-        let write = pending.getattr(intern!(py, "write"))?;
-        let recorded = write
-            .getattr(intern!(py, "recorded"))?
-            .cast_into::<PyBytes>()?;
-        let recorded = recorded.as_bytes();
+        let write = pending.cast::<EventWrite>()?.get();
+        let recorded = write.recorded.as_bytes(py);
         event.clear();
         if sequence == 0 {
             event.extend_from_slice(recorded);
         } else {
-            let at: usize = pending.getattr(intern!(py, "sequence_at"))?.extract()?;
+            let at = write.sequence_at;
             let Some((head, rest)) = (at <= recorded.len()).then(|| recorded.split_at(at)) else {
                 return Ok(None);
             };
@@ -1927,7 +1987,7 @@ fn stored_results<'py>(
 }
 
 /// The acks of stored events as the results of a response (responses.AckWriter.result, one
-/// after another): `outcomes` holds the outcomes, or (PreparedWrite, outcome) pairs when
+/// after another): `outcomes` holds the outcomes, or (EventWrite, outcome) pairs when
 /// `paired`; `tags` are the result's, the ack's, and the ack's id and sequence fields';
 /// `received_field` is the ack's receive_time field for `received`. None when an outcome is not
 /// a Stored this call stored with that very receive time, which responses.py answers.
@@ -2014,6 +2074,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Validator>()?;
     module.add_class::<SentDocument>()?;
     module.add_class::<Stored>()?;
+    module.add_class::<EventWrite>()?;
     module.add_function(wrap_pyfunction!(chain_hashes, module)?)?;
     module.add_function(wrap_pyfunction!(packed_chain, module)?)?;
     module.add_function(wrap_pyfunction!(entry_starts, module)?)?;
