@@ -102,6 +102,9 @@ def slot_run(
 def split_pending(
     writes: list[Any], pending: list[int]
 ) -> tuple[list[tuple[int, str, Any]], list[int], dict[tuple[str, str], list[int]]]: ...
+def mark_outboxes(
+    writes: list[Any], next_outbox: Callable[[str], str]
+) -> tuple[dict[str, str], dict[str, list[Any]], dict[str, list[str]]]: ...
 def batch_documents(
     batch: list[tuple[int, str, Any]],
     raw: dict[int, SentDocument],

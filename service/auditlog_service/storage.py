@@ -18,11 +18,11 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, count, repeat
-from operator import attrgetter, is_, itemgetter, setitem
+from operator import attrgetter, is_
 from typing import Any, get_args
 
 import bson
@@ -158,10 +158,6 @@ def database_errors(exc: PyMongoError) -> AuditLogError | None:
 
 
 _RAW = attrgetter("raw")
-# A write's document, and a document's tenant and key, for map() over a group.
-_DOC_OF = attrgetter("doc")
-_TENANT_OF_DOC = itemgetter("tenant_id")
-_KEY_OF_DOC = itemgetter("key")
 # What an insert sends as it is: the events and claims the preparer made (convert.SentDocument),
 # and raw documents a caller may pass.
 Sent = convert.SentDocument | RawBSONDocument
@@ -798,35 +794,21 @@ class _GroupWrite:
         self.moved: list[int] = []  # events stored at a generation >= 1: their claim's hint
         self.races = 0
         self.session_races: dict[tuple[str, str], int] = {}
-        # One outbox per tenant of the group, inserted before any of its events; and, for the
-        # ledger's outboxes and commits, the group's writes by tenant.
+        # One outbox per tenant of the group, inserted before any of its events (its id in each
+        # of their documents); and, for the ledger's outboxes and commits, the group's writes
+        # and their keys by tenant.
         self.outboxes: dict[str, str] = {}
         self.by_tenant: dict[str, list[EventWrite]] = {}
+        self._keys: dict[str, list[str]] = {}
         if repository.ledger is not None:
-            docs = list(map(_DOC_OF, writes))
-            tenants = set(map(_TENANT_OF_DOC, docs))
-            if len(tenants) == 1:
-                # A group of one tenant (a batch, or calls of one tenant), by C-level
-                # iterators: the loop below cost 1-2 us an event in process.
-                (tenant_id,) = tenants
-                box = self.outboxes[tenant_id] = repository.next_outbox(tenant_id)
-                self.by_tenant[tenant_id] = list(writes)
-                deque(map(setitem, docs, repeat("ob"), repeat(box)), maxlen=0)
-            else:
-                for write, doc in zip(writes, docs, strict=True):
-                    tenant_id = doc["tenant_id"]
-                    tenant_writes = self.by_tenant.get(tenant_id)
-                    if tenant_writes is None:
-                        tenant_writes = self.by_tenant[tenant_id] = []
-                        self.outboxes[tenant_id] = repository.next_outbox(tenant_id)
-                    tenant_writes.append(write)
-                    doc["ob"] = self.outboxes[tenant_id]
+            self.outboxes, self.by_tenant, self._keys = _native.mark_outboxes(
+                writes, repository.next_outbox
+            )
         self._outboxes_written = not self.outboxes
         # Commits written as the last documents of the group's insert (see _inline_commits):
         # by `_id` until written, then the tenants done.
         self._inline: dict[str, Commit] = {}
         self.committed_inline: set[str] = set()
-        self._keys: dict[str, list[str]] | None = None
 
     def committed(self) -> dict[str, list[Document]]:
         """Per tenant whose commit is still to be written, the ledger records of the events
@@ -873,13 +855,8 @@ class _GroupWrite:
         self.committed_inline.add(commit.tenant_id)
 
     def keys(self) -> dict[str, list[str]]:
-        """Per tenant, the keys of the group's events (made once: the outboxes and then the
-        commits ask for them)."""
-        if self._keys is None:
-            self._keys = {
-                tenant_id: list(map(_KEY_OF_DOC, map(_DOC_OF, writes)))
-                for tenant_id, writes in self.by_tenant.items()
-            }
+        """Per tenant, the keys of the group's events (the outboxes and then the commits ask
+        for them)."""
         return self._keys
 
     def _outbox_docs(self) -> list[tuple[int, str, Document]]:

@@ -107,3 +107,28 @@ def test_the_events_an_insert_stored_are_noted_up_to_where_it_stopped() -> None:
         if inserted == len(batch):
             assert len(heads) == 2
             assert [e[1] for e in others] == ["outbox", "record", "commit"]
+
+
+def test_a_groups_events_are_filed_under_each_tenants_outbox_in_one_pass() -> None:
+    # Two tenants' events interleaved: each tenant's outbox is named once, at its first
+    # event, in order of first appearance; each document gets its tenant's outbox id.
+    events = list(valid_event_of_each_type("t").values())[:6]
+    for event in events[1::3]:
+        event.tenant_id = "u"
+    writes = _writes_of(events)
+    named: list[str] = []
+
+    def next_outbox(tenant_id: str) -> str:
+        named.append(tenant_id)
+        return f"{tenant_id}/ob/{len(named)}"
+
+    outboxes, by_tenant, keys = _native.mark_outboxes(writes, next_outbox)
+    assert named == ["t", "u"]
+    assert outboxes == {"t": "t/ob/1", "u": "u/ob/2"}
+    assert list(by_tenant) == ["t", "u"]
+    for tenant_id, tenant_writes in by_tenant.items():
+        expected = [w for w in writes if w.doc["tenant_id"] == tenant_id]
+        assert all(a is b for a, b in zip(tenant_writes, expected, strict=True))
+        assert keys[tenant_id] == [w.doc["key"] for w in expected]
+    assert [w.doc["ob"] for w in writes] == [outboxes[w.doc["tenant_id"]] for w in writes]
+    assert _native.mark_outboxes([], next_outbox) == ({}, {}, {})
