@@ -590,16 +590,15 @@ impl Preparer {
     /// as an EventWrite (document, occur time given, recorded form, filter fields, BSON, the
     /// document's key count, session, sequence position), under the id it holds or else
     /// `new_id()`; None for each event it declines, whose indexes come second. `slim`: the
-    /// documents leave out the payload, whose
-    /// elements are in the BSON alone (the key count is the document's: what storage adds
-    /// comes after it either way); nothing on the write path reads a payload from the
-    /// document, and making its objects cost (in process, 1,000 events, three pairs) 5.2-6.3
-    /// against 3.9-6.1 us a general event. Nor does it read the tenant's user, a co-browsing
-    /// event's context and session id, or the ids lifted to the top for ListEvents (the
-    /// filters have them as BSON): slim documents leave them out too, which took a batch's
-    /// preparation, slots, raw documents and release from 2.85-2.89 to 2.63-2.75 us a
-    /// co-browsing event and from 2.10-2.24 to 1.98-2.02 a general one (in process, 1,000
-    /// events, fastest of 60, five alternating pairs).
+    /// documents leave out the payload, whose elements are in the BSON alone (the key count
+    /// is the document's: what storage adds comes after it either way); nothing on the write
+    /// path reads a payload from the document, and making its objects cost (in process, 1,000
+    /// events, three pairs) 5.2-6.3 against 3.9-6.1 us a general event. Nor does it read the
+    /// tenant's user, a co-browsing event's context and session id, or the ids lifted to the
+    /// top for ListEvents (the filters have them as BSON): slim documents leave them out too,
+    /// which took a batch's preparation, slots, raw documents and release from 2.85-2.89 to
+    /// 2.63-2.75 us a co-browsing event and from 2.10-2.24 to 1.98-2.02 a general one (in
+    /// process, 1,000 events, fastest of 60, five alternating pairs).
     #[pyo3(signature = (batch, receive_time, receive_millis, new_id, slim = false))]
     fn prepare_batch<'py>(
         &self,
@@ -1665,10 +1664,9 @@ fn raw_documents<'py>(
     Ok(made)
 }
 
-/// The document to send of a storage.EventWrite, from its body: a
-/// SentDocument of raw_bytes, or `whole(write)` where raw_bytes leaves an addition to PyMongo
-/// (the document may leave out what only its body holds: see Preparer.prepare_batch); None
-/// without a body. `out`: a buffer to make it in (one for a pass over many events: a new one
+/// The document to send of a storage.EventWrite, from its body: a SentDocument of raw_bytes,
+/// or `whole(write)` where raw_bytes leaves an addition to PyMongo (the document may leave out
+/// what only its body holds: see Preparer.prepare_batch); None without a body. `out`: a buffer to make it in (one for a pass over many events: a new one
 /// an event was an allocation, its growth and its release each).
 fn write_sent<'py>(
     py: Python<'py>,
@@ -1914,12 +1912,9 @@ fn split_pending<'py>(
             general.append(index)?;
             continue;
         };
-        {
-            let session = session.bind(py);
-            match sessions.get_item(session)? {
-                Some(indexes) => indexes.cast_into::<PyList>()?.append(index)?,
-                None => sessions.set_item(session, PyList::new(py, [index])?)?,
-            }
+        match sessions.get_item(session.bind(py))? {
+            Some(indexes) => indexes.cast_into::<PyList>()?.append(index)?,
+            None => sessions.set_item(session, PyList::new(py, [index])?)?,
         }
     }
     Ok((main, general, sessions))
