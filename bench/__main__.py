@@ -28,6 +28,8 @@ STEPS = {
     "ledger": ("bench.ledger_cost --seconds 5", "bench.ledger_cost"),
     # What each step of the batch path costs per event, in process, against its C floor.
     "steps": ("bench.event_cost", "bench.event_cost --repetitions 30"),
+    # The stream path as a whole in process, warm caches against cold ones.
+    "path": ("bench.stream_path", "bench.stream_path --repetitions 60"),
     # The database's own CPU per insert command and per document, and what it leaves for unary.
     "database": ("bench.database_cost", "bench.database_cost --rounds 5"),
     # Where the server's CPU goes under the batch and unary ingest loads (py-spy samples).
