@@ -21,9 +21,8 @@ def test_a_pass_acknowledges_every_event_and_writes_over_between_messages() -> N
     async def run() -> tuple[float, int]:
         return await one_pass(stream_messages(), _writer(), lambda: calls.append(1))
 
-    seconds, acked = asyncio.run(run())
+    _, acked = asyncio.run(run())
     assert acked == MESSAGES * EVENTS_PER_MESSAGE
-    assert seconds > 0
     # After each message is submitted and after each is answered.
     assert len(calls) == 2 * MESSAGES
 
@@ -32,7 +31,6 @@ def test_every_setting_is_measured_against_the_warm_run() -> None:
     result = asyncio.run(measure(repetitions=1))
     settings = {str(mib) for mib in WRITTEN_OVER_MIB}
     assert set(result["us_per_event"]) == set(result["ratio_to_warm"]) == settings
-    assert all(value > 0 for value in result["us_per_event"].values())
     assert result["ratio_to_warm"]["0"] == 1.0
     for mib in settings:
         expected = result["us_per_event"][mib] / result["us_per_event"]["0"]
