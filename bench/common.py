@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -241,6 +241,21 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     raise ValueError(f"no VmRSS for process {pid}")
+
+
+def cache_writer(mib: int) -> Callable[[], None]:
+    """A function that writes a byte of every cache line of an `mib` MiB buffer, pushing out
+    what the caches held (this machine's last-level cache is 32 MiB), as what runs between a
+    server's steps does; with 0, one that does nothing. The buffer is made here, once."""
+    if not mib:
+        return lambda: None
+    buffer = bytearray(mib << 20)
+    lines = bytes(len(buffer) // 64)
+
+    def write_over() -> None:
+        buffer[::64] = lines
+
+    return write_over
 
 
 def load_average() -> list[float]:

@@ -37,6 +37,7 @@ from auditlog_service.ledger import compress, group_entries
 from auditlog_service.responses import log_events_response
 from auditlog_service.storage import EventWrite, Outcome, Stored
 from bench.common import (
+    cache_writer,
     cobrowse_event,
     code_version,
     general_event,
@@ -109,18 +110,8 @@ def batch_wire(kind: str) -> bytes:
     return service_pb2.LogEventsRequest(events=[make(i) for i in range(EVENTS)]).SerializeToString()
 
 
-# Written over before each step with --cold: twice this machine's last-level cache (32 MiB);
-# made at the first use, not at import.
-_EVICTION_BYTES = 64 << 20
-_EVICTION_BUFFER = bytearray()
-
-
-def _evict_caches() -> None:
-    """Writes a byte of every cache line of the eviction buffer, pushing out what the caches
-    held."""
-    if not _EVICTION_BUFFER:
-        _EVICTION_BUFFER.extend(bytes(_EVICTION_BYTES))
-    _EVICTION_BUFFER[::64] = bytes(_EVICTION_BYTES // 64)
+# Written over before each step with --cold: twice this machine's last-level cache (32 MiB).
+COLD_MIB = 64
 
 
 def _nothing() -> None:
@@ -243,8 +234,9 @@ def measure(kind: str, repetitions: int, *, cold: bool = False) -> dict[str, Any
     preparer = convert.EventPreparer("bench")
     writer = EventWriter(_Repository(), preparer, max_group=EVENTS, max_delay_s=0.0)  # type: ignore[arg-type]
     best: dict[str, float] = {}
+    before_step = cache_writer(COLD_MIB) if cold else _nothing
     for _ in range(repetitions):
-        passed = one_pass(wire, writer, preparer, _evict_caches if cold else _nothing)
+        passed = one_pass(wire, writer, preparer, before_step)
         for step, seconds in passed.items():
             best[step] = min(best.get(step, seconds), seconds)
     us = {step: round(1e6 * seconds / EVENTS, 2) for step, seconds in best.items()}
