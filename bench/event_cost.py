@@ -114,17 +114,15 @@ def batch_wire(kind: str) -> bytes:
 COLD_MIB = 64
 
 
-def _nothing() -> None:
-    pass
-
-
 def one_pass(
     wire: bytes,
     writer: EventWriter,
     preparer: convert.EventPreparer,
-    before_step: Callable[[], None] = _nothing,
+    before_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Every step once over the batch, `before_step` before each; seconds per step."""
+    """Every step once over the batch, `before_step` before each (None: nothing); seconds per
+    step."""
+    before_step = before_step or cache_writer(0)
     took: dict[str, float] = {}
     clock = time.perf_counter
 
@@ -234,7 +232,7 @@ def measure(kind: str, repetitions: int, *, cold: bool = False) -> dict[str, Any
     preparer = convert.EventPreparer("bench")
     writer = EventWriter(_Repository(), preparer, max_group=EVENTS, max_delay_s=0.0)  # type: ignore[arg-type]
     best: dict[str, float] = {}
-    before_step = cache_writer(COLD_MIB) if cold else _nothing
+    before_step = cache_writer(COLD_MIB if cold else 0)
     for _ in range(repetitions):
         passed = one_pass(wire, writer, preparer, before_step)
         for step, seconds in passed.items():
